@@ -1,0 +1,1 @@
+"""hyplex.calibration: dark/flat, EMVA 1288, mosaic registration, spectral response."""

@@ -1,0 +1,1 @@
+"""hyplex.devices: cameras, frame ring buffer, recorder and serial instruments."""

@@ -1,0 +1,1 @@
+"""hyplex.models: learning (encoder co-design, reconstruction, segmentation)."""

@@ -1,0 +1,498 @@
+"""Differentiable rigorous coupled-wave analysis (RCWA, Fourier modal method) for 2-D gratings.
+
+Geometry (light comes from the top, ``z`` grows downwards)::
+
+        superstrate (semi-infinite, lossless)        incident wave, reflected orders
+    ----------------------------------------- z = 0
+        layer 1   (uniform, or patterned over one unit cell Lx x Ly)
+    -----------------------------------------
+        ...
+    -----------------------------------------
+        layer K
+    ----------------------------------------- z = sum of thicknesses
+        substrate (semi-infinite)                    transmitted orders
+
+Formulation, with ``exp(-i w t)`` time dependence, ``k0 = 2 pi / lambda`` and normalised
+``z' = k0 z`` and ``H~ = i sqrt(mu0/eps0) H`` (Rumpf, PIER B 35, 241 (2011), Eqs. (8)-(10);
+Moharam et al., JOSA A 12, 1068 (1995)): in every layer
+
+    d/dz' [Ex, Ey] = P [H~x, H~y],  P = [[Kx Ez^-1 Ky, I - Kx Ez^-1 Kx],
+                                         [Ky Ez^-1 Ky - I, -Ky Ez^-1 Kx]]
+    d/dz' [H~x, H~y] = Q [Ex, Ey],  Q = [[Kx Ky, Eyy - Kx^2], [Ky^2 - Exx, -Ky Kx]]
+
+with ``Ez^-1 = [[eps]]^-1`` (Laurent) and ``Exx, Eyy`` from Li's inverse rule
+(see :mod:`hyplex.optics.fourier`). The modes solve ``P Q W = W diag(-kz^2)``; a forward mode is
+``E = W exp(i kz z')``, ``H~ = V exp(i kz z')`` with ``V = Q W diag(i kz)^-1``... written here with
+``lam = -i kz`` as ``E = W exp(-lam z')``, ``V = -Q W lam^-1`` and the branch
+``Im kz > 0`` (or ``Re kz > 0`` when propagating), so that ``|exp(-lam z')| <= 1``.
+
+Layers are joined by the scattering-matrix recursion of Whittaker & Culshaw, PRB 60, 2610
+(1999), Eqs. (16)-(19) (also Liu & Fan, S4, CPC 183, 2233 (2012)), which only ever multiplies
+by decaying exponentials and so is stable for thick and lossy layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .eig import eig
+from .fourier import (
+    Harmonics,
+    inverse_rule_matrices,
+    laurent_matrix,
+    pixel_fourier_coefficients_1d,
+    pixel_fourier_coefficients_2d,
+)
+from .materials import get_material
+from .parallel import use_safe_threading
+
+__all__ = ["Layer", "RCWAResult", "solve"]
+
+# Below this |kz| (normalised) a mode is treated as grazing (Wood anomaly) and nudged off zero.
+_WOOD_GUARD = 1e-10
+
+
+@dataclass
+class Layer:
+    """One layer of the stack.
+
+    Attributes
+    ----------
+    thickness_nm : float or tensor ``(...)``
+        Thickness in nm, >= 0; a tensor batches designs.
+    material : material name, Material, refractive index number, or complex tensor ``(..., L)``
+        The layer's material (uniform layer) or the fill material where ``pattern`` is 1.
+        A tensor is read as the complex *refractive index* at the solver's wavelengths.
+    pattern : real tensor ``(..., Nx, Ny)`` in [0, 1], optional
+        Fill fraction of ``material`` on a pixel grid over the unit cell; axis -2 is x.
+        Grey values mix linearly in ``eps`` for ``E_z`` and in ``1/eps`` for the in-plane
+        components, which is the correct sub-pixel average for edges along x and y.
+    background : like ``material``
+        The material where ``pattern`` is 0 (default air).
+    permittivity : complex tensor ``(..., L, Nx, Ny)``, optional
+        A raw permittivity grid per wavelength; overrides ``material``/``pattern``.
+    """
+
+    thickness_nm: float | torch.Tensor
+    material: object = "air"
+    pattern: torch.Tensor | None = None
+    background: object = "air"
+    permittivity: torch.Tensor | None = None
+
+    @property
+    def is_uniform(self) -> bool:
+        return self.pattern is None and self.permittivity is None
+
+
+@dataclass
+class RCWAResult:
+    """Diffraction of a plane wave by a periodic stack. Polarisation axis: 0 = TE (s), 1 = TM (p).
+
+    Attributes
+    ----------
+    wavelengths_nm : tensor ``(L,)``
+    orders : int tensor ``(n_h, 2)``, diffraction orders ``(m, n)``
+    transmission_orders, reflection_orders : tensors ``(..., L, 2, n_h)``
+        Power efficiency of each order (evanescent orders carry 0).
+    T, R : tensors ``(..., L, 2)``
+        Total transmittance into the substrate and reflectance (sum over orders).
+    T0, R0 : tensors ``(..., L, 2)``
+        Zeroth-order efficiencies.
+    t, r : complex tensors ``(..., L, 2, 2)``
+        Zeroth-order Jones matrices ``[out, in]`` in the (s, p) basis: ratios of complex field
+        amplitudes, referenced at the top of the stack (incidence, reflection) and at the top of
+        the substrate (transmission). Phase conventions follow Byrnes, arXiv:1603.02720.
+    """
+
+    wavelengths_nm: torch.Tensor
+    orders: torch.Tensor
+    transmission_orders: torch.Tensor
+    reflection_orders: torch.Tensor
+    t: torch.Tensor
+    r: torch.Tensor
+
+    @property
+    def T(self) -> torch.Tensor:  # noqa: N802 - physics notation
+        return self.transmission_orders.sum(-1)
+
+    @property
+    def R(self) -> torch.Tensor:  # noqa: N802
+        return self.reflection_orders.sum(-1)
+
+    @property
+    def T0(self) -> torch.Tensor:  # noqa: N802
+        return self.transmission_orders[..., self._zeroth]
+
+    @property
+    def R0(self) -> torch.Tensor:  # noqa: N802
+        return self.reflection_orders[..., self._zeroth]
+
+    @property
+    def _zeroth(self) -> int:
+        return int(((self.orders[:, 0] == 0) & (self.orders[:, 1] == 0)).nonzero()[0, 0])
+
+    def unpolarized(self, quantity: str = "T") -> torch.Tensor:
+        """Average of TE and TM for ``"T"``, ``"R"``, ``"T0"`` or ``"R0"``: ``(..., L)``."""
+        return getattr(self, quantity).mean(-1)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_finite(name: str, value: torch.Tensor) -> None:
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf; expected finite values")
+
+
+def _as_real(value, name: str, dtype, device) -> torch.Tensor:
+    tensor = torch.as_tensor(value, device=device)
+    if tensor.is_complex():
+        raise ValueError(f"{name} must be real, got a complex tensor")
+    tensor = tensor.to(dtype)
+    _check_finite(name, tensor)
+    return tensor
+
+
+def _permittivity(material, wavelengths: torch.Tensor, complex_dtype) -> torch.Tensor:
+    """Permittivity ``(..., L)`` of a material-like at the wavelengths (nm)."""
+    if isinstance(material, torch.Tensor):
+        index = material.to(device=wavelengths.device, dtype=complex_dtype)
+        _check_finite("refractive index tensor", index)
+        return index * index
+    eps = get_material(material).permittivity(wavelengths)
+    return eps.to(complex_dtype)
+
+
+# --------------------------------------------------------------------------- modes
+
+
+@dataclass
+class _Modes:
+    """Eigenmodes of one layer: W, V ``(..., L, 2n, 2n)`` (W None = identity), lam ``(..., L, 2n)``."""
+
+    W: torch.Tensor | None
+    V: torch.Tensor
+    lam: torch.Tensor
+
+
+def _kz_branch(kz_squared: torch.Tensor) -> torch.Tensor:
+    """sqrt with Im kz > 0, or Re kz > 0 where Im kz ~ 0; nudged off 0 at Wood anomalies.
+
+    The double ``where`` keeps the backward pass finite at ``kz = 0`` (MEEP.md notes on torcwa).
+    """
+    grazing = kz_squared.abs() < _WOOD_GUARD**2
+    safe = torch.where(grazing, torch.full_like(kz_squared, 1j * _WOOD_GUARD**2), kz_squared)
+    kz = torch.sqrt(safe)
+    flip = (kz.imag < 0) | ((kz.imag.abs() <= 1e-14 * kz.abs()) & (kz.real < 0))
+    return torch.where(flip, -kz, kz)
+
+
+def _uniform_modes(eps: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> _Modes:
+    """Analytic modes of a homogeneous layer: W = I, plane waves (eps ``(..., L)``, kx ``(..., L, n)``)."""
+    kz = _kz_branch(eps.unsqueeze(-1) - kx * kx - ky * ky)
+    lam = -1j * kz
+    # V = -Q lam^-1 with Q's blocks diagonal: [[kx ky, eps - kx^2], [ky^2 - eps, -ky kx]].
+    # eps - kx^2 is written as kz^2 + ky^2 so that a Wood-guarded kz stays consistent with V
+    # (otherwise V is singular exactly at a Wood anomaly).
+    kz_sq = kz * kz
+    vxx, vxy = -kx * ky / lam, -(kz_sq + ky * ky) / lam
+    vyx, vyy = (kz_sq + kx * kx) / lam, kx * ky / lam
+    V = torch.cat(
+        [
+            torch.cat([torch.diag_embed(vxx), torch.diag_embed(vxy)], -1),
+            torch.cat([torch.diag_embed(vyx), torch.diag_embed(vyy)], -1),
+        ],
+        -2,
+    )
+    return _Modes(W=None, V=V, lam=torch.cat([lam, lam], -1))
+
+
+def _patterned_modes(
+    layer: Layer,
+    wavelengths: torch.Tensor,
+    kx: torch.Tensor,
+    ky: torch.Tensor,
+    harmonics: Harmonics,
+    factorization: str,
+    complex_dtype,
+) -> _Modes:
+    M, N = harmonics.M, harmonics.N
+    if layer.permittivity is not None:
+        grid = layer.permittivity.to(device=wavelengths.device, dtype=complex_dtype)
+        if grid.ndim < 3 or grid.shape[-3] not in (1, wavelengths.numel()):
+            raise ValueError(
+                "permittivity grid must have shape (..., L, Nx, Ny) with L = number of "
+                f"wavelengths ({wavelengths.numel()}), got {tuple(grid.shape)}"
+            )
+        _check_finite("permittivity grid", grid)
+        eps_coeffs = pixel_fourier_coefficients_2d(grid, M, N)
+        inverse_grid = 1.0 / grid
+    else:
+        pattern = layer.pattern.to(device=wavelengths.device)
+        eps_fill = _permittivity(layer.material, wavelengths, complex_dtype)[..., None, None]
+        eps_back = _permittivity(layer.background, wavelengths, complex_dtype)[..., None, None]
+        rho = pattern.to(complex_dtype).unsqueeze(-3)  # (..., 1, Nx, Ny)
+        # eps = eps_b + (eps_f - eps_b) rho; the transform is linear, so take it of rho once.
+        rho_coeffs = pixel_fourier_coefficients_2d(rho, M, N)
+        delta = torch.zeros_like(rho_coeffs[..., :1, :1]).expand_as(rho_coeffs).clone()
+        delta[..., 2 * M, 2 * N] = 1.0
+        eps_coeffs = eps_back * delta + (eps_fill - eps_back) * rho_coeffs
+        inverse_grid = 1.0 / eps_back + (1.0 / eps_fill - 1.0 / eps_back) * rho
+
+    eps_laurent = laurent_matrix(eps_coeffs, harmonics)
+    if factorization == "li":
+        eps_xx, eps_yy = inverse_rule_matrices(inverse_grid, harmonics)
+    else:
+        eps_xx = eps_yy = eps_laurent
+
+    n = harmonics.count
+    Kx, Ky = torch.diag_embed(kx), torch.diag_embed(ky)
+    eye = torch.eye(n, dtype=complex_dtype, device=wavelengths.device)
+    ez_inv_kx = torch.linalg.solve(eps_laurent, Kx)  # Ez^-1 Kx
+    ez_inv_ky = torch.linalg.solve(eps_laurent, Ky)
+    kxk = kx.unsqueeze(-1)  # left multiplication by Kx scales rows
+    kyk = ky.unsqueeze(-1)
+    P = torch.cat(
+        [
+            torch.cat([kxk * ez_inv_ky, eye - kxk * ez_inv_kx], -1),
+            torch.cat([kyk * ez_inv_ky - eye, -kyk * ez_inv_kx], -1),
+        ],
+        -2,
+    )
+    kxky = torch.diag_embed(kx * ky)
+    Q = torch.cat(
+        [
+            torch.cat([kxky.expand_as(eps_yy), eps_yy - torch.diag_embed(kx * kx)], -1),
+            torch.cat([torch.diag_embed(ky * ky) - eps_xx, -kxky.expand_as(eps_xx)], -1),
+        ],
+        -2,
+    )
+    omega_sq, W = eig(P @ Q)  # eigenvalues are -kz^2
+    lam = -1j * _kz_branch(-omega_sq)
+    V = -(Q @ W) / lam.unsqueeze(-2)
+    del Kx, Ky
+    return _Modes(W=W, V=V, lam=lam)
+
+
+# --------------------------------------------------------------------------- S-matrix
+
+
+def _left_solve(modes: _Modes, rhs: torch.Tensor, which: str) -> torch.Tensor:
+    matrix = modes.W if which == "W" else modes.V
+    if matrix is None:
+        return rhs
+    return torch.linalg.solve(matrix, rhs)
+
+
+def _redheffer_scan(modes: list[_Modes], phases: list[torch.Tensor]):
+    """S11 and S21 of the whole stack (Whittaker & Culshaw 1999, Eqs. (16)-(19)).
+
+    ``a_l = S11 a_0 + S12 b_l``, ``b_0 = S21 a_0 + S22 b_l``; ``a`` are forward amplitudes at
+    the top of a layer and ``b`` backward amplitudes at its bottom; ``phases[l] = exp(-lam_l d_l)``.
+    """
+    size = modes[0].lam.shape[-1]
+    eye = torch.eye(size, dtype=modes[0].lam.dtype, device=modes[0].lam.device)
+    S11, S12, S21, S22 = eye, torch.zeros_like(eye), torch.zeros_like(eye), eye
+    for here, there, phase, phase_next in zip(modes[:-1], modes[1:], phases[:-1], phases[1:]):
+        X = _left_solve(here, there.W if there.W is not None else _identity_like(there), "W")
+        Y = _left_solve(here, there.V, "V")
+        I11, I12 = 0.5 * (X + Y), 0.5 * (X - Y)
+        phase_S12 = phase.unsqueeze(-1) * S12
+        M = I11 - phase_S12 @ I12
+        first = phase.unsqueeze(-1) * S11
+        second = (phase_S12 @ I11 - I12) * phase_next.unsqueeze(-2)
+        sol = torch.linalg.solve(M, torch.cat(torch.broadcast_tensors(first, second), -1))
+        S11_new, S12_new = sol[..., :size], sol[..., size:]
+        S22_I12 = S22 @ I12
+        S21 = S21 + S22_I12 @ S11_new
+        S22 = S22_I12 @ S12_new + (S22 @ I11) * phase_next.unsqueeze(-2)
+        S11, S12 = S11_new, S12_new
+    return S11, S21
+
+
+def _identity_like(modes: _Modes) -> torch.Tensor:
+    size = modes.lam.shape[-1]
+    return torch.eye(size, dtype=modes.lam.dtype, device=modes.lam.device)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _poynting_z(e: torch.Tensor, h: torch.Tensor, n: int) -> torch.Tensor:
+    """z-flux of each harmonic, ``Re(i (Ex H~y* - Ey H~x*))`` (proportional to <S_z>).
+
+    With ``H~ = i Z0 H``, ``<S_z> = Re(Ex Hy* - Ey Hx*) / 2 = Re(i (Ex H~y* - Ey H~x*)) / (2 Z0)``.
+    ``e, h``: ``(..., 2n, k)`` tangential fields of ``k`` excitations; returns ``(..., k, n)``.
+    """
+    ex, ey, hx, hy = e[..., :n, :], e[..., n:, :], h[..., :n, :], h[..., n:, :]
+    flux = (1j * (ex * hy.conj() - ey * hx.conj())).real
+    return flux.transpose(-1, -2)
+
+
+def solve(
+    layers: Sequence[Layer],
+    wavelengths_nm,
+    period_nm: float | tuple[float, float],
+    harmonics: int | tuple[int, int] = (4, 4),
+    superstrate="air",
+    substrate="SiO2",
+    angle_deg: float | torch.Tensor = 0.0,
+    azimuth_deg: float | torch.Tensor = 0.0,
+    factorization: str = "li",
+    dtype: torch.dtype = torch.complex128,
+    device: torch.device | str | None = None,
+) -> RCWAResult:
+    """Scatter a plane wave off a stack of uniform and patterned periodic layers.
+
+    Parameters
+    ----------
+    layers : sequence of :class:`Layer`, top (incidence side) to bottom.
+    wavelengths_nm : float or tensor ``(L,)``, vacuum wavelengths in nm.
+    period_nm : float or ``(Lx, Ly)``, the unit cell in nm.
+    harmonics : int or ``(M, N)``; orders ``-M..M`` along x and ``-N..N`` along y are kept.
+    superstrate, substrate : material-like (see :class:`Layer`); the superstrate must be
+        lossless.
+    angle_deg, azimuth_deg : polar angle of incidence in the superstrate (0 <= angle < 90) and
+        azimuth of the plane of incidence from the x axis, in degrees.
+    factorization : ``"li"`` (Li's inverse rule, default) or ``"laurent"`` (plain rule, for
+        comparison only: it converges slowly for high-contrast TM).
+    dtype : ``torch.complex128`` (default) or ``torch.complex64``.
+    device : where to compute; default: the device of the first tensor input, else CPU.
+
+    Returns
+    -------
+    RCWAResult with batch shape ``(..., L)``, where ``...`` broadcasts the batch dimensions of
+    all layer thicknesses, patterns and material tensors.
+    """
+    use_safe_threading()
+    if dtype not in (torch.complex64, torch.complex128):
+        raise ValueError(f"dtype must be torch.complex64 or torch.complex128, got {dtype}")
+    if factorization not in ("li", "laurent"):
+        raise ValueError(f"factorization must be 'li' or 'laurent', got {factorization!r}")
+    if len(layers) == 0:
+        raise ValueError("layers is empty; give at least one Layer between the half-spaces")
+    real_dtype = torch.float64 if dtype == torch.complex128 else torch.float32
+    if device is None:
+        device = next(
+            (t.device for t in _tensors_of(layers, wavelengths_nm) if isinstance(t, torch.Tensor)),
+            torch.device("cpu"),
+        )
+    if isinstance(harmonics, int):
+        harmonics = (harmonics, harmonics)
+    basis = Harmonics(*harmonics)
+    n = basis.count
+
+    wavelengths = _as_real(wavelengths_nm, "wavelengths_nm", real_dtype, device).reshape(-1)
+    if (wavelengths <= 0).any():
+        raise ValueError("wavelengths_nm must be positive (nm)")
+    period = torch.as_tensor(period_nm, dtype=torch.float64).reshape(-1)
+    if period.numel() == 1:
+        period = period.repeat(2)
+    if period.numel() != 2 or not torch.isfinite(period).all() or (period <= 0).any():
+        raise ValueError(f"period_nm must be a positive number or (Lx, Ly) in nm, got {period_nm}")
+    angle = _as_real(angle_deg, "angle_deg", real_dtype, device)
+    azimuth = _as_real(azimuth_deg, "azimuth_deg", real_dtype, device)
+    if angle.ndim or azimuth.ndim:
+        raise ValueError("angle_deg and azimuth_deg must be scalars (one incidence per call)")
+    if angle < 0 or angle >= 90:
+        raise ValueError(f"angle_deg must lie in [0, 90) degrees, got {angle_deg}")
+    thicknesses = []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers[{i}] must be a hyplex.optics.rcwa.Layer, got {type(layer)}")
+        d = _as_real(layer.thickness_nm, f"layers[{i}].thickness_nm", real_dtype, device)
+        if (d < 0).any():
+            raise ValueError(f"layers[{i}].thickness_nm must be >= 0 nm, got {layer.thickness_nm}")
+        if layer.pattern is not None and layer.permittivity is None:
+            pattern = torch.as_tensor(layer.pattern)
+            if pattern.ndim < 2 or min(pattern.shape[-2:]) < 1:
+                raise ValueError(
+                    f"layers[{i}].pattern must have shape (..., Nx, Ny) over one unit cell, "
+                    f"got {tuple(pattern.shape)}"
+                )
+            if pattern.is_complex():
+                raise ValueError(f"layers[{i}].pattern must be real fill fractions in [0, 1]")
+            _check_finite(f"layers[{i}].pattern", pattern)
+            if (pattern < 0).any() or (pattern > 1).any():
+                raise ValueError(f"layers[{i}].pattern must lie in [0, 1] (fill fraction)")
+        thicknesses.append(d)
+
+    # In-plane wavevectors of every order, normalised by k0 (Moharam 1995, Eq. (6)).
+    eps_sup = _permittivity(superstrate, wavelengths, dtype)
+    if (eps_sup.imag.abs() > 1e-12 * eps_sup.abs()).any() or (eps_sup.real <= 0).any():
+        raise ValueError("the superstrate must be lossless (real index > 0) to define the incidence")
+    n_sup = eps_sup.real.sqrt()
+    theta, phi = torch.deg2rad(angle), torch.deg2rad(azimuth)
+    kx0 = (n_sup * torch.sin(theta) * torch.cos(phi)).unsqueeze(-1)
+    ky0 = (n_sup * torch.sin(theta) * torch.sin(phi)).unsqueeze(-1)
+    orders = basis.orders(device)
+    lam_col = wavelengths.unsqueeze(-1)
+    kx = (kx0 + orders[:, 0].to(real_dtype) * lam_col / float(period[0])).to(dtype)
+    ky = (ky0 + orders[:, 1].to(real_dtype) * lam_col / float(period[1])).to(dtype)
+    k0 = 2 * torch.pi / wavelengths
+
+    modes = [_uniform_modes(eps_sup, kx, ky)]
+    phases = [torch.ones_like(modes[0].lam)]
+    for layer, d in zip(layers, thicknesses):
+        if layer.is_uniform:
+            m = _uniform_modes(_permittivity(layer.material, wavelengths, dtype), kx, ky)
+        else:
+            m = _patterned_modes(layer, wavelengths, kx, ky, basis, factorization, dtype)
+        modes.append(m)
+        phases.append(torch.exp(-m.lam * (k0 * d.unsqueeze(-1)).unsqueeze(-1)))
+    eps_sub = _permittivity(substrate, wavelengths, dtype)
+    modes.append(_uniform_modes(eps_sub, kx, ky))
+    phases.append(torch.ones_like(modes[-1].lam))
+    S11, S21 = _redheffer_scan(modes, phases)
+
+    # Incident TE/TM plane waves in the (0, 0) order: s = (-sin phi, cos phi, 0) and
+    # p = s x k_hat, whose tangential part is cos(theta) (cos phi, sin phi).
+    zero = basis.zeroth_index()
+    s_dir = torch.stack([-torch.sin(phi), torch.cos(phi)], -1).to(dtype)  # (..., 2)
+    p_dir = torch.stack([torch.cos(phi), torch.sin(phi)], -1).to(dtype)
+    cos_i = torch.cos(theta).to(dtype)
+    incident = torch.zeros(2 * n, 2, dtype=dtype, device=device)  # columns: TE, TM
+    incident[zero, 0], incident[n + zero, 0] = s_dir[0], s_dir[1]
+    incident[zero, 1], incident[n + zero, 1] = cos_i * p_dir[0], cos_i * p_dir[1]
+    transmitted = S11 @ incident
+    reflected = S21 @ incident
+
+    flux_in = _poynting_z(incident, modes[0].V @ incident, n).sum(-1, keepdim=True)
+    T_orders = _poynting_z(transmitted, modes[-1].V @ transmitted, n) / flux_in
+    R_orders = -_poynting_z(reflected, -(modes[0].V @ reflected), n) / flux_in
+
+    # Zeroth-order Jones matrices in the (s, p) basis (Byrnes' conventions for r_p).
+    kz_sub = _kz_branch(eps_sub - kx0.to(dtype).squeeze(-1) ** 2 - ky0.to(dtype).squeeze(-1) ** 2)
+    cos_t = kz_sub / torch.sqrt(eps_sub)
+    cos_r = torch.cos(theta).to(dtype)
+    t = _jones(transmitted, zero, n, s_dir, p_dir, cos_t, sign=1)
+    r = _jones(reflected, zero, n, s_dir, p_dir, cos_r, sign=-1)
+    return RCWAResult(
+        wavelengths_nm=wavelengths,
+        orders=orders,
+        transmission_orders=T_orders,
+        reflection_orders=R_orders,
+        t=t,
+        r=r,
+    )
+
+
+def _jones(fields, zero, n, s_dir, p_dir, cos_out, sign) -> torch.Tensor:
+    """Zeroth-order Jones matrix ``(..., L, 2, 2)`` [out, in] from tangential fields."""
+    ex, ey = fields[..., zero, :], fields[..., n + zero, :]  # (..., L, 2 inputs)
+    out_s = ex * s_dir[0] + ey * s_dir[1]
+    out_p = sign * (ex * p_dir[0] + ey * p_dir[1]) / cos_out.unsqueeze(-1)
+    # Incident s and p amplitudes are 1 by construction.
+    return torch.stack([out_s, out_p], -2)  # (..., L, out, in)
+
+
+def _tensors_of(layers, wavelengths_nm):
+    yield wavelengths_nm
+    for layer in layers:
+        yield layer.thickness_nm
+        yield layer.pattern
+        yield layer.permittivity
+        yield layer.material

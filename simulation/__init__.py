@@ -1,0 +1,1 @@
+"""hyplex.simulation: the digital twin of the camera (scenes, mosaic encoder, sensor)."""
