@@ -157,7 +157,7 @@ def laurent_matrix(coefficients: torch.Tensor, harmonics: Harmonics) -> torch.Te
 
 
 def _toeplitz(coefficients: torch.Tensor, size: int) -> torch.Tensor:
-    """Toeplitz matrices ``T[a, b] = c[a - b + size - 1]`` from ``(..., 2 size - 1)`` coefficients."""
+    """Toeplitz ``T[a, b] = c[a - b + size - 1]`` from coefficients ``(..., 2 size - 1)``."""
     a = torch.arange(size, device=coefficients.device)
     return coefficients[..., a[:, None] - a[None, :] + size - 1]
 

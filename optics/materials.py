@@ -18,13 +18,14 @@ aSi_meep     210-830      Meep ``materials.aSi``: Horiba TN08 Lorentz model
 SiO2         210-6700     Malitson 1965 Sellmeier (fused silica), k = 0
 SiO2_meep    250-1770     Meep ``materials.SiO2``: Horiba TN08 Lorentz model
 BK7          300-2500     SCHOTT N-BK7 Sellmeier (Zemax catalog 2017-01-20b), k = 0
-Si3N4        310-5504     Luke et al. 2015 Sellmeier (LPCVD film), k = 0
+Si3N4        310-5504     Luke et al. 2015 Sellmeier (340 nm film), k = 0
 TiO2         300-1600     Sarkar et al. 2019 thin film, tabulated (data/TiO2_Sarkar2019.csv)
 ===========  ===========  =============================================================
 
 Meep's ``fused_quartz``, ``BK7`` and ``Si3N4_NIR`` are the same Sellmeier formulas as SiO2, BK7
 and Si3N4 here (a Lorentzian with gamma = 0 is a Sellmeier term), so no ``*_meep`` twin is needed.
-Meep's ``Si3N4`` (Horiba) is left out: as transcribed in Meep it puts a damped resonance at 389 nm.
+Meep's ``Si3N4`` (Horiba) is left out: as written in Meep it resonates at 389 nm, n = 2.59 + 0.58i
+at 633 nm, far from stoichiometric Si3N4.
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ class TabulatedMaterial(Material):
         then rows of wavelength (nm), n, k."""
         lines = (_DATA_DIR / filename).read_text().splitlines()
         rows = [line for line in lines if line.strip() and not line.startswith("#")]
-        assert rows[0].replace(" ", "") == "wavelength_nm,n,k", f"{filename}: bad header"
+        if rows[0].replace(" ", "") != "wavelength_nm,n,k":
+            raise ValueError(f"{filename}: expected header 'wavelength_nm,n,k', got {rows[0]!r}")
         table = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
         return cls(name, table[:, 0], table[:, 1], table[:, 2], source, wavelength_range_nm)
 
@@ -329,7 +331,7 @@ _SOURCES = {
     "SiO2_meep": _MEEP.format("SiO2", _HORIBA),
     "BK7": "SCHOTT N-BK7 Sellmeier equation, SCHOTT Zemax catalog 2017-01-20b; k = 0",
     "Si3N4": "K. Luke, Y. Okawachi, M. R. E. Lamont, A. L. Gaeta and M. Lipson, Opt. Lett. 40, "
-    "4823-4826 (2015), Sellmeier equation for LPCVD Si3N4; k = 0",
+    "4823-4826 (2015), Sellmeier equation for a 340 nm Si3N4 film on SiO2; k = 0",
     "TiO2": "S. Sarkar et al., ACS Appl. Mater. Interfaces 11, 13752-13760 (2019), 200 nm TiO2 "
     "film on glass, subsampled (via refractiveindex.info TiO2/Sarkar)",
 }

@@ -46,8 +46,10 @@ def use_safe_threading() -> None:
     if os.environ.get("HYPLEX_KEEP_TORCH_THREADS"):
         return
     if torch.get_num_threads() != 1:
-        _log.info("hyplex: torch intra-op threads %d -> 1 (batched MKL LU hangs with more)",
-                  torch.get_num_threads())
+        _log.info(
+            "hyplex: torch intra-op threads %d -> 1 (batched MKL LU hangs with more)",
+            torch.get_num_threads(),
+        )
         torch.set_num_threads(1)
 
 
@@ -80,7 +82,7 @@ def map_batch(
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hyplex-linalg")
         parts = list(_pool.map(fn, flat.tensor_split(workers)))
         if isinstance(parts[0], tuple):
-            outputs = tuple(torch.cat(p) for p in zip(*parts))
+            outputs = tuple(torch.cat(p) for p in zip(*parts, strict=True))
         else:
             outputs = torch.cat(parts)
     if isinstance(outputs, tuple):

@@ -43,7 +43,6 @@ from .fourier import (
     Harmonics,
     inverse_rule_matrices,
     laurent_matrix,
-    pixel_fourier_coefficients_1d,
     pixel_fourier_coefficients_2d,
 )
 from .materials import get_material
@@ -171,7 +170,7 @@ def _permittivity(material, wavelengths: torch.Tensor, complex_dtype) -> torch.T
 
 @dataclass
 class _Modes:
-    """Eigenmodes of one layer: W, V ``(..., L, 2n, 2n)`` (W None = identity), lam ``(..., L, 2n)``."""
+    """Modes of a layer: W, V ``(..., L, 2n, 2n)`` (W None: identity), lam ``(..., L, 2n)``."""
 
     W: torch.Tensor | None
     V: torch.Tensor
@@ -191,7 +190,10 @@ def _kz_branch(kz_squared: torch.Tensor) -> torch.Tensor:
 
 
 def _uniform_modes(eps: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> _Modes:
-    """Analytic modes of a homogeneous layer: W = I, plane waves (eps ``(..., L)``, kx ``(..., L, n)``)."""
+    """Analytic plane-wave modes of a homogeneous layer (W = I).
+
+    eps ``(..., L)``; kx, ky ``(..., L, n)`` normalised by k0.
+    """
     kz = _kz_branch(eps.unsqueeze(-1) - kx * kx - ky * ky)
     lam = -1j * kz
     # V = -Q lam^-1 with Q's blocks diagonal: [[kx ky, eps - kx^2], [ky^2 - eps, -ky kx]].
@@ -296,7 +298,9 @@ def _redheffer_scan(modes: list[_Modes], phases: list[torch.Tensor]):
     size = modes[0].lam.shape[-1]
     eye = torch.eye(size, dtype=modes[0].lam.dtype, device=modes[0].lam.device)
     S11, S12, S21, S22 = eye, torch.zeros_like(eye), torch.zeros_like(eye), eye
-    for here, there, phase, phase_next in zip(modes[:-1], modes[1:], phases[:-1], phases[1:]):
+    for here, there, phase, phase_next in zip(
+        modes[:-1], modes[1:], phases[:-1], phases[1:], strict=True
+    ):
         X = _left_solve(here, there.W if there.W is not None else _identity_like(there), "W")
         Y = _left_solve(here, there.V, "V")
         I11, I12 = 0.5 * (X + Y), 0.5 * (X - Y)
@@ -423,7 +427,9 @@ def solve(
     # In-plane wavevectors of every order, normalised by k0 (Moharam 1995, Eq. (6)).
     eps_sup = _permittivity(superstrate, wavelengths, dtype)
     if (eps_sup.imag.abs() > 1e-12 * eps_sup.abs()).any() or (eps_sup.real <= 0).any():
-        raise ValueError("the superstrate must be lossless (real index > 0) to define the incidence")
+        raise ValueError(
+            "the superstrate must be lossless (real index > 0): it carries the incidence"
+        )
     n_sup = eps_sup.real.sqrt()
     theta, phi = torch.deg2rad(angle), torch.deg2rad(azimuth)
     kx0 = (n_sup * torch.sin(theta) * torch.cos(phi)).unsqueeze(-1)
@@ -436,7 +442,7 @@ def solve(
 
     modes = [_uniform_modes(eps_sup, kx, ky)]
     phases = [torch.ones_like(modes[0].lam)]
-    for layer, d in zip(layers, thicknesses):
+    for layer, d in zip(layers, thicknesses, strict=True):
         if layer.is_uniform:
             m = _uniform_modes(_permittivity(layer.material, wavelengths, dtype), kx, ky)
         else:

@@ -2,10 +2,12 @@
 
 import time
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hyplex.optics.materials import (
     ConstantMaterial,
     LorentzMaterial,
@@ -15,10 +17,6 @@ from hyplex.optics.materials import (
     available_materials,
     get_material,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-matplotlib.use("Agg")
 
 REQUIRED = ["air", "cSi", "aSi", "SiO2", "TiO2", "Si3N4", "BK7", "cSi_meep"]
 DISPERSIVE = [name for name in available_materials() if name != "air"]
@@ -351,6 +349,8 @@ def test_material_classes_validate_their_parameters():
 
 
 def test_plot_draws_n_and_k():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
     axes = get_material("cSi").plot()
     assert [line.get_label() for line in axes.get_lines()] == ["n", "k"]
     axes = get_material("air").plot(wavelength_nm=torch.linspace(400, 700, 10))

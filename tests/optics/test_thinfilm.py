@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
+
 from hyplex.optics.thinfilm import ThinFilmResult, _normal_wavevector, stack_response
 
 tmm = pytest.importorskip("tmm")

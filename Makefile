@@ -1,0 +1,52 @@
+# hyplex: the two set-up commands are `make demo` and `make test` (see README.md).
+# Each creates or reuses .venv and installs what it needs, apt packages included.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hyplex-installed
+# Debian packages the project needs (none yet beyond a Python with venv; the FDTD reference
+# will add python3-meep). Installed only when missing; CI runs as root.
+APT_PACKAGES ?=
+# One thread for BLAS in numpy-side eigen-solves (see README, "Environment").
+export OPENBLAS_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: demo test test-slow lint bench bench-quick clean system-deps
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@$(PYTHON) -c "import venv" || { echo "error: $(PYTHON) has no venv module"; exit 1; }
+
+$(STAMP): pyproject.toml | system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hyplex demo --out out/demo_transmission.png
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/rcwa.py --quick
+
+bench: $(STAMP)
+	$(PY) benchmarks/rcwa.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache
