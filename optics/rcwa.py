@@ -51,7 +51,7 @@ from .parallel import use_safe_threading
 __all__ = ["Layer", "RCWAResult", "solve"]
 
 # Below this |kz| (normalised) a mode is treated as grazing (Wood anomaly) and nudged off zero.
-_WOOD_GUARD = 1e-10
+_WOOD_GUARD = 1e-6
 
 
 @dataclass
@@ -170,11 +170,43 @@ def _permittivity(material, wavelengths: torch.Tensor, complex_dtype) -> torch.T
 
 @dataclass
 class _Modes:
-    """Modes of a layer: W, V ``(..., L, 2n, 2n)`` (W None: identity), lam ``(..., L, 2n)``."""
+    """Modes of one layer; ``lam`` ``(..., L, 2n)``.
 
-    W: torch.Tensor | None
-    V: torch.Tensor
+    Patterned layers carry full ``W, V`` ``(..., L, 2n, 2n)``. Uniform layers have ``W = I``
+    and a ``V`` made of four diagonal blocks, kept as ``v_blocks = (vxx, vxy, vyx, vyy)``
+    ``(..., L, n)`` so that products and solves with it cost O(n^2), not O(n^3).
+    """
+
     lam: torch.Tensor
+    W: torch.Tensor | None = None
+    V: torch.Tensor | None = None
+    v_blocks: tuple[torch.Tensor, ...] | None = None
+
+    def _blocks_apply(self, blocks, rhs: torch.Tensor) -> torch.Tensor:
+        a, b, c, d = (x.unsqueeze(-1) for x in blocks)
+        n = a.shape[-2]
+        top, bottom = rhs[..., :n, :], rhs[..., n:, :]
+        return torch.cat([a * top + b * bottom, c * top + d * bottom], -2)
+
+    def v_matmul(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``V @ rhs``."""
+        if self.V is not None:
+            return self.V @ rhs
+        return self._blocks_apply(self.v_blocks, rhs)
+
+    def v_solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``V^-1 @ rhs`` (2x2 block inverse per harmonic for a uniform layer)."""
+        if self.V is not None:
+            return torch.linalg.solve(self.V, rhs)
+        a, b, c, d = self.v_blocks
+        det = a * d - b * c
+        return self._blocks_apply((d / det, -b / det, -c / det, a / det), rhs)
+
+    def v_full(self) -> torch.Tensor:
+        if self.V is not None:
+            return self.V
+        a, b, c, d = (torch.diag_embed(x) for x in self.v_blocks)
+        return torch.cat([torch.cat([a, b], -1), torch.cat([c, d], -1)], -2)
 
 
 def _kz_branch(kz_squared: torch.Tensor) -> torch.Tensor:
@@ -202,14 +234,7 @@ def _uniform_modes(eps: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> _Mo
     kz_sq = kz * kz
     vxx, vxy = -kx * ky / lam, -(kz_sq + ky * ky) / lam
     vyx, vyy = (kz_sq + kx * kx) / lam, kx * ky / lam
-    V = torch.cat(
-        [
-            torch.cat([torch.diag_embed(vxx), torch.diag_embed(vxy)], -1),
-            torch.cat([torch.diag_embed(vyx), torch.diag_embed(vyy)], -1),
-        ],
-        -2,
-    )
-    return _Modes(W=None, V=V, lam=torch.cat([lam, lam], -1))
+    return _Modes(lam=torch.cat([lam, lam], -1), v_blocks=(vxx, vxy, vyx, vyy))
 
 
 def _patterned_modes(
@@ -276,50 +301,73 @@ def _patterned_modes(
     lam = -1j * _kz_branch(-omega_sq)
     V = -(Q @ W) / lam.unsqueeze(-2)
     del Kx, Ky
-    return _Modes(W=W, V=V, lam=lam)
+    return _Modes(lam=lam, W=W, V=V)
 
 
 # --------------------------------------------------------------------------- S-matrix
 
 
-def _left_solve(modes: _Modes, rhs: torch.Tensor, which: str) -> torch.Tensor:
-    matrix = modes.W if which == "W" else modes.V
-    if matrix is None:
-        return rhs
-    return torch.linalg.solve(matrix, rhs)
+def _interface(here: _Modes, there: _Modes) -> tuple[torch.Tensor, torch.Tensor]:
+    """``I11, I12 = (X +- Y) / 2`` with ``X = W_here^-1 W_there``, ``Y = V_here^-1 V_there``."""
+    if here.W is None:
+        X = there.W
+    else:
+        rhs = there.W if there.W is not None else torch.eye(
+            here.W.shape[-1], dtype=here.W.dtype, device=here.W.device
+        )
+        X = torch.linalg.solve(here.W, rhs)
+    Y = here.v_solve(there.v_full())
+    if X is None:  # uniform to uniform
+        X = torch.eye(Y.shape[-1], dtype=Y.dtype, device=Y.device)
+    return 0.5 * (X + Y), 0.5 * (X - Y)
 
 
-def _redheffer_scan(modes: list[_Modes], phases: list[torch.Tensor]):
-    """S11 and S21 of the whole stack (Whittaker & Culshaw 1999, Eqs. (16)-(19)).
+def _scatter(modes: list[_Modes], phases: list[torch.Tensor], incident: torch.Tensor):
+    """Transmitted and reflected amplitudes of the whole stack for ``incident`` ``(2n, k)``.
 
-    ``a_l = S11 a_0 + S12 b_l``, ``b_0 = S21 a_0 + S22 b_l``; ``a`` are forward amplitudes at
-    the top of a layer and ``b`` backward amplitudes at its bottom; ``phases[l] = exp(-lam_l d_l)``.
+    Whittaker & Culshaw, PRB 60, 2610 (1999), Eqs. (16)-(19): with ``a`` the forward amplitudes
+    at the top of a layer and ``b`` the backward ones at its bottom, ``a_l = S11 a_0 + S12 b_l``
+    and ``b_0 = S21 a_0 + S22 b_l``; crossing into layer ``l+1`` (``phi = exp(-lam d)``)::
+
+        M    = I11 - phi_l S12 I12
+        S11' = M^-1 phi_l S11,          S12' = M^-1 (phi_l S12 I11 - I12) phi_{l+1}
+        S21' = S21 + S22 I12 S11',      S22' = S22 I12 S12' + S22 I11 phi_{l+1}
+
+    Only ``S11 a_0`` and ``S21 a_0`` are needed, so they are carried as ``k`` columns instead of
+    full matrices, ``S12``/``S22`` start as 0/I without being formed, and the last step skips
+    them. Returns ``(S11 a_0, S21 a_0)``, each ``(..., L, 2n, k)``.
     """
-    size = modes[0].lam.shape[-1]
-    eye = torch.eye(size, dtype=modes[0].lam.dtype, device=modes[0].lam.device)
-    S11, S12, S21, S22 = eye, torch.zeros_like(eye), torch.zeros_like(eye), eye
-    for here, there, phase, phase_next in zip(
-        modes[:-1], modes[1:], phases[:-1], phases[1:], strict=True
-    ):
-        X = _left_solve(here, there.W if there.W is not None else _identity_like(there), "W")
-        Y = _left_solve(here, there.V, "V")
-        I11, I12 = 0.5 * (X + Y), 0.5 * (X - Y)
-        phase_S12 = phase.unsqueeze(-1) * S12
-        M = I11 - phase_S12 @ I12
-        first = phase.unsqueeze(-1) * S11
-        second = (phase_S12 @ I11 - I12) * phase_next.unsqueeze(-2)
-        sol = torch.linalg.solve(M, torch.cat(torch.broadcast_tensors(first, second), -1))
-        S11_new, S12_new = sol[..., :size], sol[..., size:]
-        S22_I12 = S22 @ I12
-        S21 = S21 + S22_I12 @ S11_new
-        S22 = S22_I12 @ S12_new + (S22 @ I11) * phase_next.unsqueeze(-2)
-        S11, S12 = S11_new, S12_new
-    return S11, S21
-
-
-def _identity_like(modes: _Modes) -> torch.Tensor:
-    size = modes.lam.shape[-1]
-    return torch.eye(size, dtype=modes.lam.dtype, device=modes.lam.device)
+    k = incident.shape[-1]
+    s11a, s21a = incident, torch.zeros_like(incident)
+    s12 = s22 = None  # 0 and I
+    steps = len(modes) - 1
+    for step in range(steps):
+        here, there, phase, phase_next = modes[step], modes[step + 1], phases[step], phases[step + 1]
+        last = step == steps - 1
+        I11, I12 = _interface(here, there)
+        rhs = phase.unsqueeze(-1) * s11a
+        if s12 is None:
+            M = I11
+            rhs_s12 = -I12
+        else:
+            phase_s12 = phase.unsqueeze(-1) * s12
+            M = I11 - phase_s12 @ I12
+            rhs_s12 = phase_s12 @ I11 - I12
+        if last:
+            s11a_new = torch.linalg.solve(M, rhs.expand(*M.shape[:-1], k))
+        else:
+            rhs_s12 = rhs_s12 * phase_next.unsqueeze(-2)
+            rhs, rhs_s12 = rhs.expand(*rhs_s12.shape[:-1], k), rhs_s12.expand(*M.shape)
+            sol = torch.linalg.solve(M, torch.cat([rhs, rhs_s12], -1))
+            s11a_new, s12_new = sol[..., :k], sol[..., k:]
+        s22_i12 = I12 if s22 is None else s22 @ I12
+        s21a = s21a + s22_i12 @ s11a_new
+        if not last:
+            s22_i11 = I11 if s22 is None else s22 @ I11
+            s22 = s22_i12 @ s12_new + s22_i11 * phase_next.unsqueeze(-2)
+            s12 = s12_new
+        s11a = s11a_new
+    return s11a, s21a
 
 
 # --------------------------------------------------------------------------- driver
@@ -452,7 +500,6 @@ def solve(
     eps_sub = _permittivity(substrate, wavelengths, dtype)
     modes.append(_uniform_modes(eps_sub, kx, ky))
     phases.append(torch.ones_like(modes[-1].lam))
-    S11, S21 = _redheffer_scan(modes, phases)
 
     # Incident TE/TM plane waves in the (0, 0) order: s = (-sin phi, cos phi, 0) and
     # p = s x k_hat, whose tangential part is cos(theta) (cos phi, sin phi).
@@ -463,12 +510,11 @@ def solve(
     incident = torch.zeros(2 * n, 2, dtype=dtype, device=device)  # columns: TE, TM
     incident[zero, 0], incident[n + zero, 0] = s_dir[0], s_dir[1]
     incident[zero, 1], incident[n + zero, 1] = cos_i * p_dir[0], cos_i * p_dir[1]
-    transmitted = S11 @ incident
-    reflected = S21 @ incident
+    transmitted, reflected = _scatter(modes, phases, incident)
 
-    flux_in = _poynting_z(incident, modes[0].V @ incident, n).sum(-1, keepdim=True)
-    T_orders = _poynting_z(transmitted, modes[-1].V @ transmitted, n) / flux_in
-    R_orders = -_poynting_z(reflected, -(modes[0].V @ reflected), n) / flux_in
+    flux_in = _poynting_z(incident, modes[0].v_matmul(incident), n).sum(-1, keepdim=True)
+    T_orders = _poynting_z(transmitted, modes[-1].v_matmul(transmitted), n) / flux_in
+    R_orders = -_poynting_z(reflected, -modes[0].v_matmul(reflected), n) / flux_in
 
     # Zeroth-order Jones matrices in the (s, p) basis (Byrnes' conventions for r_p).
     kz_sub = _kz_branch(eps_sub - kx0.to(dtype).squeeze(-1) ** 2 - ky0.to(dtype).squeeze(-1) ** 2)

@@ -220,3 +220,15 @@ def test_bad_input_gets_a_clear_error(kwargs, message):
         .replace("]", r"\]"),
     ):
         solve(**args)
+
+
+def test_exact_wood_anomaly_is_finite_and_conserves_energy():
+    """At lambda = period an order grazes the superstrate (kz = 0): no NaN, no singular V."""
+    thickness = torch.tensor(180.0, dtype=F64, requires_grad=True)
+    wl = torch.tensor([450.0, 450.01], dtype=F64)
+    layers = [Layer(thickness, 3.5, pattern=l_shape()), Layer(60.0, 2.0)]
+    res = solve(layers, wl, 450.0, harmonics=3, substrate=1.45)
+    assert (res.R + res.T - 1).abs().max() < 1e-8
+    assert (res.T[0] - res.T[1]).abs().max() < 1e-2  # continuous through the anomaly
+    res.T.sum().backward()
+    assert torch.isfinite(thickness.grad)
