@@ -342,7 +342,8 @@ def _scatter(modes: list[_Modes], phases: list[torch.Tensor], incident: torch.Te
     s12 = s22 = None  # 0 and I
     steps = len(modes) - 1
     for step in range(steps):
-        here, there, phase, phase_next = modes[step], modes[step + 1], phases[step], phases[step + 1]
+        here, there = modes[step], modes[step + 1]
+        phase, phase_next = phases[step], phases[step + 1]
         last = step == steps - 1
         I11, I12 = _interface(here, there)
         rhs = phase.unsqueeze(-1) * s11a

@@ -232,3 +232,38 @@ def test_exact_wood_anomaly_is_finite_and_conserves_energy():
     assert (res.T[0] - res.T[1]).abs().max() < 1e-2  # continuous through the anomaly
     res.T.sum().backward()
     assert torch.isfinite(thickness.grad)
+
+
+def test_split_layer_and_stacked_patterns():
+    """Patterned-to-patterned interfaces: a layer cut in two is the same layer; energy holds."""
+    wl = torch.linspace(480.0, 900.0, 4, dtype=F64)
+    whole = solve([Layer(200.0, 3.5, pattern=l_shape())], wl, 400.0, harmonics=3)
+    halves = solve([Layer(120.0, 3.5, pattern=l_shape()), Layer(80.0, 3.5, pattern=l_shape())],
+                   wl, 400.0, harmonics=3)
+    assert (whole.T - halves.T).abs().max() < 1e-9
+    assert (whole.t - halves.t).abs().max() < 1e-9
+    stacked = solve([Layer(120.0, 3.5, pattern=l_shape()), Layer(90.0, 2.2, pattern=disk(24)),
+                     Layer(50.0, 1.45)], wl, 400.0, harmonics=3, angle_deg=15.0)
+    assert (stacked.R + stacked.T - 1).abs().max() < 1e-8
+
+
+def test_raw_permittivity_grid_equals_pattern_and_is_differentiable():
+    wl = torch.tensor([550.0, 800.0], dtype=F64)
+    pattern = l_shape(16)
+    eps_si = torch.tensor([3.6**2, 3.5**2], dtype=torch.complex128)
+    via_pattern = solve([Layer(150.0, torch.sqrt(eps_si), pattern=pattern)], wl, 400.0,
+                        harmonics=2)
+    grid = (1 + (eps_si[:, None, None] - 1) * pattern).requires_grad_(True)
+    via_grid = solve([Layer(150.0, permittivity=grid)], wl, 400.0, harmonics=2)
+    assert (via_pattern.T - via_grid.T).abs().max() < 1e-12
+    via_grid.T.sum().backward()
+    assert torch.isfinite(grid.grad).all() and grid.grad.abs().max() > 0
+
+
+def test_single_precision_agrees_with_double():
+    wl = torch.linspace(450.0, 950.0, 5, dtype=F64)
+    layers = [Layer(200.0, "cSi", pattern=disk(32))]
+    double = solve(layers, wl, 400.0, harmonics=3)
+    single = solve(layers, wl.float(), 400.0, harmonics=3, dtype=torch.complex64)
+    assert single.T.dtype == torch.float32
+    assert (single.T.double() - double.T).abs().max() < 1e-3
