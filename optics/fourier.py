@@ -21,8 +21,8 @@ Factorisation rules (the reason high-contrast RCWA converges or does not):
   ``D_z = eps E_z`` (vertical sidewalls).
 - Li's inverse rule, ``[[1/eps]]^-1``: correct where the field is discontinuous but ``eps``
   times it is continuous (Li 1996, Theorem 2).
-- For crossed gratings whose boundaries run along x and y (every pixel grid), Li,
-  JOSA A 14, 2758 (1997), Eqs. (41)-(42) and (47)-(48): ``D_x = eps_xx E_x`` with
+- For crossed gratings whose boundaries run along x and y (every pixel grid, a zigzag
+  boundary in Li's words), Li, JOSA A 14, 2758 (1997): ``D_x = eps_xx E_x`` with
   ``eps_xx = ceil(floor(eps)_x)_y``, i.e. the inverse rule along x applied row by row,
   then Laurent's rule along y; ``eps_yy`` swaps the roles of x and y.
 """
@@ -146,7 +146,7 @@ def pixel_fourier_coefficients_2d(grid: torch.Tensor, M: int, N: int) -> torch.T
 def laurent_matrix(coefficients: torch.Tensor, harmonics: Harmonics) -> torch.Tensor:
     """Toeplitz-block-Toeplitz matrix ``[[f]]`` ``(..., n_h, n_h)``, Laurent's rule.
 
-    ``[[f]]_{(m,n),(m',n')} = f_{m-m', n-n'}`` (Li 1997, Eq. (5)).
+    ``[[f]]_{(m,n),(m',n')} = f_{m-m', n-n'}`` (Li 1997, the Toeplitz-block-Toeplitz form).
 
     Parameters
     ----------
@@ -177,7 +177,7 @@ def inverse_rule_matrices(
     -------
     eps_xx, eps_yy : tensors ``(..., n_h, n_h)``
         ``eps_xx = ceil(floor(eps)_x)_y`` and ``eps_yy = ceil(floor(eps)_y)_x``
-        (Li, JOSA A 14, 2758 (1997), Eqs. (47)-(48)).
+        (Li, JOSA A 14, 2758 (1997): inverse rule across, Laurent along each boundary).
     """
     M, N = harmonics.M, harmonics.N
     # eps_xx: along x, the inverse rule for every row of pixels at fixed y ...

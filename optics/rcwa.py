@@ -13,7 +13,7 @@ Geometry (light comes from the top, ``z`` grows downwards)::
         substrate (semi-infinite)                    transmitted orders
 
 Formulation, with ``exp(-i w t)`` time dependence, ``k0 = 2 pi / lambda`` and normalised
-``z' = k0 z`` and ``H~ = i sqrt(mu0/eps0) H`` (Rumpf, PIER B 35, 241 (2011), Eqs. (8)-(10);
+``z' = k0 z`` and ``H~ = i sqrt(mu0/eps0) H`` (Rumpf, PIER B 35, 241 (2011), Sec. 2;
 Moharam et al., JOSA A 12, 1068 (1995)): in every layer
 
     d/dz' [Ex, Ey] = P [H~x, H~y],  P = [[Kx Ez^-1 Ky, I - Kx Ez^-1 Kx],
@@ -21,13 +21,13 @@ Moharam et al., JOSA A 12, 1068 (1995)): in every layer
     d/dz' [H~x, H~y] = Q [Ex, Ey],  Q = [[Kx Ky, Eyy - Kx^2], [Ky^2 - Exx, -Ky Kx]]
 
 with ``Ez^-1 = [[eps]]^-1`` (Laurent) and ``Exx, Eyy`` from Li's inverse rule
-(see :mod:`hyplex.optics.fourier`). The modes solve ``P Q W = W diag(-kz^2)``; a forward mode is
-``E = W exp(i kz z')``, ``H~ = V exp(i kz z')`` with ``V = Q W diag(i kz)^-1``... written here with
-``lam = -i kz`` as ``E = W exp(-lam z')``, ``V = -Q W lam^-1`` and the branch
-``Im kz > 0`` (or ``Re kz > 0`` when propagating), so that ``|exp(-lam z')| <= 1``.
+(see :mod:`hyplex.optics.fourier`). The modes solve ``P Q W = W diag(-kz^2)``. Writing
+``lam = -i kz``, a forward mode is ``E = W exp(-lam z')`` with ``H~ = V exp(-lam z')`` and
+``V = -Q W lam^-1``; a backward mode has the same ``E`` and ``-V``. The branch is ``Im kz > 0``
+(or ``Re kz > 0`` when propagating), so that ``|exp(-lam z')| <= 1`` in every layer.
 
 Layers are joined by the scattering-matrix recursion of Whittaker & Culshaw, PRB 60, 2610
-(1999), Eqs. (16)-(19) (also Liu & Fan, S4, CPC 183, 2233 (2012)), which only ever multiplies
+(1999), Sec. II (also Liu & Fan, S4, CPC 183, 2233 (2012)), which only ever multiplies
 by decaying exponentials and so is stable for thick and lossy layers.
 """
 
@@ -264,9 +264,9 @@ def _patterned_modes(
         rho = pattern.to(complex_dtype).unsqueeze(-3)  # (..., 1, Nx, Ny)
         # eps = eps_b + (eps_f - eps_b) rho; the transform is linear, so take it of rho once.
         rho_coeffs = pixel_fourier_coefficients_2d(rho, M, N)
-        delta = torch.zeros_like(rho_coeffs[..., :1, :1]).expand_as(rho_coeffs).clone()
-        delta[..., 2 * M, 2 * N] = 1.0
-        eps_coeffs = eps_back * delta + (eps_fill - eps_back) * rho_coeffs
+        zeroth = torch.zeros(rho_coeffs.shape[-2:], dtype=complex_dtype, device=rho.device)
+        zeroth[2 * M, 2 * N] = 1.0  # the Fourier coefficients of a constant
+        eps_coeffs = eps_back * zeroth + (eps_fill - eps_back) * rho_coeffs
         inverse_grid = 1.0 / eps_back + (1.0 / eps_fill - 1.0 / eps_back) * rho
 
     eps_laurent = laurent_matrix(eps_coeffs, harmonics)
@@ -276,10 +276,10 @@ def _patterned_modes(
         eps_xx = eps_yy = eps_laurent
 
     n = harmonics.count
-    Kx, Ky = torch.diag_embed(kx), torch.diag_embed(ky)
     eye = torch.eye(n, dtype=complex_dtype, device=wavelengths.device)
-    ez_inv_kx = torch.linalg.solve(eps_laurent, Kx)  # Ez^-1 Kx
-    ez_inv_ky = torch.linalg.solve(eps_laurent, Ky)
+    # Ez^-1 Kx and Ez^-1 Ky: right multiplication by a diagonal scales columns.
+    ez_inv = torch.linalg.inv(eps_laurent)
+    ez_inv_kx, ez_inv_ky = ez_inv * kx.unsqueeze(-2), ez_inv * ky.unsqueeze(-2)
     kxk = kx.unsqueeze(-1)  # left multiplication by Kx scales rows
     kyk = ky.unsqueeze(-1)
     P = torch.cat(
@@ -300,7 +300,6 @@ def _patterned_modes(
     omega_sq, W = eig(P @ Q)  # eigenvalues are -kz^2
     lam = -1j * _kz_branch(-omega_sq)
     V = -(Q @ W) / lam.unsqueeze(-2)
-    del Kx, Ky
     return _Modes(lam=lam, W=W, V=V)
 
 
@@ -312,8 +311,10 @@ def _interface(here: _Modes, there: _Modes) -> tuple[torch.Tensor, torch.Tensor]
     if here.W is None:
         X = there.W
     else:
-        rhs = there.W if there.W is not None else torch.eye(
-            here.W.shape[-1], dtype=here.W.dtype, device=here.W.device
+        rhs = (
+            there.W
+            if there.W is not None
+            else torch.eye(here.W.shape[-1], dtype=here.W.dtype, device=here.W.device)
         )
         X = torch.linalg.solve(here.W, rhs)
     Y = here.v_solve(there.v_full())
@@ -325,8 +326,9 @@ def _interface(here: _Modes, there: _Modes) -> tuple[torch.Tensor, torch.Tensor]
 def _scatter(modes: list[_Modes], phases: list[torch.Tensor], incident: torch.Tensor):
     """Transmitted and reflected amplitudes of the whole stack for ``incident`` ``(2n, k)``.
 
-    Whittaker & Culshaw, PRB 60, 2610 (1999), Eqs. (16)-(19): with ``a`` the forward amplitudes
-    at the top of a layer and ``b`` the backward ones at its bottom, ``a_l = S11 a_0 + S12 b_l``
+    The S-matrix recursion of Whittaker & Culshaw, PRB 60, 2610 (1999): with ``a`` the forward
+    amplitudes at the top of a layer and ``b`` the backward ones at its bottom,
+    ``a_l = S11 a_0 + S12 b_l``
     and ``b_0 = S21 a_0 + S22 b_l``; crossing into layer ``l+1`` (``phi = exp(-lam d)``)::
 
         M    = I11 - phi_l S12 I12
@@ -473,7 +475,8 @@ def solve(
                 raise ValueError(f"layers[{i}].pattern must lie in [0, 1] (fill fraction)")
         thicknesses.append(d)
 
-    # In-plane wavevectors of every order, normalised by k0 (Moharam 1995, Eq. (6)).
+    # In-plane wavevectors of every order, normalised by k0 (grating equation, Moharam 1995):
+    # kx_m = kx0 + m lambda / Lx, ky_n = ky0 + n lambda / Ly.
     eps_sup = _permittivity(superstrate, wavelengths, dtype)
     if (eps_sup.imag.abs() > 1e-12 * eps_sup.abs()).any() or (eps_sup.real <= 0).any():
         raise ValueError(

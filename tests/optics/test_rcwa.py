@@ -238,12 +238,25 @@ def test_split_layer_and_stacked_patterns():
     """Patterned-to-patterned interfaces: a layer cut in two is the same layer; energy holds."""
     wl = torch.linspace(480.0, 900.0, 4, dtype=F64)
     whole = solve([Layer(200.0, 3.5, pattern=l_shape())], wl, 400.0, harmonics=3)
-    halves = solve([Layer(120.0, 3.5, pattern=l_shape()), Layer(80.0, 3.5, pattern=l_shape())],
-                   wl, 400.0, harmonics=3)
+    halves = solve(
+        [Layer(120.0, 3.5, pattern=l_shape()), Layer(80.0, 3.5, pattern=l_shape())],
+        wl,
+        400.0,
+        harmonics=3,
+    )
     assert (whole.T - halves.T).abs().max() < 1e-9
     assert (whole.t - halves.t).abs().max() < 1e-9
-    stacked = solve([Layer(120.0, 3.5, pattern=l_shape()), Layer(90.0, 2.2, pattern=disk(24)),
-                     Layer(50.0, 1.45)], wl, 400.0, harmonics=3, angle_deg=15.0)
+    stacked = solve(
+        [
+            Layer(120.0, 3.5, pattern=l_shape()),
+            Layer(90.0, 2.2, pattern=disk(24)),
+            Layer(50.0, 1.45),
+        ],
+        wl,
+        400.0,
+        harmonics=3,
+        angle_deg=15.0,
+    )
     assert (stacked.R + stacked.T - 1).abs().max() < 1e-8
 
 
@@ -251,8 +264,7 @@ def test_raw_permittivity_grid_equals_pattern_and_is_differentiable():
     wl = torch.tensor([550.0, 800.0], dtype=F64)
     pattern = l_shape(16)
     eps_si = torch.tensor([3.6**2, 3.5**2], dtype=torch.complex128)
-    via_pattern = solve([Layer(150.0, torch.sqrt(eps_si), pattern=pattern)], wl, 400.0,
-                        harmonics=2)
+    via_pattern = solve([Layer(150.0, torch.sqrt(eps_si), pattern=pattern)], wl, 400.0, harmonics=2)
     grid = (1 + (eps_si[:, None, None] - 1) * pattern).requires_grad_(True)
     via_grid = solve([Layer(150.0, permittivity=grid)], wl, 400.0, harmonics=2)
     assert (via_pattern.T - via_grid.T).abs().max() < 1e-12
