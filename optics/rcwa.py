@@ -47,11 +47,9 @@ from .fourier import (
 )
 from .materials import get_material
 from .parallel import use_safe_threading
+from .scattering import Modes, kz_branch, poynting_z, scatter, uniform_modes
 
 __all__ = ["Layer", "RCWAResult", "solve"]
-
-# Below this |kz| (normalised) a mode is treated as grazing (Wood anomaly) and nudged off zero.
-_WOOD_GUARD = 1e-6
 
 
 @dataclass
@@ -165,76 +163,7 @@ def _permittivity(material, wavelengths: torch.Tensor, complex_dtype) -> torch.T
     return eps.to(complex_dtype)
 
 
-# --------------------------------------------------------------------------- modes
-
-
-@dataclass
-class _Modes:
-    """Modes of one layer; ``lam`` ``(..., L, 2n)``.
-
-    Patterned layers carry full ``W, V`` ``(..., L, 2n, 2n)``. Uniform layers have ``W = I``
-    and a ``V`` made of four diagonal blocks, kept as ``v_blocks = (vxx, vxy, vyx, vyy)``
-    ``(..., L, n)`` so that products and solves with it cost O(n^2), not O(n^3).
-    """
-
-    lam: torch.Tensor
-    W: torch.Tensor | None = None
-    V: torch.Tensor | None = None
-    v_blocks: tuple[torch.Tensor, ...] | None = None
-
-    def _blocks_apply(self, blocks, rhs: torch.Tensor) -> torch.Tensor:
-        a, b, c, d = (x.unsqueeze(-1) for x in blocks)
-        n = a.shape[-2]
-        top, bottom = rhs[..., :n, :], rhs[..., n:, :]
-        return torch.cat([a * top + b * bottom, c * top + d * bottom], -2)
-
-    def v_matmul(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``V @ rhs``."""
-        if self.V is not None:
-            return self.V @ rhs
-        return self._blocks_apply(self.v_blocks, rhs)
-
-    def v_solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``V^-1 @ rhs`` (2x2 block inverse per harmonic for a uniform layer)."""
-        if self.V is not None:
-            return torch.linalg.solve(self.V, rhs)
-        a, b, c, d = self.v_blocks
-        det = a * d - b * c
-        return self._blocks_apply((d / det, -b / det, -c / det, a / det), rhs)
-
-    def v_full(self) -> torch.Tensor:
-        if self.V is not None:
-            return self.V
-        a, b, c, d = (torch.diag_embed(x) for x in self.v_blocks)
-        return torch.cat([torch.cat([a, b], -1), torch.cat([c, d], -1)], -2)
-
-
-def _kz_branch(kz_squared: torch.Tensor) -> torch.Tensor:
-    """sqrt with Im kz > 0, or Re kz > 0 where Im kz ~ 0; nudged off 0 at Wood anomalies.
-
-    The double ``where`` keeps the backward pass finite at ``kz = 0`` (MEEP.md notes on torcwa).
-    """
-    grazing = kz_squared.abs() < _WOOD_GUARD**2
-    safe = torch.where(grazing, torch.full_like(kz_squared, 1j * _WOOD_GUARD**2), kz_squared)
-    kz = torch.sqrt(safe)
-    flip = (kz.imag < 0) | ((kz.imag.abs() <= 1e-14 * kz.abs()) & (kz.real < 0))
-    return torch.where(flip, -kz, kz)
-
-
-def _uniform_modes(eps: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> _Modes:
-    """Analytic plane-wave modes of a homogeneous layer (W = I).
-
-    eps ``(..., L)``; kx, ky ``(..., L, n)`` normalised by k0.
-    """
-    kz = _kz_branch(eps.unsqueeze(-1) - kx * kx - ky * ky)
-    lam = -1j * kz
-    # V = -Q lam^-1 with Q's blocks diagonal: [[kx ky, eps - kx^2], [ky^2 - eps, -ky kx]].
-    # eps - kx^2 is written as kz^2 + ky^2 so that a Wood-guarded kz stays consistent with V
-    # (otherwise V is singular exactly at a Wood anomaly).
-    kz_sq = kz * kz
-    vxx, vxy = -kx * ky / lam, -(kz_sq + ky * ky) / lam
-    vyx, vyy = (kz_sq + kx * kx) / lam, kx * ky / lam
-    return _Modes(lam=torch.cat([lam, lam], -1), v_blocks=(vxx, vxy, vyx, vyy))
+# --------------------------------------------------------------------------- patterned modes
 
 
 def _patterned_modes(
@@ -245,7 +174,7 @@ def _patterned_modes(
     harmonics: Harmonics,
     factorization: str,
     complex_dtype,
-) -> _Modes:
+) -> Modes:
     M, N = harmonics.M, harmonics.N
     if layer.permittivity is not None:
         grid = layer.permittivity.to(device=wavelengths.device, dtype=complex_dtype)
@@ -298,93 +227,12 @@ def _patterned_modes(
         -2,
     )
     omega_sq, W = eig(P @ Q)  # eigenvalues are -kz^2
-    lam = -1j * _kz_branch(-omega_sq)
+    lam = -1j * kz_branch(-omega_sq)
     V = -(Q @ W) / lam.unsqueeze(-2)
-    return _Modes(lam=lam, W=W, V=V)
-
-
-# --------------------------------------------------------------------------- S-matrix
-
-
-def _interface(here: _Modes, there: _Modes) -> tuple[torch.Tensor, torch.Tensor]:
-    """``I11, I12 = (X +- Y) / 2`` with ``X = W_here^-1 W_there``, ``Y = V_here^-1 V_there``."""
-    if here.W is None:
-        X = there.W
-    else:
-        rhs = (
-            there.W
-            if there.W is not None
-            else torch.eye(here.W.shape[-1], dtype=here.W.dtype, device=here.W.device)
-        )
-        X = torch.linalg.solve(here.W, rhs)
-    Y = here.v_solve(there.v_full())
-    if X is None:  # uniform to uniform
-        X = torch.eye(Y.shape[-1], dtype=Y.dtype, device=Y.device)
-    return 0.5 * (X + Y), 0.5 * (X - Y)
-
-
-def _scatter(modes: list[_Modes], phases: list[torch.Tensor], incident: torch.Tensor):
-    """Transmitted and reflected amplitudes of the whole stack for ``incident`` ``(2n, k)``.
-
-    The S-matrix recursion of Whittaker & Culshaw, PRB 60, 2610 (1999): with ``a`` the forward
-    amplitudes at the top of a layer and ``b`` the backward ones at its bottom,
-    ``a_l = S11 a_0 + S12 b_l``
-    and ``b_0 = S21 a_0 + S22 b_l``; crossing into layer ``l+1`` (``phi = exp(-lam d)``)::
-
-        M    = I11 - phi_l S12 I12
-        S11' = M^-1 phi_l S11,          S12' = M^-1 (phi_l S12 I11 - I12) phi_{l+1}
-        S21' = S21 + S22 I12 S11',      S22' = S22 I12 S12' + S22 I11 phi_{l+1}
-
-    Only ``S11 a_0`` and ``S21 a_0`` are needed, so they are carried as ``k`` columns instead of
-    full matrices, ``S12``/``S22`` start as 0/I without being formed, and the last step skips
-    them. Returns ``(S11 a_0, S21 a_0)``, each ``(..., L, 2n, k)``.
-    """
-    k = incident.shape[-1]
-    s11a, s21a = incident, torch.zeros_like(incident)
-    s12 = s22 = None  # 0 and I
-    steps = len(modes) - 1
-    for step in range(steps):
-        here, there = modes[step], modes[step + 1]
-        phase, phase_next = phases[step], phases[step + 1]
-        last = step == steps - 1
-        I11, I12 = _interface(here, there)
-        rhs = phase.unsqueeze(-1) * s11a
-        if s12 is None:
-            M = I11
-            rhs_s12 = -I12
-        else:
-            phase_s12 = phase.unsqueeze(-1) * s12
-            M = I11 - phase_s12 @ I12
-            rhs_s12 = phase_s12 @ I11 - I12
-        if last:
-            s11a_new = torch.linalg.solve(M, rhs.expand(*M.shape[:-1], k))
-        else:
-            rhs_s12 = rhs_s12 * phase_next.unsqueeze(-2)
-            rhs, rhs_s12 = rhs.expand(*rhs_s12.shape[:-1], k), rhs_s12.expand(*M.shape)
-            sol = torch.linalg.solve(M, torch.cat([rhs, rhs_s12], -1))
-            s11a_new, s12_new = sol[..., :k], sol[..., k:]
-        s22_i12 = I12 if s22 is None else s22 @ I12
-        s21a = s21a + s22_i12 @ s11a_new
-        if not last:
-            s22_i11 = I11 if s22 is None else s22 @ I11
-            s22 = s22_i12 @ s12_new + s22_i11 * phase_next.unsqueeze(-2)
-            s12 = s12_new
-        s11a = s11a_new
-    return s11a, s21a
+    return Modes(lam=lam, W=W, V=V)
 
 
 # --------------------------------------------------------------------------- driver
-
-
-def _poynting_z(e: torch.Tensor, h: torch.Tensor, n: int) -> torch.Tensor:
-    """z-flux of each harmonic, ``Re(i (Ex H~y* - Ey H~x*))`` (proportional to <S_z>).
-
-    With ``H~ = i Z0 H``, ``<S_z> = Re(Ex Hy* - Ey Hx*) / 2 = Re(i (Ex H~y* - Ey H~x*)) / (2 Z0)``.
-    ``e, h``: ``(..., 2n, k)`` tangential fields of ``k`` excitations; returns ``(..., k, n)``.
-    """
-    ex, ey, hx, hy = e[..., :n, :], e[..., n:, :], h[..., :n, :], h[..., n:, :]
-    flux = (1j * (ex * hy.conj() - ey * hx.conj())).real
-    return flux.transpose(-1, -2)
 
 
 def solve(
@@ -492,17 +340,17 @@ def solve(
     ky = (ky0 + orders[:, 1].to(real_dtype) * lam_col / float(period[1])).to(dtype)
     k0 = 2 * torch.pi / wavelengths
 
-    modes = [_uniform_modes(eps_sup, kx, ky)]
+    modes = [uniform_modes(eps_sup, kx, ky)]
     phases = [torch.ones_like(modes[0].lam)]
     for layer, d in zip(layers, thicknesses, strict=True):
         if layer.is_uniform:
-            m = _uniform_modes(_permittivity(layer.material, wavelengths, dtype), kx, ky)
+            m = uniform_modes(_permittivity(layer.material, wavelengths, dtype), kx, ky)
         else:
             m = _patterned_modes(layer, wavelengths, kx, ky, basis, factorization, dtype)
         modes.append(m)
         phases.append(torch.exp(-m.lam * (k0 * d.unsqueeze(-1)).unsqueeze(-1)))
     eps_sub = _permittivity(substrate, wavelengths, dtype)
-    modes.append(_uniform_modes(eps_sub, kx, ky))
+    modes.append(uniform_modes(eps_sub, kx, ky))
     phases.append(torch.ones_like(modes[-1].lam))
 
     # Incident TE/TM plane waves in the (0, 0) order: s = (-sin phi, cos phi, 0) and
@@ -514,14 +362,14 @@ def solve(
     incident = torch.zeros(2 * n, 2, dtype=dtype, device=device)  # columns: TE, TM
     incident[zero, 0], incident[n + zero, 0] = s_dir[0], s_dir[1]
     incident[zero, 1], incident[n + zero, 1] = cos_i * p_dir[0], cos_i * p_dir[1]
-    transmitted, reflected = _scatter(modes, phases, incident)
+    transmitted, reflected = scatter(modes, phases, incident)
 
-    flux_in = _poynting_z(incident, modes[0].v_matmul(incident), n).sum(-1, keepdim=True)
-    T_orders = _poynting_z(transmitted, modes[-1].v_matmul(transmitted), n) / flux_in
-    R_orders = -_poynting_z(reflected, -modes[0].v_matmul(reflected), n) / flux_in
+    flux_in = poynting_z(incident, modes[0].v_matmul(incident), n).sum(-1, keepdim=True)
+    T_orders = poynting_z(transmitted, modes[-1].v_matmul(transmitted), n) / flux_in
+    R_orders = -poynting_z(reflected, -modes[0].v_matmul(reflected), n) / flux_in
 
     # Zeroth-order Jones matrices in the (s, p) basis (Byrnes' conventions for r_p).
-    kz_sub = _kz_branch(eps_sub - kx0.to(dtype).squeeze(-1) ** 2 - ky0.to(dtype).squeeze(-1) ** 2)
+    kz_sub = kz_branch(eps_sub - kx0.to(dtype).squeeze(-1) ** 2 - ky0.to(dtype).squeeze(-1) ** 2)
     cos_t = kz_sub / torch.sqrt(eps_sub)
     cos_r = torch.cos(theta).to(dtype)
     t = _jones(transmitted, zero, n, s_dir, p_dir, cos_t, sign=1)
