@@ -323,8 +323,6 @@ def solve(
                 raise ValueError(f"layers[{i}].pattern must lie in [0, 1] (fill fraction)")
         thicknesses.append(d)
 
-    # In-plane wavevectors of every order, normalised by k0 (grating equation, Moharam 1995):
-    # kx_m = kx0 + m lambda / Lx, ky_n = ky0 + n lambda / Ly.
     eps_sup = _permittivity(superstrate, wavelengths, dtype)
     if (eps_sup.imag.abs() > 1e-12 * eps_sup.abs()).any() or (eps_sup.real <= 0).any():
         raise ValueError(
@@ -332,6 +330,8 @@ def solve(
         )
     n_sup = eps_sup.real.sqrt()
     theta, phi = torch.deg2rad(angle), torch.deg2rad(azimuth)
+    # In-plane wavevectors of every order, normalised by k0 (grating equation, Moharam 1995):
+    # kx_m = kx0 + m lambda / Lx, ky_n = ky0 + n lambda / Ly.
     kx0 = (n_sup * torch.sin(theta) * torch.cos(phi)).unsqueeze(-1)
     ky0 = (n_sup * torch.sin(theta) * torch.sin(phi)).unsqueeze(-1)
     orders = basis.orders(device)
@@ -371,9 +371,8 @@ def solve(
     # Zeroth-order Jones matrices in the (s, p) basis (Byrnes' conventions for r_p).
     kz_sub = kz_branch(eps_sub - kx0.to(dtype).squeeze(-1) ** 2 - ky0.to(dtype).squeeze(-1) ** 2)
     cos_t = kz_sub / torch.sqrt(eps_sub)
-    cos_r = torch.cos(theta).to(dtype)
     t = _jones(transmitted, zero, n, s_dir, p_dir, cos_t, sign=1)
-    r = _jones(reflected, zero, n, s_dir, p_dir, cos_r, sign=-1)
+    r = _jones(reflected, zero, n, s_dir, p_dir, cos_i, sign=-1)  # reflected angle = incident
     return RCWAResult(
         wavelengths_nm=wavelengths,
         orders=orders,
