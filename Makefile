@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hyplex-installed
-# Debian packages the project needs (none yet beyond a Python with venv; the FDTD reference
-# will add python3-meep). Installed only when missing; CI runs as root.
-APT_PACKAGES ?=
+# Debian packages the project needs, installed only when missing (CI runs as root):
+# MIT Meep for the FDTD reference, run by /usr/bin/python3 in a subprocess (see README).
+# python3-meep imports matplotlib without declaring it.
+APT_PACKAGES ?= python3-meep python3-matplotlib python3-scipy
 # One thread for BLAS in numpy-side eigen-solves (see README, "Environment").
 export OPENBLAS_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
@@ -46,9 +47,11 @@ test-slow: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/rcwa.py --quick
+	$(PY) benchmarks/fidelity.py --quick
 
 bench: $(STAMP)
 	$(PY) benchmarks/rcwa.py
+	$(PY) benchmarks/fidelity.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -6,15 +6,20 @@ The grid covers one unit cell ``[0, Lx) x [0, Ly)`` with pixel ``(i, j)`` at
 fraction covered, estimated by supersampling, which the solver mixes in ``eps`` and ``1/eps``
 as the correct sub-pixel average.
 
-This holds the shapes the demo and tests need; the full design space (ellipses, L/H shapes,
-free-form density grids with feature-size filters, differentiable parameters) is a later issue.
+The functions (:func:`disk`, :func:`rectangle`, :func:`cross`) return grids. The shape classes
+(:class:`Disk`, :class:`Rectangle`, :class:`Cross`) describe the same shapes exactly: the RCWA
+renders them to a grid, and the FDTD reference (:mod:`hyplex.optics.fdtd`) builds them from
+Meep's geometric primitives, so both solvers see one geometry. The full design space
+(ellipses, L/H shapes, free-form density grids, differentiable parameters) is a later issue.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ["disk", "rectangle", "cross"]
+__all__ = ["disk", "rectangle", "cross", "Shape", "Disk", "Rectangle", "Cross"]
 
 
 def _coordinates(grid: tuple[int, int], period_nm: tuple[float, float], supersample: int):
@@ -74,3 +79,92 @@ def cross(
     bar_x = (x.abs() <= arm_length_nm / 2) & (y.abs() <= arm_width_nm / 2)
     bar_y = (y.abs() <= arm_length_nm / 2) & (x.abs() <= arm_width_nm / 2)
     return _area_fraction(bar_x | bar_y, supersample)
+
+
+class Shape:
+    """A centred unit-cell shape, described exactly (not on a grid).
+
+    Subclasses define :meth:`render` (fill-fraction grid for the RCWA), :meth:`primitives`
+    (cylinders and boxes in nm, cell-centred coordinates, for the FDTD) and their symmetry.
+    Every shape here is centred, so it is mirror-symmetric in x and in y.
+    """
+
+    #: symmetric under x -> -x and y -> -y about the cell centre
+    mirror_x = True
+    mirror_y = True
+
+    def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
+        """Fill fractions ``(Nx, Ny)`` float64 of the shape on a grid over one unit cell."""
+        raise NotImplementedError
+
+    def primitives(self) -> list[dict]:
+        """Union of primitives: ``{"kind": "cylinder", "center": (x, y), "radius": r}`` or
+        ``{"kind": "block", "center": (x, y), "size": (wx, wy)}``, all in nm."""
+        raise NotImplementedError
+
+    def is_c4(self, period_nm) -> bool:
+        """True if a 90-degree rotation maps the cell onto itself (then TE == TM at normal
+        incidence, so one polarisation suffices)."""
+        raise NotImplementedError
+
+    def check_fits(self, period_nm) -> None:
+        """Raise ValueError if the shape does not fit inside one cell of ``period_nm``."""
+        self.render(period_nm, grid=(1, 1), supersample=1)
+
+
+@dataclass(frozen=True)
+class Disk(Shape):
+    """Circular pillar of radius ``radius_nm``."""
+
+    radius_nm: float
+
+    def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
+        return disk(self.radius_nm, period_nm, grid, supersample)
+
+    def primitives(self) -> list[dict]:
+        return [{"kind": "cylinder", "center": (0.0, 0.0), "radius": float(self.radius_nm)}]
+
+    def is_c4(self, period_nm) -> bool:
+        px, py = _period(period_nm)
+        return px == py
+
+
+@dataclass(frozen=True)
+class Rectangle(Shape):
+    """Rectangle ``width_nm`` along x by ``height_nm`` along y (a square pillar if equal)."""
+
+    width_nm: float
+    height_nm: float
+
+    def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
+        return rectangle(self.width_nm, self.height_nm, period_nm, grid, supersample)
+
+    def primitives(self) -> list[dict]:
+        size = (float(self.width_nm), float(self.height_nm))
+        return [{"kind": "block", "center": (0.0, 0.0), "size": size}]
+
+    def is_c4(self, period_nm) -> bool:
+        px, py = _period(period_nm)
+        return px == py and self.width_nm == self.height_nm
+
+
+@dataclass(frozen=True)
+class Cross(Shape):
+    """Plus-shaped cross: two bars of ``arm_length_nm`` x ``arm_width_nm``."""
+
+    arm_length_nm: float
+    arm_width_nm: float
+
+    def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
+        return cross(self.arm_length_nm, self.arm_width_nm, period_nm, grid, supersample)
+
+    def primitives(self) -> list[dict]:
+        length, width = float(self.arm_length_nm), float(self.arm_width_nm)
+        return [
+            {"kind": "block", "center": (0.0, 0.0), "size": (length, width)},
+            {"kind": "block", "center": (0.0, 0.0), "size": (width, length)},
+        ]
+
+    def is_c4(self, period_nm) -> bool:
+        px, py = _period(period_nm)
+        return px == py

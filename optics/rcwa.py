@@ -34,7 +34,7 @@ by decaying exponentials and so is stable for thick and lossy layers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -45,6 +45,7 @@ from .fourier import (
     laurent_matrix,
     pixel_fourier_coefficients_2d,
 )
+from .geometry import Shape
 from .materials import get_material
 from .parallel import use_safe_threading
 from .scattering import Modes, kz_branch, poynting_z, scatter, uniform_modes
@@ -63,8 +64,9 @@ class Layer:
     material : material name, Material, refractive index number, or complex tensor ``(..., L)``
         The layer's material (uniform layer) or the fill material where ``pattern`` is 1.
         A tensor is read as the complex *refractive index* at the solver's wavelengths.
-    pattern : real tensor ``(..., Nx, Ny)`` in [0, 1], optional
+    pattern : real tensor ``(..., Nx, Ny)`` in [0, 1], or a :class:`~hyplex.optics.geometry.Shape`
         Fill fraction of ``material`` on a pixel grid over the unit cell; axis -2 is x.
+        A Shape is rendered on a 128 x 128 grid (anti-aliased edges).
         Grey values mix linearly in ``eps`` for ``E_z`` and in ``1/eps`` for the in-plane
         components, which is the correct sub-pixel average for edges along x and y.
     background : like ``material``
@@ -75,7 +77,7 @@ class Layer:
 
     thickness_nm: float | torch.Tensor
     material: object = "air"
-    pattern: torch.Tensor | None = None
+    pattern: torch.Tensor | Shape | None = None
     background: object = "air"
     permittivity: torch.Tensor | None = None
 
@@ -277,6 +279,7 @@ def solve(
         raise ValueError(f"factorization must be 'li' or 'laurent', got {factorization!r}")
     if len(layers) == 0:
         raise ValueError("layers is empty; give at least one Layer between the half-spaces")
+    layers = list(layers)  # Shapes are rendered in place below, not in the caller's list
     real_dtype = torch.float64 if dtype == torch.complex128 else torch.float32
     if device is None:
         device = next(
@@ -309,6 +312,8 @@ def solve(
         d = _as_real(layer.thickness_nm, f"layers[{i}].thickness_nm", real_dtype, device)
         if (d < 0).any():
             raise ValueError(f"layers[{i}].thickness_nm must be >= 0 nm, got {layer.thickness_nm}")
+        if isinstance(layer.pattern, Shape):
+            layer = layers[i] = replace(layer, pattern=layer.pattern.render(period.tolist()))
         if layer.pattern is not None and layer.permittivity is None:
             pattern = torch.as_tensor(layer.pattern)
             if pattern.ndim < 2 or min(pattern.shape[-2:]) < 1:
