@@ -229,28 +229,43 @@ def _plot(path: Path, wavelengths, rows, spectra) -> None:
         ax.set_ylabel("T (unpolarised)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
+        # Convergence: each solver refined in turn, against the other's finest and its own.
         ax = axes[1, column]
-        meep_rows = rows[name]["meep"]
+        meep_rows, rcwa_rows = rows[name]["meep"], rows[name]["rcwa"]
+        floor = 1e-4
         ax.semilogy(
-            [1000.0 / r["resolution"] for r in meep_rows],
-            [max(r["rms_vs_reference"], 1e-5) for r in meep_rows],
-            "o-",
-            label=f"Meep vs {rows[name]['reference']}",
+            range(len(meep_rows)),
+            [max(r["rms_vs_reference"], floor) for r in meep_rows],
+            "o-b",
+            label=f"Meep (px/um) vs {rows[name]['reference']}",
         )
-        ax.set_xlabel("Meep grid step (nm)")
-        ax.set_ylabel("RMS dT")
-        if len(rows[name]["rcwa"]) > 1:
-            twin = ax.twiny()
-            rcwa_rows = rows[name]["rcwa"][:-1]
-            twin.semilogy(
-                [r["M"] for r in rcwa_rows],
-                [max(r["rms_vs_finest"], 1e-5) for r in rcwa_rows],
+        ax.semilogy(
+            range(len(meep_rows) - 1),
+            [max(r["rms_vs_finest"], floor) for r in meep_rows[:-1]],
+            "o:b",
+            label="Meep vs finest Meep",
+        )
+        labels = [f"{r['resolution']}" for r in meep_rows]
+        if "rms_vs_meep_finest" in rcwa_rows[0]:
+            ax.semilogy(
+                range(len(rcwa_rows)),
+                [max(r["rms_vs_meep_finest"], floor) for r in rcwa_rows],
                 "s-r",
-                label="RCWA M vs finest M",
+                label="RCWA (M) vs finest Meep",
             )
-            twin.set_xlabel("RCWA truncation M", color="r")
-            twin.legend(fontsize=7, loc="lower right")
-        ax.legend(fontsize=7, loc="upper left")
+            ax.semilogy(
+                range(len(rcwa_rows) - 1),
+                [max(r["rms_vs_finest"], floor) for r in rcwa_rows[:-1]],
+                "s:r",
+                label="RCWA vs finest RCWA",
+            )
+            pairs = zip(meep_rows, rcwa_rows, strict=True)
+            labels = [f"{m['resolution']} / M={r['M']}" for m, r in pairs]
+        ax.axhline(0.02, color="gray", lw=0.8, ls="--")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("refinement: Meep px/um / RCWA M")
+        ax.set_ylabel("RMS dT (goal 0.02, dashed)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
