@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from hyplex import __version__
+from hyplex.cli_simulate import simulate_app
 
 app = typer.Typer(
     help="hyplex: snapshot hyperspectral imaging with metasurface encoders.",
@@ -19,6 +20,7 @@ optics_app = typer.Typer(
     help="Physics of one metasurface: materials, thin films, RCWA.", no_args_is_help=True
 )
 app.add_typer(optics_app, name="optics")
+app.add_typer(simulate_app, name="simulate")
 
 
 def _version(value: bool) -> None:

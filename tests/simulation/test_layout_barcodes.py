@@ -1,0 +1,88 @@
+"""Mosaic geometry and the raw frame -> barcode round trip."""
+
+import numpy as np
+import pytest
+
+from hyplex.simulation import kernels
+from hyplex.simulation.barcodes import BarcodeExtractor
+from hyplex.simulation.kernels_numpy import bin_by_slot_numpy
+from hyplex.simulation.layout import MosaicLayout
+
+
+def test_unrotated_integer_pitch_layout_has_the_expected_pattern():
+    layout = MosaicLayout(metapixels=(2, 2), pitch_px=2, metapixels_per_block=(1, 1))
+    codes = layout.filter_maps((16, 16))[0]
+    row = [0, 0, 1, 1, 2, 2, 9, 9]  # one metapixel (3 sub-filters of 2 px), then a 2 px gap
+    assert codes[0].tolist() == row + row
+    assert codes[2].tolist() == [c + 3 if c < 9 else 9 for c in row] * 2
+    assert np.all(codes[6:8] == 9) and codes[8].tolist() == row + row
+
+
+def test_block_gaps_follow_the_hyplex_structure():
+    layout = MosaicLayout(metapixels=(12, 12), pitch_px=1.0)  # blocks of 10, 1 sub-filter gap
+    assert layout.extent_subfilters() == (37, 37)
+    codes = layout.filter_maps((37, 37))[0]
+    assert np.all(codes[:, 30] == 9) and np.all(codes[30, :] == 9)
+    assert codes[0, 31] == 0 and codes[31, 31] == 0 and codes[36, 36] == 8
+
+
+def test_layout_larger_than_the_sensor_is_a_clear_error():
+    layout = MosaicLayout(metapixels=(20, 20), pitch_px=7.3)
+    with pytest.raises(ValueError, match="larger than the sensor"):
+        layout.filter_maps((100, 100))
+    with pytest.raises(ValueError, match="no metapixel"):
+        MosaicLayout.fit((10, 10), pitch_px=7.3)
+    with pytest.raises(ValueError, match="pitch_px must be > 0"):
+        MosaicLayout(pitch_px=0.0)
+
+
+def test_fit_with_rotation_fits_and_counts_pixels_per_subfilter():
+    layout = MosaicLayout.fit((300, 400), pitch_px=7.287, rotation_deg=1.0)
+    layout.check_fits((300, 400))
+    extractor = BarcodeExtractor(layout, (300, 400), margin=0.0)
+    _, counts = extractor(np.zeros((300, 400), np.uint16), return_counts=True)
+    assert counts.min() >= 49 and counts.max() <= 64  # 7.287^2 = 53 px on average
+    assert counts.mean() == pytest.approx(7.287**2, rel=0.02)
+
+
+def test_crosstalk_weight_is_one_half_at_an_edge():
+    layout = MosaicLayout(
+        metapixels=(3, 3), pitch_px=8.0, crosstalk_length_px=1.0, offset_px=(0.5, 0.5)
+    )
+    codes, neighbours, mix = layout.filter_maps((80, 80))
+    # pixel centres lie exactly on sub-filter edges every 8 px (offset 0.5)
+    assert mix[4, 8] == pytest.approx(0.5)
+    assert mix[4, 4] == pytest.approx(0.5 * np.exp(-4.0), rel=1e-5)
+    assert neighbours[4, 8] in (0, 1) and codes[4, 8] in (0, 1)
+
+
+def test_barcodes_recover_per_filter_means(camera34, grid34, rng):
+    """Round trip: a uniform spectrum through the mosaic, binned back per (metapixel, filter)."""
+    spectrum = 0.02 + 0.01 * np.sin(grid34 / 40.0)
+    cube = np.broadcast_to(spectrum.astype(np.float32), (24, 32, 34))
+    electrons = camera34.expected_electrons(cube, grid34, exposure_us=1000.0)
+    expected = camera34.weights(1000.0)[:9] @ spectrum  # per filter
+    extractor = BarcodeExtractor(camera34.encoder.layout, camera34.sensor.shape, margin=0.0)
+    barcodes = extractor(electrons)
+    assert barcodes.shape == (*camera34.encoder.layout.metapixels, 9)
+    assert np.allclose(barcodes, expected, rtol=1e-5)
+    # with sensor noise: the means still come back within the noise
+    raw = camera34.capture(electrons, 1000.0, seed=1)
+    sensor = camera34.sensor
+    values = BarcodeExtractor(camera34.encoder.layout, sensor.shape, margin=0.15)(raw)
+    values = values.astype(np.float64)
+    recovered = values.reshape(-1, 9).mean(0) - sensor.mean_dn(0.0, 1000.0)
+    assert np.allclose(recovered / sensor.system_gain_dn_per_e, expected, rtol=0.01)
+
+
+def test_numba_binning_agrees_with_numpy_bincount(rng):
+    layout = MosaicLayout.fit((200, 300), pitch_px=5.3, rotation_deg=-2.0)
+    slots = layout.slot_map((200, 300), margin=0.2)
+    raw = rng.integers(0, 4096, (200, 300)).astype(np.uint16)
+    n_slots = int(np.prod(layout.metapixels)) * 9
+    ours = kernels.bin_by_slot(raw, slots, n_slots, 2)
+    reference = bin_by_slot_numpy(raw, slots, n_slots)
+    assert np.array_equal(ours[1], reference[1])
+    assert np.allclose(ours[0], reference[0], equal_nan=True)
+    with pytest.raises(ValueError, match="margin"):
+        layout.slot_map((200, 300), margin=0.5)
