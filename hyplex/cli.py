@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from hyplex import __version__
+from hyplex.cli_devices import register as register_devices
 from hyplex.cli_simulate import simulate_app
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ optics_app = typer.Typer(
 )
 app.add_typer(optics_app, name="optics")
 app.add_typer(simulate_app, name="simulate")
+register_devices(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,141 @@
+"""Filter wheel: driver and simulator, modelled on the Thorlabs FW102C.
+
+Command set (ASCII, 115200 8N1, commands and replies end in CR), after the FW102C manual as
+we remember it (written without the manual at hand; * marks this model's choices):
+
+==================  =========================================  ==============================
+command             reply                                      effect
+==================  =========================================  ==============================
+``pos=3``           echo                                       turn to position 3 (1-based)
+``pos?``            ``3``                                      position (the old one while
+                                                               the wheel turns*)
+``pcount?``         ``6``                                      number of positions
+``*idn?``           ``THORLABS FW102C/FW212C Filter Wheel...``
+malformed           ``Command error CMD_ARG_INVALID``          nothing changes
+==================  =========================================  ==============================
+
+The real unit echoes each command and prints a ``>`` prompt; this model sends one reply line
+per command and no prompt. Turning takes ``step_s`` per position, the shorter way round.
+"""
+
+from __future__ import annotations
+
+from hyplex.devices.clock import Clock, MonotonicClock
+from hyplex.devices.instrument_sim import InstrumentSimulator
+from hyplex.devices.serial_transport import SerialTransport, expect_echo, refusing, wait_until
+
+ERROR_PREFIX = "Command error"
+
+
+class FilterWheelSimulator(InstrumentSimulator):
+    """FW102C-like wheel of ``positions`` slots with per-slot ``transmissions`` (0-1)."""
+
+    kind = "filterwheel"
+    command_terminator = b"\r"
+    reply_terminator = b"\r"
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        positions: int = 6,
+        step_s: float = 0.25,
+        transmissions=(1.0, 0.5, 0.1, 0.01, 0.001, 0.0),
+    ):
+        super().__init__(clock)
+        if len(transmissions) != positions:
+            raise ValueError(f"give one transmission per position ({positions})")
+        self.positions, self.step_s = int(positions), float(step_s)
+        self.transmissions = tuple(float(t) for t in transmissions)
+        self._from = self._to = 1
+        self._move_end_ns = self.clock.now_ns()
+
+    @property
+    def busy(self) -> bool:
+        return self.clock.now_ns() < self._move_end_ns
+
+    @property
+    def position(self) -> int:
+        return self._from if self.busy else self._to
+
+    @property
+    def transmission(self) -> float:
+        """Transmission of the filter in the beam (0 while turning*)."""
+        return 0.0 if self.busy else self.transmissions[self._to - 1]
+
+    def handle(self, line: str) -> str | None:
+        text = line.strip().lower()
+        if text.startswith("pos="):
+            try:
+                target = int(text[4:])
+            except ValueError:
+                return f"{ERROR_PREFIX} CMD_ARG_INVALID"
+            if not 1 <= target <= self.positions:
+                return f"{ERROR_PREFIX} CMD_ARG_INVALID"
+            current = self.position
+            steps = abs(target - current)
+            steps = min(steps, self.positions - steps)
+            self._from, self._to = current, target
+            self._move_end_ns = self.clock.now_ns() + round(steps * self.step_s * 1e9)
+            return line
+        if text == "pos?":
+            return str(self.position)
+        if text == "pcount?":
+            return str(self.positions)
+        if text == "*idn?":
+            return "THORLABS FW102C/FW212C Filter Wheel version 1.07 (hyplex simulator)"
+        return f"{ERROR_PREFIX} CMD_NOT_DEFINED"
+
+
+class FilterWheel:
+    """Driver of an FW102C-class filter wheel (positions are 1-based).
+
+    Parameters as for :class:`~hyplex.devices.monochromator.Monochromator`.
+    """
+
+    def __init__(
+        self,
+        port: str | SerialTransport,
+        timeout_s: float = 1.0,
+        retries: int = 2,
+        clock: Clock | None = None,
+        poll_s: float = 0.05,
+    ):
+        self.transport = (
+            port
+            if isinstance(port, SerialTransport)
+            else SerialTransport(port, "filter wheel", 115200, b"\r", b"\r", timeout_s, retries)
+        )
+        self.clock = clock or MonotonicClock()
+        self.poll_s = poll_s
+        self.positions = self.transport.query("pcount?", self._parser(int))
+
+    def _parser(self, parse):
+        return refusing(parse, "filter wheel", (ERROR_PREFIX,))
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> FilterWheel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def identify(self) -> str:
+        return self.transport.query("*idn?", self._parser(str))
+
+    @property
+    def position(self) -> int:
+        return self.transport.query("pos?", self._parser(int))
+
+    def move_to(self, position: int, wait: bool = True, timeout_s: float = 10.0) -> int:
+        """Turn to ``position`` (1..positions); with ``wait``, until it is there."""
+        if int(position) != position or not 1 <= position <= self.positions:
+            raise ValueError(f"position must be an integer in 1..{self.positions}, got {position}")
+        command = f"pos={int(position)}"
+        self.transport.query(command, self._parser(expect_echo(command)))
+        if wait:
+            wait_until(
+                lambda: self.position == position, self.clock, timeout_s, self.poll_s, "filter move"
+            )
+        return self.position

@@ -1,0 +1,176 @@
+"""``hyplex stream``, ``hyplex devices list`` and ``hyplex sim-device``: the devices wing.
+
+Registered from ``hyplex.cli`` with ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+CameraSpec = Annotated[
+    str, typer.Option("--camera", help="sim | opencv:<index|file|pattern> | genicam[:<N>|<cti>]")
+]
+RecordPath = Annotated[
+    Path | None, typer.Option("--record", help="HDF5 file to record into (default: no file).")
+]
+Seconds = Annotated[float, typer.Option(min=0.0, help="Stream duration, s (host clock).")]
+Frames = Annotated[int | None, typer.Option(min=1, help="Stop after this many frames.")]
+Policy = Annotated[
+    str, typer.Option(help="Ring overflow policy: block | drop_oldest | newest_only.")
+]
+Buffer = Annotated[int, typer.Option(min=2, help="Ring slots (each one frame in memory).")]
+Exposure = Annotated[float | None, typer.Option(help="Exposure, us (default: the camera's).")]
+FrameRate = Annotated[float | None, typer.Option(help="Frame rate, Hz (default: the camera's).")]
+SimShape = Annotated[str, typer.Option(help="Simulated sensor, ROWSxCOLS (e.g. 3000x4000).")]
+Cycle = Annotated[
+    int, typer.Option(min=0, help="Simulated camera: noisy frames rendered once and looped.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``stream``, ``devices list`` and ``sim-device`` to ``app``."""
+    devices_app = typer.Typer(help="Cameras and serial instruments.", no_args_is_help=True)
+    devices_app.command("list")(list_devices_command)
+    app.add_typer(devices_app, name="devices")
+    app.command("stream")(stream_command)
+    app.command("sim-device")(sim_device_command)
+
+
+def list_devices_command(
+    genicam: Annotated[bool, typer.Option(help="Query GenTL producers too.")] = True,
+) -> None:
+    """List cameras and serial instruments, the simulators included."""
+    from hyplex.devices.discovery import list_devices
+
+    for info in list_devices(genicam=genicam):
+        typer.echo(f"{info.kind:<10} {info.backend:<8} {info.address:<40} {info.description}")
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected ROWSxCOLS, got {text!r}") from None
+    if rows < 8 or cols < 8:
+        raise typer.BadParameter(f"sensor must be at least 8x8, got {text!r}")
+    return rows, cols
+
+
+def _open(camera: str, sim_shape: str, cycle_frames: int):
+    from hyplex.devices.discovery import open_camera
+
+    if camera != "sim":
+        return open_camera(camera)
+    from hyplex.simulation.grids import prototype_grid
+    from hyplex.simulation.scenes import make_scene
+
+    rows, cols = _parse_shape(sim_shape)
+    typer.echo(f"building the {cols}x{rows} camera twin and a scene ...", err=True)
+    scene = make_scene((max(rows // 20, 16), max(cols // 20, 16)), prototype_grid(), seed=0)
+    return open_camera("sim", source=scene, sensor_shape=(rows, cols), cycle_frames=cycle_frames)
+
+
+def stream_command(
+    camera: CameraSpec = "sim",
+    record: RecordPath = None,
+    seconds: Seconds = 10.0,
+    frames: Frames = None,
+    policy: Policy = "block",
+    buffer: Buffer = 4,
+    exposure_us: Exposure = None,
+    frame_rate_hz: FrameRate = None,
+    sim_shape: SimShape = "3000x4000",
+    cycle_frames: Cycle = 3,
+) -> None:
+    """Stream a camera for SECONDS with a live progress line (fps, drops); optionally record."""
+    from hyplex.devices.errors import CameraError, StreamEnded
+    from hyplex.devices.recorder import Recorder, StreamSpec
+
+    device = _open(camera, sim_shape, cycle_frames)
+    try:
+        device.open()
+        if exposure_us is not None:
+            device.exposure_us = exposure_us
+        if frame_rate_hz is not None:
+            device.frame_rate_hz = frame_rate_hz
+        recorder = Recorder(record, StreamSpec.for_camera(device)) if record else None
+        count, start, last_print = 0, time.monotonic(), 0.0
+        device.start(n=frames, policy=policy, buffer_frames=buffer)
+        try:
+            while time.monotonic() - start < seconds:
+                try:
+                    frame = device.read(timeout=5.0, copy=False)
+                except StreamEnded:
+                    break
+                with frame:
+                    if recorder is not None:
+                        recorder.write(frame)
+                count += 1
+                elapsed = time.monotonic() - start
+                if elapsed - last_print >= 0.25:
+                    _progress(count, elapsed, device.stats, recorder)
+                    last_print = elapsed
+        finally:
+            device.stop()
+            if recorder is not None:
+                recorder.close()
+        _progress(count, time.monotonic() - start, device.stats, recorder)
+        sys.stderr.write("\n")
+        stats = device.stats
+        typer.echo(
+            f"{count} frames, dropped {stats.dropped} (device {stats.dropped_device}, host "
+            f"{stats.dropped_host})" + (f", recorded to {record}" if record else "")
+        )
+    except CameraError as error:
+        sys.stderr.write("\n")
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        device.close()
+
+
+def _progress(count, elapsed, stats, recorder) -> None:
+    fps = count / max(elapsed, 1e-9)
+    line = (
+        f"\r{elapsed:6.1f} s {count:6d} frames {fps:6.1f} fps  dropped {stats.dropped} "
+        f"(device {stats.dropped_device}, host {stats.dropped_host})"
+    )
+    if recorder is not None:
+        line += f"  recorder {recorder.throughput_MBps:7.1f} MB/s"
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def sim_device_command(
+    kind: Annotated[str, typer.Argument(help="monochromator | filterwheel | stage | powermeter")],
+    pty: Annotated[bool, typer.Option("--pty", help="Serve on a pseudo-terminal.")] = False,
+    chunk_bytes: Annotated[int, typer.Option(min=0, help="Split replies (pty only).")] = 0,
+) -> None:
+    """Run an instrument simulator: on a pty (open the printed port with any serial tool), or
+    as a line-by-line console on stdin/stdout."""
+    from hyplex.devices.instrument_sim import SIMULATOR_CLASSES, simulator_class
+
+    if kind not in SIMULATOR_CLASSES:
+        raise typer.BadParameter(f"unknown instrument {kind!r}; one of {sorted(SIMULATOR_CLASSES)}")
+    simulator = simulator_class(kind)()
+    if pty:
+        from hyplex.devices.pty_bridge import PtyBridge
+
+        with PtyBridge(simulator, chunk_bytes=chunk_bytes) as bridge:
+            typer.echo(f"simulated {kind} on {bridge.port} (Ctrl-C to stop)")
+            try:
+                while True:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                typer.echo("stopped")
+        return
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        reply = simulator.handle(line.strip())
+        typer.echo("" if reply is None else reply)

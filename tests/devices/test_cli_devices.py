@@ -1,0 +1,81 @@
+"""``hyplex stream``, ``hyplex devices list`` and ``hyplex sim-device`` (registered on a
+fresh Typer app, as hyplex.cli does)."""
+
+import signal
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hyplex.cli_devices import register
+from hyplex.devices.instruments import Monochromator
+from hyplex.devices.recorder import Recording
+
+APP_SCRIPT = (
+    "import typer; from hyplex.cli_devices import register; "
+    "app = typer.Typer(); register(app); app()"
+)
+
+
+@pytest.fixture(scope="module")
+def app():
+    application = typer.Typer()
+    register(application)
+    return application
+
+
+def test_devices_list(app):
+    result = CliRunner().invoke(app, ["devices", "list"])
+    assert result.exit_code == 0, result.output
+    assert "sim://monochromator" in result.output and "Viky" in result.output
+    assert "camera     sim" in result.output
+
+
+def test_stream_an_image_sequence_into_a_recording(app, png_sequence, tmp_path):
+    out = tmp_path / "seq.h5"
+    result = CliRunner().invoke(
+        app, ["stream", "--camera", f"opencv:{png_sequence}", "--record", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 frames, dropped 0" in result.output and "fps" in result.output
+    with Recording(out) as recording:
+        assert len(recording) == 12 and recording[5][0, 0] == 500
+
+
+def test_stream_the_simulated_camera(app, tmp_path):
+    out = tmp_path / "sim.h5"
+    arguments = ["stream", "--camera", "sim", "--sim-shape", "96x128", "--frames", "5"]
+    result = CliRunner().invoke(app, [*arguments, "--cycle-frames", "2", "--record", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "5 frames, dropped 0" in result.output
+    with Recording(out) as recording:
+        assert len(recording) == 5 and recording[0].shape == (96, 128)
+
+
+def test_stream_reports_a_bad_camera(app):
+    result = CliRunner().invoke(app, ["stream", "--camera", "opencv:/no/such/file.avi"])
+    assert result.exit_code != 0
+
+
+def test_sim_device_console(app):
+    result = CliRunner().invoke(app, ["sim-device", "monochromator"], input="WAVE?\nFOO\n")
+    assert result.exit_code == 0
+    assert result.output.splitlines() == ["500.000", "ERR unknown command 'FOO'"]
+
+
+def test_sim_device_on_a_pty():
+    process = subprocess.Popen(
+        [sys.executable, "-c", APP_SCRIPT, "sim-device", "monochromator", "--pty"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        port = line.split(" on ")[1].split()[0]
+        with Monochromator(port, timeout_s=1.0) as driver:
+            assert driver.go_to(520.0) == pytest.approx(520.0)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
