@@ -34,6 +34,13 @@ Exposure = Annotated[
 NoRaw = Annotated[bool, typer.Option("--no-raw", help="Skip the camera (no raw frames).")]
 
 
+def _missing_dependency(error: Exception) -> typer.Exit:
+    """Print a clear message (no traceback) for a missing dependency, e.g. earthlib."""
+    hint = "" if "earthlib" in str(error) else " (synthetic scenes need earthlib, Python >= 3.11)"
+    typer.echo(f"error: cannot simulate: {error}{hint}", err=True)
+    return typer.Exit(code=1)
+
+
 def _camera(scene_shape, grid, upsample, pitch_px):
     from hyplex.simulation.camera import default_camera
 
@@ -110,6 +117,8 @@ def scene(
             attrs = _raw_attrs(camera, exposure_us)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    except (ImportError, RuntimeError) as error:
+        raise _missing_dependency(error) from error
     settings = {"seed": seed, "illuminant": illuminant, "illuminance_lux": lux, "grid": grid}
     path = write_scene(out, result, raw, attrs, attrs=settings)
     png = save_scene_png(out.with_suffix(".png"), result, raw, f"({illuminant}, {lux:g} lx)")
@@ -163,8 +172,10 @@ def video(
         raw_frames = attrs = None
         if not no_raw:
             camera = _camera((height, width), wavelengths, upsample, pitch_px)
-            if exposure_us <= 0:  # fixed exposure for the clip, set on the brightest frame
-                exposure_us = camera.auto_exposure_us(clip.frame(0).radiance, wavelengths)
+            if exposure_us <= 0:  # one exposure for the clip, set on its most lit frame
+                lux = [light.illuminance_lux for light in clip.illuminants]
+                brightest = clip.frame(int(np.argmax(lux)))
+                exposure_us = camera.auto_exposure_us(brightest.radiance, wavelengths)
             raw_frames = np.stack(
                 [
                     camera.render(clip.frame(t).radiance, wavelengths, exposure_us, seed, t)
@@ -174,6 +185,8 @@ def video(
             attrs = _raw_attrs(camera, exposure_us)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    except (ImportError, RuntimeError) as error:
+        raise _missing_dependency(error) from error
     settings = {"seed": seed, "illuminants": [start_illuminant, end_illuminant], "grid": grid}
     path = write_video(out, clip, raw_frames, attrs, attrs=settings)
     png = save_video_png(out.with_suffix(".png"), clip, raw_frames)

@@ -15,7 +15,8 @@ module                      what
 ``sensor``                  ``SensorModel``: EMVA 1288 linear model
 ``camera``                  ``CameraTwin``: the numpy/numba forward model
 ``differentiable``          ``TorchCamera``: the same model in torch, differentiable
-``kernels``                 numba kernels (``kernels_numpy``: their numpy formulations)
+``kernels``                 numba kernels (``kernels_sensor``: random numbers and the sensor;
+                            ``kernels_numpy``: their numpy formulations)
 ``barcodes``                raw frame -> (h, w, n_filters) barcodes
 ``datarate``                equivalent hyperspectral data rate
 ``plotting``                PNG previews

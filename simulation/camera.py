@@ -11,7 +11,6 @@ The scene may be coarser than the sensor: sensor pixel (r, c) sees scene pixel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -30,7 +29,9 @@ def scene_index(sensor_size: int, scene_size: int) -> np.ndarray:
 
 @dataclass
 class CameraTwin:
-    """Encoder + lens + sensor. Maps and fixed-pattern noise are computed once and cached.
+    """Encoder + lens + sensor. Maps and fixed-pattern noise are computed once and cached;
+    the caches are keyed on the layout and the sensor, so assigning another encoder or sensor
+    recomputes them.
 
     Attributes
     ----------
@@ -47,19 +48,36 @@ class CameraTwin:
     def __post_init__(self):
         self.encoder.layout.check_fits(self.sensor.shape)
 
+    def __setattr__(self, name, value):
+        if name == "sensor" and "encoder" in self.__dict__:
+            self.encoder.layout.check_fits(value.shape)
+        if name == "encoder" and "sensor" in self.__dict__:
+            value.layout.check_fits(self.sensor.shape)
+        super().__setattr__(name, value)
+
     @property
     def wavelengths_nm(self) -> np.ndarray:
         return self.encoder.wavelengths_nm
 
-    @cached_property
+    def _cached(self, name: str, key, compute):
+        """Value of ``compute()`` cached in the instance until ``key`` changes."""
+        entry = self.__dict__.get(name)
+        if entry is None or entry[0] != key:
+            entry = (key, compute())
+            self.__dict__[name] = entry
+        return entry[1]
+
+    @property
     def maps(self):
         """(codes, neighbours, mix) of ``MosaicLayout.filter_maps`` for the sensor."""
-        return self.encoder.layout.filter_maps(self.sensor.shape)
+        layout, shape = self.encoder.layout, self.sensor.shape
+        return self._cached("_maps_cache", (layout, shape), lambda: layout.filter_maps(shape))
 
-    @cached_property
+    @property
     def fixed_pattern(self):
         """(prnu_gain, dsnu_e) maps of the sensor."""
-        return self.sensor.fixed_pattern()
+        sensor = self.sensor
+        return self._cached("_fixed_pattern_cache", sensor, sensor.fixed_pattern)
 
     def weights(self, exposure_us: float, quantum_efficiency: bool = True) -> np.ndarray:
         """Electrons per unit radiance per band, (n_filters + 1, L) float64, row = code.
@@ -124,20 +142,24 @@ class CameraTwin:
     ) -> np.ndarray:
         """Raw frame (uint16 (H, W)) from expected photoelectrons (H, W), by the EMVA model.
 
-        ``seed`` and ``frame_index`` select the temporal noise (the fixed pattern comes from
-        the sensor's ``fixed_pattern_seed``); ``noise=False`` gives the rounded mean.
-        ``backend="numpy"`` runs the numpy formulation (another random stream).
+        ``seed`` and ``frame_index`` (integers in 0..2^64 - 1) select the temporal noise (the
+        fixed pattern comes from the sensor's ``fixed_pattern_seed``); ``noise=False`` gives
+        the rounded mean. ``backend="numpy"`` runs the numpy formulation (another random
+        stream). ValueError on non-finite electrons (NaN, infinity) or a bad seed.
         """
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        seed, frame_index = _counter(seed, "seed"), _counter(frame_index, "frame_index")
         signal = np.ascontiguousarray(electrons, dtype=np.float32)
         if signal.shape != self.sensor.shape:
             raise ValueError(f"electrons must have the sensor's shape {self.sensor.shape}")
         settings = self.sensor.settings(exposure_us)
         prnu, dsnu = self.fixed_pattern
         if backend == "numpy":
+            if not np.isfinite(signal).all():
+                raise ValueError("electrons must be finite (found NaN or infinity)")
             rng = np.random.default_rng([seed, frame_index])
             return sensor_frame_numpy(signal, prnu, dsnu, settings, rng, noise)
-        if backend != "numba":
-            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
         key = np.uint64(kernels.frame_key(np.uint64(seed), np.uint64(frame_index)))
         return kernels.sensor_frame(signal, prnu, dsnu, settings, key, noise, kernels.ZIGGURAT)
 
@@ -149,14 +171,28 @@ class CameraTwin:
         return self.capture(electrons, exposure_us, seed, frame_index, noise)
 
     def auto_exposure_us(self, radiance, wavelengths_nm, fill: float = 0.7, quantile=0.99):
-        """Exposure (us) putting the ``quantile`` of the mean signal at ``fill`` x full well."""
+        """Exposure (us) putting the ``quantile`` of the mean signal of the filter pixels at
+        ``fill`` x full well (pixels behind the unpatterned glass of gaps and margins, often the
+        brightest, are left out: they carry no barcode)."""
         if not 0 < fill <= 1:
             raise ValueError(f"fill must lie in (0, 1], got {fill}")
+        if not 0 <= quantile <= 1:
+            raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
         per_us = self.expected_electrons(radiance, wavelengths_nm, 1.0)
-        level = float(np.quantile(per_us, quantile))
+        filtered = per_us[self.maps[0] < self.encoder.n_filters]
+        level = float(np.quantile(filtered, quantile)) if filtered.size else 0.0
         if not level > 0:
             raise ValueError("the scene gives no signal: cannot set an exposure")
         return fill * self.sensor.full_well_e / level
+
+
+def _counter(value, name: str) -> int:
+    """An integer in 0..2^64 - 1 (a seed or frame index of the counter-based generator)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name} must lie in 0..2^64 - 1, got {value}")
+    return int(value)
 
 
 def default_camera(

@@ -1,6 +1,7 @@
 """Colour of spectra: CIE XYZ, sRGB, camera RGB and metamers, on a scene's wavelength grid.
 
-Tristimulus values are sums over the grid with trapezoid weights q_i (nm) and band-averaged
+Tristimulus values are sums over the grid with bin widths q_i (nm, ``grids.quadrature_weights``,
+the band-average convention of ``grids.resample``) and band-averaged
 colour-matching functions (CIE 1931 2 degree observer, colour-science, 360-830 nm; zero
 beyond), following CIE 15:2018 eq. 7.2-7.4:
 

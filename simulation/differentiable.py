@@ -3,16 +3,19 @@
 Same forward model as ``camera.py`` (numba path), for training encoders:
 
     mu_e = sum_l L_l w_{f,l},  w = T_f QE q lambda / (h c) * A t tau pi / (4 N^2)
-    e    = mu_e * PRNU + mu_I t + sqrt(mu_e * PRNU + mu_I t + sigma_read^2) * eps_1 + DSNU
-    y    = K min(e, full well) + black (+ quantisation)
+    n    = mu_e * PRNU + mu_I t + sqrt(mu_e * PRNU + mu_I t) * eps_1      (photo + dark charge)
+    e    = min(n, full well) + sigma_read * eps_2 + DSNU
+    y    = K e + black (+ quantisation)
 
 Shot and read noise are Gaussian by reparameterisation (eps ~ N(0, 1) from a
 ``torch.Generator``): the Poisson law is replaced by the normal law of the same mean and
-variance, so gradients flow through the noise to the responses. Quantisation is either
-additive uniform noise in [-1/2, 1/2) DN (``"noise"``, variance 1/12 as in EMVA 1288) or
-rounding with a straight-through gradient (``"straight_through"``). The clips at full well and
-at the ADC range pass zero gradient beyond saturation. Tensors follow the project convention
-(B, L, H, W); everything runs on the device of ``radiance``.
+variance, so gradients flow through the noise to the responses. As in the numba path, only the
+collected charge saturates at the full well; read noise and DSNU are added after the clip.
+Quantisation is either additive uniform noise in [-1/2, 1/2) DN (``"noise"``, variance 1/12 as
+in EMVA 1288) or rounding with a straight-through gradient (``"straight_through"``). The clips
+at full well and at the ADC range pass zero gradient beyond saturation. Tensors follow the
+project convention (B, L, H, W); everything runs on the device of ``radiance`` (default filter
+responses included).
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ class TorchCamera:
         """
         exposure_s = check_exposure(exposure_us)
         if responses is None:
-            responses = self._tensor(self.twin.encoder.responses)
+            responses = torch.as_tensor(
+                self.twin.encoder.responses, dtype=radiance.dtype, device=radiance.device
+            )
         if radiance.ndim != 4 or radiance.shape[1] != self._per_band.numel():
             raise ValueError(
                 f"radiance must have shape (B, L={self._per_band.numel()}, H, W), "
@@ -83,7 +88,7 @@ class TorchCamera:
             )
         per_band = self._per_band.to(radiance.device, radiance.dtype) * exposure_s
         transmissions = torch.cat(
-            [responses.to(radiance.dtype), self._unpatterned.to(radiance).unsqueeze(0)]
+            [responses.to(radiance), self._unpatterned.to(radiance).unsqueeze(0)]
         )
         weights = transmissions * per_band  # (F + 1, L)
         signals = torch.einsum("blhw,fl->bfhw", radiance, weights)
@@ -110,12 +115,18 @@ class TorchCamera:
         photo = electrons if self.prnu is None else electrons * self.prnu.to(electrons)
         photo = photo.clamp_min(0.0)
         mean = photo + dark
-        variance = mean + sensor.read_noise_e**2
-        eps = torch.randn(
-            electrons.shape, generator=generator, device=electrons.device, dtype=electrons.dtype
-        )
-        charge = mean + variance.sqrt() * eps
+
+        def normal():
+            return torch.randn(
+                electrons.shape, generator=generator, device=electrons.device, dtype=electrons.dtype
+            )
+
+        # clamp before the square root: its derivative is infinite at 0 (a dark pixel without
+        # dark current), which would make the gradients NaN
+        charge = mean + mean.clamp_min(1e-12).sqrt() * normal()
         charge = torch.minimum(charge, torch.full_like(charge, sensor.full_well_e))
+        if sensor.read_noise_e > 0:
+            charge = charge + sensor.read_noise_e * normal()
         if self.dsnu is not None:
             charge = charge + self.dsnu.to(electrons)
         value = sensor.system_gain_dn_per_e * charge + sensor.black_level_dn

@@ -83,8 +83,9 @@ class Encoder:
         """Noise-free barcodes of spectra: ``sum_i q_i s_i T_f,i`` (..., n_filters).
 
         ``spectra`` (..., L) on ``wavelengths_nm`` (must equal the encoder's grid); optional
-        ``illuminant`` (L,) multiplies them first. Uses trapezoid weights q (nm), so a flat
-        unit spectrum through a unit filter gives the grid's span in nm.
+        ``illuminant`` (L,) multiplies them first. Uses the bin widths q (nm) of
+        ``grids.quadrature_weights``, so a flat unit spectrum through a unit filter gives the
+        span of the grid's bins in nm (340 nm on the 34-band 400-730 nm grid).
         """
         from hyplex.simulation.grids import quadrature_weights
 

@@ -4,16 +4,20 @@ Every spectral array in ``hyplex.simulation`` travels with a 1-D grid of vacuum 
 nm (strictly increasing). The two Hyplex grids are
 
 =================  ====================================================================
-``HYPLEX_GRID``    204 bands, 397-1003 nm (the Specim IQ grid of the FVgNET data, CVPR 2022)
+``HYPLEX_GRID``    204 bands, 397-1003 nm (approximately the Specim IQ band centres of the
+                   FVgNET data, CVPR 2022: evenly spaced here)
 ``PROTOTYPE_GRID`` 34 bands, 400-730 nm, 10 nm (the Hyplex prototype decoder output)
 =================  ====================================================================
 
-A grid value is the band average of the spectral density over the band's bin, whose edges are
-the midpoints between neighbouring grid points (the end bins are symmetric about the end
-points). :func:`resample` integrates the piecewise-linear source exactly over each bin, so it
-conserves band integrals and does not alias the narrow lines of fluorescent lamps onto a coarse
-grid. Integrals over a grid use trapezoid weights (:func:`quadrature_weights`), exact for
-spectra that are linear between grid points.
+One convention throughout: a grid value is the band average of the spectral density over the
+band's bin, whose edges are the midpoints between neighbouring grid points (the end bins are
+symmetric about the end points, so the 34-band grid covers 395-735 nm). :func:`resample`
+integrates the piecewise-linear source exactly over each bin, so it conserves band integrals and
+does not alias the narrow lines of fluorescent lamps onto a coarse grid. Integrals over a grid
+are sums of band averages times bin widths (:func:`quadrature_weights`), so a spectrum resampled
+onto a grid keeps its integral over the grid's bins: a flat unit spectrum integrates to 340 nm
+on the 34-band grid, and ``sum(quadrature_weights(g) * resample(s, f, g))`` equals the integral
+of ``f`` from ``bin_edges(g)[0]`` to ``bin_edges(g)[-1]``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import numpy as np
 HYPLEX_BANDS, HYPLEX_RANGE_NM = 204, (397.0, 1003.0)
 PROTOTYPE_BANDS, PROTOTYPE_RANGE_NM = 34, (400.0, 730.0)
 _EXTRAPOLATIONS = ("error", "constant", "zero")
+_SAME_GRID_NM = 1e-6  # grids closer than this are the same grid (as in check_same_grid)
 
 
 def hyplex_grid() -> np.ndarray:
-    """The 204-band Hyplex grid: ``linspace(397, 1003, 204)`` nm (2.985 nm steps)."""
+    """The 204-band Hyplex grid: ``linspace(397, 1003, 204)`` nm (2.985 nm steps), approximately
+    the band centres of the Specim IQ camera of the FVgNET data."""
     return np.linspace(*HYPLEX_RANGE_NM, HYPLEX_BANDS)
 
 
@@ -79,13 +85,14 @@ def bin_edges(wavelengths_nm) -> np.ndarray:
 
 
 def quadrature_weights(wavelengths_nm) -> np.ndarray:
-    """Trapezoid weights q (L,), in nm: ``integral f dlambda ~= sum_i q_i f_i``."""
-    grid = check_wavelengths(wavelengths_nm)
-    step = np.diff(grid)
-    weights = np.zeros_like(grid)
-    weights[:-1] += 0.5 * step
-    weights[1:] += 0.5 * step
-    return weights
+    """Bin widths q (L,), in nm: ``integral f dlambda = sum_i q_i f_i`` over the grid's bins.
+
+    ``q = diff(bin_edges(grid))``, the convention of :func:`resample`: for band averages ``f_i``
+    the sum is the exact integral from ``bin_edges[0]`` to ``bin_edges[-1]`` (395-735 nm on the
+    34-band grid), and for point samples it is the midpoint rule (exact for linear spectra on
+    an evenly spaced grid).
+    """
+    return np.diff(bin_edges(wavelengths_nm))
 
 
 def _cumulative(knots: np.ndarray, values: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -138,18 +145,24 @@ def resample(source_nm, values, target_nm, extrapolation: str = "error") -> np.n
     target_nm : array_like, shape (L,)
         Target grid in nm.
     extrapolation : {"error", "constant", "zero"}
-        Where a target bin reaches outside ``[source_nm[0], source_nm[-1]]``: raise, hold the
-        end value, or use 0 (for emission lines of lamps that end inside the grid).
+        Where a target bin reaches outside ``[source_nm[0], source_nm[-1]]``: hold the end value
+        ("constant"), or use 0 ("zero", for emission lines of lamps that end inside the grid).
+        "error" raises when a target *point* lies outside the source; the half bins beyond the
+        end points of a source that covers the target points hold the end values (so a 397-1003
+        nm cube resamples onto the 397-1003 nm grid).
 
     Returns
     -------
     numpy.ndarray, shape (..., L), float64
-        The mean of the piecewise-linear source over each target bin.
+        The mean of the piecewise-linear source over each target bin. Onto the source's own
+        grid (to 1e-6 nm) this returns the values unchanged (a copy); the bin average would
+        weigh each point and its neighbours by (1, 6, 1) / 8. Onto any other grid it is such a
+        smoothing (a band average, as a spectrometer's bands are), not an interpolation.
 
     Raises
     ------
     ValueError
-        On bad grids, a shape mismatch, or target bins outside the source with "error".
+        On bad grids, a shape mismatch, or target points outside the source with "error".
     """
     if extrapolation not in _EXTRAPOLATIONS:
         raise ValueError(f"extrapolation must be one of {_EXTRAPOLATIONS}, got {extrapolation!r}")
@@ -157,14 +170,21 @@ def resample(source_nm, values, target_nm, extrapolation: str = "error") -> np.n
     data = np.asarray(values, dtype=np.float64)
     if data.shape[-1:] != knots.shape:
         raise ValueError(f"values must have shape (..., {knots.size}), got {data.shape}")
-    edges = bin_edges(check_wavelengths(target_nm, "target_nm"))
+    target = check_wavelengths(target_nm, "target_nm")
+    if target.shape == knots.shape and np.allclose(target, knots, rtol=0.0, atol=_SAME_GRID_NM):
+        return data.copy()
+    edges = bin_edges(target)
     low, high = edges[0], edges[-1]
     if low < knots[0] or high > knots[-1]:
         if extrapolation == "error":
-            raise ValueError(
-                f"target grid bins span {low:g}-{high:g} nm, outside the source "
-                f"{knots[0]:g}-{knots[-1]:g} nm; pass extrapolation='constant' or 'zero'"
-            )
+            slack = _SAME_GRID_NM
+            if target[0] < knots[0] - slack or target[-1] > knots[-1] + slack:
+                raise ValueError(
+                    f"target grid points span {target[0]:g}-{target[-1]:g} nm, outside the "
+                    f"source {knots[0]:g}-{knots[-1]:g} nm; pass extrapolation='constant' or "
+                    "'zero'"
+                )
+            extrapolation = "constant"  # hold the end values for the half end bins
         knots, data = _extend(knots, data, low, high, extrapolation)
     cumulative = _cumulative(knots, data, edges)
     return np.diff(cumulative, axis=-1) / np.diff(edges)

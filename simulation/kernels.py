@@ -7,13 +7,18 @@ multiply-adds. Both change only the rounding order of a sum of L products, whose
 L * eps * sum |c_i w_i|, is the same for every order; no flag that assumes away NaN, infinity or
 signed zeros is used. The plain numpy formulations live in ``kernels_numpy.py``.
 
+The public kernels (:func:`project_mosaic`, :func:`project_all_filters`, :func:`gather_mosaic`,
+:func:`bin_by_slot`, :func:`sensor_frame`) are thin Python wrappers that check shapes and
+index ranges and raise ValueError, then call the jitted ``_`` functions, which trust their
+inputs. Per-pixel indices (filter codes, slots) are range-checked inside the kernels at the
+cost of a compare (an out-of-range index is skipped and reported, never read or written).
+
 Layout geometry is passed as the float64 vector of ``MosaicLayout.parameters()``
 (see ``layout.py``); :func:`layout_coordinates` and :func:`assign` are the single definition of
 which sub-filter a pixel centre falls in, shared by the map builder and the on-the-fly binning.
 
-Random numbers are counter-based: draw k of pixel i in frame j is a SplitMix64 hash
-(G. Steele, D. Lea, C. Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014)
-of (seed, j, i, k), so a frame is reproducible whatever the number of threads.
+Random numbers (``kernels_sensor.py``) are counter-based: draw k of pixel i in frame j is a
+SplitMix64 hash of (seed, j, i, k), so a frame is reproducible whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -23,12 +28,24 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from hyplex.simulation.kernels_sensor import ZIGGURAT, _sensor_frame, frame_key, ziggurat_tables
+
+__all__ = [
+    "ZIGGURAT",
+    "assign",
+    "bin_by_slot",
+    "build_filter_maps",
+    "build_slot_map",
+    "frame_key",
+    "gather_mosaic",
+    "layout_coordinates",
+    "project_all_filters",
+    "project_mosaic",
+    "sensor_frame",
+    "ziggurat_tables",
+]
+
 _DOT_MATH = {"reassoc", "contract"}
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-_TO_UNIT = 2.0**-53
 
 # ----------------------------------------------------------------------- layout geometry
 
@@ -108,41 +125,41 @@ def build_filter_maps(height, width, p):
 
 
 @njit(parallel=True, cache=True, fastmath=_DOT_MATH)
-def project_mosaic(cube, weights, codes, neighbours, mix, scene_rows, scene_cols):
-    """Expected signal per sensor pixel: dot of the scene spectrum with its filter's weights.
-
-    ``out[r, c] = (1 - a) <cube[i, j], weights[f]> + a <cube[i, j], weights[g]>`` with
-    i = scene_rows[r], j = scene_cols[c] (nearest-neighbour upsampling of the scene), f the
-    pixel's code, g and a its crosstalk neighbour and weight (skipped when ``mix`` is empty).
-    cube (Hs, Ws, L), weights (F + 1, L) of the same float dtype; codes (H, W) int8.
-    """
+def _project_mosaic(cube, weights, codes, neighbours, mix, scene_rows, scene_cols):
     height, width = codes.shape
-    bands = cube.shape[2]
+    bands, count = cube.shape[2], weights.shape[0]
     crosstalk = mix.shape[0] > 0
     out = np.empty((height, width), cube.dtype)
+    bad = np.zeros(height, np.int64)
     for row in prange(height):
         i = scene_rows[row]
         for col in range(width):
             j = scene_cols[col]
             f = codes[row, col]
+            if f < 0 or f >= count:
+                bad[row] += 1
+                out[row, col] = 0.0
+                continue
             acc = cube.dtype.type(0.0)
             for band in range(bands):
                 acc += cube[i, j, band] * weights[f, band]
             if crosstalk and mix[row, col] > 0.0:
                 g = neighbours[row, col]
+                if g < 0 or g >= count:
+                    bad[row] += 1
+                    out[row, col] = 0.0
+                    continue
                 other = cube.dtype.type(0.0)
                 for band in range(bands):
                     other += cube[i, j, band] * weights[g, band]
                 a = mix[row, col]
                 acc = (1.0 - a) * acc + a * other
             out[row, col] = acc
-    return out
+    return out, bad
 
 
 @njit(parallel=True, cache=True, fastmath=_DOT_MATH)
-def project_all_filters(cube, weights):
-    """All filter signals per scene pixel, (Hs, Ws, F + 1): for an upsampled scene this costs
-    F + 1 dot products per scene pixel instead of one per sensor pixel."""
+def _project_all_filters(cube, weights):
     height, width, bands = cube.shape
     count = weights.shape[0]
     out = np.empty((height, width, count), cube.dtype)
@@ -157,20 +174,114 @@ def project_all_filters(cube, weights):
 
 
 @njit(parallel=True, cache=True)
-def gather_mosaic(signals, codes, neighbours, mix, scene_rows, scene_cols):
-    """Sensor signal from :func:`project_all_filters` output, same result as project_mosaic."""
+def _gather_mosaic(signals, codes, neighbours, mix, scene_rows, scene_cols):
     height, width = codes.shape
+    count = signals.shape[2]
     crosstalk = mix.shape[0] > 0
     out = np.empty((height, width), signals.dtype)
+    bad = np.zeros(height, np.int64)
     for row in prange(height):
         i = scene_rows[row]
         for col in range(width):
             j = scene_cols[col]
-            value = signals[i, j, codes[row, col]]
+            f = codes[row, col]
+            if f < 0 or f >= count:
+                bad[row] += 1
+                out[row, col] = 0.0
+                continue
+            value = signals[i, j, f]
             if crosstalk and mix[row, col] > 0.0:
+                g = neighbours[row, col]
+                if g < 0 or g >= count:
+                    bad[row] += 1
+                    out[row, col] = 0.0
+                    continue
                 a = mix[row, col]
-                value = (1.0 - a) * value + a * signals[i, j, neighbours[row, col]]
+                value = (1.0 - a) * value + a * signals[i, j, g]
             out[row, col] = value
+    return out, bad
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_maps(codes, neighbours, mix):
+    for name, value in (("codes", codes), ("neighbours", neighbours)):
+        _require(
+            np.ndim(value) == 2 and np.issubdtype(np.asarray(value).dtype, np.integer),
+            f"{name} must be a 2-D integer map, got shape {np.shape(value)}",
+        )
+    _require(np.ndim(mix) == 2, f"mix must be 2-D ((0, 0) without crosstalk), got {np.shape(mix)}")
+    _require(
+        np.size(mix) == 0 or np.shape(mix) == np.shape(codes) == np.shape(neighbours),
+        "mix and neighbours must be empty (0, 0) or have the shape of codes "
+        f"{np.shape(codes)}, got {np.shape(mix)} and {np.shape(neighbours)}",
+    )
+
+
+def _check_index(index, length: int, bound: int, name: str):
+    index = np.asarray(index)
+    _require(
+        index.shape == (length,) and np.issubdtype(index.dtype, np.integer),
+        f"{name} must be {length} integers (one per sensor row or column), got {index.shape}",
+    )
+    _require(
+        length == 0 or (index.min() >= 0 and index.max() < bound),
+        f"{name} must index the scene: values in 0..{bound - 1}",
+    )
+
+
+def _check_cube(cube, weights):
+    _require(np.ndim(cube) == 3, f"cube must be (Hs, Ws, L), got shape {np.shape(cube)}")
+    _require(
+        np.ndim(weights) == 2 and np.shape(weights)[1] == np.shape(cube)[2],
+        f"weights must be (F + 1, L={np.shape(cube)[2]}), got shape {np.shape(weights)}",
+    )
+
+
+def _raise_bad(bad, what: str):
+    count = int(bad.sum())
+    if count:
+        raise ValueError(f"{count} pixels have {what}")
+
+
+def project_mosaic(cube, weights, codes, neighbours, mix, scene_rows, scene_cols):
+    """Expected signal per sensor pixel: dot of the scene spectrum with its filter's weights.
+
+    ``out[r, c] = (1 - a) <cube[i, j], weights[f]> + a <cube[i, j], weights[g]>`` with
+    i = scene_rows[r], j = scene_cols[c] (nearest-neighbour upsampling of the scene), f the
+    pixel's code, g and a its crosstalk neighbour and weight (skipped when ``mix`` is empty).
+    cube (Hs, Ws, L), weights (F + 1, L) of the same float dtype; codes (H, W) int8.
+    Raises ValueError on mismatched shapes or indices out of range.
+    """
+    _check_cube(cube, weights)
+    _check_maps(codes, neighbours, mix)
+    height, width = np.shape(codes)
+    _check_index(scene_rows, height, np.shape(cube)[0], "scene_rows")
+    _check_index(scene_cols, width, np.shape(cube)[1], "scene_cols")
+    out, bad = _project_mosaic(cube, weights, codes, neighbours, mix, scene_rows, scene_cols)
+    _raise_bad(bad, f"filter codes or neighbours outside 0..{np.shape(weights)[0] - 1}")
+    return out
+
+
+def project_all_filters(cube, weights):
+    """All filter signals per scene pixel, (Hs, Ws, F + 1): for an upsampled scene this costs
+    F + 1 dot products per scene pixel instead of one per sensor pixel."""
+    _check_cube(cube, weights)
+    return _project_all_filters(cube, weights)
+
+
+def gather_mosaic(signals, codes, neighbours, mix, scene_rows, scene_cols):
+    """Sensor signal from :func:`project_all_filters` output, same result as project_mosaic."""
+    _require(np.ndim(signals) == 3, f"signals must be (Hs, Ws, F + 1), got {np.shape(signals)}")
+    _check_maps(codes, neighbours, mix)
+    height, width = np.shape(codes)
+    _check_index(scene_rows, height, np.shape(signals)[0], "scene_rows")
+    _check_index(scene_cols, width, np.shape(signals)[1], "scene_cols")
+    out, bad = _gather_mosaic(signals, codes, neighbours, mix, scene_rows, scene_cols)
+    _raise_bad(bad, f"filter codes or neighbours outside 0..{np.shape(signals)[2] - 1}")
     return out
 
 
@@ -201,19 +312,11 @@ def build_slot_map(height, width, p, margin):
 
 
 @njit(parallel=True, cache=True)
-def bin_by_slot(raw, slots, n_slots, chunks):
-    """Mean (float32) and count (int32) of the raw values in each slot, shape (n_slots,).
-
-    A scatter-add. Along a row the slot stays the same for ~pitch pixels, so a run's sum is
-    kept in a register and stored once (no store-to-load chains through memory). Rows are
-    split into ``chunks`` (one per thread), each with private float64 sums (no write races; a
-    chunk touches a band of metapixel rows, so its sums stay in cache), merged at the end.
-    Slots without pixels are NaN.
-    """
+def _bin_by_slot(raw, slots, n_slots, chunks):
     height, width = raw.shape
-    chunks = max(1, min(chunks, height))
     sums = np.zeros((chunks, n_slots), np.float64)
     counts = np.zeros((chunks, n_slots), np.int32)
+    bad = np.zeros(chunks, np.int64)
     for chunk in prange(chunks):
         for row in range(chunk * height // chunks, (chunk + 1) * height // chunks):
             current, run_sum, run_count = -1, 0.0, 0
@@ -223,6 +326,9 @@ def bin_by_slot(raw, slots, n_slots, chunks):
                     if current >= 0:
                         sums[chunk, current] += run_sum
                         counts[chunk, current] += run_count
+                    if slot < -1 or slot >= n_slots:  # out of range: reported, never written
+                        bad[chunk] += 1
+                        slot = -1
                     current, run_sum, run_count = slot, 0.0, 0
                 run_sum += raw[row, col]
                 run_count += 1
@@ -237,149 +343,57 @@ def bin_by_slot(raw, slots, n_slots, chunks):
             value += sums[chunk, slot]
             total[slot] += counts[chunk, slot]
         means[slot] = value / total[slot] if total[slot] > 0 else np.nan
+    return means, total, bad
+
+
+def bin_by_slot(raw, slots, n_slots, chunks):
+    """Mean (float32) and count (int32) of the raw values in each slot, shape (n_slots,).
+
+    A scatter-add. Along a row the slot stays the same for ~pitch pixels, so a run's sum is
+    kept in a register and stored once (no store-to-load chains through memory). Rows are
+    split into ``chunks`` (one per thread), each with private float64 sums (no write races; a
+    chunk touches a band of metapixel rows, so its sums stay in cache), merged at the end.
+    Slots without pixels are NaN. ``slots`` (H, W) integers in -1..n_slots-1 (-1: skipped);
+    ValueError on other shapes or values.
+    """
+    _require(np.ndim(raw) == 2, f"raw must be a 2-D frame, got shape {np.shape(raw)}")
+    _require(
+        np.shape(slots) == np.shape(raw) and np.issubdtype(np.asarray(slots).dtype, np.integer),
+        f"slots must be integers of the frame's shape {np.shape(raw)}, got {np.shape(slots)}",
+    )
+    n_slots, chunks = int(n_slots), int(chunks)
+    _require(n_slots >= 0, f"n_slots must be >= 0, got {n_slots}")
+    chunks = max(1, min(chunks, np.shape(raw)[0]))
+    means, total, bad = _bin_by_slot(raw, slots, n_slots, chunks)
+    if bad.sum():
+        raise ValueError(f"slots must lie in -1..{n_slots - 1} (n_slots = {n_slots})")
     return means, total
-
-
-# ----------------------------------------------------------------------- random numbers
-
-
-@njit(cache=True, inline="always")
-def _mix64(z):
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    return z ^ (z >> _S31)
-
-
-@njit(cache=True, inline="always")
-def _uniform(base, counter):
-    """Uniform in (0, 1): SplitMix64 output number ``counter`` of the stream at ``base``."""
-    z = _mix64(base + np.uint64(counter) * _GOLDEN)
-    # via int64: z >> 11 < 2^53 fits, and signed conversion is one instruction (unsigned
-    # 64-bit to double is a slow branchy sequence on x86-64)
-    return (np.int64(z >> _S11) + 0.5) * _TO_UNIT
-
-
-def ziggurat_tables(layers: int = 128) -> np.ndarray:
-    """Layer edges x_i and f(x_i) = exp(-x_i^2 / 2), shape (2, layers + 1), of the normal
-    ziggurat (G. Marsaglia, W. W. Tsang, J. Stat. Softw. 5(8), 2000): x_0 = v / f(r) (base
-    strip), x_1 = r, x_{i+1} = sqrt(-2 ln(v / x_i + f(x_i))), x_layers = 0, for 128 layers
-    r = 3.442619855899 and the common area v = 9.91256303526217e-3."""
-    if layers != 128:
-        raise ValueError("only the 128-layer constants are tabulated")
-    r, area = 3.442619855899, 9.91256303526217e-3
-    x = np.zeros(layers + 1)
-    x[0], x[1] = area / math.exp(-0.5 * r * r), r
-    for i in range(1, layers - 1):
-        x[i + 1] = math.sqrt(-2.0 * math.log(area / x[i] + math.exp(-0.5 * x[i] ** 2)))
-    return np.stack([x, np.exp(-0.5 * x**2)])
-
-
-ZIGGURAT = ziggurat_tables()
-_ZIGGURAT_R = 3.442619855899
-
-
-@njit(cache=True)
-def _normal(base, counter, table):
-    """Standard normal by the ziggurat method and the next free counter: one 64-bit draw
-    gives the layer (7 bits), the sign (1 bit) and a 53-bit uniform; ~99 % of draws return
-    after one multiply and compare."""
-    while True:
-        z = _mix64(base + np.uint64(counter) * _GOLDEN)
-        counter += 1
-        layer = int(z & np.uint64(127))
-        sign = 1.0 if (z >> np.uint64(7)) & np.uint64(1) else -1.0
-        x = (np.int64(z >> _S11) + 0.5) * _TO_UNIT * table[0, layer]
-        if x < table[0, layer + 1]:
-            return sign * x, counter
-        if layer == 0:  # tail beyond r (Marsaglia 1964)
-            while True:
-                a = -math.log(_uniform(base, counter)) / _ZIGGURAT_R
-                b = -math.log(_uniform(base, counter + 1))
-                counter += 2
-                if 2.0 * b > a * a:
-                    return sign * (_ZIGGURAT_R + a), counter
-        height = table[1, layer] + _uniform(base, counter) * (table[1, layer + 1] - table[1, layer])
-        counter += 1
-        if height < math.exp(-0.5 * x * x):
-            return sign * x, counter
-
-
-@njit(cache=True)
-def _poisson(lam, base, counter):
-    """Poisson(lam) and the next free counter: multiplication method for lam < 10, else the
-    transformed rejection PTRS of W. Hoermann, Insurance Math. Econom. 12, 39 (1993), as in
-    numpy's ``random_poisson_ptrs``."""
-    if lam <= 0.0:
-        return 0.0, counter
-    if lam < 10.0:
-        limit, product, k = math.exp(-lam), 1.0, -1
-        while True:
-            product *= _uniform(base, counter)
-            counter += 1
-            k += 1
-            if product <= limit:
-                return float(k), counter
-    slam, loglam = math.sqrt(lam), math.log(lam)
-    b = 0.931 + 2.53 * slam
-    a = -0.059 + 0.02483 * b
-    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
-    vr = 0.9277 - 3.6224 / (b - 2.0)
-    while True:
-        u = _uniform(base, counter) - 0.5
-        v = _uniform(base, counter + 1)
-        counter += 2
-        us = 0.5 - abs(u)
-        k = math.floor((2.0 * a / us + b) * u + lam + 0.43)
-        if us >= 0.07 and v <= vr:
-            return k, counter
-        if k < 0.0 or (us < 0.013 and v > us):
-            continue
-        accept = -lam + k * loglam - math.lgamma(k + 1.0)
-        if math.log(v) + math.log(inv_alpha) - math.log(a / (us * us) + b) <= accept:
-            return k, counter
-
-
-@njit(cache=True)
-def frame_key(seed, frame_index):
-    """64-bit key of one frame's random numbers."""
-    return _mix64(_mix64(np.uint64(seed)) ^ (np.uint64(frame_index) * _GOLDEN))
 
 
 # ----------------------------------------------------------------------- sensor
 
 
-@njit(parallel=True, cache=True)
-def sensor_frame(electrons, prnu, dsnu_e, settings, key, noise, table):
+def sensor_frame(electrons, prnu, dsnu_e, settings, key, noise, table=ZIGGURAT):
     """EMVA 1288 linear camera: raw digital values (uint16) from expected photoelectrons.
 
-    Per pixel: photo = electrons * prnu; n = Poisson(photo + dark) + sigma_d N(0, 1) (the
-    mean without ``noise``); y = round(K (min(n, full well) + dsnu) + black), clipped to
-    [0, max_dn]. Poisson draws are exact below ``exact_below`` electrons; above, shot and read
-    noise are drawn together as N(mu, mu + sigma_d^2). ``settings`` = (dark electrons mu_I t,
-    read noise sigma_d (e-), full well (e-), K (DN/e-), black level (DN), max_dn, exact_below
-    (e-)); prnu and dsnu_e are (H, W) maps or (0, 0) to skip them; ``table`` is
-    :data:`ZIGGURAT`.
+    Per pixel: photo = electrons * prnu; n = Poisson(photo + dark) (the mean without
+    ``noise``) is the collected charge and saturates at the full well; read noise and DSNU are
+    added after the clip: y = round(K (min(n, full well) + sigma_d N(0, 1) + dsnu) + black),
+    clipped to [0, max_dn]. Poisson draws are exact below ``exact_below`` electrons; above,
+    shot noise is drawn from N(mu, mu). ``settings`` = (dark electrons mu_I t, read noise
+    sigma_d (e-), full well (e-), K (DN/e-), black level (DN), max_dn, exact_below (e-)); prnu
+    and dsnu_e are float32 (H, W) maps or (0, 0) to skip them; ``key`` from :func:`frame_key`;
+    ``table`` is :data:`ZIGGURAT`. ValueError on mismatched shapes or non-finite electrons.
     """
-    height, width = electrons.shape
-    dark, read_noise, full_well, gain, black, max_dn, exact_below = settings
-    has_prnu, has_dsnu = prnu.shape[0] > 0, dsnu_e.shape[0] > 0
-    out = np.empty((height, width), np.uint16)
-    for row in prange(height):
-        for col in range(width):
-            photo = electrons[row, col] * (prnu[row, col] if has_prnu else 1.0)
-            lam = max(photo, 0.0) + dark
-            count = lam
-            if noise:
-                base = _mix64(key ^ (np.uint64(row * width + col) * _MIX1))
-                counter = 0
-                if lam < exact_below:
-                    count, counter = _poisson(lam, base, counter)
-                    if read_noise > 0.0:
-                        count += read_noise * _normal(base, counter, table)[0]
-                else:  # shot and read noise as one normal of the summed variance
-                    z = _normal(base, counter, table)[0]
-                    count = lam + math.sqrt(lam + read_noise * read_noise) * z
-            signal = min(count, full_well) + (dsnu_e[row, col] if has_dsnu else 0.0)
-            value = np.floor(gain * signal + black + 0.5)
-            out[row, col] = np.uint16(np.int32(min(max(value, 0.0), max_dn)))
+    _require(np.ndim(electrons) == 2, f"electrons must be (H, W), got {np.shape(electrons)}")
+    shape = np.shape(electrons)
+    for name, value in (("prnu", prnu), ("dsnu_e", dsnu_e)):
+        _require(
+            np.ndim(value) == 2 and (np.size(value) == 0 or np.shape(value) == shape),
+            f"{name} must be an (H, W) = {shape} map or empty (0, 0), got {np.shape(value)}",
+        )
+    _require(np.shape(settings) == (7,), f"settings must have 7 values, got {np.shape(settings)}")
+    _require(np.shape(table) == ZIGGURAT.shape, f"table must be kernels.ZIGGURAT {ZIGGURAT.shape}")
+    out, bad = _sensor_frame(electrons, prnu, dsnu_e, settings, np.uint64(key), noise, table)
+    _raise_bad(bad, "non-finite expected electrons (NaN or infinity)")
     return out

@@ -46,15 +46,16 @@ def sensor_frame_numpy(electrons, prnu, dsnu_e, settings, rng, noise=True):
 
     ``settings`` = (dark electrons, read noise (e-), full well (e-), K (DN/e-), black level
     (DN), max_dn, exact_below); ``rng`` a numpy Generator. Shot noise is always exact Poisson
-    here, and read noise is added before the full-well clip; ``exact_below`` is ignored.
+    here (``exact_below`` is ignored); the collected charge saturates at the full well, then
+    read noise and DSNU are added.
     """
     dark, read_noise, full_well, gain, black, max_dn, _ = settings
     photo = electrons.astype(np.float64) * (prnu if np.asarray(prnu).size else 1.0)
     lam = np.maximum(photo, 0.0) + dark
     count = rng.poisson(lam).astype(np.float64) if noise else lam
-    if noise and read_noise > 0:
-        count = count + read_noise * rng.standard_normal(count.shape)
     signal = np.minimum(count, full_well)
+    if noise and read_noise > 0:
+        signal = signal + read_noise * rng.standard_normal(signal.shape)
     if np.asarray(dsnu_e).size:
         signal = signal + dsnu_e
     value = np.floor(gain * signal + black + 0.5)

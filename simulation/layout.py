@@ -37,10 +37,25 @@ import numpy as np
 from hyplex.simulation import kernels
 
 
+def _integer(value, name: str) -> int:
+    """``value`` as an int; ValueError unless it is integral (7 and 7.0 pass, 7.9 does not)."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not number.is_integer():
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(number)
+
+
 def _pair(value, name: str, kind=int) -> tuple:
     pair = (value, value) if np.isscalar(value) else tuple(value)
     if len(pair) != 2:
         raise ValueError(f"{name} must be a number or a (rows, cols) pair, got {value!r}")
+    if kind is int:
+        return tuple(_integer(v, name) for v in pair)
     return tuple(kind(v) for v in pair)
 
 
@@ -83,6 +98,7 @@ class MosaicLayout:
         set_(self, "grid", _pair(self.grid, "grid"))
         set_(self, "metapixels_per_block", _pair(self.metapixels_per_block, "metapixels_per_block"))
         set_(self, "offset_px", _pair(self.offset_px, "offset_px", float))
+        set_(self, "gap_subfilters", _integer(self.gap_subfilters, "gap_subfilters"))
         if min(self.metapixels) < 1 or min(self.grid) < 1 or min(self.metapixels_per_block) < 1:
             raise ValueError("metapixels, grid and metapixels_per_block must be >= 1")
         if self.n_filters > 127:

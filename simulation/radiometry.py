@@ -14,7 +14,8 @@ The chain, for one sensor pixel behind sub-filter f (all spectral quantities per
 E is the on-axis image irradiance of a distant Lambertian scene (the camera equation,
 B. K. P. Horn, "Robot Vision", MIT Press 1986, sec. 10.3: E = L (pi/4) (d/f)^2 cos^4(alpha),
 here with cos^4 = 1 and d/f = 1/N). A Lambertian surface of reflectance R under spectral
-irradiance S has radiance L = R S / pi. Integrals use the trapezoid weights of the grid.
+irradiance S has radiance L = R S / pi. Integrals are band averages times bin widths
+(``grids.quadrature_weights``), the convention of ``grids.resample``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ Files are written to a temporary name in the destination folder and renamed over
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -31,11 +32,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hyplex import __version__
 from hyplex.simulation.illuminants import Illuminant
 from hyplex.simulation.scenes import Scene
 
 FORMAT, VERSION = "hyplex.simulation", 1
+
+
+def _package_version() -> str:
+    """Installed version of hyplex, read from its metadata (not from the ``hyplex`` face,
+    which this wing must not import); "unknown" when the package is not installed."""
+    try:
+        return importlib.metadata.version("hyplex")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 _CHUNKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _UNITS = {
     "wavelengths_nm": ("nm", "band centres (vacuum wavelength)"),
@@ -82,7 +93,7 @@ def _header(file, kind: str, attrs: dict | None):
             "format": FORMAT,
             "version": VERSION,
             "kind": kind,
-            "hyplex_version": __version__,
+            "hyplex_version": _package_version(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
     )

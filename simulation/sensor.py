@@ -12,12 +12,16 @@ with the dark signal mu_y.dark = black level + K mu_I t_exp (dark current mu_I) 
 noise sigma_d^2 = sigma_read^2 + mu_I t_exp (dark current is Poisson). Spatial
 non-uniformities (sec. 2.5): DSNU, an offset map with standard deviation ``dsnu_e``
 electrons, and PRNU, a gain map 1 + (prnu_percent / 100) N(0, 1) on the photo-signal, both
-drawn from ``fixed_pattern_seed`` (the same camera every time). Saturation: charge is clipped
-at the full-well capacity, the digital value at 2^bits - 1.
+drawn from ``fixed_pattern_seed`` (the same camera every time; the two maps come from
+independent streams). Saturation: the collected charge (photo-electrons and dark current) is
+clipped at the full-well capacity; read noise and DSNU are added after that clip (they arise in
+the readout chain, so a saturated pixel still shows the temporal dark noise), and the digital
+value is clipped at 2^bits - 1.
 
 Defaults are representative of a 12 MP global-shutter CMOS sensor with 3.45 um pixels
 (Sony Pregius class): full well ~10.5 ke-, read noise ~2.4 e-, 12-bit ADC with K chosen so the
-full well just fills it; replace them with your camera's EMVA 1288 data sheet.
+full well just fills it above the black level: 16 + 0.388 x 10500 = 4090 <= 4095 DN. Replace
+them with your camera's EMVA 1288 data sheet.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hyplex.simulation.grids import check_wavelengths
+from hyplex.simulation.grids import check_wavelengths, resample
 from hyplex.simulation.radiometry import check_exposure
 
 ADC_BITS = (8, 10, 12, 14, 16)
@@ -57,21 +61,22 @@ class SensorModel:
     adc_bits : int
         ADC bit depth, one of 8, 10, 12, 14, 16; raw frames are uint16.
     black_level_dn : float
-        Offset added before digitisation, DN (>= 0).
+        Offset added before digitisation, DN (>= 0, below 2^bits - 1).
     fixed_pattern_seed : int
-        Seed of the DSNU and PRNU maps.
+        Seed of the DSNU and PRNU maps (>= 0).
     shot_noise_exact_below_e : float
         Shot noise is drawn exactly from Poisson(mu) (Hoermann's PTRS) for mu below this, and
         from the normal law of the same mean and variance above (dropping a skewness of
         1 / sqrt(mu) <= 3 % at the default; ~5x faster). ``math.inf`` draws exactly everywhere.
     qe_wavelengths_nm, qe : tuple of float, optional
-        Tabulated quantum efficiency; default: the silicon model of
+        Tabulated quantum efficiency (band-averaged onto a grid like every spectrum, 0 outside
+        the table); default: the silicon model of
         ``quantum_efficiency.silicon_quantum_efficiency``.
     """
 
     shape: tuple[int, int] = (3000, 4000)
     pixel_pitch_um: float = 3.45
-    system_gain_dn_per_e: float = 0.39
+    system_gain_dn_per_e: float = 0.388
     read_noise_e: float = 2.4
     dark_current_e_per_s: float = 5.0
     dsnu_e: float = 1.0
@@ -89,8 +94,13 @@ class SensorModel:
         object.__setattr__(self, "shape", (rows, cols))
         if rows < 1 or cols < 1:
             raise ValueError(f"shape must be positive (rows, cols), got {self.shape}")
-        if self.adc_bits not in ADC_BITS:
-            raise ValueError(f"adc_bits must be one of {ADC_BITS}, got {self.adc_bits}")
+        bits = self.adc_bits
+        if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or bits not in ADC_BITS:
+            raise ValueError(f"adc_bits must be an integer, one of {ADC_BITS}, got {bits!r}")
+        object.__setattr__(self, "adc_bits", int(bits))
+        seed = self.fixed_pattern_seed
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"fixed_pattern_seed must be an integer >= 0, got {seed!r}")
         positive = {"pixel_pitch_um", "system_gain_dn_per_e", "full_well_e"}
         for name in positive | {
             "read_noise_e",
@@ -103,6 +113,10 @@ class SensorModel:
             if not np.isfinite(value) or value < 0 or (name in positive and value == 0):
                 relation = "> 0" if name in positive else ">= 0"
                 raise ValueError(f"{name} must be finite and {relation}, got {value}")
+        if self.black_level_dn >= self.max_dn:
+            raise ValueError(
+                f"black_level_dn ({self.black_level_dn}) must be below max_dn ({self.max_dn})"
+            )
         if not self.shot_noise_exact_below_e >= 0:
             raise ValueError("shot_noise_exact_below_e must be >= 0 (math.inf: always exact)")
         if (self.qe is None) != (self.qe_wavelengths_nm is None):
@@ -122,25 +136,31 @@ class SensorModel:
         return (self.pixel_pitch_um * 1e-6) ** 2
 
     def quantum_efficiency(self, wavelengths_nm) -> np.ndarray:
-        """QE on the grid (L,): the tabulated curve (linear, 0 outside) or the silicon model."""
+        """QE on the grid (L,): the tabulated curve band-averaged onto the grid's bins
+        (``grids.resample``, linear between table points, 0 outside), or the silicon model."""
         grid = check_wavelengths(wavelengths_nm)
         if self.qe is None:
             from hyplex.simulation.quantum_efficiency import silicon_quantum_efficiency
 
             return silicon_quantum_efficiency(grid)
-        return np.interp(grid, self.qe_wavelengths_nm, self.qe, left=0.0, right=0.0)
+        return resample(self.qe_wavelengths_nm, self.qe, grid, extrapolation="zero")
 
     def fixed_pattern(self, shape=None):
         """(prnu_gain, dsnu_e) maps, float32 (H, W); (0, 0) arrays where the non-uniformity
-        is zero. The same seed gives the same maps."""
+        is zero. The same seed gives the same maps; PRNU and DSNU come from independent
+        streams (``SeedSequence(seed).spawn(2)``), so setting one does not change the other."""
         rows, cols = self.shape if shape is None else shape
-        rng = np.random.default_rng(self.fixed_pattern_seed)
+        prnu_rng, dsnu_rng = (
+            np.random.default_rng(child)
+            for child in np.random.SeedSequence(self.fixed_pattern_seed).spawn(2)
+        )
         prnu, dsnu = np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
         if self.prnu_percent > 0:
-            prnu = rng.standard_normal((rows, cols), dtype=np.float32)
+            prnu = prnu_rng.standard_normal((rows, cols), dtype=np.float32)
             prnu = (1.0 + np.float32(self.prnu_percent / 100.0) * prnu).astype(np.float32)
         if self.dsnu_e > 0:
-            dsnu = np.float32(self.dsnu_e) * rng.standard_normal((rows, cols), dtype=np.float32)
+            dsnu = dsnu_rng.standard_normal((rows, cols), dtype=np.float32)
+            dsnu = (np.float32(self.dsnu_e) * dsnu).astype(np.float32)
         return prnu, dsnu
 
     def settings(self, exposure_us: float) -> np.ndarray:

@@ -86,7 +86,10 @@ class TestCameraConformance:
         with pytest.raises(StreamEnded):
             camera.read(timeout=1.0)
         stats = camera.stats
-        assert stats.delivered == 6 and stats.dropped == 0 and stats.acquired >= 6
+        # BLOCK never overwrites on the host. A free-running device (GenICam viky) may still
+        # skip frame ids when the host is starved of CPU; those gaps must be counted.
+        assert stats.delivered == 6 and stats.dropped_host == 0 and stats.acquired >= 6
+        assert stats.dropped_device >= (ids[-1] - ids[0] + 1) - 6
         camera.stop()
         assert not camera.is_streaming
 

@@ -2,6 +2,7 @@
 
 import h5py
 import numpy as np
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -100,3 +101,43 @@ def test_bad_input_is_reported_not_a_traceback(tmp_path):
         ],
     )
     assert result.exit_code != 0 and "metapixel" in result.output
+
+
+def test_missing_earthlib_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch):
+    import hyplex.simulation.scenes as scenes
+    import hyplex.simulation.video as video
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("earthlib is not installed: `pip install earthlib`")
+
+    monkeypatch.setattr(scenes, "make_scene", missing)
+    monkeypatch.setattr(video, "make_video", missing)
+    for command in ("scene", "video"):
+        result = CliRunner().invoke(
+            app, ["simulate", command, "--out", str(tmp_path / "x.h5")], catch_exceptions=False
+        )
+        assert result.exit_code == 1
+        assert "cannot simulate: earthlib is not installed" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_video_exposure_is_set_on_the_most_lit_frame(tmp_path):
+    from hyplex.cli_simulate import _camera
+    from hyplex.simulation.grids import prototype_grid
+    from hyplex.simulation.video import make_video
+
+    out = tmp_path / "ramp.h5"
+    options = ["--frames", "3", "--height", "24", "--width", "32", "--objects", "2"]
+    options += ["--upsample", "2", "--pitch-px", "4", "--start-lux", "2000", "--end-lux", "9000"]
+    result = CliRunner().invoke(app, ["simulate", "video", "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    grid = prototype_grid()
+    clip = make_video(
+        3, (24, 32), grid, 2, fake_fraction=0.3, illuminants=("D65", "A"),
+        illuminance_lux=(2000.0, 9000.0), seed=0,
+    )  # fmt: skip
+    camera = _camera((24, 32), grid, 2, 4.0)
+    last, first = (camera.auto_exposure_us(clip.frame(t).radiance, grid) for t in (2, 0))
+    with h5py.File(out) as file:
+        assert file["raw"].attrs["exposure_us"] == pytest.approx(last, rel=1e-6)
+    assert last < 0.5 * first  # frame 0 would overexpose the end of the ramp

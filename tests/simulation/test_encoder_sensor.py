@@ -5,36 +5,70 @@ import pytest
 
 from hyplex.simulation.camera import CameraTwin
 from hyplex.simulation.encoder import Encoder
+from hyplex.simulation.grids import resample
 from hyplex.simulation.kernels_numpy import project_mosaic_numpy
 from hyplex.simulation.layout import MosaicLayout
 from hyplex.simulation.radiometry import LIGHT_SPEED_M_PER_S, PLANCK_J_S, LensModel
 from hyplex.simulation.sensor import SensorModel
 
 
-def unit_camera(grid, shape=(64, 64), **sensor_options):
-    """Unit-transmission filters, QE = 1, on a small sensor."""
+def unit_camera(grid, shape=(64, 64), transmission=1.0, qe=1.0, **sensor_options):
+    """Unit-transmission filters, flat QE (default 1), f/2 lens, on a small sensor."""
     layout = MosaicLayout.fit(shape, pitch_px=5.0)
     ones = np.ones((9, grid.size))
     encoder = Encoder(grid, ones, layout, unpatterned=np.ones(grid.size), name="unit")
-    options = dict(qe_wavelengths_nm=tuple(grid), qe=tuple(np.ones(grid.size)))
+    options = dict(qe_wavelengths_nm=tuple(grid), qe=tuple(np.full(grid.size, qe)))
     options.update(sensor_options)
     sensor = SensorModel(shape=shape, **options)
-    return CameraTwin(encoder, sensor, LensModel(f_number=2.0, transmission=1.0))
+    return CameraTwin(encoder, sensor, LensModel(f_number=2.0, transmission=transmission))
+
+
+def photons_per_pixel(radiance, low_nm, high_nm, exposure_s, pitch_um, tau=1.0, qe=None):
+    """Reference count: t A tau pi / (4 N^2) integral L(lambda) QE lambda / (h c) dlambda,
+    N = 2, integrated on a fine grid; ``radiance`` and ``qe`` are functions of lambda (nm)."""
+    fine = np.linspace(low_nm, high_nm, 200_001)
+    integrand = radiance(fine) * fine * 1e-9 / (PLANCK_J_S * LIGHT_SPEED_M_PER_S)
+    if qe is not None:
+        integrand = integrand * qe(fine)
+    scale = exposure_s * (pitch_um * 1e-6) ** 2 * tau * np.pi / (4 * 2.0**2)
+    return scale * np.trapezoid(integrand, fine)
 
 
 def test_flat_white_scene_through_unit_filters_recovers_the_photon_count(grid34):
     camera = unit_camera(grid34)
-    radiance = 0.01  # W m^-2 sr^-1 nm^-1, flat
-    exposure_s = 2e-3
-    area = (camera.sensor.pixel_pitch_um * 1e-6) ** 2
-    irradiance = np.pi * radiance / (4 * 2.0**2)  # camera equation, tau = 1
-    low, high = grid34[0] * 1e-9, grid34[-1] * 1e-9
-    # integral of E lambda / (h c) d lambda, d lambda in nm
-    photons = exposure_s * area * irradiance * (high**2 - low**2) / 2 / 1e-9
-    photons /= PLANCK_J_S * LIGHT_SPEED_M_PER_S
-    cube = np.full((16, 16, grid34.size), radiance, np.float32)
+    exposure_s, pitch = 2e-3, camera.sensor.pixel_pitch_um
+    # grid values are band averages over bins whose edges are the midpoints, the end bins
+    # symmetric: the 34-band 400-730 nm grid covers 395-735 nm (a trapezoid over 400-730 nm
+    # would count 3 % fewer photons)
+    photons = photons_per_pixel(lambda x: np.full_like(x, 0.01), 395, 735, exposure_s, pitch)
+    cube = np.full((16, 16, grid34.size), 0.01, np.float32)  # W m^-2 sr^-1 nm^-1, flat
     electrons = camera.expected_electrons(cube, grid34, exposure_s * 1e6)
     assert np.allclose(electrons, photons, rtol=1e-5)
+    assert np.allclose(camera.encoder.encode(np.ones(34), grid34), 340.0)  # nm of bins
+    # a sloped spectrum band-averaged by resample keeps its integral over the bins
+    fine = np.linspace(380.0, 750.0, 3701)
+
+    def sloped(x):
+        return 0.01 * (0.2 + (x - 380.0) / 300.0)
+
+    cube = np.broadcast_to(resample(fine, sloped(fine), grid34).astype(np.float32), (8, 8, 34))
+    electrons = camera.expected_electrons(cube, grid34, exposure_s * 1e6)
+    expected = photons_per_pixel(sloped, 395, 735, exposure_s, pitch)
+    assert np.allclose(electrons, expected, rtol=1e-4)
+    # lens transmission 0.9 and QE 0.5 scale the count by 0.45
+    dim = unit_camera(grid34, transmission=0.9, qe=0.5)
+    scaled = dim.expected_electrons(cube, grid34, exposure_s * 1e6)
+    assert np.allclose(scaled, 0.45 * expected, rtol=1e-4)
+
+    # a sloped QE table (1 nm steps) is band-averaged onto the grid like any spectrum
+    def slope_qe(x):
+        return 0.2 + 0.6 * (x - 380.0) / 370.0
+
+    sloped_qe = SensorModel(shape=(64, 64), qe_wavelengths_nm=tuple(fine), qe=tuple(slope_qe(fine)))
+    twin = CameraTwin(dim.encoder, sloped_qe, dim.lens)
+    electrons = twin.expected_electrons(cube, grid34, exposure_s * 1e6)
+    reference = photons_per_pixel(sloped, 395, 735, exposure_s, pitch, 0.9, slope_qe)
+    assert np.allclose(electrons, reference, rtol=1e-3)
     # and through a noise-free sensor with K = 1: the raw value is the photon count
     noiseless = unit_camera(
         grid34,
@@ -47,6 +81,8 @@ def test_flat_white_scene_through_unit_filters_recovers_the_photon_count(grid34)
         full_well_e=1e6,
         adc_bits=16,
     )
+    flat = np.full((16, 16, grid34.size), 0.01, np.float32)
+    electrons = noiseless.expected_electrons(flat, grid34, exposure_s * 1e6)
     raw = noiseless.capture(electrons, exposure_s * 1e6, noise=False)
     assert raw.dtype == np.uint16 and np.all(raw == np.round(photons))
 

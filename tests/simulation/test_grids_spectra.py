@@ -37,8 +37,38 @@ def test_resample_conserves_band_integrals_and_constants():
     ]
     assert np.allclose(coarse, exact, rtol=1e-6)
     assert np.allclose(resample(fine, np.ones_like(fine), hyplex_grid()), 1.0)
-    # quadrature of a linear function is exact
-    assert np.sum(quadrature_weights(grid) * grid) == pytest.approx((730**2 - 400**2) / 2)
+    # one convention: the quadrature weights are the resampler's bin widths, so the sum of
+    # band averages integrates the source over the bins (395-735 nm on the 34-band grid)
+    assert np.allclose(quadrature_weights(grid), 10.0)
+    assert np.sum(quadrature_weights(grid)) == pytest.approx(340.0)
+    inside = (fine >= edges[0]) & (fine <= edges[-1])
+    integral = np.trapezoid(spectrum[inside], fine[inside])
+    assert np.sum(quadrature_weights(grid) * coarse) == pytest.approx(integral, rel=1e-3)
+    assert np.sum(quadrature_weights(grid) * grid) == pytest.approx((735**2 - 395**2) / 2)
+
+
+def test_resample_onto_the_same_grid_is_the_identity(rng):
+    grid = hyplex_grid()
+    values = rng.random((3, 204))
+    assert np.array_equal(resample(grid, values, grid), values)
+    # a bin average onto the same points would smooth by (1, 6, 1) / 8: not done
+    spike = np.zeros(34)
+    spike[10] = 1.0
+    assert np.array_equal(resample(prototype_grid(), spike, prototype_grid()), spike)
+
+
+def test_error_mode_accepts_sources_that_cover_the_target_points():
+    # an FVgNET cube (1 nm steps, 397-1003 nm) onto the hyplex grid: the end bins reach half a
+    # step beyond the data and hold the end values
+    source = np.arange(397.0, 1004.0)
+    coarse = resample(source, source, hyplex_grid())
+    assert coarse.shape == (204,) and np.allclose(coarse[1:-1], hyplex_grid()[1:-1], atol=1e-9)
+    step = hyplex_grid()[1] - 397.0  # held at 397 over [397 - step / 2, 397]: mean 397 + step / 8
+    assert coarse[0] == pytest.approx(397.0 + step / 8, rel=1e-9)
+    source = np.linspace(400.0, 730.0, 12)
+    assert np.allclose(resample(source, np.ones(12), prototype_grid()), 1.0)
+    with pytest.raises(ValueError, match="target grid points span 400-730 nm, outside"):
+        resample(np.linspace(401.0, 730.0, 12), np.ones(12), prototype_grid())
 
 
 def test_resample_extrapolation_policies():
