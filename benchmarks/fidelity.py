@@ -7,7 +7,11 @@ solvers), normal incidence, 400-1000 nm, total transmittance (all orders) per po
 - ``square``: 200 x 200 nm pillars, 100 nm tall, period 400 nm, on glass (n = 1.45);
 - ``cylinder``: pillars of radius 100 nm, 100 nm tall, period 400 nm, on glass;
 - ``cross``: crosses with 300 x 100 nm arms, 100 nm tall, period 400 nm, on glass, like the
-  free-form silicon filters of Hyplex (~100 nm thick, sub-micron period).
+  free-form silicon filters of Hyplex (~100 nm thick, sub-micron period);
+- ``cylinder_n3.5`` (diagnostic, only with ``--structures``): the cylinder in lossless,
+  non-dispersive n = 3.5, where Meep's sub-pixel smoothing applies. Meep smooths only
+  frequency-independent lossless media (Meep docs, "Subpixel Smoothing"), so Lorentz silicon
+  is staircased and converges at first order in the grid step.
 
 For each structure the RCWA runs at several truncations M ((2M+1)^2 harmonics) and Meep at
 several resolutions, so the table shows which solver is converged: RMS and max |dT| between
@@ -43,26 +47,31 @@ from hyplex.optics.thinfilm import stack_response  # noqa: E402
 PERIOD_NM = 400.0
 HEIGHT_NM = 100.0
 GLASS = 1.45
-STRUCTURES = {
-    "film": (None, "SiO2"),
-    "square": (geometry.Rectangle(200.0, 200.0), GLASS),
-    "cylinder": (geometry.Disk(100.0), GLASS),
-    "cross": (geometry.Cross(300.0, 100.0), GLASS),
+STRUCTURES = {  # name: (shape, substrate, pillar material)
+    "film": (None, "SiO2", "cSi_meep"),
+    "square": (geometry.Rectangle(200.0, 200.0), GLASS, "cSi_meep"),
+    "cylinder": (geometry.Disk(100.0), GLASS, "cSi_meep"),
+    "cross": (geometry.Cross(300.0, 100.0), GLASS, "cSi_meep"),
+    # Diagnostic, not in the default table: the same cylinder in a lossless, non-dispersive
+    # n = 3.5, where Meep's sub-pixel smoothing applies (it does not for Lorentz media).
+    "cylinder_n3.5": (geometry.Disk(100.0), GLASS, 3.5),
 }
+DEFAULT_STRUCTURES = ["film", "square", "cylinder", "cross"]
 FULL = {"wavelengths": 31, "harmonics": (5, 7, 9, 11), "resolutions": (60, 80, 100, 120)}
 QUICK = {"wavelengths": 9, "harmonics": (3, 4), "resolutions": (24, 32)}
 FILM_RESOLUTIONS = {"full": (100, 200, 400), "quick": (100, 200)}
 
 
-def _layers(shape) -> list[rcwa.Layer]:
-    return [rcwa.Layer(HEIGHT_NM, "cSi_meep", shape)]
+def _layers(name) -> list[rcwa.Layer]:
+    shape, _, material = STRUCTURES[name]
+    return [rcwa.Layer(HEIGHT_NM, material, shape)]
 
 
-def _rcwa(shape, substrate, wavelengths, M) -> tuple[np.ndarray, float]:
+def _rcwa(name, wavelengths, M) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     with torch.no_grad():
         result = rcwa.solve(
-            _layers(shape), wavelengths, PERIOD_NM, harmonics=M, substrate=substrate
+            _layers(name), wavelengths, PERIOD_NM, harmonics=M, substrate=STRUCTURES[name][1]
         )
     return result.T.numpy(), time.perf_counter() - start
 
@@ -88,19 +97,31 @@ def _max(a, b) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="coarse settings, < 2 minutes")
-    parser.add_argument("--structures", nargs="+", choices=list(STRUCTURES), default=None)
+    parser.add_argument(
+        "--structures",
+        nargs="+",
+        choices=list(STRUCTURES),
+        default=None,
+        help=f"default: {' '.join(DEFAULT_STRUCTURES)}",
+    )
+    parser.add_argument("--resolutions", type=int, nargs="+", help="Meep px/um (3-D cells)")
+    parser.add_argument("--harmonics", type=int, nargs="+", help="RCWA truncations M")
     parser.add_argument("--out", type=Path, default=Path("out/fidelity.png"))
     parser.add_argument("--cache-dir", type=Path, default=None, help="FDTD cache directory")
     parser.add_argument("--workers", type=int, default=None, help="parallel Meep processes")
     args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
-    names = args.structures or list(STRUCTURES)
+    plan = dict(QUICK if args.quick else FULL)
+    if args.resolutions:
+        plan["resolutions"] = tuple(args.resolutions)
+    if args.harmonics:
+        plan["harmonics"] = tuple(args.harmonics)
+    names = args.structures or DEFAULT_STRUCTURES
     wavelengths = np.linspace(400.0, 1000.0, plan["wavelengths"])
 
     # Meep first: every (structure, resolution) run in parallel processes, finest first.
     tasks = []
     for name in names:
-        shape, _ = STRUCTURES[name]
+        shape = STRUCTURES[name][0]
         film = FILM_RESOLUTIONS["quick" if args.quick else "full"]
         tasks += [(name, r) for r in (film if shape is None else plan["resolutions"])]
     tasks.sort(key=lambda task: (STRUCTURES[task[0]][0] is not None, task[1]), reverse=True)
@@ -108,9 +129,9 @@ def main() -> None:
 
     def run_meep(task):
         name, resolution = task
-        shape, substrate = STRUCTURES[name]
+        shape, substrate, _ = STRUCTURES[name]
         result = fdtd.solve(
-            _layers(shape),
+            _layers(name),
             wavelengths,
             PERIOD_NM,
             substrate=substrate,
@@ -130,19 +151,19 @@ def main() -> None:
 
     rows, spectra = {}, {}
     for name in names:
-        shape, substrate = STRUCTURES[name]
+        shape = STRUCTURES[name][0]
         resolutions = sorted(r for (n, r) in meep if n == name)
         finest = meep[(name, resolutions[-1])]
         if shape is None:
             reference_label, reference = "TMM (exact)", _tmm(wavelengths)
-            rcwa_T, seconds = _rcwa(None, substrate, wavelengths, 1)
+            rcwa_T, seconds = _rcwa(name, wavelengths, 1)
             rcwa_rows = [{"M": 0, "rms_vs_finest": 0.0, "seconds": round(seconds, 2)}]
             best_rcwa, best_M = rcwa_T, 0
         else:
             rcwa_runs = {}
             for M in plan["harmonics"]:
                 print(f"rcwa {name} M={M}", file=sys.stderr, flush=True)
-                rcwa_runs[M] = _rcwa(shape, substrate, wavelengths, M)
+                rcwa_runs[M] = _rcwa(name, wavelengths, M)
             best_M = max(rcwa_runs)
             best_rcwa = rcwa_runs[best_M][0]
             reference_label, reference = f"RCWA M={best_M}", best_rcwa
@@ -180,6 +201,13 @@ def main() -> None:
         spectra[name] = (best_rcwa, finest, {r: meep[(name, r)] for r in resolutions})
 
     _print_table(rows)
+    # Every spectrum, so the plot can be redrawn without rerunning the RCWA.
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"wavelengths_nm": wavelengths}
+    for name, (best_rcwa, _, by_resolution) in spectra.items():
+        arrays[f"{name}/rcwa_M{rows[name]['harmonics_M']}"] = best_rcwa
+        arrays.update({f"{name}/meep_{r}": T for r, T in by_resolution.items()})
+    np.savez(args.out.with_suffix(".npz"), **arrays)
     _plot(args.out, wavelengths, rows, spectra)
     summary = {
         "benchmark": "fidelity",
