@@ -10,6 +10,7 @@ import typer
 
 from hyplex import __version__
 from hyplex.cli_devices import register as register_devices
+from hyplex.cli_inverse import register as register_inverse
 from hyplex.cli_simulate import simulate_app
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ optics_app = typer.Typer(
 app.add_typer(optics_app, name="optics")
 app.add_typer(simulate_app, name="simulate")
 register_devices(app)
+register_inverse(app)
 
 
 def _version(value: bool) -> None:

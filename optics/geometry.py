@@ -3,23 +3,73 @@
 The grid covers one unit cell ``[0, Lx) x [0, Ly)`` with pixel ``(i, j)`` at
 ``[i Lx/Nx, (i+1) Lx/Nx) x [j Ly/Ny, (j+1) Ly/Ny)`` (axis -2 is x), the convention of
 :mod:`hyplex.optics.fourier`. Shapes are centred in the cell. Edge pixels carry the area
-fraction covered, estimated by supersampling, which the solver mixes in ``eps`` and ``1/eps``
-as the correct sub-pixel average.
+fraction covered, which the solver mixes in ``eps`` and ``1/eps`` as the correct sub-pixel
+average::
 
-The functions (:func:`disk`, :func:`rectangle`, :func:`cross`) return grids. The shape classes
-(:class:`Disk`, :class:`Rectangle`, :class:`Cross`) describe the same shapes exactly: the RCWA
-renders them to a grid, and the FDTD reference (:mod:`hyplex.optics.fdtd`) builds them from
-Meep's geometric primitives, so both solvers see one geometry. The full design space
-(ellipses, L/H shapes, free-form density grids, differentiable parameters) is a later issue.
+        +-------------- Lx --------------+      y
+        |                                |      ^
+        |        +-----+                 |      |
+        |        |     |   shape,        |      +--> x   (axis -2 of the grid)
+        |   +----+     +----+ centred    Ly
+        |   +----+     +----+ at (0, 0)  |
+        |        |     |                 |
+        |        +-----+                 |
+        +--------------------------------+
+
+Three layers of API:
+
+- Grid functions (:func:`disk`, :func:`rectangle`, :func:`cross`): one shape, supersampled
+  area fractions, not differentiable.
+- Shape classes (:class:`Disk`, :class:`Square`, :class:`Ellipse`, :class:`Rectangle`,
+  :class:`Cross`, :class:`LShape`, :class:`HShape`; registry :data:`SHAPES`). Each is a
+  :class:`ParametricShape`: a vector of lengths in nm with a feasible box
+  (:meth:`~ParametricShape.bounds`, honouring a minimum feature and gap size) and a batched,
+  differentiable renderer (:meth:`~ParametricShape.render_batch`). The FDTD reference
+  (:mod:`hyplex.optics.fdtd`) builds the same shapes from Meep primitives
+  (:meth:`~Shape.primitives`), so both solvers see one geometry.
+- Free-form density grids (:class:`FreeForm`, :func:`conic_filter`, :func:`tanh_projection`,
+  defined in :mod:`hyplex.optics.freeform`): the filter-and-projection scheme of topology
+  optimisation.
+
+Differentiable rendering. Boxes (and unions of boxes) are rendered exactly: the area of a box
+inside a pixel is the product of two interval overlaps, piecewise linear in the box edges, and
+unions follow from inclusion-exclusion. Ellipses use the first-order signed distance
+``d = F / |grad F|`` of ``F = r - 1`` (``r`` the normalised radius) and the exact area of a
+pixel cut by the tangent line at that distance (:func:`_half_plane_cover`); the curvature
+inside one pixel is the only error. Gradients with respect to the lengths live on the edge
+pixels. The fill, and so an RCWA spectrum, is piecewise smooth in the lengths, with kinks
+where an edge crosses a pixel boundary; finer grids make the kinks smaller.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
+import numpy as np
 import torch
 
-__all__ = ["disk", "rectangle", "cross", "Shape", "Disk", "Rectangle", "Cross"]
+__all__ = [
+    "disk",
+    "rectangle",
+    "cross",
+    "Shape",
+    "ParametricShape",
+    "Disk",
+    "Square",
+    "Ellipse",
+    "Rectangle",
+    "Cross",
+    "LShape",
+    "HShape",
+    "SHAPES",
+    "get_shape",
+    "conic_filter",
+    "tanh_projection",
+    "freeform_fill",
+    "FreeForm",
+]
 
 
 def _coordinates(grid: tuple[int, int], period_nm: tuple[float, float], supersample: int):
@@ -33,14 +83,15 @@ def _coordinates(grid: tuple[int, int], period_nm: tuple[float, float], supersam
 
 
 def _area_fraction(inside: torch.Tensor, supersample: int) -> torch.Tensor:
-    nx, ny = inside.shape[0] // supersample, inside.shape[1] // supersample
-    blocks = inside.to(torch.float64).reshape(nx, supersample, ny, supersample)
-    return blocks.mean(dim=(1, 3))
+    """Mean over ``supersample x supersample`` blocks of the last two axes."""
+    nx, ny = inside.shape[-2] // supersample, inside.shape[-1] // supersample
+    blocks = inside.to(torch.float64).reshape(*inside.shape[:-2], nx, supersample, ny, supersample)
+    return blocks.mean(dim=(-3, -1))
 
 
 def _period(period_nm) -> tuple[float, float]:
     p = (float(period_nm), float(period_nm)) if isinstance(period_nm, (int, float)) else period_nm
-    if len(p) != 2 or min(p) <= 0:
+    if len(p) != 2 or not all(math.isfinite(float(v)) and float(v) > 0 for v in p):
         raise ValueError(f"period_nm must be positive (nm), got {period_nm}")
     return float(p[0]), float(p[1])
 
@@ -68,12 +119,15 @@ def rectangle(
 def cross(
     arm_length_nm: float, arm_width_nm: float, period_nm, grid=(64, 64), supersample: int = 8
 ) -> torch.Tensor:
-    """Plus-shaped cross (two bars of ``arm_length_nm`` x ``arm_width_nm``): ``(Nx, Ny)``."""
+    """Plus-shaped cross (two bars of ``arm_length_nm`` x ``arm_width_nm``): ``(Nx, Ny)``.
+
+    ``arm_width_nm > arm_length_nm`` is allowed and draws the same cross as the swapped pair.
+    """
     px, py = _period(period_nm)
-    if not (0 < arm_width_nm <= arm_length_nm <= min(px, py)):
+    if not (0 < arm_width_nm <= min(px, py) and 0 < arm_length_nm <= min(px, py)):
         raise ValueError(
-            f"need 0 < arm_width_nm <= arm_length_nm <= {min(px, py)} nm, "
-            f"got {arm_width_nm}, {arm_length_nm}"
+            f"need 0 < arm_length_nm, arm_width_nm <= {min(px, py)} nm to fit the cell, "
+            f"got {arm_length_nm}, {arm_width_nm}"
         )
     x, y = _coordinates(grid, (px, py), supersample)
     bar_x = (x.abs() <= arm_length_nm / 2) & (y.abs() <= arm_width_nm / 2)
@@ -81,12 +135,89 @@ def cross(
     return _area_fraction(bar_x | bar_y, supersample)
 
 
+# --------------------------------------------------------------------------- differentiable fills
+
+
+def _pixel_centres(period_nm, grid, like: torch.Tensor):
+    """Pixel centres ``x (Nx,)``, ``y (Ny,)`` in nm (cell-centred) and pixel sizes ``hx, hy``."""
+    px, py = _period(period_nm)
+    if len(grid) != 2 or int(grid[0]) < 1 or int(grid[1]) < 1:
+        raise ValueError(f"grid must be positive (Nx, Ny), got {grid}")
+    nx, ny = int(grid[0]), int(grid[1])
+    options = {"dtype": like.dtype, "device": like.device}
+    x = ((torch.arange(nx, **options) + 0.5) / nx - 0.5) * px
+    y = ((torch.arange(ny, **options) + 0.5) / ny - 0.5) * py
+    return x, y, px / nx, py / ny
+
+
+def _ramp(value: torch.Tensor, top: float) -> torch.Tensor:
+    """``clamp(value, 0, top)`` whose gradient passes on the half-open ``[0, top)`` only, so
+    that an edge exactly on a pixel boundary moves the area of exactly one pixel."""
+    clamped = value.clamp(0.0, top)
+    return torch.where((value >= 0) & (value < top), value, clamped.detach())
+
+
+def _interval_cover(centres: torch.Tensor, h: float, low: torch.Tensor, high: torch.Tensor):
+    """Fraction of each pixel ``[c - h/2, c + h/2]`` inside ``[low, high]``: ``(..., N)``.
+
+    ``low <= high`` have shape ``(...)``; exact and piecewise linear in both ends.
+    """
+    start = centres - h / 2
+    # overlap = min(c + h/2, high) - max(c - h/2, low), clamped at 0, written without ties
+    return (_ramp(high.unsqueeze(-1) - start, h) - _ramp(low.unsqueeze(-1) - start, h)) / h
+
+
+def _half_plane_cover(inside: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Area fraction of a pixel on the inner side of a straight edge.
+
+    ``inside`` is the distance (nm) from the pixel centre to the edge, positive inside;
+    ``u >= v >= 0`` are the widths of the pixel projected on the edge normal by each of its
+    sides (``|n_x| h_x`` and ``|n_y| h_y``, sorted). The normal coordinate is uniform over a
+    side, so the covered fraction is the CDF of the sum of two uniform variables of widths
+    ``u`` and ``v``: a trapezoidal density, piecewise quadratic CDF.
+    """
+    t = (inside + (u + v) / 2).clamp(min=0.0)
+    total = u + v
+    uv = torch.where(v > 0, 2 * u * v, torch.ones_like(v))
+    rising = t * t / uv
+    flat = (t - v / 2) / u
+    falling = 1 - (total - t).clamp(min=0.0) ** 2 / uv
+    cover = torch.where(t < v, rising, torch.where(t < u, flat, falling))
+    return torch.where(t >= total, torch.ones_like(cover), cover)
+
+
+def _box_fill(x, y, hx, hy, x0, x1, y0, y1) -> torch.Tensor:
+    """Exact area fraction ``(..., Nx, Ny)`` of the box ``[x0, x1] x [y0, y1]`` per pixel."""
+    return _interval_cover(x, hx, x0, x1).unsqueeze(-1) * _interval_cover(y, hy, y0, y1).unsqueeze(
+        -2
+    )
+
+
+def _ellipse_fill(x, y, hx, hy, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Smoothed fill ``(..., Nx, Ny)`` of the centred ellipse with semi-axes ``a``, ``b`` (nm)."""
+    a, b = a[..., None, None], b[..., None, None]
+    u, v = x[:, None] / a, y[None, :] / b  # normalised coordinates, (..., Nx, Ny)
+    gx, gy = u / a, v / b  # r * grad(r)
+    g2 = gx * gx + gy * gy
+    centre = g2 <= 1e-30
+    g = torch.sqrt(torch.where(centre, torch.ones_like(g2), g2))  # double-where: finite grads
+    r = torch.sqrt(torch.where(centre, torch.ones_like(g2), u * u + v * v))
+    distance = (r - 1.0) * r / g  # first-order signed distance (r - 1) / |grad r|, nm
+    width_x, width_y = gx.abs() * hx / g, gy.abs() * hy / g  # pixel sides along the normal
+    u = torch.where(centre, torch.full_like(g2, hx), torch.maximum(width_x, width_y))
+    v = torch.minimum(width_x, width_y)
+    fill = _half_plane_cover(-distance, u, v)
+    return torch.where(centre, torch.ones_like(fill), fill)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
 class Shape:
     """A centred unit-cell shape, described exactly (not on a grid).
 
     Subclasses define :meth:`render` (fill-fraction grid for the RCWA), :meth:`primitives`
     (cylinders and boxes in nm, cell-centred coordinates, for the FDTD) and their symmetry.
-    Every shape here is centred, so it is mirror-symmetric in x and in y.
     """
 
     #: symmetric under x -> -x and y -> -y about the cell centre
@@ -104,7 +235,7 @@ class Shape:
 
     def is_c4(self, period_nm) -> bool:
         """True if a 90-degree rotation maps the cell onto itself (then TE == TM at normal
-        incidence, so one polarisation suffices)."""
+        incidence, so one polarisation suffices). False when unsure (the safe answer)."""
         raise NotImplementedError
 
     def check_fits(self, period_nm) -> None:
@@ -112,14 +243,179 @@ class Shape:
         self.render(period_nm, grid=(1, 1), supersample=1)
 
 
+#: the smallest length of a parametric shape, as a fraction of the period
+_SMALLEST_LENGTH = 1e-3
+
+
+class ParametricShape(Shape):
+    """A shape described by a few lengths in nm, rendered differentiably and batched.
+
+    Subclasses are frozen dataclasses whose fields are :attr:`parameter_names`, in order.
+    They define ``_fill`` (the differentiable fill of a parameter tensor), ``_extent`` (the
+    bounding box ``(x, y)`` of a parameter vector, nm) and ``_bounds`` (the feasible box).
+    """
+
+    parameter_names: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def bounds(cls, period_nm: float, min_feature_nm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Feasible box ``(low, high)``, each ``(P,)`` in nm, for a square cell.
+
+        Every parameter vector in the box draws a shape that fits the cell of side
+        ``period_nm`` with every solid feature and every gap (to the neighbouring cells' copies
+        and inside the shape) at least ``min_feature_nm`` wide. Lengths are at least
+        ``max(min_feature_nm, period_nm / 1000)``, so every point of the box (its faces
+        included) is a non-empty shape that :meth:`check_fits` accepts.
+
+        Raises
+        ------
+        ValueError
+            If ``period_nm`` or ``min_feature_nm`` is invalid, or no shape of this family
+            fits the constraints.
+        """
+        period = float(period_nm)
+        minimum = float(min_feature_nm)
+        if not (math.isfinite(period) and period > 0):
+            raise ValueError(f"period_nm must be a positive number of nm, got {period_nm}")
+        if not (math.isfinite(minimum) and minimum >= 0):
+            raise ValueError(f"min_feature_nm must be >= 0 nm, got {min_feature_nm}")
+        floor = max(minimum, period * _SMALLEST_LENGTH)
+        low, high = (np.asarray(v, dtype=np.float64) for v in cls._bounds(period, floor))
+        if (low > high).any():
+            worst = int(np.argmax(low - high))
+            raise ValueError(
+                f"min_feature_nm={minimum:g} is infeasible for a {cls.__name__} in a cell of "
+                f"period_nm={period:g}: {cls.parameter_names[worst]} would need to lie in "
+                f"[{low[worst]:g}, {high[worst]:g}] nm; reduce min_feature_nm below "
+                f"{cls._max_feature(period):g} nm or enlarge the period"
+            )
+        return low, high
+
+    @classmethod
+    def _bounds(cls, period: float, minimum: float):
+        raise NotImplementedError
+
+    @classmethod
+    def _max_feature(cls, period: float) -> float:
+        """Largest feasible ``min_feature_nm`` in a cell of side ``period``."""
+        return period / 2
+
+    @classmethod
+    def from_vector(cls, values) -> ParametricShape:
+        """The shape with parameters ``values`` ``(P,)`` in nm (array, list or tensor)."""
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        vector = np.asarray(values, dtype=np.float64).reshape(-1)
+        if vector.size != len(cls.parameter_names):
+            raise ValueError(
+                f"{cls.__name__} takes {len(cls.parameter_names)} parameters "
+                f"{cls.parameter_names}, got {vector.size}"
+            )
+        return cls(*(float(v) for v in vector))
+
+    def __str__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name):.4g}" for name in self.parameter_names)
+        return f"{type(self).__name__}({values})"
+
+    def to_vector(self) -> np.ndarray:
+        """Parameters ``(P,)`` float64 in nm, in the order of :attr:`parameter_names`."""
+        return np.array([getattr(self, name) for name in self.parameter_names], dtype=np.float64)
+
+    @classmethod
+    def render_batch(cls, params, period_nm, grid=(64, 64)) -> torch.Tensor:
+        """Differentiable fill fractions of a batch of shapes.
+
+        Parameters
+        ----------
+        params : tensor ``(..., P)`` in nm (float64 for gradients; may require grad).
+        period_nm : float or ``(Lx, Ly)``, the cell in nm.
+        grid : ``(Nx, Ny)`` pixels; axis -2 is x, as for :func:`disk`.
+
+        Returns
+        -------
+        tensor ``(..., Nx, Ny)`` in [0, 1], differentiable with respect to ``params`` (the
+        gradient lives on edge pixels). Parts outside the cell are clipped, not wrapped.
+        """
+        params = torch.as_tensor(params)
+        if not params.is_floating_point():
+            params = params.to(torch.float64)
+        count = len(cls.parameter_names)
+        if params.ndim < 1 or params.shape[-1] != count:
+            raise ValueError(
+                f"{cls.__name__}.render_batch needs params (..., {count}) for "
+                f"{cls.parameter_names}, got shape {tuple(params.shape)}"
+            )
+        if not torch.isfinite(params).all() or (params < 0).any():
+            raise ValueError(f"{cls.__name__} parameters must be finite and >= 0 nm")
+        x, y, hx, hy = _pixel_centres(period_nm, grid, params)
+        return cls._fill(params.unbind(-1), x, y, hx, hy).clamp(0.0, 1.0)
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy) -> torch.Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def _extent(cls, p) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def check_fits(self, period_nm) -> None:
+        """Raise ValueError unless every parameter is > 0 and the shape fits the cell."""
+        px, py = _period(period_nm)
+        vector = self.to_vector()
+        if not (np.isfinite(vector).all() and (vector > 0).all()):
+            pairs = dict(zip(self.parameter_names, vector.tolist(), strict=True))
+            raise ValueError(f"{type(self).__name__} parameters must be > 0 nm, got {pairs}")
+        ex, ey = self._extent(vector)
+        if ex > px * (1 + 1e-12) or ey > py * (1 + 1e-12):
+            raise ValueError(
+                f"{self} spans {ex:g} x {ey:g} nm and does not fit the cell {px:g} x {py:g} nm"
+            )
+
+    def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
+        """Fill fractions ``(Nx, Ny)`` float64: :meth:`render_batch` averaged over sub-pixels."""
+        self.check_fits(period_nm)
+        if supersample < 1:
+            raise ValueError(f"supersample must be >= 1, got {supersample}")
+        fine = (int(grid[0]) * supersample, int(grid[1]) * supersample)
+        params = torch.as_tensor(self.to_vector())
+        return _area_fraction(self.render_batch(params, period_nm, fine), supersample)
+
+    def plot(self, period_nm, ax=None, grid=(256, 256)):
+        """Draw the unit cell (fill fraction, x to the right, y up); returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        px, py = _period(period_nm)
+        fill = self.render(period_nm, grid=grid, supersample=1).numpy()
+        return _plot_fill(fill, px, py, ax if ax is not None else plt.gca(), str(self))
+
+
+def _plot_fill(fill: np.ndarray, px: float, py: float, ax, title: str):
+    """Draw a fill grid ``(Nx, Ny)`` over the cell (x right, y up) and the cell outline."""
+    from matplotlib.patches import Rectangle as CellOutline
+
+    extent = (-px / 2, px / 2, -py / 2, py / 2)
+    ax.imshow(fill.T, origin="lower", extent=extent, cmap="Greys", vmin=0.0, vmax=1.0)
+    outline = CellOutline((-px / 2, -py / 2), px, py, fill=False, edgecolor="tab:blue")
+    ax.add_patch(outline)
+    ax.set_xlabel("x (nm)")
+    ax.set_ylabel("y (nm)")
+    ax.set_title(title, fontsize=8)
+    ax.set_aspect("equal")
+    return ax
+
+
 @dataclass(frozen=True)
-class Disk(Shape):
-    """Circular pillar of radius ``radius_nm``."""
+class Disk(ParametricShape):
+    """Circular pillar of radius ``radius_nm``. Bounds: ``[m/2, (P - m)/2]``."""
 
     radius_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = ("radius_nm",)
 
     def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
         return disk(self.radius_nm, period_nm, grid, supersample)
+
+    def check_fits(self, period_nm) -> None:
+        Shape.check_fits(self, period_nm)
 
     def primitives(self) -> list[dict]:
         return [{"kind": "cylinder", "center": (0.0, 0.0), "radius": float(self.radius_nm)}]
@@ -128,16 +424,101 @@ class Disk(Shape):
         px, py = _period(period_nm)
         return px == py
 
+    @classmethod
+    def _bounds(cls, period, minimum):
+        return [minimum / 2], [(period - minimum) / 2]
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        return _ellipse_fill(x, y, hx, hy, p[0], p[0])
+
+    @classmethod
+    def _extent(cls, p):
+        return 2 * p[0], 2 * p[0]
+
 
 @dataclass(frozen=True)
-class Rectangle(Shape):
-    """Rectangle ``width_nm`` along x by ``height_nm`` along y (a square pillar if equal)."""
+class Square(ParametricShape):
+    """Square pillar of side ``side_nm``. Bounds: ``[m, P - m]``."""
+
+    side_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = ("side_nm",)
+
+    def primitives(self) -> list[dict]:
+        side = float(self.side_nm)
+        return [{"kind": "block", "center": (0.0, 0.0), "size": (side, side)}]
+
+    def is_c4(self, period_nm) -> bool:
+        px, py = _period(period_nm)
+        return px == py
+
+    @classmethod
+    def _bounds(cls, period, minimum):
+        return [minimum], [period - minimum]
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        half = p[0] / 2
+        return _box_fill(x, y, hx, hy, -half, half, -half, half)
+
+    @classmethod
+    def _extent(cls, p):
+        return p[0], p[0]
+
+
+@dataclass(frozen=True)
+class Ellipse(ParametricShape):
+    """Elliptical pillar, semi-axes ``semi_axis_x_nm`` along x and ``semi_axis_y_nm`` along y.
+
+    Bounds: each semi-axis in ``[m/2, (P - m)/2]``. The box bounds the axes, not the radius
+    of curvature ``b^2 / a`` at the tips of a slender ellipse, which can fall below ``m``.
+    Meep's reference here has only cylinders and blocks, so :meth:`primitives` works for a
+    circle only.
+    """
+
+    semi_axis_x_nm: float
+    semi_axis_y_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = ("semi_axis_x_nm", "semi_axis_y_nm")
+
+    def primitives(self) -> list[dict]:
+        if self.semi_axis_x_nm == self.semi_axis_y_nm:
+            radius = float(self.semi_axis_x_nm)
+            return [{"kind": "cylinder", "center": (0.0, 0.0), "radius": radius}]
+        raise ValueError(
+            f"{self} has no exact FDTD form: the Meep reference builds cylinders and blocks "
+            "only; pass a binary grid instead, e.g. pattern=shape.render(period_nm).round()"
+        )
+
+    def is_c4(self, period_nm) -> bool:
+        px, py = _period(period_nm)
+        return px == py and self.semi_axis_x_nm == self.semi_axis_y_nm
+
+    @classmethod
+    def _bounds(cls, period, minimum):
+        return [minimum / 2] * 2, [(period - minimum) / 2] * 2
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        return _ellipse_fill(x, y, hx, hy, p[0], p[1])
+
+    @classmethod
+    def _extent(cls, p):
+        return 2 * p[0], 2 * p[1]
+
+
+@dataclass(frozen=True)
+class Rectangle(ParametricShape):
+    """Rectangle ``width_nm`` along x by ``height_nm`` along y. Bounds: each ``[m, P - m]``."""
 
     width_nm: float
     height_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = ("width_nm", "height_nm")
 
     def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
         return rectangle(self.width_nm, self.height_nm, period_nm, grid, supersample)
+
+    def check_fits(self, period_nm) -> None:
+        Shape.check_fits(self, period_nm)
 
     def primitives(self) -> list[dict]:
         size = (float(self.width_nm), float(self.height_nm))
@@ -147,16 +528,36 @@ class Rectangle(Shape):
         px, py = _period(period_nm)
         return px == py and self.width_nm == self.height_nm
 
+    @classmethod
+    def _bounds(cls, period, minimum):
+        return [minimum] * 2, [period - minimum] * 2
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        return _box_fill(x, y, hx, hy, -p[0] / 2, p[0] / 2, -p[1] / 2, p[1] / 2)
+
+    @classmethod
+    def _extent(cls, p):
+        return p[0], p[1]
+
 
 @dataclass(frozen=True)
-class Cross(Shape):
-    """Plus-shaped cross: two bars of ``arm_length_nm`` x ``arm_width_nm``."""
+class Cross(ParametricShape):
+    """Plus-shaped cross: two bars of ``arm_length_nm`` x ``arm_width_nm``.
+
+    Bounds: each in ``[m, P - m]``. A width above the length draws the same cross as the
+    swapped pair (so every point of the box is a valid cross).
+    """
 
     arm_length_nm: float
     arm_width_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = ("arm_length_nm", "arm_width_nm")
 
     def render(self, period_nm, grid=(128, 128), supersample: int = 8) -> torch.Tensor:
         return cross(self.arm_length_nm, self.arm_width_nm, period_nm, grid, supersample)
+
+    def check_fits(self, period_nm) -> None:
+        Shape.check_fits(self, period_nm)
 
     def primitives(self) -> list[dict]:
         length, width = float(self.arm_length_nm), float(self.arm_width_nm)
@@ -168,3 +569,162 @@ class Cross(Shape):
     def is_c4(self, period_nm) -> bool:
         px, py = _period(period_nm)
         return px == py
+
+    @classmethod
+    def _bounds(cls, period, minimum):
+        return [minimum] * 2, [period - minimum] * 2
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        length, width = p[0] / 2, p[1] / 2
+        core = torch.minimum(length, width)
+        bar_x = _box_fill(x, y, hx, hy, -length, length, -width, width)
+        bar_y = _box_fill(x, y, hx, hy, -width, width, -length, length)
+        return bar_x + bar_y - _box_fill(x, y, hx, hy, -core, core, -core, core)
+
+    @classmethod
+    def _extent(cls, p):
+        return max(p), max(p)
+
+
+@dataclass(frozen=True)
+class LShape(ParametricShape):
+    """L-shaped pillar: a bar along x and a bar along y sharing the lower-left corner::
+
+        +--+                  extent_x_nm: length of the bar along x
+        |  |                  extent_y_nm: length of the bar along y
+        |  +-----+            arm_width_nm: width of both bars
+        +--------+
+
+    The bounding box ``max(extent_x, arm_width) x max(extent_y, arm_width)`` is centred.
+    Bounds: each in ``[m, P - m]``; an arm width above an extent makes a rectangle with a
+    notch or a plain rectangle, still a valid shape. Not mirror symmetric, not C4.
+    """
+
+    extent_x_nm: float
+    extent_y_nm: float
+    arm_width_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = ("extent_x_nm", "extent_y_nm", "arm_width_nm")
+    mirror_x = False
+    mirror_y = False
+
+    def _boxes(self):
+        lx, ly, w = self.extent_x_nm, self.extent_y_nm, self.arm_width_nm
+        x0, y0 = -max(lx, w) / 2, -max(ly, w) / 2
+        return [(x0, x0 + lx, y0, y0 + w), (x0, x0 + w, y0, y0 + ly)]
+
+    def primitives(self) -> list[dict]:
+        return [_block(*box) for box in self._boxes()]
+
+    def is_c4(self, period_nm) -> bool:
+        return False
+
+    @classmethod
+    def _bounds(cls, period, minimum):
+        return [minimum] * 3, [period - minimum] * 3
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        lx, ly, w = p
+        x0, y0 = -torch.maximum(lx, w) / 2, -torch.maximum(ly, w) / 2
+        bar_x = _box_fill(x, y, hx, hy, x0, x0 + lx, y0, y0 + w)
+        bar_y = _box_fill(x, y, hx, hy, x0, x0 + w, y0, y0 + ly)
+        corner = _box_fill(
+            x, y, hx, hy, x0, x0 + torch.minimum(lx, w), y0, y0 + torch.minimum(ly, w)
+        )
+        return bar_x + bar_y - corner
+
+    @classmethod
+    def _extent(cls, p):
+        return max(p[0], p[2]), max(p[1], p[2])
+
+
+@dataclass(frozen=True)
+class HShape(ParametricShape):
+    """H-shaped pillar: two legs along y joined by a crossbar along x, centred::
+
+        +--+    +--+          leg_width_nm: width (x) of each leg
+        |  +----+  |          slot_width_nm: gap (x) between the legs
+        |  +----+  |          height_nm: length (y) of the legs
+        +--+    +--+          bar_width_nm: width (y) of the crossbar
+
+    Total width ``2 leg + slot``. Bounds: legs and slot in ``[m, (P - m)/3]``, height and bar
+    in ``[m, P - m]`` (a bar wider than the legs' height makes a plain rectangle). Feasible
+    for ``m <= P/4``. Mirror symmetric in x and y, not C4.
+    """
+
+    leg_width_nm: float
+    slot_width_nm: float
+    height_nm: float
+    bar_width_nm: float
+    parameter_names: ClassVar[tuple[str, ...]] = (
+        "leg_width_nm",
+        "slot_width_nm",
+        "height_nm",
+        "bar_width_nm",
+    )
+
+    def primitives(self) -> list[dict]:
+        t, g, h, b = (float(v) for v in self.to_vector())
+        half = t + g / 2
+        return [
+            _block(-half, -half + t, -h / 2, h / 2),
+            _block(half - t, half, -h / 2, h / 2),
+            _block(-half, half, -b / 2, b / 2),
+        ]
+
+    def is_c4(self, period_nm) -> bool:
+        return False
+
+    @classmethod
+    def _bounds(cls, period, minimum):
+        third = (period - minimum) / 3
+        return [minimum] * 4, [third, third, period - minimum, period - minimum]
+
+    @classmethod
+    def _max_feature(cls, period):
+        return period / 4
+
+    @classmethod
+    def _fill(cls, p, x, y, hx, hy):
+        t, g, h, b = p
+        half = t + g / 2
+        bar_half, joint_half = b / 2, torch.minimum(h, b) / 2
+        fill = _box_fill(x, y, hx, hy, -half, half, -bar_half, bar_half)
+        for lo, hi in ((-half, -half + t), (half - t, half)):
+            fill = fill + _box_fill(x, y, hx, hy, lo, hi, -h / 2, h / 2)
+            fill = fill - _box_fill(x, y, hx, hy, lo, hi, -joint_half, joint_half)
+        return fill
+
+    @classmethod
+    def _extent(cls, p):
+        return 2 * p[0] + p[1], max(p[2], p[3])
+
+
+def _block(x0, x1, y0, y1) -> dict:
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    return {"kind": "block", "center": centre, "size": (x1 - x0, y1 - y0)}
+
+
+#: Parametric shape families by name.
+SHAPES: dict[str, type[ParametricShape]] = {
+    "disk": Disk,
+    "square": Square,
+    "ellipse": Ellipse,
+    "rectangle": Rectangle,
+    "cross": Cross,
+    "L": LShape,
+    "H": HShape,
+}
+
+
+def get_shape(name: str) -> type[ParametricShape]:
+    """The shape family registered as ``name`` in :data:`SHAPES`."""
+    try:
+        return SHAPES[name]
+    except KeyError:
+        raise ValueError(f"unknown shape family {name!r}; choose one of {sorted(SHAPES)}") from None
+
+
+# Free-form density grids live in their own module; re-exported here as part of the geometry API.
+from .freeform import FreeForm, conic_filter, freeform_fill, tanh_projection  # noqa: E402

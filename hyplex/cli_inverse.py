@@ -1,0 +1,149 @@
+"""``hyplex inverse``: the unit cell whose transmittance best matches a target spectrum.
+
+Registered in ``hyplex.cli`` by ``register(app)``. Reads a CSV target (columns
+``wavelength_nm,T``), runs :func:`hyplex.optics.inverse.design` and writes the best design as
+JSON plus a PNG (target vs achieved spectrum, and the unit cell) beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+__all__ = ["inverse", "read_target", "register"]
+
+
+def read_target(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(wavelengths_nm, T)`` from a CSV with a header naming ``wavelength_nm`` and ``T``.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, lacks either column, or holds non-numeric values.
+    """
+    if not path.is_file():
+        raise ValueError(f"target file {path} does not exist")
+    with path.open() as handle:
+        header = [name.strip().lstrip("#").strip() for name in handle.readline().split(",")]
+    missing = {"wavelength_nm", "T"} - set(header)
+    if missing:
+        raise ValueError(
+            f"{path}: the header must name the columns wavelength_nm and T, got {header} "
+            f"(missing {sorted(missing)})"
+        )
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as error:
+        raise ValueError(f"{path}: every row must hold numbers ({error})") from error
+    if table.shape[1] != len(header):
+        raise ValueError(
+            f"{path}: {table.shape[1]} columns in the rows, {len(header)} in the header"
+        )
+    return table[:, header.index("wavelength_nm")], table[:, header.index("T")]
+
+
+def _load_surrogate(path: Path):
+    """A saved surrogate: a TorchScript file or a ``torch.save``-d callable module."""
+    import torch
+
+    if not path.is_file():
+        raise ValueError(f"surrogate file {path} does not exist")
+    try:
+        return torch.jit.load(str(path))
+    except RuntimeError:
+        model = torch.load(path, weights_only=False)  # a trusted, local model file
+    if not callable(model):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a callable surrogate")
+    return model
+
+
+Target = Annotated[Path, typer.Option("--target", help="CSV with columns wavelength_nm,T.")]
+Family = Annotated[
+    str, typer.Option(help="Shape family: disk, square, ellipse, rectangle, cross, L, H.")
+]
+Method = Annotated[str, typer.Option(help="rcwa | surrogate | swarm.")]
+Period = Annotated[float, typer.Option(help="Square lattice period (nm).")]
+ThicknessMin = Annotated[float, typer.Option(help="Smallest pillar thickness (nm).")]
+ThicknessMax = Annotated[float, typer.Option(help="Largest pillar thickness (nm).")]
+MinFeature = Annotated[float, typer.Option(help="Smallest solid feature and gap (nm).")]
+Harmonics = Annotated[int, typer.Option(min=0, help="RCWA orders -M..M along x and y.")]
+Material = Annotated[str, typer.Option(help="Pillar material.")]
+Substrate = Annotated[str, typer.Option(help="Substrate material.")]
+Grid = Annotated[int, typer.Option(min=8, help="Pixels per side of the rendered unit cell.")]
+Surrogate = Annotated[
+    Path | None,
+    typer.Option(help="Saved surrogate (TorchScript or torch.save) for --method surrogate."),
+]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+Out = Annotated[Path, typer.Option(help="JSON file to write; a .png goes beside it.")]
+
+
+def inverse(
+    target: Target,
+    family: Family = "disk",
+    method: Method = "rcwa",
+    period_nm: Period = 400.0,
+    thickness_min_nm: ThicknessMin = 50.0,
+    thickness_max_nm: ThicknessMax = 300.0,
+    min_feature_nm: MinFeature = 0.0,
+    harmonics: Harmonics = 3,
+    material: Material = "cSi",
+    substrate: Substrate = "SiO2",
+    grid: Grid = 48,
+    surrogate: Surrogate = None,
+    seed: Seed = 0,
+    out: Out = Path("out/inverse.json"),
+) -> None:
+    """Inverse-design one metasurface unit cell for a target transmittance spectrum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hyplex.optics.inverse import design
+
+    try:
+        wavelengths, spectrum = read_target(target)
+        model = _load_surrogate(surrogate) if surrogate is not None else None
+        typer.echo(
+            f"inverse design: {family}, method {method}, {wavelengths.size} wavelengths "
+            f"{wavelengths.min():g}-{wavelengths.max():g} nm, M = {harmonics}",
+            err=True,
+        )
+        result = design(
+            spectrum,
+            wavelengths,
+            family,
+            method,
+            period_nm=period_nm,
+            thickness_bounds_nm=(thickness_min_nm, thickness_max_nm),
+            min_feature_nm=min_feature_nm,
+            material=material,
+            substrate=substrate,
+            harmonics=harmonics,
+            grid=(grid, grid),
+            surrogate=model,
+            seed=seed,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_dict(), indent=2))
+    figure = result.plot()
+    png = out.with_suffix(".png")
+    figure.savefig(png, dpi=110)
+    plt.close(figure)
+    typer.echo(
+        f"{result.shape}, thickness {result.thickness_nm:.1f} nm: RMS error "
+        f"{result.rms_error:.4f} in {result.wall_s:.1f} s ({result.rcwa_evaluations} RCWA designs)"
+    )
+    typer.echo(f"wrote {out} and {png}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inverse`` as a command of ``app``."""
+    app.command("inverse")(inverse)
