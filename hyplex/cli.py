@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from hyplex import __version__
+from hyplex.cli_calibrate import register as register_calibrate
 from hyplex.cli_devices import register as register_devices
 from hyplex.cli_inverse import register as register_inverse
 from hyplex.cli_simulate import simulate_app
@@ -25,6 +26,7 @@ app.add_typer(optics_app, name="optics")
 app.add_typer(simulate_app, name="simulate")
 register_devices(app)
 register_inverse(app)
+register_calibrate(app)
 
 
 def _version(value: bool) -> None:
