@@ -104,7 +104,9 @@ def stream_command(
         try:
             while time.monotonic() - start < seconds:
                 try:
-                    frame = device.read(timeout=5.0, copy=False)
+                    # The first frame may wait for one-off work (numba compilation and the
+                    # twin's first render take tens of seconds on a fresh machine).
+                    frame = device.read(timeout=5.0 if count else 120.0, copy=False)
                 except StreamEnded:
                     break
                 with frame:
