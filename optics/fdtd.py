@@ -34,8 +34,10 @@ materials: a :class:`~hyplex.optics.materials.LorentzMaterial` (``cSi_meep``, ``
 f0 = 1/sqrt(C)), and a real constant index as a constant epsilon. Tabulated materials (``cSi``,
 ``aSi``, ``TiO2``) have no time-domain model and are refused with the name of the Lorentz twin.
 
-Accuracy: Meep's error is second order in the grid step. For the c-Si film test, RMS |dT| vs
-the exact TMM is 0.019 / 0.0047 / 0.0012 at 100 / 200 / 400 px/um (``tests/optics/test_fdtd.py``).
+Accuracy: Meep's error is second order in the grid step where its sub-pixel smoothing applies.
+For a 100 nm c-Si film on glass, RMS |dT| against the exact TMM is 0.0195 / 0.0055 / 0.0022 at
+100 / 200 / 400 px/um (``tests/optics/test_fdtd.py``, ``benchmarks/fidelity.py``). Meep does not
+smooth dispersive media, so patterned Lorentz silicon converges more slowly (README, fidelity).
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ class FDTDResult:
         Meep wall time spent on this structure (0 if it all came from the cache).
     cached : bool
         True if every polarisation came from the on-disk cache.
+    jobs : list of str
+        Cache file names of the runs behind this result (one per polarisation run).
     """
 
     wavelengths_nm: np.ndarray
