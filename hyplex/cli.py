@@ -12,6 +12,7 @@ from hyplex import __version__
 from hyplex.cli_calibrate import register as register_calibrate
 from hyplex.cli_devices import register as register_devices
 from hyplex.cli_inverse import register as register_inverse
+from hyplex.cli_library import library_app
 from hyplex.cli_simulate import simulate_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ optics_app = typer.Typer(
 )
 app.add_typer(optics_app, name="optics")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(library_app, name="library")
 register_devices(app)
 register_inverse(app)
 register_calibrate(app)

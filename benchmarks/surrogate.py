@@ -1,0 +1,153 @@
+"""Benchmark: the RCWA surrogate against ALFRED's figure and against the solver's speed.
+
+Reference: ALFRED (Peng et al., Light Sci. Appl. 2021) trained a ResNet surrogate whose test
+predictions had MSE < 0.005 for 98.1 % of designs; the goal here is >= 98 %. The surrogate
+(:mod:`hyplex.optics.surrogate`) is trained on the finished designs of a library; the figure is
+the fraction of held-out (test) designs whose spectrum MSE (mean over wavelengths and TE/TM of
+squared transmittance error) is below 0.005, beside the same figure for the mean-spectrum
+baseline.
+
+Speed: designs/s of the surrogate (batched inference, no gradients) against the RCWA solving
+the same test designs with the library's own settings (one batch, as in a build), both in this
+process with one torch intra-op thread (the RCWA's batch thread pool keeps its workers). The
+RCWA run also re-checks the stored spectra (``max_abs_dT_vs_library``).
+
+Reproduce (the last stdout line is one JSON object)::
+
+    .venv/bin/hyplex library build --out out/library_rectangle_10k.h5   # resumable
+    .venv/bin/python benchmarks/surrogate.py --library out/library_rectangle_10k.h5
+    .venv/bin/python benchmarks/surrogate.py --quick   # builds a 400-disk library; ~2 min idle
+"""
+# ruff: noqa: E402  (BLAS thread settings must precede the imports that read them)
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hyplex.optics.library import SolverSettings, read_library
+from hyplex.optics.library_build import build_library
+from hyplex.optics.library_spec import LibrarySpec, solve_designs
+from hyplex.optics.parallel import use_safe_threading
+from hyplex.optics.surrogate import save_surrogate
+from hyplex.optics.surrogate_training import SurrogateConfig, train_surrogate
+
+REFERENCE = {
+    "name": "ALFRED (Peng et al., Light Sci. Appl. 2021), ResNet surrogate",
+    "fraction_mse_below_0.005": 0.981,
+}
+GOAL = 0.98
+
+
+def _quick_library(folder: Path) -> Path:
+    spec = LibrarySpec(
+        family="disk",
+        count=400,
+        wavelengths_nm=tuple(np.linspace(450.0, 950.0, 11).tolist()),
+        solver=SolverSettings(harmonics=(1, 1), grid=(32, 32)),
+    )
+    path = folder / "quick_library.h5"
+    build_library(path, spec, chunk_size=100, serial=True, progress=False)
+    return path
+
+
+def _designs_per_second(function, designs: int, minimum_s: float = 0.5) -> float:
+    """Repeat ``function`` until ``minimum_s`` has passed; designs per second."""
+    function()  # warm-up
+    calls, began = 0, time.perf_counter()
+    while True:
+        function()
+        calls += 1
+        elapsed = time.perf_counter() - began
+        if elapsed >= minimum_s:
+            return calls * designs / elapsed
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", type=Path, help="library HDF5 (finished designs are used)")
+    parser.add_argument("--quick", action="store_true", help="build and use a small library")
+    parser.add_argument("--epochs", type=int, help="default 300, or 100 with --quick")
+    parser.add_argument("--hidden", type=int, default=SurrogateConfig.hidden)
+    parser.add_argument("--blocks", type=int, default=SurrogateConfig.blocks)
+    parser.add_argument("--batch-size", type=int, default=SurrogateConfig.batch_size)
+    parser.add_argument("--patience", type=int, default=SurrogateConfig.patience)
+    parser.add_argument("--fourier-features", type=int, default=SurrogateConfig.fourier_features)
+    parser.add_argument("--fourier-scale", type=float, default=SurrogateConfig.fourier_scale)
+    parser.add_argument("--no-symmetry", action="store_true", help="do not enforce TE/TM rotation")
+    parser.add_argument("--weight-decay", type=float, default=SurrogateConfig.weight_decay)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rcwa-designs", type=int, default=32, help="test designs timed")
+    parser.add_argument("--save", type=Path, help="write the surrogate (.pt + .json) here")
+    args = parser.parse_args(argv)
+    if (args.library is None) == (not args.quick):
+        parser.error("give --library PATH or --quick")
+    use_safe_threading()
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = _quick_library(Path(folder)) if args.quick else args.library
+        library = read_library(path, locking=False).completed()
+    config = SurrogateConfig(
+        hidden=args.hidden,
+        blocks=args.blocks,
+        epochs=args.epochs or (100 if args.quick else SurrogateConfig.epochs),
+        batch_size=args.batch_size,
+        patience=args.patience,
+        fourier_features=args.fourier_features,
+        fourier_scale=args.fourier_scale,
+        symmetric=not args.no_symmetry,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    print(f"training on {len(library)} designs ...", file=sys.stderr)
+    model, report = train_surrogate(library, config)
+    if args.save:
+        save_surrogate(model, args.save)
+
+    test = report.test_index
+    timed = test[: args.rcwa_designs]
+    spec = LibrarySpec.from_library(library)
+    params, thickness = library.params_nm[timed], library.thickness_nm[timed]
+    began = time.perf_counter()
+    T_rcwa, _ = solve_designs(spec, params, thickness, jones=False)  # noqa: N806
+    rcwa_rate = timed.size / (time.perf_counter() - began)
+    all_params, all_thickness = library.params_nm[test], library.thickness_nm[test]
+    surrogate_rate = _designs_per_second(
+        lambda: model.predict(all_params, all_thickness), test.size
+    )
+    result = {
+        "benchmark": "surrogate",
+        "library": str(path),
+        "family": library.family,
+        "designs": len(library),
+        "wavelengths": int(library.wavelengths_nm.size),
+        "harmonics": list(library.solver.harmonics),
+        **report.summary(),
+        "goal_fraction": GOAL,
+        "meets_goal": report.summary()["fraction_mse_below_0.005"] >= GOAL,
+        "reference": REFERENCE,
+        "rcwa_designs_per_s": round(rcwa_rate, 3),
+        "surrogate_designs_per_s": round(surrogate_rate, 1),
+        "speedup_vs_rcwa": round(surrogate_rate / rcwa_rate, 1),
+        "max_abs_dT_vs_library": float(np.abs(T_rcwa - library.T[timed]).max()),
+        "device": str(next(model.parameters()).device),
+        "torch_threads": torch.get_num_threads(),
+        "config": config.to_dict(),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

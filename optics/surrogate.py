@@ -1,0 +1,246 @@
+"""A neural surrogate of the RCWA: shape parameters and thickness -> T(lambda) for TE and TM.
+
+Network (a residual MLP, the fully connected form of the ResNet surrogate of ALFRED: Peng et
+al., Light Sci. Appl. 2021, who report 98.1 % of test spectra with MSE < 0.005)::
+
+    v = (params_nm, thickness_nm)               (P + 1,)
+    x = 2 (v - low) / (high - low) - 1          the library's parameter box -> [-1, 1]
+    z = [x, sin(pi x B), cos(pi x B)]           Fourier features, B ~ N(0, scale^2)
+                                                (Tancik et al., NeurIPS 2020): resonances
+                                                move fast with thickness and size
+    h = Linear(z)                               (hidden,)
+    h = h + Linear(SiLU(Linear(LayerNorm(h))))  ``blocks`` times (He et al., CVPR 2016)
+    g(v) = sigmoid(Linear(LayerNorm(h)))        (L, 2), in [0, 1] like a transmittance
+
+Symmetry. At normal incidence a 90-degree rotation of the cell maps TE (E along y) onto TM
+(E along x). For families whose rotated (and, for the L, mirrored) shape is the same family
+with permuted parameters (:data:`ROTATION_PERMUTATIONS`), ``T_TE(v) = T_TM(perm v)``, and the
+surrogate enforces it exactly: ``T(v) = (g(v) + swap_TE_TM(g(perm v))) / 2``.
+
+It is a torch module, differentiable in its inputs, so it can stand in for
+:func:`hyplex.optics.rcwa.solve` inside a design optimisation. It carries the library's
+wavelengths and stack and refuses a library on another wavelength grid or stack. Training:
+:mod:`hyplex.optics.surrogate_training`. Saved as ``name.pt`` (a state dict, read with
+``torch.load(weights_only=True)``) and ``name.json`` (architecture and library); nothing is
+pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .library import LibraryError, ResponseLibrary, check_same_grid
+
+__all__ = [
+    "ROTATION_PERMUTATIONS",
+    "SpectralSurrogate",
+    "describe",
+    "save_surrogate",
+    "load_surrogate",
+]
+
+FORMAT = "hyplex-surrogate"
+FORMAT_VERSION = 1
+_DESCRIPTION_KEYS = ("family", "parameter_names", "period_nm", "material", "substrate")
+
+#: Families whose 90-degree rotation is the same family with permuted parameters:
+#: rectangle and ellipse swap their x and y sizes; the L swaps its extents (rotation then a
+#: mirror, which leaves T of x- and y-polarised light unchanged). Disks, squares and crosses
+#: map onto themselves (TE = TM already); the H rotates out of its family.
+ROTATION_PERMUTATIONS: dict[str, tuple[int, ...]] = {
+    "rectangle": (1, 0),
+    "ellipse": (1, 0),
+    "L": (1, 0, 2),
+}
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.inner = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, h):
+        return h + self.inner(self.norm(h))
+
+
+class SpectralSurrogate(nn.Module):
+    """Predicts ``T (..., L, 2)`` [TE, TM] from ``params_nm (..., P)``, ``thickness_nm (...)``.
+
+    Parameters
+    ----------
+    description : the library it stands for (:func:`describe`): ``family, parameter_names,
+        period_nm, material, substrate, superstrate, wavelengths_nm``.
+    low, high : ``(P + 1,)`` box of (parameters, thickness) in nm, mapped to [-1, 1].
+    hidden, blocks : width and number of residual blocks.
+    fourier_features, fourier_scale : number of random frequencies (0: none) and their
+        standard deviation, in cycles per half box.
+    symmetric : enforce the rotation symmetry where the family has one.
+    seed : draws the Fourier frequencies (stored in the state dict).
+    """
+
+    def __init__(
+        self,
+        description: dict,
+        low,
+        high,
+        hidden: int = 256,
+        blocks: int = 4,
+        fourier_features: int = 64,
+        fourier_scale: float = 2.0,
+        symmetric: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.description = dict(description)
+        self.wavelengths_nm = np.asarray(description["wavelengths_nm"], dtype=np.float64)
+        self.architecture = {
+            "hidden": int(hidden),
+            "blocks": int(blocks),
+            "fourier_features": int(fourier_features),
+            "fourier_scale": float(fourier_scale),
+            "symmetric": bool(symmetric),
+        }
+        inputs, outputs = len(description["parameter_names"]) + 1, 2 * self.wavelengths_nm.size
+        low = torch.as_tensor(np.asarray(low, dtype=np.float32))
+        span = torch.as_tensor(np.asarray(high, dtype=np.float32)) - low
+        if low.shape != (inputs,) or not (span > 0).all():
+            raise ValueError(f"low < high must both have shape ({inputs},) (parameters, thickness)")
+        self.register_buffer("low", low)
+        self.register_buffer("span", span)
+        generator = torch.Generator().manual_seed(seed)
+        frequencies = torch.randn(inputs, int(fourier_features), generator=generator)
+        self.register_buffer("frequencies", frequencies * float(fourier_scale))
+        permutation = ROTATION_PERMUTATIONS.get(description.get("family")) if symmetric else None
+        self.permutation = list(permutation) if permutation else None
+        self.stem = nn.Linear(inputs + 2 * int(fourier_features), int(hidden))
+        self.body = nn.Sequential(*(_Block(int(hidden)) for _ in range(int(blocks))))
+        self.head = nn.Sequential(nn.LayerNorm(int(hidden)), nn.Linear(int(hidden), outputs))
+
+    def forward(self, params_nm: torch.Tensor, thickness_nm: torch.Tensor) -> torch.Tensor:
+        params_nm = torch.as_tensor(params_nm, dtype=self.low.dtype, device=self.low.device)
+        thickness_nm = torch.as_tensor(thickness_nm, dtype=self.low.dtype, device=self.low.device)
+        if params_nm.shape[-1:] != (self.low.numel() - 1,):
+            raise ValueError(
+                f"params_nm must have shape (..., {self.low.numel() - 1}) for "
+                f"{tuple(self.description['parameter_names'])}, got {tuple(params_nm.shape)}"
+            )
+        T = self._network(params_nm, thickness_nm)  # noqa: N806
+        if self.permutation is None:
+            return T
+        rotated = self._network(params_nm[..., self.permutation], thickness_nm)
+        return 0.5 * (T + rotated.flip(-1))  # flip: [TE, TM] -> [TM, TE]
+
+    def _network(self, params_nm, thickness_nm):
+        inputs = torch.cat([params_nm, thickness_nm.unsqueeze(-1)], -1)
+        x = 2 * (inputs - self.low) / self.span - 1
+        if self.frequencies.shape[1]:
+            phase = torch.pi * (x @ self.frequencies)
+            x = torch.cat([x, torch.sin(phase), torch.cos(phase)], -1)
+        logits = self.head(self.body(self.stem(x)))
+        return torch.sigmoid(logits).unflatten(-1, (self.wavelengths_nm.size, 2))
+
+    @torch.no_grad()
+    def predict(self, params_nm, thickness_nm, batch_size: int = 4096) -> np.ndarray:
+        """Numpy convenience: ``T (N, L, 2)`` float64 for ``(N, P)`` and ``(N,)`` in nm."""
+        self.eval()
+        params = torch.as_tensor(np.asarray(params_nm, dtype=np.float32))
+        thickness = torch.as_tensor(np.asarray(thickness_nm, dtype=np.float32))
+        parts = [
+            self(p.to(self.low.device), d.to(self.low.device)).cpu()
+            for p, d in zip(params.split(batch_size), thickness.split(batch_size), strict=True)
+        ]
+        return torch.cat(parts).double().numpy()
+
+    def check_library(self, library: ResponseLibrary) -> None:
+        """Raise :class:`LibraryError` unless ``library`` has this surrogate's grid and stack."""
+        check_same_grid(self.wavelengths_nm, library.wavelengths_nm, "the library")
+        theirs = describe(library)
+        differ = [
+            f"{key}: surrogate {self.description[key]!r}, library {theirs[key]!r}"
+            for key in _DESCRIPTION_KEYS
+            if self.description[key] != theirs[key]
+        ]
+        if differ:
+            raise LibraryError(f"the library does not match the surrogate: {'; '.join(differ)}")
+
+
+def describe(library: ResponseLibrary) -> dict:
+    """The JSON-ready description of a library that a surrogate carries."""
+    if library.density is not None:
+        raise LibraryError(
+            "free-form libraries (with a density grid) are not supported by this surrogate "
+            "yet: it takes shape parameters and thickness only"
+        )
+    return {
+        "family": library.family,
+        "parameter_names": list(library.parameter_names),
+        "period_nm": library.period_nm,
+        "material": library.material,
+        "substrate": library.substrate,
+        "superstrate": library.superstrate,
+        "wavelengths_nm": library.wavelengths_nm.tolist(),
+    }
+
+
+def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
+    """Write ``path.pt`` (state dict) and ``path.json`` (config); returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights, config = path.with_suffix(".pt"), path.with_suffix(".json")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **model.architecture,
+        "low": model.low.cpu().tolist(),
+        "high": (model.low + model.span).cpu().tolist(),
+        "library": model.description,
+    }
+    config.write_text(json.dumps(record, indent=1))
+    return weights, config
+
+
+def load_surrogate(path, device: str | torch.device = "cpu") -> SpectralSurrogate:
+    """Load a surrogate written by :func:`save_surrogate` (``path`` with or without suffix).
+
+    Raises
+    ------
+    LibraryError
+        If either file is missing, the JSON is not a hyplex surrogate config, or the weights
+        do not fit the configured network.
+    """
+    path = Path(path)
+    weights, config = path.with_suffix(".pt"), path.with_suffix(".json")
+    for item in (weights, config):
+        if not item.exists():
+            raise LibraryError(f"{item}: no such surrogate file (need both .pt and .json)")
+    try:
+        record = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LibraryError(f"{config}: not a JSON surrogate config: {error}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise LibraryError(f"{config}: not a hyplex surrogate config (format != {FORMAT!r})")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise LibraryError(f"{config}: surrogate format_version {record.get('format_version')}")
+    try:
+        architecture = {
+            key: record[key]
+            for key in ("hidden", "blocks", "fourier_features", "fourier_scale", "symmetric")
+        }
+        model = SpectralSurrogate(record["library"], record["low"], record["high"], **architecture)
+    except (KeyError, TypeError, ValueError) as error:
+        raise LibraryError(f"{config}: incomplete surrogate config: {error}") from None
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as error:  # noqa: BLE001 - any unpickling or shape error means a bad file
+        raise LibraryError(
+            f"{weights}: weights do not fit the configured network: {error}"
+        ) from None
+    return model.to(device).eval()

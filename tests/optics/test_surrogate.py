@@ -1,0 +1,153 @@
+"""Tests of the RCWA surrogate: it learns, beats the mean spectrum, saves safely, differentiates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hyplex.optics.library import LibraryError, SolverSettings, read_library
+from hyplex.optics.library_build import build_library
+from hyplex.optics.library_spec import LibrarySpec, solve_designs
+from hyplex.optics.surrogate import SpectralSurrogate, load_surrogate, save_surrogate
+from hyplex.optics.surrogate_training import (
+    SurrogateConfig,
+    fraction_below,
+    mean_spectrum_baseline,
+    spectrum_mse,
+    train_surrogate,
+)
+
+SPEC = LibrarySpec(
+    family="disk",
+    count=240,
+    wavelengths_nm=tuple(np.linspace(500.0, 900.0, 6).tolist()),
+    thickness_range_nm=(100.0, 250.0),
+    solver=SolverSettings(harmonics=(1, 1), grid=(16, 16)),
+    seed=1,
+)
+QUICK = SurrogateConfig(
+    hidden=64, blocks=2, fourier_features=16, epochs=150, batch_size=32, patience=40, seed=0
+)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    path = tmp_path_factory.mktemp("surrogate") / "disks.h5"
+    build_library(path, SPEC, chunk_size=120, serial=True, progress=False)
+    return read_library(path)
+
+
+@pytest.fixture(scope="module")
+def trained(library):
+    return train_surrogate(library, dataclasses.replace(QUICK, device="cpu"))
+
+
+def test_surrogate_beats_the_mean_spectrum_by_a_wide_margin(trained, library):
+    model, report = trained
+    summary = report.summary()
+    assert summary["test_designs"] == 24 and summary["validation_designs"] == 24
+    assert summary["mean_mse"] < 0.25 * summary["baseline_mean_mse"], summary
+    assert summary["median_mse"] < 0.1 * summary["baseline_mean_mse"], summary
+    assert summary["fraction_mse_below_0.005"] > summary["baseline_fraction_mse_below_0.005"] + 0.3
+    assert report.history[report.best_epoch][1] == min(v for _, v in report.history)
+    test = report.test_index
+    predicted = model.predict(library.params_nm[test], library.thickness_nm[test])
+    assert predicted.shape == (24, 6, 2) and ((predicted >= 0) & (predicted <= 1)).all()
+    np.testing.assert_allclose(spectrum_mse(predicted, library.T[test]), report.test_mse, atol=1e-7)
+
+
+def test_metrics():
+    target = np.zeros((3, 4, 2))
+    predicted = target + np.array([0.0, 0.05, 0.1])[:, None, None]
+    np.testing.assert_allclose(spectrum_mse(predicted, target), [0.0, 0.0025, 0.01])
+    assert fraction_below(spectrum_mse(predicted, target)) == pytest.approx(2 / 3)
+    train = np.stack([np.zeros((4, 2)), np.ones((4, 2))])
+    np.testing.assert_allclose(mean_spectrum_baseline(train, target), 0.25)
+
+
+def test_surrogate_is_differentiable_in_its_inputs(trained):
+    model, _ = trained
+    radius = torch.tensor([[80.0], [120.0]], requires_grad=True)
+    thickness = torch.tensor([150.0, 200.0], requires_grad=True)
+    spectrum = model(radius, thickness)
+    assert spectrum.shape == (2, 6, 2)
+    spectrum[..., 0].mean().backward()
+    assert torch.isfinite(radius.grad).all() and radius.grad.abs().sum() > 0
+    assert torch.isfinite(thickness.grad).all() and thickness.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"params_nm must have shape \(\.\.\., 1\)"):
+        model(torch.zeros(2, 2), thickness)
+
+
+def test_rotation_symmetry_of_the_solver_and_the_surrogate(library):
+    """T_TE(w, h) = T_TM(h, w): the RCWA obeys it, and the surrogate enforces it exactly."""
+    spec = dataclasses.replace(SPEC, family="rectangle")
+    sizes = np.array([[120.0, 260.0], [260.0, 120.0]])
+    T, _ = solve_designs(spec, sizes, np.array([180.0, 180.0]))
+    np.testing.assert_allclose(T[0, :, 0], T[1, :, 1], atol=1e-9)
+    np.testing.assert_allclose(T[0, :, 1], T[1, :, 0], atol=1e-9)
+    description = dict(vars(library), family="rectangle", parameter_names=("w_nm", "h_nm"))
+    description = {k: description[k] for k in ("family", "parameter_names", "wavelengths_nm")}
+    model = SpectralSurrogate(description, [40.0, 40.0, 100.0], [360.0, 360.0, 400.0], 32, 1)
+    T = model(torch.tensor(sizes), torch.tensor([180.0, 180.0]))
+    torch.testing.assert_close(T[0], T[1].flip(-1))
+    plain = SpectralSurrogate(
+        description, [40.0, 40.0, 100.0], [360.0, 360.0, 400.0], 32, 1, symmetric=False
+    )
+    assert plain.permutation is None and model.permutation == [1, 0]
+
+
+def test_training_is_seeded(library):
+    quick = dataclasses.replace(QUICK, epochs=3, device="cpu")
+    (a, ra), (b, rb) = train_surrogate(library, quick), train_surrogate(library, quick)
+    assert np.array_equal(ra.test_index, rb.test_index) and ra.history == rb.history
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    _, rc = train_surrogate(library, dataclasses.replace(quick, seed=1))
+    assert not np.array_equal(ra.test_index, rc.test_index)
+
+
+def test_save_load_round_trip_and_checks(trained, library, tmp_path):
+    model, report = trained
+    weights, config = save_surrogate(model, tmp_path / "net")
+    back = load_surrogate(tmp_path / "net")
+    test = report.test_index
+    args = (library.params_nm[test], library.thickness_nm[test])
+    np.testing.assert_array_equal(back.predict(*args), model.predict(*args))
+    back.check_library(library)
+
+    other = dataclasses.replace(library, wavelengths_nm=library.wavelengths_nm + 1.0)
+    with pytest.raises(LibraryError, match="mismatched wavelength grids"):
+        back.check_library(other)
+    with pytest.raises(LibraryError, match="material: surrogate 'cSi', library 'aSi'"):
+        back.check_library(dataclasses.replace(library, material="aSi"))
+
+    record = json.loads(config.read_text())
+    config.write_text(json.dumps(dict(record, format="something-else")))
+    with pytest.raises(LibraryError, match="not a hyplex surrogate config"):
+        load_surrogate(tmp_path / "net")
+    config.write_text(json.dumps(dict(record, hidden=32)))
+    with pytest.raises(LibraryError, match="weights do not fit"):
+        load_surrogate(tmp_path / "net")
+    config.write_text(json.dumps(record))
+    weights.write_bytes(b"junk")
+    with pytest.raises(LibraryError, match="weights do not fit"):
+        load_surrogate(tmp_path / "net")
+    with pytest.raises(LibraryError, match="no such surrogate file"):
+        load_surrogate(tmp_path / "absent")
+
+
+def test_bad_inputs_are_clear_errors(library):
+    with pytest.raises(ValueError, match="fractions"):
+        SurrogateConfig(validation_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ValueError, match="too small to split"):
+        train_surrogate(library.subset([0, 1]), QUICK)
+    with pytest.raises(LibraryError, match="free-form"):
+        density = np.zeros((len(library), 4, 4), dtype=np.float32)
+        train_surrogate(dataclasses.replace(library, density=density), QUICK)
+    description = {"parameter_names": ["r"], "wavelengths_nm": [500.0]}
+    with pytest.raises(ValueError, match="low < high"):
+        SpectralSurrogate(description, [0.0, 1.0], [0.0, 2.0])
