@@ -3,11 +3,13 @@
 Builds the same small library twice, each time on a fresh ``LocalCluster`` of single-threaded
 worker processes (``threads_per_worker=1``, one BLAS/torch thread each), through the code path
 of ``hyplex library build``. The clusters are started and warmed up (imports, first solve)
-before the clock starts, so the figure is the steady solving-and-committing rate. The peer is
+before the clock starts, so the figure is the steady solving-and-committing rate; each setting
+is built ``--repeats`` times and the best rate is kept (other jobs on a shared machine make
+single runs noisy). The peer is
 the same code on one worker; ideal scaling on two cores is 2.0. The 1-minute load average is
 printed beside it because other jobs on a shared machine take cores away.
 
-Reproduce (the last stdout line is one JSON object; about 2-4 min on an idle 2-core machine)::
+Reproduce (the last stdout line is one JSON object; about 1-2 min on an idle 2-core machine)::
 
     .venv/bin/python benchmarks/library_scaling.py
     .venv/bin/python benchmarks/library_scaling.py --designs 32 --wavelengths 5 --harmonics 1
@@ -43,8 +45,8 @@ def _warm(spec: LibrarySpec) -> float:
     return time.perf_counter() - began
 
 
-def rate(spec: LibrarySpec, workers: int, chunk_size: int, folder: Path) -> float:
-    """Designs per second of a warm LocalCluster of ``workers`` processes."""
+def rate(spec: LibrarySpec, workers: int, chunk_size: int, folder: Path, repeats: int) -> float:
+    """Best designs/s over ``repeats`` builds on one warm LocalCluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
@@ -58,13 +60,16 @@ def rate(spec: LibrarySpec, workers: int, chunk_size: int, folder: Path) -> floa
     with cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
         client.run(_warm, spec)
-        path = folder / f"scaling_{workers}.h5"
-        report = build_library(path, spec, chunk_size=chunk_size, client=client, progress=False)
-    print(
-        f"{workers} worker(s): {report.computed} designs in {report.seconds:.1f} s",
-        file=sys.stderr,
-    )
-    return report.designs_per_second
+        rates = []
+        for repeat in range(repeats):
+            path = folder / f"scaling_{workers}_{repeat}.h5"
+            report = build_library(path, spec, chunk_size=chunk_size, client=client, progress=False)
+            rates.append(report.designs_per_second)
+            print(
+                f"{workers} worker(s): {report.computed} designs in {report.seconds:.1f} s",
+                file=sys.stderr,
+            )
+    return max(rates)
 
 
 def main(argv=None) -> dict:
@@ -74,6 +79,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--harmonics", type=int, default=2, help="orders -M..M")
     parser.add_argument("--chunk-size", type=int, default=8, help="designs per Dask task")
     parser.add_argument("--family", default="rectangle")
+    parser.add_argument("--repeats", type=int, default=3, help="builds per setting; best kept")
     args = parser.parse_args(argv)
 
     spec = LibrarySpec(
@@ -84,8 +90,8 @@ def main(argv=None) -> dict:
     )
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        one = rate(spec, 1, args.chunk_size, Path(folder))
-        two = rate(spec, 2, args.chunk_size, Path(folder))
+        one = rate(spec, 1, args.chunk_size, Path(folder), args.repeats)
+        two = rate(spec, 2, args.chunk_size, Path(folder), args.repeats)
     result = {
         "benchmark": "library_scaling",
         "designs": args.designs,
@@ -93,6 +99,7 @@ def main(argv=None) -> dict:
         "harmonics": args.harmonics,
         "family": args.family,
         "chunk_size": args.chunk_size,
+        "repeats_best_of": args.repeats,
         "designs_per_s_1_worker": round(one, 3),
         "designs_per_s_2_workers": round(two, 3),
         "scaling_2_workers": round(two / one, 3),
