@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from hyplex.devices.clock import Clock, MonotonicClock
 from hyplex.devices.instrument_sim import InstrumentSimulator
-from hyplex.devices.serial_transport import SerialTransport, expect_echo, refusing, wait_until
+from hyplex.devices.serial_transport import (
+    SerialTransport,
+    connect,
+    expect_echo,
+    refusing,
+    wait_until,
+)
 
 ERROR_PREFIX = "Command error"
 
@@ -100,11 +106,7 @@ class FilterWheel:
         clock: Clock | None = None,
         poll_s: float = 0.05,
     ):
-        self.transport = (
-            port
-            if isinstance(port, SerialTransport)
-            else SerialTransport(port, "filter wheel", 115200, b"\r", b"\r", timeout_s, retries)
-        )
+        self.transport = connect(port, "filter wheel", 115200, b"\r", b"\r", timeout_s, retries)
         self.clock = clock or MonotonicClock()
         self.poll_s = poll_s
         self.positions = self.transport.query("pcount?", self._parser(int))

@@ -30,7 +30,13 @@ from __future__ import annotations
 from hyplex.devices.clock import Clock, MonotonicClock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator
-from hyplex.devices.serial_transport import SerialTransport, expect_echo, refusing, wait_until
+from hyplex.devices.serial_transport import (
+    SerialTransport,
+    connect,
+    expect_echo,
+    refusing,
+    wait_until,
+)
 
 WAVELENGTH_RANGE_NM = (200.0, 1100.0)
 SLIT_RANGE_UM = (10.0, 3000.0)
@@ -157,11 +163,7 @@ class Monochromator:
         clock: Clock | None = None,
         poll_s: float = 0.02,
     ):
-        self.transport = (
-            port
-            if isinstance(port, SerialTransport)
-            else SerialTransport(port, "monochromator", 9600, b"\r\n", b"\r\n", timeout_s, retries)
-        )
+        self.transport = connect(port, "monochromator", 9600, b"\r\n", b"\r\n", timeout_s, retries)
         self.clock = clock or MonotonicClock()
         self.poll_s = poll_s
         self._set("UNITS NM")

@@ -28,7 +28,7 @@ import numpy as np
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator
-from hyplex.devices.serial_transport import SerialTransport
+from hyplex.devices.serial_transport import SerialTransport, connect
 
 CORRECTION_RANGE_NM = (400.0, 1100.0)  # an S120C-like silicon photodiode head
 
@@ -109,11 +109,7 @@ class PowerMeter:
     """Driver of a PM100-class power meter. Parameters as for the monochromator."""
 
     def __init__(self, port: str | SerialTransport, timeout_s: float = 1.0, retries: int = 2):
-        self.transport = (
-            port
-            if isinstance(port, SerialTransport)
-            else SerialTransport(port, "power meter", 115200, b"\n", b"\n", timeout_s, retries)
-        )
+        self.transport = connect(port, "power meter", 115200, b"\n", b"\n", timeout_s, retries)
 
     def close(self) -> None:
         self.transport.close()

@@ -163,3 +163,12 @@ def wait_until(condition: Callable[[], bool], clock, timeout_s: float, poll_s: f
         if clock.now_ns() >= deadline:
             raise InstrumentTimeout(f"{what} did not finish within {timeout_s:g} s")
         clock.sleep(poll_s)
+
+
+def connect(port: str | SerialTransport, *args, **kwargs) -> SerialTransport:
+    """``port`` itself if it is already a transport, else ``SerialTransport(port, *args)``.
+
+    Every instrument driver accepts either a URL (``sim://...``, ``/dev/ttyUSB0``) or a shared
+    transport; this is the one place that decides.
+    """
+    return port if isinstance(port, SerialTransport) else SerialTransport(port, *args, **kwargs)

@@ -25,7 +25,7 @@ import re
 from hyplex.devices.clock import Clock, MonotonicClock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator
-from hyplex.devices.serial_transport import SerialTransport, refusing, wait_until
+from hyplex.devices.serial_transport import SerialTransport, connect, refusing, wait_until
 
 TRAVEL_MM = (0.0, 50.0)
 _STATUS = re.compile(r"^<(Idle|Run|Home|Alarm)\|MPos:(-?[\d.]+),(-?[\d.]+),(-?[\d.]+)>$")
@@ -101,11 +101,7 @@ class Stage:
         clock: Clock | None = None,
         poll_s: float = 0.05,
     ):
-        self.transport = (
-            port
-            if isinstance(port, SerialTransport)
-            else SerialTransport(port, "stage", 115200, b"\n", b"\r\n", timeout_s, retries)
-        )
+        self.transport = connect(port, "stage", 115200, b"\n", b"\r\n", timeout_s, retries)
         self.clock = clock or MonotonicClock()
         self.poll_s = poll_s
         self._command("G90")
