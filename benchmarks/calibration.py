@@ -24,14 +24,15 @@ import numpy as np
 
 
 def main(quick: bool = False) -> dict:
-    from hyplex.calibration.bench import CalibrationBench, true_response
+    from hyplex.calibration.bench import true_response
     from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
+    from hyplex.devices.sim_bench import SimulatedBench
     from hyplex.simulation.camera import default_camera
     from hyplex.simulation.grids import prototype_grid
 
     shape = (120, 128) if quick else (240, 256)
     twin = default_camera(prototype_grid(), shape, pitch_px=5.3, rotation_deg=1.0)
-    bench = CalibrationBench()
+    bench = SimulatedBench()
     settings = PipelineSettings(sweep_frames=3 if quick else 4)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:

@@ -3,7 +3,7 @@ spectral sweep (-> Hyplex basis fit), written to one calibration file and a PNG 
 
 ::
 
-    CalibrationBench (lamp, monochromator, power meter on a VirtualClock)
+    SimulatedBench (lamp, monochromator, power meter on a VirtualClock)
         |-- SimulatedCamera(bench)          darks (shutter closed), EMVA, sweep
         `-- SimulatedCamera(WhiteReference) flat / white reference, 48 broadband samples
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from hyplex.calibration import darkflat, emva
 from hyplex.calibration.basis_fit import fit_response_basis, sample_spectra
-from hyplex.calibration.bench import CalibrationBench, WhiteReference
+from hyplex.calibration.bench import WhiteReference
 from hyplex.calibration.registration import register_mosaic
 from hyplex.calibration.spectral_response import (
     SweepRecord,
@@ -33,6 +33,7 @@ from hyplex.calibration.spectral_response import (
     spectral_response,
 )
 from hyplex.calibration.store import Calibration, Provenance, load_calibration, save_calibration
+from hyplex.devices.sim_bench import SimulatedBench
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def calibrate_simulated(
     twin,
     out,
     settings: PipelineSettings | None = None,
-    bench: CalibrationBench | None = None,
+    bench: SimulatedBench | None = None,
     resume: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     sweep_hook: Callable | None = None,
@@ -85,7 +86,7 @@ def calibrate_simulated(
     out : path
         Calibration file (HDF5); partial while the sweep runs.
     settings : PipelineSettings, optional
-    bench : CalibrationBench, optional
+    bench : SimulatedBench, optional
         Default: a fresh one on a VirtualClock.
     resume : bool
         Continue the sweep of a partial ``out``.
@@ -96,7 +97,7 @@ def calibrate_simulated(
     from hyplex.devices import Monochromator, PowerMeter, SimulatedCamera
 
     settings = settings or PipelineSettings()
-    bench = bench or CalibrationBench()
+    bench = bench or SimulatedBench()
     clock = bench.clock
     report = progress or (lambda step, done, total: None)
     camera = SimulatedCamera(bench, twin, clock=clock)

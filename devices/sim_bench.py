@@ -14,6 +14,17 @@ Light model: the monochromator passes P(lambda) = peak_power_W_per_nm x lamp(lam
 triangle(lambda - lambda_0, FWHM = bandwidth), W nm^-1; the sphere turns watts into radiance
 with ``radiance_per_watt`` (W m^-2 sr^-1 per W); the meter receives ``meter_fraction`` of
 the power. Units as in ``hyplex.simulation.radiometry``.
+
+Radiometric consistency (the camera and the meter must see the same watts, or every absolute
+calibration made on the bench is biased):
+
+- the lamp is a blackbody normalised once, at its Wien peak, not at the maximum of whatever
+  grid it is evaluated on (otherwise the meter's fine grid around the line would always see
+  the lamp at its peak while the camera's grid sees the true slope);
+- the camera's grid values are band averages over bins (``hyplex.simulation.grids.resample``),
+  so the line is averaged over each bin exactly, not point-sampled: a line narrower than a
+  bin would otherwise be over-counted by bin width / FWHM on a grid point and missed between
+  grid points.
 """
 
 from __future__ import annotations
@@ -26,15 +37,24 @@ from hyplex.devices.instrument_sim import attach
 from hyplex.devices.monochromator import MonochromatorSimulator
 from hyplex.devices.power_meter import PowerMeterSimulator
 from hyplex.devices.stage import StageSimulator
+from hyplex.simulation.grids import bin_edges, resample
 
-H_C_OVER_K_NM_K = 1.438776877e7  # second radiation constant, nm K
+H_C_OVER_K_NM_K = 1.438776877e7  # second radiation constant c2 = hc/k, nm K
+WIEN_NM_K = 2.897771955e6  # Wien's displacement constant b, nm K (peak at b / T)
 
 
 def planck_shape(wavelengths_nm, temperature_k: float) -> np.ndarray:
-    """Blackbody spectral shape normalised to 1 at its maximum on the grid (unitless)."""
+    """Blackbody spectral radiance shape (Planck's law, lambda^-5 / (exp(c2 / lambda T) - 1)),
+    normalised to 1 at the Wien peak b / T, so the same wavelength always gets the same
+    value whatever grid it sits on. ``wavelengths_nm`` (L,) in nm; returns (L,), unitless."""
     grid = np.asarray(wavelengths_nm, dtype=np.float64)
-    shape = grid**-5 / np.expm1(H_C_OVER_K_NM_K / (grid * temperature_k))
-    return shape / shape.max()
+    if np.any(grid <= 0) or temperature_k <= 0:
+        raise ValueError("planck_shape needs wavelengths_nm > 0 and temperature_k > 0")
+
+    def planck(nm):
+        return nm**-5 / np.expm1(H_C_OVER_K_NM_K / (nm * temperature_k))
+
+    return planck(grid) / planck(WIEN_NM_K / temperature_k)
 
 
 class SimulatedBench:
@@ -78,16 +98,31 @@ class SimulatedBench:
             for sim in (self.monochromator, self.filter_wheel, self.stage, self.power_meter)
         }
 
-    def spectral_power_W_per_nm(self, wavelengths_nm) -> np.ndarray:
-        """Power leaving the filter wheel, W nm^-1, on the grid (L,)."""
-        grid = np.asarray(wavelengths_nm, dtype=np.float64)
+    def _line(self, grid: np.ndarray) -> np.ndarray:
+        """Power per nm leaving the filter wheel, point values at ``grid`` (nm), W nm^-1."""
         mono = self.monochromator
-        if not mono.shutter_open:
-            return np.zeros(grid.shape)
         fwhm = max(mono.bandwidth_nm, 1e-6)
         slit = np.clip(1.0 - np.abs(grid - mono.wavelength_nm) / fwhm, 0.0, None)
-        lamp = planck_shape(grid, self.lamp_temperature_k)
+        lamp = planck_shape(np.clip(grid, 1.0, None), self.lamp_temperature_k)
         return self.peak_power_W_per_nm * lamp * slit * self.filter_wheel.transmission
+
+    def spectral_power_W_per_nm(self, wavelengths_nm) -> np.ndarray:
+        """Power leaving the filter wheel, W nm^-1, averaged over the bins of the grid (L,)
+        (``hyplex.simulation.grids.bin_edges``; a single wavelength is point-sampled)."""
+        grid = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1)
+        if not self.monochromator.shutter_open:
+            return np.zeros(grid.shape)
+        if grid.size < 2:
+            return self._line(grid)
+        centre = self.monochromator.wavelength_nm
+        fwhm = max(self.monochromator.bandwidth_nm, 1e-6)
+        edges = bin_edges(grid)
+        # the triangle's kinks are knots of the fine grid, so the trapezoid average is exact
+        # for the slit and converged for the smooth lamp
+        knots = np.linspace(centre - fwhm, centre + fwhm, 41)
+        fine = np.union1d(np.linspace(edges[0], edges[-1], 20 * grid.size + 1), knots)
+        fine = fine[(fine >= edges[0]) & (fine <= edges[-1])]
+        return resample(fine, self._line(fine), grid, extrapolation="zero")
 
     def spectral_radiance(self, wavelengths_nm) -> np.ndarray:
         """Uniform radiance at the sphere port, W m^-2 sr^-1 nm^-1, (L,)."""
@@ -96,9 +131,11 @@ class SimulatedBench:
     def power_on_meter_W(self) -> float:
         """Optical power on the reference detector, W (integral of the line on a fine grid)."""
         mono = self.monochromator
-        half = max(mono.bandwidth_nm, 1e-3) * 1.5
-        grid = np.linspace(mono.wavelength_nm - half, mono.wavelength_nm + half, 301)
-        power = np.trapezoid(self.spectral_power_W_per_nm(np.clip(grid, 1.0, None)), grid)
+        if not mono.shutter_open:
+            return 0.0
+        half = max(mono.bandwidth_nm, 1e-3) * 1.01
+        grid = np.linspace(mono.wavelength_nm - half, mono.wavelength_nm + half, 2001)
+        power = np.trapezoid(self._line(grid), grid)
         return float(power * self.meter_fraction)
 
     def state(self) -> dict[str, float]:

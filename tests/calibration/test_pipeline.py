@@ -5,10 +5,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hyplex.calibration.bench import CalibrationBench, true_response
+from hyplex.calibration.bench import true_response
 from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
 from hyplex.calibration.report import plot_report
 from hyplex.calibration.store import CalibrationMismatch, load_calibration
+from hyplex.devices.sim_bench import SimulatedBench
 
 from .conftest import make_twin
 
@@ -24,7 +25,7 @@ FAST = PipelineSettings(
 
 def test_pipeline_writes_a_complete_calibration_and_report(tmp_path):
     twin = make_twin(shape=(80, 88), pitch_px=3.9, rotation_deg=0.8, grid=np.linspace(400, 720, 17))
-    bench = CalibrationBench()
+    bench = SimulatedBench()
     steps = []
     calibration = calibrate_simulated(
         twin,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hyplex.calibration.basis_fit import basis_functions, fit_response_basis, sample_spectra
-from hyplex.calibration.bench import CalibrationBench, true_response
+from hyplex.calibration.bench import true_response
 from hyplex.calibration.emva import channel_map
 from hyplex.calibration.spectral_response import (
     SweepInterrupted,
@@ -16,6 +16,7 @@ from hyplex.calibration.spectral_response import (
     spectral_response,
 )
 from hyplex.devices import Monochromator, PowerMeter, SimulatedCamera
+from hyplex.devices.sim_bench import SimulatedBench
 
 from .conftest import make_twin
 
@@ -43,7 +44,7 @@ def _rms(estimate, truth):
 
 
 def test_sweep_recovers_true_responses_and_saturation_lowers_exposure(twin):
-    bench = CalibrationBench(peak_power_W_per_nm=1e-3)
+    bench = SimulatedBench(peak_power_W_per_nm=1e-3)
     settings = SweepSettings(tuple(GRID), n_frames=3, initial_exposure_us=1_000_000.0)
     record = _sweep(twin, bench, settings)
     assert record.points[0].saturated_attempts >= 1  # the first frame saturated
@@ -54,7 +55,7 @@ def test_sweep_recovers_true_responses_and_saturation_lowers_exposure(twin):
 
 
 def test_wide_bandpass_is_deconvolved(twin):
-    bench = CalibrationBench()
+    bench = SimulatedBench()
     bench.monochromator.slit_um = 6060.6  # 40 nm FWHM on a 20 nm grid
     settings = SweepSettings(tuple(GRID), n_frames=3, bandwidth_nm=40.0)
     result = spectral_response(_sweep(twin, bench, settings), n_bootstrap=20)
@@ -66,7 +67,7 @@ def test_wide_bandpass_is_deconvolved(twin):
 def test_timeout_mid_sweep_leaves_a_resumable_partial_record(twin, tmp_path):
     from hyplex.calibration.store import Calibration, Provenance, load_calibration, save_calibration
 
-    bench = CalibrationBench()
+    bench = SimulatedBench()
     settings = SweepSettings(tuple(GRID), n_frames=2)
     path = tmp_path / "partial.h5"
     provenance = Provenance("cam-1", "twin", (72, 80))
