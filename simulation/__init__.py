@@ -12,6 +12,7 @@ module                      what
 ``radiometry``              radiance -> photons per pixel (units and the camera equation)
 ``quantum_efficiency``      silicon photodiode QE from optical constants
 ``layout``, ``encoder``     ``MosaicLayout`` and ``Encoder`` (responses + layout)
+``fabrication``             fabrication error of the filters: shift, broadening, scale
 ``sensor``                  ``SensorModel``: EMVA 1288 linear model
 ``camera``                  ``CameraTwin``: the numpy/numba forward model
 ``differentiable``          ``TorchCamera``: the same model in torch, differentiable
@@ -54,6 +55,9 @@ _EXPORTS = {
     "MosaicLayout": "layout",
     "Encoder": "encoder",
     "thin_film_encoder": "encoder",
+    "FabricationError": "fabrication",
+    "fabricate": "fabrication",
+    "fabricated_encoder": "fabrication",
     "SensorModel": "sensor",
     "CameraTwin": "camera",
     "default_camera": "camera",
