@@ -9,7 +9,9 @@ STAMP := $(VENV)/.hyplex-installed
 # Debian packages the project needs, installed only when missing (CI runs as root):
 # MIT Meep for the FDTD reference, run by /usr/bin/python3 in a subprocess (see README).
 # python3-meep imports matplotlib without declaring it.
-APT_PACKAGES ?= python3-meep python3-matplotlib python3-scipy
+# chromium + chromium-driver: the headless browser of the live-viewer test (Selenium drives
+# /usr/bin/chromedriver; no browser download is possible on these machines).
+APT_PACKAGES ?= python3-meep python3-matplotlib python3-scipy chromium chromium-driver
 # One thread for BLAS in numpy-side eigen-solves (see README, "Environment").
 export OPENBLAS_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
@@ -33,6 +35,8 @@ $(STAMP): pyproject.toml | system-deps
 
 demo: $(STAMP)
 	$(VENV)/bin/hyplex demo --out out/demo_transmission.png
+	# co-design a realizable 9-filter encoder with its decoders (a few minutes on 2 cores)
+	$(VENV)/bin/hyplex design --quick --out out/design
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

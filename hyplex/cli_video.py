@@ -1,0 +1,241 @@
+"""``hyplex segment`` (decode recordings and videos to files) and ``hyplex view`` (live viewer).
+
+Registered from ``hyplex.cli`` with ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Inputs = Annotated[
+    list[str], typer.Argument(help="Recordings (.h5), video files, image folders or globs.")
+]
+OutDir = Annotated[Path, typer.Option("--out", help="Folder for the outputs.")]
+ModelFile = Annotated[
+    Path | None,
+    typer.Option(help="nn.Module file: torch.save(module), .pt2 export, TorchScript.", exists=True),
+]
+Bundle = Annotated[Path | None, typer.Option(help="Design bundle directory (decoders, layout).")]
+CalibrationFile = Annotated[
+    Path | None, typer.Option(help="Calibration file: registration, dark, flat.", exists=True)
+]
+Bands = Annotated[
+    str | None, typer.Option(help="Bands to keep: '0,5,9' or 'start:stop[:step]' (default all).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``segment`` and ``view`` to ``app``."""
+    app.command("segment")(segment_command)
+    app.command("view")(view_command)
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """'0,5,9' or 'start:stop[:step]' -> band indices; None stays None."""
+    if text is None or not text.strip():
+        return None
+    try:
+        if ":" in text:
+            parts = [int(p) if p else None for p in text.split(":")]
+            if len(parts) not in (2, 3) or parts[1] is None:
+                raise ValueError
+            return tuple(range(parts[0] or 0, parts[1], parts[2] if len(parts) == 3 else 1))
+        bands = tuple(int(p) for p in text.split(","))
+    except (TypeError, ValueError):
+        raise typer.BadParameter(
+            f"bands must be like '0,5,9' or '0:34:2', got {text!r}", param_hint="--bands"
+        ) from None
+    if not bands or min(bands) < 0:
+        raise typer.BadParameter(f"bands must be >= 0, got {text!r}", param_hint="--bands")
+    return bands
+
+
+def segment_command(
+    inputs: Inputs,
+    out: OutDir = Path("out/segment"),
+    reconstructor: ModelFile = None,
+    segmenter: ModelFile = None,
+    bundle: Bundle = None,
+    calibration: CalibrationFile = None,
+    pitch_px: Annotated[
+        float, typer.Option(min=0.5, help="Pitch when no layout is given, px.")
+    ] = 7.287,
+    bands: Bands = None,
+    temporal: Annotated[bool, typer.Option(help="Temporal smoothing of the labels.")] = False,
+    cube: Annotated[bool, typer.Option(help="Store reconstructed cubes.")] = True,
+    video: Annotated[bool, typer.Option(help="Write the overlay MP4.")] = True,
+    policy: Annotated[str, typer.Option(help="block | drop_oldest")] = "block",
+    batch: Annotated[int, typer.Option(min=1, help="Frames per forward pass.")] = 1,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+    compile_models: Annotated[bool, typer.Option("--compile", help="torch.compile.")] = False,
+    input_scale_dn: Annotated[
+        float | None, typer.Option(help="Divide barcodes by this, DN (default: calibration/1).")
+    ] = None,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="Frames per input.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Dask worker processes (files).")] = 1,
+) -> None:
+    """Decode INPUTS: barcodes, reconstruction and segmentation of every frame, to files.
+
+    Writes <stem>.labels.h5, <stem>.overlay.mp4 and <stem>.stats.csv/.json per input into
+    --out. Ctrl-C stops cleanly: the files hold every frame processed so far.
+    """
+    from hyplex.pipeline_batch import SegmentJob, run_jobs
+
+    if policy not in ("block", "drop_oldest"):
+        raise typer.BadParameter(f"policy must be block or drop_oldest, got {policy!r}")
+    if reconstructor is None and segmenter is None and bundle is None:
+        raise typer.BadParameter("give --bundle, or --reconstructor and/or --segmenter")
+    inference = {
+        "batch_size": batch,
+        "device": device,
+        "precision": precision,
+        "compile": compile_models,
+        "bands": parse_bands(bands),
+    }
+    if input_scale_dn is not None:
+        inference["input_scale_dn"] = input_scale_dn
+    jobs = [
+        SegmentJob(
+            input=text,
+            out_dir=str(out),
+            reconstructor=str(reconstructor) if reconstructor else None,
+            segmenter=str(segmenter) if segmenter else None,
+            bundle=str(bundle) if bundle else None,
+            calibration=str(calibration) if calibration else None,
+            pitch_px=pitch_px,
+            temporal=temporal,
+            cube=cube,
+            video=video,
+            inference=inference,
+            pipeline={"policy": policy, "max_frames": max_frames},
+            progress=workers == 1 and sys.stderr.isatty(),
+        )
+        for text in inputs
+    ]
+
+    def report(result: dict) -> None:
+        if "error" in result:
+            typer.echo(f"FAILED {result['input']}: {result['error']}", err=True)
+        else:
+            typer.echo(
+                f"{result['input']}: {result['processed']} frames at {result['fps']:.1f} fps, "
+                f"dropped {result['dropped']}, corrupt {result['corrupt']} -> "
+                + ", ".join(result["outputs"].values())
+            )
+            for error in result["errors"][:5]:
+                typer.echo(f"  frame {error['index']}: {error['error']}", err=True)
+
+    try:
+        results = run_jobs(jobs, workers=workers, on_done=report)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the outputs hold the frames processed so far", err=True)
+        raise typer.Exit(130) from None
+    (out / "segment_summary.json").write_text(json.dumps(results, indent=2))
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+def view_command(
+    camera: Annotated[str, typer.Option(help="sim | opencv:<...> | genicam[:N]")] = "sim",
+    host: Annotated[
+        str, typer.Option(help="Address to serve on (local by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: any free).")] = 8000,
+    sim_shape: Annotated[str, typer.Option(help="Simulated sensor ROWSxCOLS.")] = "240x320",
+    reconstructor: ModelFile = None,
+    segmenter: ModelFile = None,
+    bundle: Bundle = None,
+    calibration: CalibrationFile = None,
+    pitch_px: Annotated[float, typer.Option(min=0.5, help="Pitch without a layout, px.")] = 7.287,
+    seconds: Annotated[
+        float | None, typer.Option(help="Serve this long (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Serve the live viewer: raw frame, reconstructed cube, segmentation, spectrum on click.
+
+    With --camera sim, the twin looks at a synthetic video and the decoders are fitted on the
+    twin in a few seconds (no weights to download); other cameras need model files.
+    """
+    from hyplex.viewer import LiveSession, ViewerServer, simulated_session
+
+    if camera == "sim":
+        from hyplex.cli_devices import _parse_shape
+
+        typer.echo("building the camera twin and fitting decoders on it ...", err=True)
+        session = simulated_session(sensor_shape=_parse_shape(sim_shape))
+    else:
+        session = _camera_session(
+            camera, reconstructor, segmenter, bundle, calibration, pitch_px, LiveSession
+        )
+    session.start()
+    server = ViewerServer(session, host=host, port=port).start()
+    typer.echo(f"hyplex viewer on {server.url}  (Ctrl-C to stop)")
+    start = time.monotonic()
+    try:
+        while seconds is None or time.monotonic() - start < seconds:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        session.stop()
+    typer.echo(json.dumps({k: v for k, v in session.status().items() if k != "wavelengths_nm"}))
+
+
+def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch_px, session_cls):
+    """A LiveSession on a real camera with models from files."""
+    import numpy as np
+
+    from hyplex.devices.discovery import open_camera
+    from hyplex.pipeline import Pipeline, PipelineConfig
+    from hyplex.pipeline_batch import SegmentJob, _models
+    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine
+    from hyplex.pipeline_sources import CameraSource
+    from hyplex.pipeline_stages import DarkFlat, Preprocessor
+    from hyplex.simulation.layout import MosaicLayout
+
+    job = SegmentJob(
+        input=camera,
+        out_dir=".",
+        reconstructor=reconstructor and str(reconstructor),
+        segmenter=segmenter and str(segmenter),
+        bundle=bundle and str(bundle),
+    )
+    try:
+        models = _models(job)
+    except ValueError as error:
+        raise typer.BadParameter(f"{error} (a real camera needs decoders)") from None
+    device = open_camera(camera)
+    device.open()
+    shape = device.roi.shape
+    layout, darkflat = models.get("layout"), None
+    if calibration is not None:
+        from hyplex.calibration.store import load_calibration
+
+        loaded = load_calibration(calibration, sensor_shape=shape)
+        layout, darkflat = loaded.layout or layout, DarkFlat.from_calibration(loaded)
+    layout = layout or MosaicLayout.fit(shape, pitch_px=pitch_px)
+    engine = InferenceEngine(models["reconstructor"], models["segmenter"], config=InferenceConfig())
+    pipeline = Pipeline(
+        Preprocessor(layout, shape, darkflat),
+        engine,
+        PipelineConfig(policy="drop_oldest", raw_preview_px=640),
+    )
+    wavelengths = models.get("wavelengths_nm")
+    if wavelengths is None:
+        wavelengths = np.arange(1, 1 + _count_bands(models["reconstructor"], layout.n_filters))
+    classes = models.get("class_names") or []
+    return session_cls(pipeline, CameraSource(device, policy="newest_only"), wavelengths, classes)
+
+
+def _count_bands(module, n_filters: int) -> int:
+    from hyplex.pipeline_batch import _n_outputs
+
+    return 0 if module is None else _n_outputs(module, None, n_filters)

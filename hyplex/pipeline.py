@@ -1,0 +1,414 @@
+"""The streaming decode/segment engine: raw frames in, spectral cubes and label maps out.
+
+::
+
+    source ──acquisition──> FrameRing (raw, preallocated; BLOCK | DROP_OLDEST)
+      ──preprocess (numba)──> StageQueue (barcodes) ──inference (torch, batched)──>
+      StageQueue (results) ──output (calling thread)──> sinks (HDF5, MP4, CSV/JSON, viewer)
+
+Four stages run concurrently, three in threads and the output stage in the thread that calls
+:meth:`Pipeline.run` (so Ctrl-C lands there: the threads are stopped and every sink is closed,
+leaving valid files). Every hand-off is bounded: the raw ring holds ``queue_frames`` frames,
+the two queues ``queue_frames`` items each, whatever the relative speeds. With
+``policy="block"`` a slow stage stalls the ones before it and finally the source (a camera
+then loses frames on the device side, counted by the camera); with ``"drop_oldest"`` each
+hand-off discards its oldest waiting item and counts it. At any time::
+
+    frames read == processed + dropped (all stages) + corrupt + in flight
+
+The inference stage may run several workers (``InferenceEngine.workers``, one per core on the
+CPU without a temporal model): each decodes its own batch, and results are handed on in frame
+order (tickets). A frame that cannot be decoded (wrong shape or dtype, NaN, unreadable) is
+reported with its index and reason in ``PipelineSummary.errors`` and the stream goes on.
+
+Where things are: ``pipeline_stages.py`` (queues, frame checks, preprocessing),
+``pipeline_inference.py`` (models on CPU/GPU), ``pipeline_sources.py``, ``pipeline_outputs.py``
+(sinks), ``pipeline_types.py`` (configuration and results), ``pipeline_batch.py`` (files, Dask),
+``pipeline_models.py`` (loading and twin-fitted models).
+
+Examples
+--------
+>>> engine = InferenceEngine(reconstructor, segmenter)  # doctest: +SKIP
+>>> pipeline = Pipeline(Preprocessor(layout, (3000, 4000)), engine)  # doctest: +SKIP
+>>> summary = pipeline.run("clip.h5", sinks=[StatsWriter("stats.csv")])  # doctest: +SKIP
+>>> summary.fps, summary.dropped, summary.errors  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from hyplex.devices.ring import FrameRing, RingClosed
+from hyplex.pipeline_inference import DecodedBatch, InferenceConfig, InferenceEngine
+from hyplex.pipeline_sources import SourceItem, open_source
+from hyplex.pipeline_stages import CorruptFrame, Preprocessor, QueueClosed, StageQueue, check_frame
+from hyplex.pipeline_types import FrameResult, PipelineConfig, PipelineSummary
+
+__all__ = ["Pipeline", "PipelineConfig", "PipelineSummary", "FrameResult", "InferenceConfig"]
+
+
+class Pipeline:
+    """The engine (see the module doc).
+
+    Parameters
+    ----------
+    preprocessor : Preprocessor
+        Dark/flat and barcodes for the registered layout.
+    engine : InferenceEngine
+        The models.
+    config : PipelineConfig, optional
+
+    Examples
+    --------
+    >>> pipeline = Pipeline(Preprocessor(layout, shape), engine)  # doctest: +SKIP
+    >>> summary = pipeline.run("recording.h5", sinks=[DecodedWriter(...)])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        engine: InferenceEngine,
+        config: PipelineConfig | None = None,
+    ):
+        self.preprocessor, self.engine = preprocessor, engine
+        self.config = config or PipelineConfig()
+        self._stop = threading.Event()
+        self.latest: FrameResult | None = None
+        self.summary = PipelineSummary()
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to finish (from another thread)."""
+        self._stop.set()
+
+    # stages --------------------------------------------------------------------------------
+
+    def _acquire(self, source, ring_holder: dict, ready: threading.Event, errors: deque):
+        """Source -> raw ring. Corrupt frames are reported, not queued."""
+        ring = None
+        try:
+            for item in source:
+                item: SourceItem
+                if self._stop.is_set():
+                    break
+                max_frames = self.config.max_frames
+                if max_frames is not None and self.summary.frames_read >= max_frames:
+                    break
+                self.summary.frames_read += 1
+                try:
+                    if item.error is not None:
+                        raise CorruptFrame(f"frame {item.index}: {item.error}")
+                    data = check_frame(item.data, self.preprocessor.sensor_shape, item.index)
+                    if ring is not None and data.dtype != ring.dtype:
+                        raise CorruptFrame(
+                            f"frame {item.index}: dtype {data.dtype}, expected {ring.dtype} as "
+                            "the earlier frames of this stream"
+                        )
+                except CorruptFrame as error:
+                    errors.append((item.index, item.frame_id, str(error)))
+                    continue
+                if ring is None:
+                    ring = FrameRing(
+                        self.config.queue_frames, data.shape, data.dtype, self.config.policy
+                    )
+                    ring_holder["ring"] = ring
+                    ready.set()
+                while True:
+                    try:
+                        slot = ring.acquire(timeout=0.05)
+                        break
+                    except TimeoutError:
+                        if self._stop.is_set():
+                            return
+                np.copyto(slot.array, data)
+                ring.commit(slot, (item.index, item.frame_id, item.timestamp_ns))
+        finally:
+            if ring is not None:
+                ring.close()
+            ready.set()
+
+    def _preprocess(self, ring_holder: dict, ready: threading.Event, queue: StageQueue):
+        import numba
+        import torch
+
+        threads = self.config.preprocess_threads
+        if threads is None:
+            threads = (os.cpu_count() or 1) - (0 if self.engine.cuda else torch.get_num_threads())
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        ready.wait()
+        ring = ring_holder.get("ring")
+        step = 0
+        try:
+            while ring is not None:
+                try:
+                    slot = ring.read(timeout=0.1)
+                except TimeoutError:
+                    if self._stop.is_set():
+                        break
+                    continue
+                except RingClosed:
+                    break
+                index, frame_id, t_read = slot.info
+                start = time.perf_counter()
+                try:
+                    barcodes = self.preprocessor(slot.array, index)
+                    preview = None
+                    if self.config.raw_preview_px:
+                        step = max(1, -(-slot.array.shape[1] // self.config.raw_preview_px))
+                        preview = slot.array[::step, ::step].copy()
+                except (CorruptFrame, ValueError) as error:
+                    queue.put(("error", index, frame_id, str(error)), self._stop)
+                    continue
+                finally:
+                    ring.release(slot)
+                queue.put(
+                    ("ok", index, frame_id, t_read, barcodes, preview, time.perf_counter() - start),
+                    self._stop,
+                )
+        finally:
+            queue.close()
+
+    def _infer(self, inbox: StageQueue, outbox: StageQueue, order: dict):
+        """One inference worker. Several may run (``InferenceEngine.workers``): each takes a
+        ticket with its batch and hands its results on in ticket order (frame order)."""
+        try:
+            while True:
+                with order["take"]:
+                    try:
+                        items = inbox.get_many(self.engine.config.batch_size, timeout=0.1)
+                    except TimeoutError:
+                        if self._stop.is_set():
+                            break
+                        continue
+                    except QueueClosed:
+                        break
+                    ticket = order["next_ticket"]
+                    order["next_ticket"] += 1
+                try:
+                    results = self._decode(items)  # concurrently with the other workers
+                    with order["turn"]:
+                        order["turn"].wait_for(
+                            lambda t=ticket: order["serving"] == t or self._stop.is_set()
+                        )
+                    for result in results:
+                        outbox.put(result, self._stop)
+                finally:
+                    with order["turn"]:
+                        order["serving"] = max(order["serving"], ticket + 1)
+                        order["turn"].notify_all()
+        finally:
+            with order["turn"]:
+                order["running"] -= 1
+                if order["running"] == 0:
+                    outbox.close()
+
+    def _decode(self, items: list) -> list[FrameResult]:
+        """FrameResults of one batch of preprocessed items (errors passed through)."""
+        results = [
+            FrameResult(item[1], item[2], error=item[3]) for item in items if item[0] == "error"
+        ]
+        good = [item for item in items if item[0] == "ok"]
+        if not good:
+            return results
+        start = time.perf_counter()
+        decoded: DecodedBatch = self.engine(np.stack([item[4] for item in good]))
+        share = (time.perf_counter() - start) / len(good)
+        for b, (_, index, frame_id, t_read, barcodes, preview, pre_s) in enumerate(good):
+            results.append(
+                FrameResult(
+                    index,
+                    frame_id,
+                    cube=None if decoded.cube is None else decoded.cube[b],
+                    labels=None if decoded.labels is None else decoded.labels[b],
+                    confidence=None if decoded.confidence is None else decoded.confidence[b],
+                    intensity=_intensity(barcodes),
+                    barcodes=barcodes if self.config.keep_barcodes else None,
+                    raw_preview=preview,
+                    preprocess_s=pre_s,
+                    inference_s=share,
+                    batch=len(good),
+                    source_time_ns=t_read,
+                )
+            )
+        return results
+
+    # driver --------------------------------------------------------------------------------
+
+    def run(self, source, sinks=(), progress: bool = False, on_result=None) -> PipelineSummary:
+        """Process ``source`` to the end (or :meth:`stop`, or Ctrl-C) and close ``sinks``.
+
+        Parameters
+        ----------
+        source : str, Path, Camera or iterable of SourceItem
+            See :func:`~hyplex.pipeline_sources.open_source`.
+        sinks : sequence
+            Objects with ``write(FrameResult)`` and ``close(summary)``.
+        progress : bool
+            A tqdm bar (frames, fps, drops) on stderr.
+        on_result : callable, optional
+            Called with every FrameResult (e.g. the live viewer).
+
+        Returns
+        -------
+        PipelineSummary
+            Also kept as ``self.summary``; ``interrupted`` is True after Ctrl-C.
+        """
+        self._stop.clear()
+        self.engine.reset()
+        self.summary = summary = PipelineSummary()
+        try:
+            source = open_source(source)
+        except BaseException:
+            for sink in sinks:  # leave valid, empty outputs behind
+                sink.close(summary)
+            raise
+        capacity, policy = self.config.queue_frames, self.config.policy
+        barcodes_q = StageQueue(capacity, policy, "barcode queue")
+        results_q = StageQueue(capacity, policy, "result queue")
+        errors: deque = deque()
+        ring_holder: dict = {}
+        ready = threading.Event()
+        threads = [
+            threading.Thread(
+                target=self._acquire,
+                args=(source, ring_holder, ready, errors),
+                name="hyplex-pipeline-acquire",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._preprocess,
+                args=(ring_holder, ready, barcodes_q),
+                name="hyplex-pipeline-preprocess",
+                daemon=True,
+            ),
+        ]
+        workers = self.engine.workers
+        order = {
+            "take": threading.Lock(),
+            "turn": threading.Condition(),
+            "next_ticket": 0,
+            "serving": 0,
+            "running": workers,
+        }
+        threads += [
+            threading.Thread(
+                target=self._infer,
+                args=(barcodes_q, results_q, order),
+                name=f"hyplex-pipeline-infer-{k}",
+                daemon=True,
+            )
+            for k in range(workers)
+        ]
+        failures: list = []
+        for thread in threads:
+            original = thread.run
+
+            def guarded(original=original):
+                try:
+                    original()
+                except BaseException as error:  # surfaced after the run
+                    failures.append(error)
+                    self._stop.set()
+
+            thread.run = guarded
+        bar = _progress_bar(progress, getattr(source, "__len__", None) and len(source))
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+
+        def dropped_now() -> int:
+            ring = ring_holder.get("ring")
+            return (
+                (ring.stats.overwritten if ring else 0)
+                + barcodes_q.stats.dropped
+                + (results_q.stats.dropped)
+            )
+
+        def emit(result: FrameResult) -> None:
+            for sink in sinks:
+                sink.write(result)
+            if on_result is not None:
+                on_result(result)
+
+        try:
+            while True:
+                while errors:
+                    index, frame_id, message = errors.popleft()
+                    summary.corrupt += 1
+                    summary.errors.append((index, message))
+                    emit(FrameResult(index, frame_id, error=message))
+                try:
+                    result = results_q.get(timeout=0.1)
+                except TimeoutError:
+                    continue
+                except QueueClosed:
+                    break
+                if result.error is not None:
+                    summary.corrupt += 1
+                    summary.errors.append((result.index, result.error))
+                    emit(result)
+                    continue
+                result.latency_s = (time.monotonic_ns() - result.source_time_ns) * 1e-9
+                result.dropped_so_far = dropped_now()
+                summary.processed += 1
+                summary.latencies_s.append(result.latency_s)
+                self.latest = result
+                emit(result)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        fps=f"{summary.processed / (time.perf_counter() - start):.1f}",
+                        dropped=result.dropped_so_far,
+                        refresh=False,
+                    )
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            self._stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            while errors:
+                index, frame_id, message = errors.popleft()
+                summary.corrupt += 1
+                summary.errors.append((index, message))
+            summary.seconds = time.perf_counter() - start
+            ring = ring_holder.get("ring")
+            summary.stage_dropped = {
+                "raw_ring": ring.stats.overwritten if ring else 0,
+                "barcode_queue": barcodes_q.stats.dropped,
+                "result_queue": results_q.stats.dropped,
+            }
+            summary.max_pending = {
+                "raw_ring": ring.stats.max_pending if ring else 0,
+                "barcode_queue": barcodes_q.stats.max_pending,
+                "result_queue": results_q.stats.max_pending,
+            }
+            summary.dropped = sum(summary.stage_dropped.values())
+            summary.source_dropped = int(getattr(source, "dropped", 0) or 0)
+            if bar is not None:
+                bar.close()
+            for sink in sinks:
+                sink.close(summary)
+            source.close()
+        if failures and not summary.interrupted:
+            raise RuntimeError(f"a pipeline stage failed: {failures[0]!r}") from failures[0]
+        return summary
+
+
+def _intensity(barcodes: np.ndarray) -> np.ndarray:
+    """Mean barcode per metapixel (h, w) float32, DN; 0 where every sub-filter is empty."""
+    finite = np.isfinite(barcodes)
+    total = np.where(finite, barcodes, 0).sum(-1)
+    return (total / np.maximum(finite.sum(-1), 1)).astype(np.float32)
+
+
+def _progress_bar(enabled: bool, total):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total or None, unit="frame", desc="decode", dynamic_ncols=True)

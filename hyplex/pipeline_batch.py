@@ -1,0 +1,222 @@
+"""Offline decoding of files: one :class:`SegmentJob` per input, run here or on Dask workers.
+
+``hyplex segment`` builds one job per input (a recording, a video, an image folder) and runs
+them one after the other, or on a Dask ``LocalCluster`` of single-threaded worker processes
+(``workers`` > 1, as ``optics.library_build``). Each job writes into ``out_dir``::
+
+    <stem>.labels.h5    label maps, confidences and (optionally) cubes (``DecodedWriter``)
+    <stem>.overlay.mp4  the segmentation overlay (``OverlayVideoWriter``)
+    <stem>.stats.csv    per-frame latency and drops; <stem>.stats.json the run's summary
+
+A job that fails (a bad header, a model that does not fit) is reported with its reason; the
+other jobs still run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SegmentJob:
+    """One input to decode (all fields picklable, for Dask workers).
+
+    Attributes
+    ----------
+    input : str
+        Recording (.h5), video file, image folder or glob.
+    out_dir : str
+    reconstructor, segmenter, bundle : str or None
+        Model files (TorchScript or pickled modules) or a design bundle directory.
+    calibration : str or None
+        Calibration file: layout (registration), dark, flat, defects.
+    pitch_px : float
+        Sub-filter pitch for ``MosaicLayout.fit`` when neither calibration nor bundle gives a
+        layout, sensor pixels.
+    temporal : bool
+        Smooth the labels over time (:class:`hyplex.models.temporal.GatedLogitSmoother`).
+    cube : bool
+        Store the reconstructed cubes.
+    video : bool
+        Write the overlay MP4.
+    inference, pipeline : dict
+        Fields of InferenceConfig and PipelineConfig.
+    progress : bool
+    """
+
+    input: str
+    out_dir: str
+    reconstructor: str | None = None
+    segmenter: str | None = None
+    bundle: str | None = None
+    calibration: str | None = None
+    pitch_px: float = 7.287
+    temporal: bool = False
+    cube: bool = True
+    video: bool = True
+    inference: dict = field(default_factory=dict)
+    pipeline: dict = field(default_factory=dict)
+    progress: bool = False
+
+
+def _models(job: SegmentJob) -> dict:
+    from hyplex.pipeline_models import load_bundle_models, load_module
+
+    models = {
+        "reconstructor": None,
+        "segmenter": None,
+        "wavelengths_nm": None,
+        "class_names": None,
+        "layout": None,
+    }
+    if job.bundle:
+        models.update(load_bundle_models(job.bundle))
+    if job.reconstructor:
+        models["reconstructor"] = load_module(job.reconstructor)
+    if job.segmenter:
+        models["segmenter"] = load_module(job.segmenter)
+    if models["reconstructor"] is None and models["segmenter"] is None:
+        raise ValueError("no model: give --bundle, --reconstructor and/or --segmenter")
+    return models
+
+
+def _n_outputs(module, in_channels: int, n_filters: int, shape=(8, 8)) -> int:
+    """Output channels of ``module`` on a zero input (B=1, C, 8, 8)."""
+    import torch
+
+    with torch.no_grad():
+        return int(module(torch.zeros(1, in_channels or n_filters, *shape)).shape[1])
+
+
+def segment_file(job: SegmentJob) -> dict:
+    """Run one job (see the module doc); returns the run summary as a dict plus ``outputs``."""
+    from hyplex.calibration.store import load_calibration
+    from hyplex.models.temporal import GatedLogitSmoother
+    from hyplex.pipeline import Pipeline, PipelineConfig
+    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine
+    from hyplex.pipeline_outputs import DecodedWriter, OverlayVideoWriter, StatsWriter
+    from hyplex.pipeline_sources import open_source
+    from hyplex.pipeline_stages import DarkFlat, Preprocessor
+    from hyplex.simulation.layout import MosaicLayout
+
+    source = open_source(job.input)
+    try:
+        shape = getattr(source, "sensor_shape", None)
+        if shape is None:
+            raise ValueError(f"{job.input}: cannot tell the frame shape before reading")
+        models = _models(job)
+        darkflat, layout, scale = None, models.get("layout"), None
+        if job.calibration:
+            calibration = load_calibration(job.calibration, sensor_shape=shape)
+            layout = calibration.layout or layout
+            darkflat = DarkFlat.from_calibration(calibration)
+            flat = calibration.sections.get("flat", {})
+            if "channel_level_dn" in flat and layout is not None:
+                # white-reference level per filter: the barcode normalisation of the decoders
+                scale = np.asarray(flat["channel_level_dn"][: layout.n_filters], np.float32)
+        if layout is None:
+            layout = MosaicLayout.fit(shape, pitch_px=job.pitch_px)
+        preprocessor = Preprocessor(layout, shape, darkflat)
+        inference = dict(job.inference)
+        if scale is not None and "input_scale_dn" not in inference:
+            inference["input_scale_dn"] = scale
+        config = InferenceConfig(**inference)
+        segmenter, n_classes = models["segmenter"], 0
+        if segmenter is not None:
+            in_channels = None
+            if config.segment_from == "cube":
+                in_channels = _n_outputs(models["reconstructor"], None, layout.n_filters)
+            n_classes = _n_outputs(segmenter, in_channels, layout.n_filters)
+        temporal = GatedLogitSmoother(n_classes) if job.temporal and n_classes >= 2 else None
+        engine = InferenceEngine(models["reconstructor"], segmenter, temporal, config)
+        pipeline = Pipeline(preprocessor, engine, PipelineConfig(**job.pipeline))
+        out_dir = Path(job.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = Path(job.input.rstrip("/*")).stem or "frames"
+        n_bands = 0
+        if job.cube and models["reconstructor"] is not None:
+            n_bands = (
+                len(config.bands)
+                if config.bands
+                else _n_outputs(models["reconstructor"], None, layout.n_filters)
+            )
+        wavelengths = models.get("wavelengths_nm")
+        if wavelengths is not None and config.bands:
+            wavelengths = np.asarray(wavelengths)[list(config.bands)]
+        outputs = {"labels": out_dir / f"{stem}.labels.h5", "stats": out_dir / f"{stem}.stats.csv"}
+        sinks = [
+            DecodedWriter(
+                outputs["labels"],
+                layout.metapixels,
+                max(n_classes, 1),
+                n_bands,
+                wavelengths,
+                models.get("class_names"),
+            ),
+            StatsWriter(outputs["stats"]),
+        ]
+        if job.video and segmenter is not None:
+            outputs["video"] = out_dir / f"{stem}.overlay.mp4"
+            sinks.append(OverlayVideoWriter(outputs["video"], n_classes))
+        summary = pipeline.run(source, sinks, progress=job.progress)
+    finally:
+        source.close()
+    result = summary.to_dict()
+    result["input"], result["outputs"] = job.input, {k: str(v) for k, v in outputs.items()}
+    return result
+
+
+def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
+    """Run every job; each result is its summary, or ``{"input", "error"}`` if it failed.
+
+    ``workers`` > 1 runs them on a Dask LocalCluster of single-threaded processes.
+    ``on_done(result)`` is called as each job ends (progress).
+    """
+    results = []
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            try:
+                result = segment_file(job)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # reported; the other jobs still run
+                result = {"input": job.input, "error": f"{type(error).__name__}: {error}"}
+            results.append(result)
+            if on_done is not None:
+                on_done(result)
+        return results
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    from hyplex.optics.library_build import WORKER_ENV
+
+    with (
+        LocalCluster(
+            n_workers=int(workers),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+            env=WORKER_ENV,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        futures = {client.submit(segment_file, job, pure=False): job for job in jobs}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as error:
+                result = {
+                    "input": futures[future].input,
+                    "error": f"{type(error).__name__}: {error}",
+                }
+            results.append(result)
+            if on_done is not None:
+                on_done(result)
+    order = {os.fspath(job.input): i for i, job in enumerate(jobs)}
+    return sorted(results, key=lambda r: order.get(r["input"], 0))

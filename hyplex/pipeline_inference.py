@@ -1,0 +1,295 @@
+"""The inference stage of the streaming engine: barcodes -> spectral cube and labels (torch).
+
+::
+
+    barcodes (B, h, w, n_filters) float32 numpy, DN
+        --/ input_scale_dn, NaN -> 0--> x (B, n_filters, h, w) torch   [pinned, non_blocking]
+        --reconstructor--> cube (B, L, h, w) --bands--> (B, h, w, L') numpy float32
+        --segmenter (x, or the cube)--> logits (B, K, h, w)
+        --temporal module (optional, frame by frame)--> labels (B, h, w) uint8/int16
+
+Any ``nn.Module`` with the forward ``(B, C, h, w) -> (B, out, h, w)`` serves as reconstructor
+or segmenter (``hyplex.models.reconstruction`` / ``segmentation``, a design bundle's decoders,
+a TorchScript file). On CUDA: a pinned host buffer and a side stream for the upload,
+channels_last, bf16/fp16 autocast and optional ``torch.compile``; on the CPU: fp32, eager or
+compiled, ``torch.set_num_threads`` sized to the cores left by preprocessing.
+:func:`decode_reference` is the plain per-frame path the engine must agree with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class InferenceConfig:
+    """How the models run.
+
+    Attributes
+    ----------
+    device : str
+        "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+    batch_size : int
+        Frames per forward pass at most (the engine batches what is waiting, never waits).
+    precision : str
+        "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16" (autocast).
+    channels_last : bool
+        NHWC memory format on CUDA (tensor cores for the convolutions).
+    compile : bool
+        ``torch.compile`` the models (first frames are slow while it compiles).
+    input_scale_dn : float or numpy.ndarray (n_filters,)
+        Barcodes are divided by this (DN) before the models: the scale they were trained at
+        (per filter: the white-reference level of each filter, as the design bundles' decoders
+        expect, ``hyplex.models.encoder_capture``).
+    bands : tuple of int or None
+        Indices of the reconstructed bands to keep (None: all).
+    segment_from : str
+        "barcodes" (the segmenter reads the barcodes) or "cube" (the reconstructed cube).
+    torch_threads : int or None
+        CPU threads for torch (None: the cores minus one for preprocessing, at least one).
+    workers : int or None
+        Frames (batches) decoded concurrently by separate threads, each with
+        ``torch_threads``; results keep the frame order. None: the cores // ``torch_threads``
+        (inter-frame parallelism scales better than intra-op threads on these small-channel
+        networks). Always 1 with a temporal module (its state
+        is sequential) and on CUDA.
+    """
+
+    device: str = "auto"
+    batch_size: int = 1
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    input_scale_dn: float = 1.0
+    bands: tuple[int, ...] | None = None
+    segment_from: str = "barcodes"
+    torch_threads: int | None = None
+    workers: int | None = None
+
+    def __post_init__(self):
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        scale = np.asarray(self.input_scale_dn, np.float32)
+        if scale.ndim > 1 or not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise ValueError(
+                "input_scale_dn must be > 0 DN, one number or one per filter, got "
+                f"{self.input_scale_dn!r}"
+            )
+        self.input_scale_dn = float(scale) if scale.ndim == 0 else scale
+        if self.segment_from not in ("barcodes", "cube"):
+            raise ValueError(
+                f"segment_from must be 'barcodes' or 'cube', got {self.segment_from!r}"
+            )
+        if self.bands is not None:
+            self.bands = tuple(int(b) for b in self.bands)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``torch.device`` for "auto" | "cpu" | "cuda[:N]"; ValueError for CUDA without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU")
+    return device
+
+
+@dataclass
+class DecodedBatch:
+    """Outputs of one forward pass over B frames.
+
+    Attributes
+    ----------
+    cube : numpy.ndarray, float32 (B, h, w, L') or None
+        Reconstructed spectra of the kept bands.
+    labels : numpy.ndarray, (B, h, w) uint8 (K <= 256) or int16, or None
+    confidence : numpy.ndarray, float32 (B, h, w) or None
+        Probability of the chosen class.
+    """
+
+    cube: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _label_dtype(n_classes: int):
+    return np.uint8 if n_classes <= 256 else np.int16
+
+
+def _prepare(barcodes: np.ndarray, scale: float) -> np.ndarray:
+    """(B, h, w, n) DN -> (B, h, w, n) float32 scaled, NaN (empty sub-filter) -> 0."""
+    x = np.asarray(barcodes, np.float32) / np.asarray(scale, np.float32)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def decode_reference(
+    barcodes,
+    reconstructor=None,
+    segmenter=None,
+    input_scale_dn=1.0,
+    bands=None,
+    segment_from="barcodes",
+) -> DecodedBatch:
+    """The plain path: one frame's barcodes (h, w, n_filters), eager fp32 torch on the CPU,
+    no batching, no temporal model. The streaming engine must reproduce it."""
+    x = torch.from_numpy(_prepare(barcodes[None], input_scale_dn)).permute(0, 3, 1, 2)
+    out = DecodedBatch()
+    with torch.no_grad():
+        cube = None
+        if reconstructor is not None:
+            cube = reconstructor(x)
+            kept = cube if bands is None else cube[:, list(bands)]
+            out.cube = kept.permute(0, 2, 3, 1).float().numpy()[0]
+        if segmenter is not None:
+            source = cube if segment_from == "cube" else x
+            probabilities = torch.softmax(segmenter(source).float(), 1)
+            confidence, labels = probabilities.max(1)
+            out.labels = labels.numpy()[0].astype(_label_dtype(probabilities.shape[1]))
+            out.confidence = confidence.numpy()[0]
+    return out
+
+
+class InferenceEngine:
+    """Runs the reconstructor, segmenter and temporal module on batches (see the module doc).
+
+    Parameters
+    ----------
+    reconstructor, segmenter : torch.nn.Module or None
+        At least one. Forward ``(B, C, h, w) -> (B, out, h, w)``.
+    temporal : nn.Module or None
+        ``forward(logits, features, state) -> (log_probabilities, state)``, e.g.
+        :class:`hyplex.models.temporal.GatedLogitSmoother`; applied frame by frame in order.
+    config : InferenceConfig
+    """
+
+    def __init__(
+        self,
+        reconstructor=None,
+        segmenter=None,
+        temporal=None,
+        config: InferenceConfig | None = None,
+    ):
+        if reconstructor is None and segmenter is None:
+            raise ValueError("give a reconstructor, a segmenter or both")
+        for name, module in (
+            ("reconstructor", reconstructor),
+            ("segmenter", segmenter),
+            ("temporal", temporal),
+        ):
+            if module is not None and not callable(module):
+                raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
+        self.config = config or InferenceConfig()
+        if self.config.workers is not None and (
+            int(self.config.workers) != self.config.workers or self.config.workers < 1
+        ):
+            raise ValueError(f"workers must be an integer >= 1, got {self.config.workers!r}")
+        if self.config.segment_from == "cube" and reconstructor is None:
+            raise ValueError("segment_from='cube' needs a reconstructor")
+        self.device = resolve_device(self.config.device)
+        self.cuda = self.device.type == "cuda"
+        cores = os.cpu_count() or 1
+        threads = self.config.torch_threads or max(1, cores - 1)
+        if not self.cuda:
+            torch.set_num_threads(int(threads))
+        workers = self.config.workers or (1 if self.cuda else max(1, cores // int(threads)))
+        # one worker on CUDA: its pinned buffer and upload stream are per engine
+        self.workers = 1 if temporal is not None or self.cuda else int(workers)
+        precision = self.config.precision
+        if precision == "auto":
+            precision = "bf16" if self.cuda else "fp32"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.models = {}
+        for name, module in (
+            ("reconstructor", reconstructor),
+            ("segmenter", segmenter),
+            ("temporal", temporal),
+        ):
+            if module is None:
+                continue
+            if isinstance(module, nn.Module):
+                module = module.to(self.device).eval()
+                if self.cuda and self.config.channels_last and name != "temporal":
+                    module = module.to(memory_format=torch.channels_last)
+            if self.config.compile and name != "temporal":
+                module = torch.compile(module, dynamic=False)
+            self.models[name] = module
+        self._state = None
+        self._pinned: torch.Tensor | None = None
+        self._upload_stream = torch.cuda.Stream(self.device) if self.cuda else None
+
+    def reset(self) -> None:
+        """Forget the temporal state (a new stream or a cut)."""
+        self._state = None
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters of each model."""
+        counts = {}
+        for name, module in self.models.items():
+            params = getattr(module, "parameters", None)
+            counts[name] = sum(p.numel() for p in params()) if params else 0
+        return counts
+
+    def _upload(self, x: np.ndarray) -> torch.Tensor:
+        """(B, h, w, n) float32 numpy -> (B, n, h, w) tensor on the device."""
+        host = torch.from_numpy(x)
+        if not self.cuda:
+            return host.permute(0, 3, 1, 2)
+        if self._pinned is None or self._pinned.shape != host.shape:
+            self._pinned = torch.empty(host.shape, dtype=torch.float32, pin_memory=True)
+        self._pinned.copy_(host)
+        with torch.cuda.stream(self._upload_stream):
+            device_x = self._pinned.to(self.device, non_blocking=True)
+        torch.cuda.current_stream(self.device).wait_stream(self._upload_stream)
+        device_x = device_x.permute(0, 3, 1, 2)  # NHWC storage: already channels_last
+        if not self.config.channels_last:
+            device_x = device_x.contiguous()
+        return device_x
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def __call__(self, barcodes: np.ndarray) -> DecodedBatch:
+        """Decode a batch of barcodes (B, h, w, n_filters) DN (see the module doc)."""
+        barcodes = np.asarray(barcodes)
+        if barcodes.ndim != 4:
+            raise ValueError(f"barcodes must be (B, h, w, n_filters), got {barcodes.shape}")
+        x = self._upload(_prepare(barcodes, self.config.input_scale_dn))
+        out = DecodedBatch()
+        with torch.inference_mode(), self._autocast():
+            cube = None
+            if "reconstructor" in self.models:
+                cube = self.models["reconstructor"](x)
+                kept = cube if self.config.bands is None else cube[:, list(self.config.bands)]
+                out.cube = kept.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            if "segmenter" in self.models:
+                source = cube if self.config.segment_from == "cube" else x
+                logits = self.models["segmenter"](source).float()
+                if "temporal" in self.models:
+                    features = x.float()
+                    frames = []
+                    for b in range(logits.shape[0]):
+                        smoothed, self._state = self.models["temporal"](
+                            logits[b : b + 1], features[b : b + 1], self._state
+                        )
+                        frames.append(smoothed)
+                    logits = torch.cat(frames, 0)
+                probabilities = torch.softmax(logits, 1)
+                confidence, labels = probabilities.max(1)
+                out.labels = (
+                    labels.to(torch.int16).cpu().numpy().astype(_label_dtype(logits.shape[1]))
+                )
+                out.confidence = confidence.cpu().numpy()
+        return out

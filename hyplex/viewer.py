@@ -1,0 +1,330 @@
+"""Live viewer: a local web page showing the engine's output as it streams (``hyplex view``).
+
+::
+
+    Pipeline.run (background thread) --on_result--> LiveSession (latest FrameResult, counters)
+    FastAPI app (uvicorn, localhost):
+      GET /                         the page (``viewer_page.PAGE_HTML``)
+      GET /stream/{view}            MJPEG (multipart/x-mixed-replace): raw | rgb | band | overlay
+      GET /frame/{view}.jpg         one JPEG of the latest frame
+      GET /api/status               frames, fps, drops, corrupt, latency, cube shape, wavelengths
+      GET /api/spectrum?row=&col=   the reconstructed spectrum of one metapixel (JSON)
+
+The page shows the raw frame, an RGB (or one band) rendering of the reconstructed cube, the
+segmentation overlay, fps and drops; clicking a metapixel on either map fetches its spectrum
+and draws it (SVG). Images are sent at metapixel resolution times an integer scale and scaled
+by the browser, so a click's position maps straight to a (row, col).
+"""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from hyplex.pipeline_outputs import overlay, rgb_rendering, to_uint8
+from hyplex.viewer_page import PAGE_HTML
+
+VIEWS = ("raw", "rgb", "band", "overlay")
+
+
+class LiveSession:
+    """Runs a pipeline on a source in a background thread and keeps its latest result.
+
+    Parameters
+    ----------
+    pipeline : hyplex.pipeline.Pipeline
+        Configured with ``raw_preview_px`` > 0 to show raw frames.
+    source : anything :meth:`Pipeline.run` accepts
+    wavelengths_nm : array_like (L',)
+        Wavelengths of the reconstructed (kept) bands, nm.
+    class_names : list of str
+    image_width_px : int
+        Cube and overlay images are scaled by an integer to about this width.
+    """
+
+    def __init__(self, pipeline, source, wavelengths_nm, class_names, image_width_px: int = 384):
+        self.pipeline, self.source = pipeline, source
+        self.wavelengths_nm = np.asarray(wavelengths_nm, float)
+        self.class_names = list(class_names)
+        self.image_width_px = int(image_width_px)
+        self.count = 0
+        self.latest = None
+        self.error: str | None = None
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._recent: list[float] = []
+
+    def start(self) -> "LiveSession":
+        self._thread = threading.Thread(
+            target=self._run, name="hyplex-viewer-pipeline", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.pipeline.run(self.source, on_result=self._on_result)
+        except Exception as error:  # shown on the page
+            self.error = repr(error)
+
+    def _on_result(self, result) -> None:
+        if result.error is not None:
+            return
+        now = time.monotonic()
+        with self._cond:
+            self.latest = result
+            self.count += 1
+            self._recent = [t for t in self._recent if now - t < 2.0] + [now]
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def wait_newer(self, count: int, timeout: float) -> bool:
+        """True once more than ``count`` frames were shown (False after ``timeout`` s)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.count > count, timeout)
+
+    def status(self) -> dict:
+        summary = self.pipeline.summary
+        result = self.latest
+        fps = (
+            (len(self._recent) - 1) / (self._recent[-1] - self._recent[0])
+            if len(self._recent) > 1 and self._recent[-1] > self._recent[0]
+            else 0.0
+        )
+        return {
+            "frames": self.count,
+            "fps": round(fps, 2),
+            "dropped": int(summary.dropped or (result.dropped_so_far if result else 0)),
+            "source_dropped": int(getattr(self.source, "dropped", 0) or 0),
+            "corrupt": int(summary.corrupt),
+            "latency_ms": None if result is None else round(result.latency_s * 1e3, 1),
+            "shape": None if result is None or result.labels is None else list(result.labels.shape),
+            "n_bands": int(self.wavelengths_nm.size),
+            "wavelengths_nm": self.wavelengths_nm.tolist(),
+            "class_names": self.class_names,
+            "error": self.error,
+        }
+
+    def spectrum(self, row: int, col: int) -> dict:
+        """The latest reconstructed spectrum at metapixel (row, col); ValueError if outside."""
+        result = self.latest
+        if result is None or result.cube is None:
+            raise LookupError("no reconstructed frame yet")
+        h, w = result.cube.shape[:2]
+        if not (0 <= row < h and 0 <= col < w):
+            raise ValueError(f"metapixel ({row}, {col}) outside the {h} x {w} map")
+        label = None if result.labels is None else int(result.labels[row, col])
+        return {
+            "row": row,
+            "col": col,
+            "frame": self.count,
+            "wavelengths_nm": self.wavelengths_nm.tolist(),
+            "values": [float(v) for v in result.cube[row, col]],
+            "label": label,
+            "class_name": None
+            if label is None or label >= len(self.class_names)
+            else self.class_names[label],
+        }
+
+    def image(self, view: str, band: int | None = None) -> np.ndarray | None:
+        """RGB or grey uint8 image of the latest frame for ``view`` (None: nothing yet)."""
+        result = self.latest
+        if result is None:
+            return None
+        if view == "raw":
+            return None if result.raw_preview is None else to_uint8(result.raw_preview)
+        scale = max(1, self.image_width_px // max(result.intensity.shape[1], 1))
+        if view == "overlay":
+            if result.labels is None:
+                return None
+            return overlay(result.intensity, result.labels, len(self.class_names), scale=scale)
+        if result.cube is None:
+            return None
+        image = rgb_rendering(result.cube, self.wavelengths_nm, band if view == "band" else None)
+        return np.repeat(np.repeat(image, scale, 0), scale, 1)
+
+    def jpeg(self, view: str, band: int | None = None) -> bytes | None:
+        import cv2
+
+        image = self.image(view, band)
+        if image is None:
+            return None
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return data.tobytes() if ok else None
+
+
+def create_app(session: LiveSession):
+    """The FastAPI app of ``session`` (see the module doc)."""
+    # No ``from __future__ import annotations`` in this module: FastAPI reads these
+    # annotations (Query) at run time to inject the arguments.
+    from fastapi import FastAPI, HTTPException, Query
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+    app = FastAPI(title="hyplex live viewer")
+
+    def check_view(view: str) -> None:
+        if view not in VIEWS:
+            raise HTTPException(404, f"unknown view {view!r}; one of {list(VIEWS)}")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return PAGE_HTML
+
+    @app.get("/api/status")
+    def status():
+        return JSONResponse(session.status())
+
+    @app.get("/api/spectrum")
+    def spectrum(row: int = Query(...), col: int = Query(...)):
+        try:
+            return JSONResponse(session.spectrum(row, col))
+        except LookupError as error:
+            raise HTTPException(503, str(error)) from None
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @app.get("/frame/{view}.jpg")
+    def frame(view: str, band: int | None = None):
+        check_view(view)
+        data = session.jpeg(view, band)
+        if data is None:
+            raise HTTPException(503, f"no {view} image yet")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/stream/{view}")
+    async def stream(view: str, band: int | None = None):
+        check_view(view)
+
+        async def frames():  # cancelled by Starlette when the client goes away
+            shown = -1
+            while not getattr(app.state, "closing", False):
+                if session.count != shown:
+                    shown = session.count
+                    data = await asyncio.to_thread(session.jpeg, view, band)
+                    if data is not None:
+                        yield (
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                            + str(len(data)).encode()
+                            + b"\r\n\r\n"
+                            + data
+                            + b"\r\n"
+                        )
+                await asyncio.sleep(0.03)
+
+        return StreamingResponse(
+            frames(),
+            media_type="multipart/x-mixed-replace; boundary=frame",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return app
+
+
+class ViewerServer:
+    """uvicorn serving :func:`create_app` in a background thread (``with`` or start/stop).
+
+    Parameters
+    ----------
+    session : LiveSession
+    host, port : str, int
+        Port 0 picks a free one (``url`` tells which, once started).
+    """
+
+    def __init__(self, session: LiveSession, host: str = "127.0.0.1", port: int = 8000):
+        import uvicorn
+
+        self.session = session
+        self.app = create_app(session)
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.host, self._thread = host, None
+
+    @property
+    def url(self) -> str:
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}"
+
+    def start(self, timeout: float = 20.0) -> "ViewerServer":
+        self._thread = threading.Thread(
+            target=self.server.run, name="hyplex-viewer-http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the viewer's HTTP server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.app.state.closing = True
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "ViewerServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def simulated_session(
+    sensor_shape=(240, 320),
+    pitch_px: float | None = None,
+    n_frames: int = 16,
+    frame_rate_hz: float = 15.0,
+    seed: int = 0,
+    policy: str = "drop_oldest",
+):
+    """A :class:`LiveSession` on the camera twin looking at a synthetic video (34 bands),
+    with models fitted on the twin (:func:`~hyplex.pipeline_models.twin_models`)."""
+    from hyplex.devices.sim_camera import SimulatedCamera
+    from hyplex.pipeline import Pipeline, PipelineConfig
+    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine
+    from hyplex.pipeline_models import twin_models
+    from hyplex.pipeline_sources import CameraSource
+    from hyplex.pipeline_stages import Preprocessor
+    from hyplex.simulation.camera import default_camera
+    from hyplex.simulation.grids import prototype_grid
+    from hyplex.simulation.video import make_video
+
+    grid = prototype_grid()
+    rows, cols = (int(v) for v in sensor_shape)
+    if pitch_px is None:  # the prototype's pitch on a full sensor, 3 px on small ones
+        pitch_px = 7.287 if min(rows, cols) >= 1000 else 3.0
+    scene_shape = (
+        (max(rows // 4, 16), max(cols // 4, 16)) if rows < 1000 else (rows // 20, cols // 20)
+    )
+    video = make_video(n_frames, scene_shape, grid, seed=seed)
+    twin = default_camera(grid, (rows, cols), pitch_px=pitch_px)
+    camera = SimulatedCamera(
+        video, twin=twin, frame_rate_hz=frame_rate_hz, cycle_frames=min(n_frames, 8), seed=seed
+    )
+    preprocessor = Preprocessor(twin.encoder.layout, (rows, cols))
+    models = twin_models(camera, video, preprocessor, frames=range(0, min(n_frames, 8), 2))
+    engine = InferenceEngine(
+        models.reconstructor,
+        models.segmenter,
+        config=InferenceConfig(input_scale_dn=models.input_scale_dn),
+    )
+    pipeline = Pipeline(
+        preprocessor, engine, PipelineConfig(policy=policy, raw_preview_px=min(cols, 640))
+    )
+    source = CameraSource(camera, policy="newest_only")
+    return LiveSession(pipeline, source, models.wavelengths_nm, models.class_names)

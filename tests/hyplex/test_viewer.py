@@ -1,0 +1,175 @@
+"""The live viewer in a real headless browser (Debian chromium + chromedriver, Selenium).
+
+Skipped only when chromium or chromedriver (apt: ``chromium chromium-driver``) or the Python
+packages (selenium, fastapi, uvicorn) are not installed.
+"""
+
+import itertools
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+webdriver = pytest.importorskip("selenium.webdriver")
+
+from hyplex.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from hyplex.pipeline_inference import InferenceConfig, InferenceEngine  # noqa: E402
+from hyplex.pipeline_stages import Preprocessor  # noqa: E402
+from hyplex.simulation.layout import MosaicLayout  # noqa: E402
+from hyplex.viewer import LiveSession, ViewerServer  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if shutil.os.path.exists("/usr/bin/chromedriver") else None
+)
+SHAPE = (120, 160)
+N_BANDS = 34
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+def _moving_frames(layout: MosaicLayout):
+    """An endless stream: a bright square moving over noise, ~20 frames per second."""
+    rng = np.random.default_rng(0)
+    for t in itertools.count():
+        frame = rng.integers(800, 1200, SHAPE, dtype=np.uint16)
+        top, left = (5 * t) % 80, (7 * t) % 120
+        frame[top : top + 40, left : left + 40] += 2000
+        time.sleep(0.05)
+        yield frame
+
+
+@pytest.fixture(scope="module")
+def viewer():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    layout = MosaicLayout.fit(SHAPE, pitch_px=3.0)
+    reconstructor = nn.Conv2d(9, N_BANDS, 1)
+    segmenter = nn.Conv2d(9, 4, 1)
+    with torch.no_grad():  # a segmenter that follows the brightness, so the overlay moves
+        segmenter.weight.zero_()
+        segmenter.weight[:, :, 0, 0] = torch.linspace(-1, 1, 4)[:, None]
+        segmenter.bias.copy_(torch.tensor([1.5, 0.5, -0.5, -1.5]))
+    engine = InferenceEngine(reconstructor, segmenter, config=InferenceConfig(input_scale_dn=1e3))
+    pipeline = Pipeline(
+        Preprocessor(layout, SHAPE),
+        engine,
+        PipelineConfig(policy="drop_oldest", raw_preview_px=SHAPE[1]),
+    )
+    wavelengths = np.linspace(400.0, 730.0, N_BANDS)
+    session = LiveSession(pipeline, _moving_frames(layout), wavelengths, ["a", "b", "c", "d"])
+    session.start()
+    server = ViewerServer(session, port=0).start()
+    assert session.wait_newer(0, 30.0), f"no frame decoded: {session.status()['error']}"
+    yield server
+    server.stop()
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(15)
+    yield driver
+    driver.quit()
+
+
+def _wait(predicate, timeout=10.0, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+IMAGE_HASH_JS = """
+const img = document.getElementById(arguments[0]);
+if (!img.complete || img.naturalWidth === 0) return null;
+const canvas = document.createElement('canvas');
+canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+const context = canvas.getContext('2d');
+context.drawImage(img, 0, 0);
+const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+let hash = 0;
+for (let i = 0; i < data.length; i += 7) hash = (hash * 31 + data[i]) >>> 0;
+return [canvas.width, canvas.height, hash];
+"""
+
+
+def test_page_streams_frames_and_shows_spectrum_on_click(viewer, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(viewer.url + "/")
+    assert "hyplex live viewer" in browser.title
+    counter = browser.find_element(By.ID, "frame-count")
+    first = _wait(lambda: int(counter.text or 0), message="the frame counter to start")
+    _wait(lambda: int(counter.text) > first + 3, message="the frame counter to increase")
+    assert float(browser.find_element(By.ID, "fps").text) > 0
+
+    # the MJPEG images load and change from frame to frame
+    for image_id in ("raw", "cube", "overlay"):
+        _wait(lambda i=image_id: browser.execute_script(IMAGE_HASH_JS, i), message=image_id)
+    raw = browser.execute_script(IMAGE_HASH_JS, "raw")
+    assert raw[:2] == [SHAPE[1], SHAPE[0]]
+    overlay_hash = browser.execute_script(IMAGE_HASH_JS, "overlay")
+    _wait(
+        lambda: browser.execute_script(IMAGE_HASH_JS, "overlay")[2] != overlay_hash[2],
+        message="the overlay to change",
+    )
+    _wait(
+        lambda: browser.execute_script(IMAGE_HASH_JS, "raw")[2] != raw[2],
+        message="the raw frame to change",
+    )
+
+    # a click on the overlay fetches and draws that metapixel's spectrum
+    overlay = browser.find_element(By.ID, "overlay")
+    browser.execute_script("arguments[0].scrollIntoView();", overlay)
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).move_to_element_with_offset(overlay, 10, 10).click().perform()
+    info = browser.find_element(By.ID, "spectrum-info")
+    _wait(lambda: "metapixel" in info.text, message="the spectrum to be shown")
+    assert f"{N_BANDS} bands" in info.text
+    points = browser.find_element(By.ID, "spectrum-line").get_attribute("points").split()
+    assert len(points) == N_BANDS
+    # the click landed right of and below the centre: the metapixel says so
+    row, col = (int(v) for v in info.text.split("(")[1].split(")")[0].split(","))
+    h, w = viewer.session.latest.labels.shape
+    assert h // 2 <= row < h and w // 2 <= col < w
+
+
+def test_status_and_spectrum_endpoints(viewer):
+    import httpx
+
+    status = httpx.get(viewer.url + "/api/status", timeout=5).json()
+    assert status["frames"] > 0 and status["n_bands"] == N_BANDS and status["error"] is None
+    h, w = status["shape"]
+    spectrum = httpx.get(viewer.url + "/api/spectrum", params={"row": 1, "col": 2}).json()
+    assert len(spectrum["values"]) == N_BANDS and spectrum["label"] in range(4)
+    outside = httpx.get(viewer.url + "/api/spectrum", params={"row": h, "col": 0})
+    assert outside.status_code == 400 and "outside" in outside.text
+    assert httpx.get(viewer.url + "/stream/nope").status_code == 404
+    jpeg = httpx.get(viewer.url + "/frame/overlay.jpg")
+    assert jpeg.status_code == 200 and jpeg.content[:2] == b"\xff\xd8"
