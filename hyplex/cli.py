@@ -10,10 +10,13 @@ import typer
 
 from hyplex import __version__
 from hyplex.cli_calibrate import register as register_calibrate
+from hyplex.cli_design import register as register_design
 from hyplex.cli_devices import register as register_devices
 from hyplex.cli_inverse import register as register_inverse
 from hyplex.cli_library import library_app
+from hyplex.cli_refit import register as register_refit
 from hyplex.cli_simulate import simulate_app
+from hyplex.cli_video import register as register_video
 
 app = typer.Typer(
     help="hyplex: snapshot hyperspectral imaging with metasurface encoders.",
@@ -29,6 +32,9 @@ app.add_typer(library_app, name="library")
 register_devices(app)
 register_inverse(app)
 register_calibrate(app)
+register_design(app)
+register_refit(app)
+register_video(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,114 @@
+"""``hyplex design``: co-design a realizable metasurface encoder with its decoders.
+
+Registered in ``hyplex.cli`` by ``register(app)``. Trains
+(:func:`hyplex.models.codesign.train_codesign`), then writes a design bundle
+(:func:`hyplex.models.bundle.save_bundle`) to ``OUT/bundle``; the checkpoint is
+``OUT/checkpoint.pt`` (``--resume`` continues it). Without a library (``--library`` or
+``library_path`` in the config) the library encoders use a small RCWA library solved on the
+spot into ``OUT/quick_library.h5`` (:mod:`hyplex.models.codesign_library`, ~10 s), so even
+``--quick`` trains a fabricable design. Data parallel:
+``torchrun --nproc_per_node 2 $(which hyplex) design ...`` (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["design", "register", "resolve_config"]
+
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="TOML file of CodesignConfig settings.")
+]
+Quick = Annotated[
+    bool, typer.Option("--quick", help="A few-minute CPU run (34 bands, 16 px patches).")
+]
+Library = Annotated[Path | None, typer.Option(help="Response library (HDF5) to choose from.")]
+Out = Annotated[Path, typer.Option(help="Directory of the checkpoint and the bundle.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")]
+Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: CUDA when present).")]
+Steps = Annotated[int | None, typer.Option(help="Override the number of training steps.")]
+
+
+def resolve_config(config_file=None, quick=False, library=None, device=None, steps=None):
+    """The :class:`~hyplex.models.codesign_config.CodesignConfig` of the command line: the
+    quick or default settings, overridden by the TOML file, then by the options."""
+    from hyplex.models.codesign_config import CodesignConfig, quick_config, tomllib
+
+    base = quick_config() if quick else CodesignConfig()
+    values = base.to_dict()
+    if config_file is not None:
+        loaded = CodesignConfig.from_toml(config_file)  # validates the file on its own
+        text = tomllib.loads(Path(config_file).read_text())
+        values.update(
+            {k: v for k, v in loaded.to_dict().items() if k in text.get("codesign", text)}
+        )
+    if library is not None:
+        if not Path(library).is_file():
+            raise ValueError(f"library file {library} does not exist")
+        values["library_path"] = str(library)
+    if device is not None:
+        values["device"] = device
+    if steps is not None:
+        values["steps"] = int(steps)
+    return CodesignConfig.from_dict(values)
+
+
+def design(
+    config: ConfigFile = None,
+    quick: Quick = False,
+    library: Library = None,
+    out: Out = Path("out/design"),
+    resume: Resume = False,
+    device: Device = None,
+    steps: Steps = None,
+) -> None:
+    """Co-design a metasurface encoder with reconstruction and segmentation decoders."""
+    from hyplex.models import distributed
+    from hyplex.models.bundle import save_bundle
+    from hyplex.models.codesign import train_codesign
+
+    began = time.perf_counter()
+    try:
+        settings = resolve_config(config, quick, library, device, steps)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    out.mkdir(parents=True, exist_ok=True)
+    library_data = None
+    if settings.encoder in ("library", "pca") and not settings.library_path:
+        from hyplex.models.codesign_library import quick_library
+
+        typer.echo(f"no library given: solving a quick RCWA library into {out}", err=True)
+        library_data = quick_library(out / "quick_library.h5")
+    typer.echo(
+        f"co-design: encoder {settings.encoder}, {settings.bands} bands "
+        f"{settings.wavelength_range_nm[0]:g}-{settings.wavelength_range_nm[1]:g} nm, "
+        f"{settings.steps} steps, reconstructor {settings.reconstructor}, "
+        f"segmenter {settings.segmenter}",
+        err=True,
+    )
+    try:
+        result = train_codesign(settings, out, resume=resume, library=library_data)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the last checkpoint in {out} is intact; rerun with --resume")
+        raise typer.Exit(130) from None
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    context = distributed.init_distributed(settings.device)
+    if context.is_main:
+        bundle = save_bundle(out / "bundle", result, overwrite=True)
+        for phase, values in result.metrics.items():
+            shown = ", ".join(f"{name} {value:.3g}" for name, value in values.items())
+            typer.echo(f"{phase:>9}: {shown}")
+        if "library_indices" in result.design:
+            typer.echo(f"chosen library designs: {result.design['library_indices'].tolist()}")
+        typer.echo(f"wrote {bundle} in {time.perf_counter() - began:.0f} s")
+    distributed.shutdown(context)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``design`` as a command of ``app``."""
+    app.command("design")(design)

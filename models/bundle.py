@@ -1,0 +1,268 @@
+"""Design bundles: everything needed to fabricate an encoder and decode its frames, on disk.
+
+A bundle is a directory (format ``hyplex-design-bundle``, version 1)::
+
+    bundle.json            format, version, provenance, wavelengths_nm, encoder description
+                           (kind, family, parameter names, library indices), mosaic layout
+                           (MosaicLayout fields), capture settings, decoder names + configs,
+                           class names, held-out metrics
+    design.npz             wavelengths_nm (L,), responses (F, L) and, as the encoder has them,
+                           library_indices (F,), params_nm (F, P), thickness_nm (F,),
+                           geometry_nm (F, P + 1); read with allow_pickle=False
+    decoders.safetensors   reconstructor.* and segmenter.* weights (safetensors: tensors only,
+                           no code is ever unpickled)
+    config.json            the training configuration (CodesignConfig)
+    report.png             filters, reconstructions, segmentation (hyplex.models.report)
+
+:func:`save_bundle` writes into a temporary sibling directory and renames it into place.
+:func:`load_bundle` checks the format and, given ``wavelengths_nm``, that the bundle was trained
+on that grid; anything else is a :class:`BundleError` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hyplex.models.encoder_capture import CaptureSettings
+from hyplex.simulation.layout import MosaicLayout
+
+__all__ = ["FORMAT", "BundleError", "DesignBundle", "default_layout", "save_bundle", "load_bundle"]
+
+FORMAT = "hyplex-design-bundle"
+FORMAT_VERSION = 1
+_ARRAYS = ("library_indices", "params_nm", "thickness_nm", "geometry_nm")
+_FILES = ("bundle.json", "design.npz", "decoders.safetensors", "config.json")
+
+
+class BundleError(ValueError):
+    """A bundle is missing, foreign, corrupt, or trained for another wavelength grid."""
+
+
+@dataclass
+class DesignBundle:
+    """A loaded bundle. ``design`` holds the arrays of ``design.npz`` and the encoder
+    description; ``reconstructor`` and ``segmenter`` are ready (eval mode) torch modules."""
+
+    path: Path
+    wavelengths_nm: np.ndarray
+    responses: np.ndarray
+    design: dict
+    layout: MosaicLayout
+    capture: CaptureSettings
+    reconstructor: torch.nn.Module
+    segmenter: torch.nn.Module
+    class_names: list[str]
+    config: dict
+    metrics: dict
+
+    def encoder(self):
+        """The fabricated encoder as a :class:`~hyplex.models.encoder.FixedResponseEncoder`."""
+        from hyplex.models.encoder import FixedResponseEncoder
+
+        kind = self.design.get("kind", "design")
+        return FixedResponseEncoder(self.responses, self.wavelengths_nm, self.capture, name=kind)
+
+    def model(self):
+        """Encoder + decoders as a :class:`~hyplex.models.codesign.CodesignModel`."""
+        from hyplex.models.codesign import CodesignModel
+
+        return CodesignModel(self.encoder(), self.reconstructor, self.segmenter).eval()
+
+
+def default_layout(n_filters: int) -> MosaicLayout:
+    """The Hyplex 3 x 3 mosaic for 9 filters, else one row of ``n_filters`` sub-filters."""
+    return MosaicLayout() if n_filters == 9 else MosaicLayout(grid=(1, int(n_filters)))
+
+
+def _provenance() -> dict:
+    try:
+        hyplex_version = version("hyplex")
+    except PackageNotFoundError:
+        hyplex_version = "0.0.0+unknown"
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "hyplex_version": hyplex_version,
+        "torch_version": torch.__version__,
+        "created_utc": now,
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_bundle(path, result, layout: MosaicLayout | None = None, report: bool = True,
+                overwrite: bool = False) -> Path:  # fmt: skip
+    """Write the bundle of a :class:`~hyplex.models.codesign.CodesignResult` to directory
+    ``path`` (see the module docstring); ``layout`` defaults to :func:`default_layout`.
+    An existing ``path`` is replaced only with ``overwrite``. Returns ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path} exists; pass overwrite=True to replace it")
+    model, config, design = result.model, result.config, dict(result.design)
+    responses = np.asarray(design.get("responses"), dtype=np.float64)
+    if responses.ndim != 2 or responses.shape[1] != len(result.wavelengths_nm):
+        raise BundleError("the result holds no hardened design (was training interrupted?)")
+    layout = default_layout(responses.shape[0]) if layout is None else layout
+    if layout.n_filters != responses.shape[0]:
+        raise BundleError(f"layout has {layout.n_filters} filters, the design {len(responses)}")
+    staging = path.with_name(path.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    arrays = {"wavelengths_nm": np.asarray(result.wavelengths_nm), "responses": responses}
+    arrays.update({k: np.asarray(design[k]) for k in _ARRAYS if k in design})
+    np.savez(staging / "design.npz", **arrays)
+    tensors = {
+        f"{part}.{name}": value.detach().cpu().contiguous()
+        for part in ("reconstructor", "segmenter")
+        for name, value in getattr(model, part).state_dict().items()
+    }
+    save_file(tensors, staging / "decoders.safetensors", metadata={"format": FORMAT})
+    description = {k: v for k, v in design.items() if k not in (*_ARRAYS, "responses")}
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **_provenance(),
+        "wavelengths_nm": np.asarray(result.wavelengths_nm).tolist(),
+        "n_filters": int(responses.shape[0]),
+        "encoder": description,
+        "layout": asdict(layout),
+        "capture": model.encoder.capture.settings.to_dict(),
+        "reconstructor": {"name": config.reconstructor, "config": model.reconstructor.config},
+        "segmenter": {"name": config.segmenter, "config": model.segmenter.config},
+        "class_names": list(result.class_names),
+        "metrics": result.metrics,
+    }
+    (staging / "bundle.json").write_text(json.dumps(_jsonable(record), indent=1))
+    (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    if report:
+        from hyplex.models.report import write_report
+
+        title = f"hyplex design: {config.encoder}"
+        png = staging / "report.png"
+        write_report(png, result.wavelengths_nm, responses, model, result.validation,
+                     result.metrics, title)  # fmt: skip
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        staging.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(path)
+    return path
+
+
+def _read_record(path: Path) -> dict:
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory")
+    missing = [name for name in _FILES if not (path / name).is_file()]
+    if missing:
+        raise BundleError(f"{path}: not a hyplex design bundle (missing {', '.join(missing)})")
+    try:
+        record = json.loads((path / "bundle.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path}/bundle.json is not valid JSON: {error}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise BundleError(f"{path}: bundle.json has format {found!r}, expected {FORMAT!r}")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format_version {record.get('format_version')}; this hyplex reads "
+            f"version {FORMAT_VERSION}"
+        )
+    return record
+
+
+def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
+    """Read a bundle written by :func:`save_bundle`.
+
+    Parameters
+    ----------
+    path : the bundle directory.
+    wavelengths_nm : ``(L,)`` grid the caller works on; a bundle trained on another grid is a
+        :class:`BundleError` (its decoders output other bands).
+    device : where the decoders go.
+
+    Raises
+    ------
+    BundleError
+        Missing or foreign directory, corrupt files, or mismatched wavelength grid.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from hyplex.models.reconstruction import build_reconstructor
+    from hyplex.models.segmentation import build_segmenter
+
+    path = Path(path)
+    record = _read_record(path)
+    grid = np.asarray(record["wavelengths_nm"], dtype=np.float64)
+    if wavelengths_nm is not None:
+        asked = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1)
+        if asked.shape != grid.shape or not np.allclose(asked, grid, rtol=0, atol=1e-6):
+            raise BundleError(
+                f"{path} was trained for {grid.size} bands {grid[0]:g}-{grid[-1]:g} nm, but "
+                f"{asked.size} bands {asked.min():g}-{asked.max():g} nm were asked for; "
+                "its decoders cannot output another grid (train a bundle for it)"
+            )
+    try:
+        with np.load(path / "design.npz", allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError) as error:
+        raise BundleError(f"{path}/design.npz is corrupt: {error}") from None
+    responses = arrays.get("responses")
+    if responses is None or responses.shape != (record["n_filters"], grid.size):
+        raise BundleError(f"{path}/design.npz: responses missing or not (F, L={grid.size})")
+    if not np.array_equal(arrays.get("wavelengths_nm"), grid):
+        raise BundleError(f"{path}: design.npz and bundle.json disagree on the wavelengths")
+    try:
+        tensors = load_file(path / "decoders.safetensors", device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise BundleError(f"{path}/decoders.safetensors is corrupt: {error}") from None
+    modules = {}
+    for part, build in (("reconstructor", build_reconstructor), ("segmenter", build_segmenter)):
+        spec = record[part]
+        try:
+            module = build(spec["name"], **spec["config"])
+            prefix = f"{part}."
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise BundleError(
+                f"{path}: the {part} weights do not fit its config: {error}"
+            ) from None
+        modules[part] = module.to(device).eval()
+    layout_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record["layout"].items()}
+    design = {**record["encoder"], **{k: v for k, v in arrays.items() if k != "wavelengths_nm"}}
+    return DesignBundle(
+        path=path,
+        wavelengths_nm=grid,
+        responses=responses,
+        design=design,
+        layout=MosaicLayout(**layout_fields),
+        capture=CaptureSettings.from_dict(record["capture"]),
+        reconstructor=modules["reconstructor"],
+        segmenter=modules["segmenter"],
+        class_names=list(record["class_names"]),
+        config=json.loads((path / "config.json").read_text()),
+        metrics=record["metrics"],
+    )
