@@ -23,6 +23,17 @@ def register(app: typer.Typer) -> None:
         rotation_deg: float = typer.Option(1.0, help="Simulated mosaic rotation, degrees."),
         samples: int = typer.Option(48, min=0, help="Broadband samples of the Hyplex fit."),
         resume: bool = typer.Option(False, help="Continue the sweep of a partial --out."),
+        design: Path = typer.Option(
+            None,
+            help="Design bundle whose filters the simulated camera carries (default: "
+            "the thin-film stand-in encoder).",
+        ),
+        fabricate: bool = typer.Option(
+            False,
+            help="With --design: the camera carries fabricated filters (shifted, "
+            "broadened, scaled; hyplex.simulation.fabrication), not the design.",
+        ),
+        fabrication_seed: int = typer.Option(0, help="Seed of the fabrication errors."),
     ) -> None:
         """Dark -> flat -> registration -> EMVA 1288 -> spectral sweep, on the simulated bench."""
         if camera != "sim":
@@ -34,7 +45,23 @@ def register(app: typer.Typer) -> None:
         from hyplex.simulation.camera import default_camera
         from hyplex.simulation.grids import prototype_grid
 
-        twin = default_camera(prototype_grid(), (rows, cols), pitch_px, rotation_deg)
+        if design is None:
+            if fabricate:
+                raise typer.BadParameter("--fabricate needs --design", param_hint="--fabricate")
+            twin = default_camera(prototype_grid(), (rows, cols), pitch_px, rotation_deg)
+        else:
+            from hyplex.models.bundle import load_bundle
+            from hyplex.refit import design_twin
+            from hyplex.simulation.fabrication import FabricationError
+
+            twin, _ = design_twin(
+                load_bundle(design),
+                (rows, cols),
+                pitch_px,
+                rotation_deg,
+                FabricationError() if fabricate else None,
+                fabrication_seed,
+            )
         bars: dict[str, tqdm] = {}
 
         def progress(step: str, done: int, total: int) -> None:
