@@ -155,12 +155,8 @@ class CameraCapture(nn.Module):
             metapixels=(1, 1), grid=(1, 1), pitch_px=1.0, metapixels_per_block=(1, 1)
         )
         twin = CameraTwin(Encoder(grid, np.ones((1, grid.size)), layout), sensor, lens)
-        # TorchCamera builds the filter maps with a numba parallel kernel, which resets the
-        # OpenMP thread count that torch shares (libgomp): keep torch's setting (measured: a
-        # small U-Net step 40x slower on a loaded 2-core machine otherwise).
-        threads = torch.get_num_threads()
+        # (its numba kernels keep torch's thread count: hyplex.simulation.kernels)
         self.camera = TorchCamera(twin)
-        torch.set_num_threads(threads)
         self.sensor = sensor
 
     def expected_electrons(self, cube: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:

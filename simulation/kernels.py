@@ -23,7 +23,9 @@ SplitMix64 hash of (seed, j, i, k), so a frame is reproducible whatever the numb
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 
 import numpy as np
 from numba import njit, prange
@@ -46,6 +48,31 @@ __all__ = [
 ]
 
 _DOT_MATH = {"reassoc", "contract"}
+
+
+def keeps_torch_threads(function):
+    """Run a numba parallel kernel without changing torch's intra-op thread count.
+
+    numba's OpenMP threading layer calls ``omp_set_num_threads`` on every parallel launch,
+    and torch reads the same libgomp setting: a kernel run after ``torch.set_num_threads(1)``
+    silently put torch back on every core (measured: a small U-Net step 40x slower on a loaded
+    2-core machine). The wrapper restores torch's count when torch is loaded.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return function(*args, **kwargs)
+        threads = torch.get_num_threads()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+    return wrapper
+
 
 # ----------------------------------------------------------------------- layout geometry
 
@@ -91,7 +118,7 @@ def assign(cell_u, cell_v, p):
 
 
 @njit(parallel=True, cache=True)
-def build_filter_maps(height, width, p):
+def _build_filter_maps(height, width, p):
     """Filter code per pixel (int8, (H, W)) and, when p[12] (crosstalk length, px) > 0, the
     code across the nearest sub-filter edge (int8) and its mixing weight 0.5 exp(-d / l)."""
     codes = np.empty((height, width), np.int8)
@@ -247,6 +274,7 @@ def _raise_bad(bad, what: str):
         raise ValueError(f"{count} pixels have {what}")
 
 
+@keeps_torch_threads
 def project_mosaic(cube, weights, codes, neighbours, mix, scene_rows, scene_cols):
     """Expected signal per sensor pixel: dot of the scene spectrum with its filter's weights.
 
@@ -266,6 +294,7 @@ def project_mosaic(cube, weights, codes, neighbours, mix, scene_rows, scene_cols
     return out
 
 
+@keeps_torch_threads
 def project_all_filters(cube, weights):
     """All filter signals per scene pixel, (Hs, Ws, F + 1): for an upsampled scene this costs
     F + 1 dot products per scene pixel instead of one per sensor pixel."""
@@ -273,6 +302,7 @@ def project_all_filters(cube, weights):
     return _project_all_filters(cube, weights)
 
 
+@keeps_torch_threads
 def gather_mosaic(signals, codes, neighbours, mix, scene_rows, scene_cols):
     """Sensor signal from :func:`project_all_filters` output, same result as project_mosaic."""
     _require(np.ndim(signals) == 3, f"signals must be (Hs, Ws, F + 1), got {np.shape(signals)}")
@@ -289,7 +319,7 @@ def gather_mosaic(signals, codes, neighbours, mix, scene_rows, scene_cols):
 
 
 @njit(parallel=True, cache=True)
-def build_slot_map(height, width, p, margin):
+def _build_slot_map(height, width, p, margin):
     """Barcode slot per pixel, int32 (H, W): ``(mrow * w + mcol) * n_filters + code``, or -1
     for pixels in gaps, outside the mosaic, or nearer than ``margin`` (fraction of the pitch,
     0 <= margin < 0.5) to their sub-filter's edge."""
@@ -346,6 +376,7 @@ def _bin_by_slot(raw, slots, n_slots, chunks):
     return means, total, bad
 
 
+@keeps_torch_threads
 def bin_by_slot(raw, slots, n_slots, chunks):
     """Mean (float32) and count (int32) of the raw values in each slot, shape (n_slots,).
 
@@ -370,9 +401,23 @@ def bin_by_slot(raw, slots, n_slots, chunks):
     return means, total
 
 
+@keeps_torch_threads
+def build_filter_maps(height, width, p):
+    """Filter code per pixel (int8, (H, W)), crosstalk neighbour code and weight; see
+    :func:`_build_filter_maps` (the numba kernel)."""
+    return _build_filter_maps(height, width, p)
+
+
+@keeps_torch_threads
+def build_slot_map(height, width, p, margin):
+    """Barcode slot per pixel, int32 (H, W); see :func:`_build_slot_map` (the numba kernel)."""
+    return _build_slot_map(height, width, p, margin)
+
+
 # ----------------------------------------------------------------------- sensor
 
 
+@keeps_torch_threads
 def sensor_frame(electrons, prnu, dsnu_e, settings, key, noise, table=ZIGGURAT):
     """EMVA 1288 linear camera: raw digital values (uint16) from expected photoelectrons.
 
