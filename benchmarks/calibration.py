@@ -87,9 +87,10 @@ def quick_bundle(folder: Path) -> Path:
 def refit_loop(bundle_path, quick: bool, folder: Path) -> dict:
     """Fabricate, calibrate and refit a bundle on the twin; the refit figures."""
     from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
+    from hyplex.measured_response import design_twin, measured_transmissions
     from hyplex.models.bundle import load_bundle
     from hyplex.models.encoder_capture import CameraCapture
-    from hyplex.refit import RefitSettings, design_twin, measured_transmissions, refit
+    from hyplex.refit import RefitSettings, refit
     from hyplex.simulation.fabrication import FabricationError
 
     bundle = load_bundle(bundle_path)
@@ -107,6 +108,7 @@ def refit_loop(bundle_path, quick: bool, folder: Path) -> dict:
     figures = {
         phase: {k: round(float(v), 4) for k, v in values.items()}
         for phase, values in result.metrics.items()
+        if isinstance(values, dict)
     }
     return {
         "psnr_before_refit": figures["before"]["psnr"],

@@ -9,20 +9,22 @@ import typer
 
 
 def _table(metrics: dict) -> str:
+    """The refit figures as a text table (the camera is the measured one on hardware)."""
+    camera = "measured camera" if metrics.get("camera") == "measured" else "true camera"
     rows = [
         ("design decoders, design camera (promised)", "design"),
-        ("design decoders, uncalibrated camera (before)", "before"),
-        ("design decoders, flat-fielded camera", "flat_only"),
-        ("refitted decoders, this camera (after)", "after"),
+        (f"design decoders, {camera}, uncalibrated (before)", "before"),
+        (f"design decoders, {camera}, flat-fielded", "flat_only"),
+        (f"refitted decoders, {camera} (after)", "after"),
         ("linear projector fitted on the design", "linear_before"),
         ("linear projector refitted on the measurement", "linear_after"),
     ]
-    lines = [f"{'':48s} {'PSNR dB':>8s} {'SAM deg':>8s} {'mIoU':>6s}"]
+    lines = [f"{'':56s} {'PSNR dB':>8s} {'SAM deg':>8s} {'mIoU':>6s}"]
     for label, key in rows:
         figures = metrics.get(key, {})
         miou = figures.get("miou")
         lines.append(
-            f"{label:48s} {figures.get('psnr', float('nan')):8.2f} "
+            f"{label:56s} {figures.get('psnr', float('nan')):8.2f} "
             f"{figures.get('sam', float('nan')):8.2f} "
             + (f"{miou:6.3f}" if miou is not None else f"{'-':>6s}")
         )

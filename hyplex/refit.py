@@ -6,18 +6,15 @@ wrong code. Hyplex (Makarenko et al., CVPR 2022, Sec. 5) measured each channel's
 retrained the decoder on it; this module does that from a calibration file::
 
     calibration.h5 /spectral/response  R_f(lambda)   DN s^-1 per W of reference power
-        / unit-filter photoelectron weights w(lambda) (QE, photon energy, lens, pixel)
-        = T_f(lambda) up to one scale per filter               (measured_transmissions)
+        --hyplex.measured_response.measured_transmissions--> T_f(lambda)
     design bundle + T_measured + synthetic scenes
         --ridge--> linear decoder (the Hyplex reference projector, refitted in closed form)
         --Adam---> learned reconstructor and segmenter, fine-tuned from the design's weights
 
-Why a scale per filter does not matter to the decoder: a calibrated camera normalises each
-barcode by the electrons a white reference gives through the same filter (the per-channel
-flat field; :class:`hyplex.models.encoder_capture.CameraCapture`), so ``b_f = sum R T_f w /
-sum T_f w`` is invariant to scaling ``T_f``; only the shape of each response, and the SNR,
-count. The scale is still set by least squares against the designed response (the best prior
-for the absolute transmission, which sets the simulated SNR).
+A calibrated camera normalises each barcode by the electrons a white reference gives through
+the same filter (the per-channel flat field; :class:`hyplex.models.encoder_capture.
+CameraCapture`), so ``b_f = sum R T_f w / sum T_f w``: a scale error of one filter then
+cancels and only the shape of its response, and the SNR, count.
 
 Before calibration the pipeline knows only the design, so it normalises by the design's
 white levels (:class:`UncalibratedCamera`): every scale error and every throughput change of a
@@ -25,8 +22,10 @@ shifted or broadened filter reaches the decoder as a wrong barcode. The figures 
 :func:`refit` separate the two steps of the cure: ``flat_only`` (the per-channel white level
 measured, the design decoders kept) and ``after`` (white level and refitted decoders).
 
-The QE and lens model used to divide out ``w(lambda)`` are those of the bundle's capture
-settings (the camera data sheet); an error there is common to all filters.
+On the twin the camera's true transmissions are known (``camera_responses``) and every
+figure is scored on them. On hardware they are not: the measured transmissions stand in for
+the camera, so ``after`` is then the refitted decoders on the *measured* camera (flagged as
+``metrics["camera"] == "measured"``), an in-sample figure for the responses.
 """
 
 from __future__ import annotations
@@ -43,11 +42,8 @@ from hyplex.models.encoder import FixedResponseEncoder
 __all__ = [
     "RefitSettings",
     "RefitResult",
-    "measured_transmissions",
-    "unit_filter_weights",
     "refit",
     "refit_bundle",
-    "design_twin",
     "UncalibratedCamera",
 ]
 
@@ -61,8 +57,10 @@ class RefitSettings:
     steps : Adam steps of the learned reconstructor and segmenter (>= 0).
     learning_rate : Adam step size.
     batch_size, patch_size : patches per step and their side, pixels.
-    n_train_scenes, n_val_scenes : synthetic scenes (bundle's classes and size) to train and
-        score on; the held-out set is the bundle's own (its config seed + 1).
+    n_train_scenes : synthetic scenes (the bundle's classes and size) to train on, drawn from
+        a seed stream of their own (never the design's training or held-out scenes).
+    n_val_scenes : held-out scenes to score on: the bundle's own held-out set (its config
+        seed + 1); None takes the bundle's ``n_val_scenes``.
     linear_samples : pixels drawn for the closed-form linear refit.
     ridge : ridge penalty of the linear decoder (barcode units squared).
     seed : scenes, patches and sensor noise.
@@ -73,14 +71,14 @@ class RefitSettings:
     batch_size: int = 6
     patch_size: int = 16
     n_train_scenes: int = 12
-    n_val_scenes: int = 3
+    n_val_scenes: int | None = None
     linear_samples: int = 4096
     ridge: float = 1e-5
     seed: int = 7
 
     def __post_init__(self):
         for name in ("batch_size", "patch_size", "n_train_scenes", "n_val_scenes"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps < 0 or not self.learning_rate > 0 or self.ridge < 0:
             raise ValueError("steps must be >= 0, learning_rate > 0 and ridge >= 0")
@@ -150,87 +148,20 @@ class UncalibratedCamera(torch.nn.Module):
         return barcodes * (true_white / assumed_white)[None, :, None, None]
 
 
-def unit_filter_weights(capture) -> np.ndarray:
-    """Photoelectrons per second per band of unit spectral radiance through a filter of unit
-    transmission, ``(L,)`` (e- s^-1 per W m^-2 sr^-1 nm^-1, times the band width):
-    the capture's white-reflector weights divided by the white radiance ``E(lambda) / pi``."""
-    from hyplex.simulation.illuminants import get_illuminant
-
-    settings = capture.settings
-    irradiance = get_illuminant(
-        settings.illuminant, capture.wavelengths_nm, settings.illuminance_lux
-    ).spectral_irradiance
-    white = capture.white_weights.detach().cpu().double().numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = np.where(irradiance > 0, white / (irradiance / np.pi), 0.0)
-    return weights
-
-
-def measured_transmissions(response, response_wavelengths_nm, capture, designed=None) -> np.ndarray:
-    """Filter transmissions ``(F, L)`` in [0, 1] on the capture's grid from a measured
-    spectral response (see the module docstring).
-
-    Parameters
-    ----------
-    response : array_like, (F, Lc)
-        Measured response of each filter channel (any unit proportional to DN per unit
-        spectral power, e.g. ``/spectral/response`` of a calibration file).
-    response_wavelengths_nm : array_like, (Lc,)
-        Its wavelengths, nm; must cover the capture's grid.
-    capture : CameraCapture
-        The bundle's training camera (grid, QE, lens, illuminant).
-    designed : array_like, (F, L), optional
-        Designed transmissions; each measured row is scaled to them by least squares.
-        Without them each row is scaled to a peak of 1.
-    """
-    grid = np.asarray(capture.wavelengths_nm, dtype=np.float64)
-    measured = np.asarray(response, dtype=np.float64)
-    source = np.asarray(response_wavelengths_nm, dtype=np.float64).reshape(-1)
-    if measured.ndim != 2 or measured.shape[1] != source.size:
-        raise ValueError(
-            f"response must have shape (F, Lc={source.size}) on its wavelengths, got "
-            f"{measured.shape}"
-        )
-    if not np.all(np.isfinite(measured)):
-        raise ValueError("the measured response holds NaN or inf")
-    if grid[0] < source.min() - 1e-6 or grid[-1] > source.max() + 1e-6:
-        raise ValueError(
-            f"the calibration covers {source.min():g}-{source.max():g} nm but the design "
-            f"needs {grid[0]:g}-{grid[-1]:g} nm; sweep the whole design range"
-        )
-    order = np.argsort(source)
-    on_grid = np.stack([np.interp(grid, source[order], row[order]) for row in measured])
-    weights = unit_filter_weights(capture)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shape = np.where(weights > 0, on_grid / weights, 0.0)
-    shape = np.clip(shape, 0.0, None)
-    if designed is not None:
-        designed = np.asarray(designed, dtype=np.float64)
-        if designed.shape != shape.shape:
-            raise ValueError(
-                f"designed responses {designed.shape} do not match the measured {shape.shape}"
-            )
-        scale = np.sum(shape * designed, 1) / np.maximum(np.sum(shape * shape, 1), 1e-300)
-    else:
-        scale = 1.0 / np.maximum(shape.max(1), 1e-300)
-    return np.clip(shape * scale[:, None], 0.0, 1.0)
-
-
 def _scenes(bundle, count: int, seed: int):
+    """``count`` scenes like the bundle's (its grid, size, classes), drawn with ``seed``."""
+    from hyplex.models.codesign import scene_options
+    from hyplex.models.codesign_config import CodesignConfig
     from hyplex.models.data import generate_scenes
 
-    config = bundle.config
-    size = int(config["scene_size"])
-    return generate_scenes(
-        bundle.wavelengths_nm,
-        count,
-        seed,
-        shape=(size, size),
-        n_objects=int(config["n_objects"]),
-        classes=tuple(config["classes"]),
-        fake_classes=tuple(config["fake_classes"]),
-        fake_fraction=float(config["fake_fraction"]),
-    )
+    options = scene_options(CodesignConfig.from_dict(bundle.config))
+    return generate_scenes(bundle.wavelengths_nm, count, seed, **options)
+
+
+def _train_seed(refit_seed: int) -> int:
+    """A seed stream of the refit's own: scene k of a set is drawn from ``[seed, k]``, so
+    reusing the design's seed (or seed + 1) would train on its training (held-out) scenes."""
+    return int(np.random.SeedSequence([int(refit_seed), 0x5EF17]).generate_state(1)[0])
 
 
 @torch.no_grad()
@@ -241,10 +172,11 @@ def _linear_decoder(encoder, scenes, samples: int, ridge: float, seed: int):
     from hyplex.models.reconstruction import LinearDecoder
 
     spectra = sample_spectra(scenes, samples, seed)
-    cube = torch.as_tensor(spectra.T[None, :, :, None], dtype=torch.float32)  # (1, L, N, 1)
-    generator = torch.Generator().manual_seed(seed)
-    barcodes = encoder(cube, generator)[0, :, :, 0].T  # (N, F)
-    decoder = LinearDecoder(encoder.n_filters, spectra.shape[1])
+    device = encoder.capture.white_weights.device
+    cube = torch.as_tensor(spectra.T[None, :, :, None], dtype=torch.float32, device=device)
+    generator = torch.Generator(device).manual_seed(seed)
+    barcodes = encoder(cube, generator)[0, :, :, 0].T  # (N, F), cube is (1, L, N, 1)
+    decoder = LinearDecoder(encoder.n_filters, spectra.shape[1]).to(device)
     return decoder.fit(barcodes, spectra, ridge=ridge).eval()
 
 
@@ -257,7 +189,8 @@ def refit(bundle, responses, settings: RefitSettings | None = None, camera_respo
     bundle : DesignBundle
         From :func:`hyplex.models.bundle.load_bundle`.
     responses : array_like, (F, L)
-        Measured transmissions on the bundle's grid (:func:`measured_transmissions`).
+        Measured transmissions on the bundle's grid
+        (:func:`hyplex.measured_response.measured_transmissions`).
     settings : RefitSettings, optional
     camera_responses : array_like, (F, L), optional
         The transmissions the evaluation camera really has. On the twin these are the
@@ -283,18 +216,21 @@ def refit(bundle, responses, settings: RefitSettings | None = None, camera_respo
     if truth.shape != responses.shape:
         raise ValueError(f"camera_responses must have shape {responses.shape}, got {truth.shape}")
     config = CodesignConfig.from_dict(bundle.config)
-    designed = FixedResponseEncoder(bundle.responses, grid, capture, name="design")
-    measured = FixedResponseEncoder(responses, grid, capture, name="measured")
-    camera = FixedResponseEncoder(truth, grid, capture, name="camera")
-    held_out = _scenes(bundle, settings.n_val_scenes, int(config.seed) + 1)
-    train = _scenes(bundle, settings.n_train_scenes, settings.seed)
+    device = next(bundle.reconstructor.parameters(), torch.empty(0)).device
+    designed = FixedResponseEncoder(bundle.responses, grid, capture, name="design").to(device)
+    measured = FixedResponseEncoder(responses, grid, capture, name="measured").to(device)
+    camera = FixedResponseEncoder(truth, grid, capture, name="camera").to(device)
+    n_val = config.n_val_scenes if settings.n_val_scenes is None else settings.n_val_scenes
+    held_out = _scenes(bundle, n_val, int(config.seed) + 1)
+    train = _scenes(bundle, settings.n_train_scenes, _train_seed(settings.seed))
     evaluation_seed = settings.seed + 1
 
     def score(encoder, reconstructor, segmenter):
         return evaluate(CodesignModel(encoder, reconstructor, segmenter), held_out, evaluation_seed)
 
-    uncalibrated = UncalibratedCamera(truth, bundle.responses, grid, designed.capture)
+    uncalibrated = UncalibratedCamera(truth, bundle.responses, grid, designed.capture).to(device)
     metrics = {
+        "camera": "measured" if camera_responses is None else "true",
         "design": score(designed, bundle.reconstructor, bundle.segmenter),
         "before": score(uncalibrated, bundle.reconstructor, bundle.segmenter),
         "flat_only": score(camera, bundle.reconstructor, bundle.segmenter),
@@ -317,8 +253,8 @@ def refit(bundle, responses, settings: RefitSettings | None = None, camera_respo
     history = {"loss": []}
     for step in tqdm(range(settings.steps), desc="refit", unit="step", disable=not progress):
         first = step * settings.batch_size
-        data = patches.batch(range(first, first + settings.batch_size))
-        generator = torch.Generator().manual_seed(settings.seed * 100_003 + step)
+        data = patches.batch(range(first, first + settings.batch_size), device)
+        generator = torch.Generator(device).manual_seed(settings.seed * 100_003 + step)
         _, spectra, logits = model(data["cube"], generator)
         loss, _ = codesign_loss(config, spectra, data["cube"], logits, data["labels"])
         optimizer.zero_grad(set_to_none=True)
@@ -341,6 +277,7 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
     Returns ``(RefitResult, path)``.
     """
     from hyplex.calibration.store import load_calibration
+    from hyplex.measured_response import measured_transmissions
     from hyplex.models.bundle import load_bundle, save_bundle
     from hyplex.models.codesign import CodesignResult
     from hyplex.models.codesign_config import CodesignConfig
@@ -375,50 +312,11 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
         "refit_settings": asdict(settings),
     }
     # one flat phase per figure set, beside the design's own (initial, relaxed, ..., final)
-    metrics = {**bundle.metrics, **{f"refit_{k}": v for k, v in result.metrics.items()}}
-    held_out = _scenes(bundle, settings.n_val_scenes, int(config.seed) + 1)
+    figures = {f"refit_{k}": v for k, v in result.metrics.items() if isinstance(v, dict)}
+    metrics = {**bundle.metrics, **figures}
+    n_val = config.n_val_scenes if settings.n_val_scenes is None else settings.n_val_scenes
+    held_out = _scenes(bundle, n_val, int(config.seed) + 1)
     record = CodesignResult(result.model, config, bundle.wavelengths_nm, bundle.class_names,
                             result.history, metrics, design, held_out, result.seconds)  # fmt: skip
     path = save_bundle(out, record, layout=calibration.layout, overwrite=overwrite)
     return result, path
-
-
-def design_twin(bundle, sensor_shape=(240, 256), pitch_px: float = 5.3, rotation_deg=1.0,
-                fabrication=None, seed: int = 0):  # fmt: skip
-    """A camera twin carrying a bundle's filters, as designed or as fabricated.
-
-    Parameters
-    ----------
-    bundle : DesignBundle
-    sensor_shape : (rows, cols) pixels; pitch_px, rotation_deg : the mosaic on it.
-    fabrication : FabricationError or None
-        None: the designed responses; otherwise errors drawn with ``seed``
-        (:func:`hyplex.simulation.fabrication.fabricate`).
-
-    Returns
-    -------
-    (CameraTwin, numpy.ndarray (F, L))
-        The twin (its sensor, lens and QE models are the bundle's capture settings) and the
-        transmissions it really has.
-    """
-    from dataclasses import replace
-
-    from hyplex.simulation.camera import CameraTwin
-    from hyplex.simulation.encoder import Encoder
-    from hyplex.simulation.fabrication import fabricate
-    from hyplex.simulation.layout import MosaicLayout
-    from hyplex.simulation.radiometry import LensModel
-
-    responses = np.asarray(bundle.responses, dtype=np.float64)
-    if fabrication is not None:
-        responses = fabricate(responses, bundle.wavelengths_nm, fabrication, seed).responses
-    grid = bundle.layout.grid
-    if grid[0] * grid[1] != responses.shape[0]:
-        raise ValueError(f"the bundle's layout grid {grid} does not hold {len(responses)} filters")
-    layout = MosaicLayout.fit(sensor_shape, grid=grid, pitch_px=pitch_px, rotation_deg=rotation_deg)
-    capture = bundle.capture
-    sensor = replace(capture.sensor, shape=tuple(int(v) for v in sensor_shape))
-    lens = LensModel(capture.f_number, capture.lens_transmission)
-    name = "fabricated" if fabrication is not None else "design"
-    encoder = Encoder(bundle.wavelengths_nm, responses, layout, name=name)
-    return CameraTwin(encoder, sensor, lens), responses

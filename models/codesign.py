@@ -175,7 +175,7 @@ def evaluate(model: CodesignModel, scenes: SceneSet, seed: int = 0, batch_size: 
     from hyplex.models.metrics import mean_iou, mrae, psnr, real_fake_accuracy, sam
     from hyplex.models.segmentation import fake_class_ids, predict_labels
 
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     device = next(iter(model.state_dict().values())).device
     cubes, labels, fakes = scenes.tensors()
@@ -187,7 +187,8 @@ def evaluate(model: CodesignModel, scenes: SceneSet, seed: int = 0, batch_size: 
         spectra.append(estimate.clamp(0.0, 1.0).cpu())
         predicted.append(predict_labels(logits).cpu())
     spectra, predicted = torch.cat(spectra), torch.cat(predicted)
-    model.train(was_training)
+    for module, mode in modes.items():  # every submodule as it was (shared decoders too)
+        module.training = mode
     return {
         "psnr": psnr(spectra, cubes),
         "sam": sam(spectra, cubes),
@@ -196,6 +197,19 @@ def evaluate(model: CodesignModel, scenes: SceneSet, seed: int = 0, batch_size: 
         "real_fake_accuracy": real_fake_accuracy(
             predicted, fakes, fake_class_ids(scenes.class_names), mask=labels != 0
         ),
+    }
+
+
+def scene_options(config: CodesignConfig, cache_dir=None) -> dict:
+    """Keyword arguments of :func:`~hyplex.models.data.generate_scenes` for the scenes of a
+    run: size, objects, classes and fakes from ``config`` (the grid, count and seed apart)."""
+    return {
+        "shape": (config.scene_size, config.scene_size),
+        "n_objects": config.n_objects,
+        "classes": config.classes,
+        "fake_classes": config.fake_classes,
+        "fake_fraction": config.fake_fraction,
+        "cache_dir": cache_dir,
     }
 
 
@@ -259,16 +273,9 @@ def train_codesign(
     cache = scene_cache
     if cache is None and out_dir is not None:
         cache = Path(out_dir) / "scene_cache"
-    scene_options = {
-        "shape": (config.scene_size, config.scene_size),
-        "n_objects": config.n_objects,
-        "classes": config.classes,
-        "fake_classes": config.fake_classes,
-        "fake_fraction": config.fake_fraction,
-        "cache_dir": cache if context.is_main else None,
-    }
-    train = generate_scenes(grid, config.n_train_scenes, config.seed, **scene_options)
-    validation = generate_scenes(grid, config.n_val_scenes, config.seed + 1, **scene_options)
+    options = scene_options(config, cache if context.is_main else None)
+    train = generate_scenes(grid, config.n_train_scenes, config.seed, **options)
+    validation = generate_scenes(grid, config.n_val_scenes, config.seed + 1, **options)
     torch.manual_seed(config.seed)
     encoder = build_encoder(config, grid, train, library, surrogate)
     decoders = build_decoders(config, encoder.n_filters, grid.size, train.n_classes)

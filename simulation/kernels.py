@@ -53,10 +53,11 @@ _DOT_MATH = {"reassoc", "contract"}
 def keeps_torch_threads(function):
     """Run a numba parallel kernel without changing torch's intra-op thread count.
 
-    numba's OpenMP threading layer calls ``omp_set_num_threads`` on every parallel launch,
-    and torch reads the same libgomp setting: a kernel run after ``torch.set_num_threads(1)``
-    silently put torch back on every core (measured: a small U-Net step 40x slower on a loaded
-    2-core machine). The wrapper restores torch's count when torch is loaded.
+    numba's OpenMP threading layer sets libgomp's thread count when it launches, and torch
+    reads the same setting: a kernel run after ``torch.set_num_threads(1)`` (once torch has
+    run a parallel region) silently put torch back on every core (measured: a small U-Net step
+    40x slower on a loaded 2-core machine). The wrapper restores torch's count when torch is
+    loaded.
     """
 
     @functools.wraps(function)
