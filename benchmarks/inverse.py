@@ -1,30 +1,38 @@
 """Benchmark: inverse design of a unit cell by three methods, on a dozen target spectra.
 
 Methods (:func:`hyplex.optics.inverse.design`): ``rcwa`` (screening, Adam and an L-BFGS polish
-through the differentiable RCWA), ``surrogate`` (the same search through a surrogate, then
-checked and polished with the RCWA) and the peer, ``swarm``: an inertia-weight particle swarm
-(Shi & Eberhart 1998) on the RCWA, the baseline of ALFRED (Getman et al., Light Sci. Appl. 10,
-47 (2021)). The budgets are the defaults of :class:`hyplex.optics.inverse.Budget`, with the swarm's
-(24 particles x 10 iterations) set to take about the wall time of ``rcwa`` (48 screened
-designs, then L-BFGS from the best 4 distinct ones, 20 gradients each).
+through the differentiable RCWA), ``surrogate`` (the same search through the neural surrogate
+:class:`hyplex.optics.surrogate.SpectralSurrogate`, then checked and polished with the RCWA) and
+the peer, ``swarm``: an inertia-weight particle swarm (Shi & Eberhart 1998) on the RCWA, the
+baseline of ALFRED (Getman et al., Light Sci. Appl. 10, 47 (2021)). The budgets are the
+defaults of :class:`hyplex.optics.inverse.Budget`, with the swarm's (24 particles x 10
+iterations) set to take about the wall time of ``rcwa`` (48 screened designs, then L-BFGS from
+the best 4 distinct ones, 20 gradients each).
 
 Targets: Gaussian band-passes and band-stops, smooth random curves (a few low-order cosine
 terms, like the leading principal components of natural spectra), and two spectra of random
 designs of the family itself (reachable, so their best error is 0).
 
-Structure: c-Si pillars of one shape family (default ``cross``: arm length, arm width and
-thickness) in a 400 nm square cell on glass, air above, thickness 80-250 nm, minimum feature
-40 nm; unpolarised normal incidence.
-
-The surrogate: ``hyplex.optics.surrogate`` is not used yet; a STAND-IN, a small MLP fitted here
-to RCWA samples of the same design space (:class:`MLPSurrogate`), is trained once and shared by
-all targets. Its training time is reported apart and is not in the per-target wall times.
+Structure and surrogate: the design space is the response library's (``--library``, default
+the 10,000-design rectangle library: c-Si rectangles ``width x height`` in a 400 nm square cell
+on glass, air above, thickness 100-400 nm, minimum feature and gap 40 nm, RCWA M = 2 on a 64 x
+64 grid), so the surrogate is searched only where it was trained and the RCWA that checks and
+polishes its optima is the one that made the library. The surrogate is trained on the library
+with the default :class:`~hyplex.optics.surrogate_training.SurrogateConfig` (its held-out figures
+are reported; training time apart, not in the per-target wall times), or loaded with
+``--surrogate`` (``benchmarks/surrogate.py --save``). The search runs on every
+``--wavelength-step``-th wavelength of the library's grid (default 2: 16 points, 400-1000 nm
+in 40 nm steps), to keep the RCWA stages affordable; the surrogate predicts the full grid and
+is read at those points. The unpolarised spectrum is the mean of the surrogate's TE and TM.
+``max_abs_dT_forward_vs_library`` re-solves a few library designs with the search's RCWA.
 
 Reproduce (progress and the markdown table go to stderr; the last stdout line is JSON)::
 
-    .venv/bin/python benchmarks/inverse.py --quick     # M = 1, 6 wavelengths, < 1 min
-    .venv/bin/python benchmarks/inverse.py             # M = 2, 12 wavelengths, ~15 min
-                                                       # (2 busy cores; 83 s of it training)
+    .venv/bin/python benchmarks/inverse.py --quick    # builds a 300-design M = 1 library; ~2 min
+    .venv/bin/python benchmarks/surrogate.py --library out/library_rectangle_10k.h5 \\
+        --save out/surrogate_rectangle_10k
+    .venv/bin/python benchmarks/inverse.py --library out/library_rectangle_10k.h5 \\
+        --surrogate out/surrogate_rectangle_10k         # 12 targets, ~25 min on 2 busy cores
 """
 # ruff: noqa: E402  (BLAS thread settings must precede the imports that read them)
 
@@ -35,19 +43,29 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from hyplex.optics import inverse
+from hyplex.optics.library import ResponseLibrary, SolverSettings, read_library
+from hyplex.optics.library_build import build_library
+from hyplex.optics.library_spec import LibrarySpec
+from hyplex.optics.surrogate import SpectralSurrogate, load_surrogate, save_surrogate
+from hyplex.optics.surrogate_training import SurrogateConfig, train_surrogate
 
 PEER = "particle swarm (inertia-weight PSO, Shi & Eberhart 1998; the ALFRED baseline)"
 METHODS = ("rcwa", "surrogate", "swarm")
+DEFAULT_LIBRARY = Path("out/library_rectangle_10k.h5")
+FRACTION = "fraction_mse_below_0.005"
 
 
 def log(message: str) -> None:
@@ -82,97 +100,142 @@ def targets(wavelengths: np.ndarray, forward, seed: int) -> dict[str, np.ndarray
     return out
 
 
-class MLPSurrogate(torch.nn.Module):
-    """STAND-IN surrogate: designs ``(..., D)`` in nm -> T ``(..., L)``, an MLP on the unit
-    box (two hidden layers of 96 SiLU units, sigmoid output)."""
+class UnpolarisedSurrogate(torch.nn.Module):
+    """Designs ``(..., P + 1)`` in nm (shape parameters, thickness) -> unpolarised ``T (..., L)``
+    from a :class:`SpectralSurrogate`: the mean of its TE and TM, read at the wavelengths
+    ``surrogate.wavelengths_nm[indices]`` (the form :func:`hyplex.optics.inverse.design` takes).
+    """
 
-    def __init__(self, space: inverse.DesignSpace, wavelengths_nm: np.ndarray, hidden: int = 96):
+    def __init__(self, surrogate: SpectralSurrogate, indices):
         super().__init__()
-        self.space, self.wavelengths_nm = space, np.asarray(wavelengths_nm)
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(space.dimension, hidden),
-            torch.nn.SiLU(),
-            torch.nn.Linear(hidden, hidden),
-            torch.nn.SiLU(),
-            torch.nn.Linear(hidden, len(wavelengths_nm)),
-        ).double()
+        self.surrogate = surrogate.eval()
+        self.indices = [int(i) for i in indices]
+        self.wavelengths_nm = surrogate.wavelengths_nm[self.indices]
 
     def forward(self, params: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(2.0 * self.space.to_unit(params) - 1.0))
+        T = self.surrogate(params[..., :-1], params[..., -1])  # noqa: N806 - (..., L_all, 2)
+        return T[..., self.indices, :].mean(-1)
 
 
-def fit_surrogate(forward, samples: int, epochs: int, seed: int):
-    """Fit :class:`MLPSurrogate` to ``samples`` RCWA spectra; returns (model, holdout RMS)."""
-    generator = torch.Generator().manual_seed(seed + 1)  # not the searches' screening sequence
-    torch.manual_seed(seed)
-    designs = forward.space.sample(samples, generator)
-    with torch.no_grad():
-        spectra = torch.cat([forward(chunk) for chunk in designs.split(64)])
-    holdout = max(samples // 10, 1)
-    model = MLPSurrogate(forward.space, forward.wavelengths_nm.numpy())
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        loss = ((model(designs[holdout:]) - spectra[holdout:]) ** 2).mean()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    with torch.no_grad():
-        error = ((model(designs[:holdout]) - spectra[:holdout]) ** 2).mean().sqrt()
-    return model.eval(), float(error)
+def quick_library(folder: Path) -> Path:
+    """A small rectangle library (M = 1, 6 wavelengths) for a smoke run."""
+    spec = LibrarySpec(
+        family="rectangle",
+        count=300,
+        wavelengths_nm=tuple(np.linspace(450.0, 950.0, 6).tolist()),
+        thickness_range_nm=(100.0, 400.0),
+        min_feature_nm=40.0,
+        solver=SolverSettings(harmonics=(1, 1), grid=(32, 32)),
+    )
+    path = folder / "quick_rectangles.h5"
+    build_library(path, spec, chunk_size=100, serial=True, progress=False)
+    return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="M = 1, 6 wavelengths, < 1 min")
-    parser.add_argument("--family", default="cross")
-    parser.add_argument("--harmonics", type=int, default=None)
-    parser.add_argument("--wavelengths", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    harmonics = args.harmonics if args.harmonics is not None else (1 if args.quick else 2)
-    points = args.wavelengths or (6 if args.quick else 12)
-    wavelengths = np.linspace(450.0, 900.0, points)
-    settings = {
-        "period_nm": 400.0,
-        "thickness_bounds_nm": (80.0, 250.0),
-        "min_feature_nm": 40.0,
-        "harmonics": harmonics,
-        "grid": (48, 48),
+def search_settings(library: ResponseLibrary) -> tuple[str, dict]:
+    """The library's design space and solver as keyword arguments of ``inverse.design``."""
+    spec = LibrarySpec.from_library(library)
+    mx, my = spec.solver.harmonics
+    if mx != my or spec.solver.angle_deg != 0.0:
+        raise ValueError(
+            f"the inverse design runs at normal incidence with square harmonics; the library "
+            f"has harmonics {spec.solver.harmonics} and angle {spec.solver.angle_deg} deg"
+        )
+    return spec.family, {
+        "period_nm": spec.period_nm,
+        "thickness_bounds_nm": tuple(spec.thickness_range_nm),
+        "min_feature_nm": spec.min_feature_nm,
+        "material": spec.material,
+        "substrate": spec.substrate,
+        "superstrate": spec.superstrate,
+        "harmonics": int(mx),
+        "grid": tuple(spec.solver.grid),
     }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small M = 1 library, ~2 min")
+    parser.add_argument(
+        "--library", type=Path, help=f"response library (default {DEFAULT_LIBRARY})"
+    )
+    parser.add_argument("--surrogate", type=Path, help="load this surrogate (.pt + .json)")
+    parser.add_argument("--save-surrogate", type=Path, help="write the trained surrogate here")
+    parser.add_argument(
+        "--wavelength-step", type=int, help="every k-th library wavelength (2; 1 with --quick)"
+    )
+    parser.add_argument("--targets", type=int, default=12, help="first N of the 12 targets")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.quick and (args.library or args.surrogate):
+        parser.error("--quick builds its own library; drop --library and --surrogate")
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = quick_library(Path(folder)) if args.quick else args.library or DEFAULT_LIBRARY
+        library = read_library(path, locking=False).completed()
+    family, settings = search_settings(library)
+    step = args.wavelength_step or (1 if args.quick else 2)
+    indices = np.arange(0, library.wavelengths_nm.size, max(1, step))
+    wavelengths = library.wavelengths_nm[indices]
     if args.quick:
         budget = inverse.Budget(
             screen=8, polish=1, polish_evaluations=8, verify=2, surrogate_screen=1024,
             surrogate_steps=100, swarm_size=8, swarm_iterations=5,
         )  # fmt: skip
-        samples, epochs = 96, 600
     else:
         budget = inverse.Budget(swarm_size=24, swarm_iterations=10)  # the rest: defaults
-        samples, epochs = 400, 2000
-    space = inverse.DesignSpace(
-        args.family, settings["period_nm"], settings["thickness_bounds_nm"], 40.0
-    )
-    forward = inverse.RCWASpectrum(
-        space, torch.as_tensor(wavelengths), harmonics=harmonics, grid=settings["grid"]
-    )
-    named = targets(wavelengths, forward, args.seed)
-    log(f"{len(named)} targets, {args.family}, M = {harmonics}, {points} wavelengths")
 
     start = time.perf_counter()
-    surrogate, surrogate_rms = fit_surrogate(forward, samples, epochs, args.seed)
+    if args.surrogate:
+        model = load_surrogate(args.surrogate)
+        model.check_library(library)
+        surrogate_record = {"loaded": str(args.surrogate)}
+    else:
+        config = SurrogateConfig(device="cpu")
+        if args.quick:
+            config = dataclasses.replace(config, epochs=150, patience=40)
+        log(f"training the surrogate on {len(library)} designs ...")
+        model, report = train_surrogate(library, config)
+        summary = report.summary()
+        surrogate_record = {
+            "trained_on": str(path),
+            **{k: summary[k] for k in ("train_designs", "test_designs", FRACTION)},
+            "test_mean_mse": summary["mean_mse"],
+        }
+        if args.save_surrogate:
+            save_surrogate(model, args.save_surrogate)
+    model = model.to("cpu").eval()
     training_s = time.perf_counter() - start
-    log(f"stand-in surrogate: {samples} RCWA samples, holdout RMS {surrogate_rms:.3f}, "
-        f"{training_s:.1f} s")  # fmt: skip
+    surrogate = UnpolarisedSurrogate(model, indices)
+    space = inverse.DesignSpace(
+        family, settings["period_nm"], settings["thickness_bounds_nm"], settings["min_feature_nm"]
+    )
+    forward = inverse.RCWASpectrum(
+        space, torch.as_tensor(wavelengths), settings["material"], settings["substrate"],
+        settings["superstrate"], settings["harmonics"], settings["grid"],
+    )  # fmt: skip
+    check = np.arange(min(4, len(library)))
+    design_vectors = torch.as_tensor(
+        np.column_stack([library.params_nm[check], library.thickness_nm[check]])
+    )
+    with torch.no_grad():
+        resolved = forward(design_vectors).numpy()
+    forward_check = float(np.abs(resolved - library.T[check][:, indices].mean(-1)).max())
+    named = dict(list(targets(wavelengths, forward, args.seed).items())[: args.targets])
+    log(
+        f"{len(named)} targets, {family}, M = {settings['harmonics']}, {wavelengths.size} "
+        f"wavelengths; surrogate ready in {training_s:.1f} s; RCWA vs library "
+        f"{forward_check:.1e}"
+    )
 
     rows = {}
     for name, target in named.items():
         rows[name] = {}
         for method in METHODS:
             result = inverse.design(
-                target, wavelengths, args.family, method, surrogate=surrogate,
-                budget=budget, seed=args.seed, progress=False, **settings,
+                target, wavelengths, family, method, surrogate=surrogate,
+                budget=budget, seed=args.seed, progress=False, device="cpu", **settings,
             )  # fmt: skip
             rows[name][method] = result
         log(f"  {name:18s} " + "  ".join(
@@ -214,10 +277,14 @@ def main() -> None:
     report = {
         "benchmark": "inverse design",
         "peer": PEER,
-        "family": args.family,
+        "library": str(path),
+        "family": family,
         "targets": len(rows),
-        "harmonics": harmonics,
-        "wavelengths": points,
+        "harmonics": settings["harmonics"],
+        "grid": list(settings["grid"]),
+        "thickness_bounds_nm": list(settings["thickness_bounds_nm"]),
+        "min_feature_nm": settings["min_feature_nm"],
+        "wavelengths": int(wavelengths.size),
         "wavelength_range_nm": [float(wavelengths[0]), float(wavelengths[-1])],
         "methods": {
             m: {key: figure(value) for key, value in summaries[m].items()} for m in METHODS
@@ -230,10 +297,10 @@ def main() -> None:
         "wall_ratio_surrogate_vs_swarm": figure(
             summaries["surrogate"]["mean_wall_s"] / peer["mean_wall_s"]
         ),
-        "surrogate": "stand-in MLP fitted in benchmarks/inverse.py",
-        "surrogate_samples": samples,
-        "surrogate_holdout_rms": figure(surrogate_rms),
-        "surrogate_training_s": figure(training_s),
+        "surrogate": "hyplex.optics.surrogate.SpectralSurrogate (TE/TM mean)",
+        **{f"surrogate_{key}": value for key, value in surrogate_record.items()},
+        "surrogate_ready_s": figure(training_s),
+        "max_abs_dT_forward_vs_library": forward_check,
         "reachable_targets_recovered_below_0.02": {
             m: sum(rows[n][m].rms_error < 0.02 for n in rows if n.startswith("reachable"))
             for m in METHODS
@@ -242,6 +309,7 @@ def main() -> None:
     }
     assert all(math.isfinite(v["mean_rms"]) for v in report["methods"].values())
     print(json.dumps(report))
+    return report
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from hyplex.optics.surrogate_training import (
     fraction_below,
     mean_spectrum_baseline,
     spectrum_mse,
+    split,
     train_surrogate,
 )
 
@@ -30,7 +31,14 @@ SPEC = LibrarySpec(
     seed=1,
 )
 QUICK = SurrogateConfig(
-    hidden=64, blocks=2, fourier_features=16, epochs=150, batch_size=32, patience=40, seed=0
+    hidden=64,
+    blocks=2,
+    fourier_features=16,
+    members=1,
+    epochs=150,
+    batch_size=32,
+    patience=40,
+    seed=0,
 )
 
 
@@ -69,6 +77,17 @@ def test_metrics():
     np.testing.assert_allclose(mean_spectrum_baseline(train, target), 0.25)
 
 
+def test_learning_curve_splits_keep_the_held_out_designs():
+    full = split(240, QUICK)
+    half = split(240, dataclasses.replace(QUICK, train_fraction=0.5))
+    assert [part.size for part in full] == [192, 24, 24] and half[0].size == 96
+    assert set(half[0]) < set(full[0])
+    np.testing.assert_array_equal(half[1], full[1])
+    np.testing.assert_array_equal(half[2], full[2])
+    with pytest.raises(ValueError, match="train_fraction"):
+        SurrogateConfig(train_fraction=0.0)
+
+
 def test_surrogate_is_differentiable_in_its_inputs(trained):
     model, _ = trained
     radius = torch.tensor([[80.0], [120.0]], requires_grad=True)
@@ -101,8 +120,9 @@ def test_rotation_symmetry_of_the_solver_and_the_surrogate(library):
 
 
 def test_training_is_seeded(library):
-    quick = dataclasses.replace(QUICK, epochs=3, device="cpu")
+    quick = dataclasses.replace(QUICK, epochs=3, members=2, device="cpu")
     (a, ra), (b, rb) = train_surrogate(library, quick), train_surrogate(library, quick)
+    assert a.architecture["members"] == 2 and len(ra.history) == 3
     assert np.array_equal(ra.test_index, rb.test_index) and ra.history == rb.history
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
@@ -140,6 +160,42 @@ def test_save_load_round_trip_and_checks(trained, library, tmp_path):
         load_surrogate(tmp_path / "absent")
 
 
+def test_an_ensemble_is_the_mean_of_its_symmetric_members(library, tmp_path):
+    description = dict(vars(library), family="rectangle", parameter_names=("w_nm", "h_nm"))
+    description = {k: description[k] for k in ("family", "parameter_names")}
+    description["wavelengths_nm"] = library.wavelengths_nm.tolist()  # JSON-ready, as describe()
+    model = SpectralSurrogate(
+        description, [40.0, 40.0, 100.0], [360.0, 360.0, 400.0], 16, 1, members=3
+    )
+    sizes, thickness = torch.tensor([[120.0, 260.0], [260.0, 120.0]]), torch.tensor([180.0] * 2)
+    members = model.member_spectra(sizes, thickness)
+    assert members.shape == (3, 2, 6, 2) and not torch.equal(members[0], members[1])
+    torch.testing.assert_close(model(sizes, thickness), members.mean(0))
+    torch.testing.assert_close(members[:, 0], members[:, 1].flip(-1))  # each one symmetric
+    torch.testing.assert_close(model.member_spectra(sizes, thickness, [2])[0], members[2])
+    save_surrogate(model, tmp_path / "ensemble")
+    back = load_surrogate(tmp_path / "ensemble")
+    assert back.architecture["members"] == 3
+    torch.testing.assert_close(back(sizes, thickness), model(sizes, thickness))
+
+
+def test_version_1_files_still_load(trained, library, tmp_path):
+    """Before ensembles, the single network's modules sat at the top of the state dict."""
+    model, report = trained
+    weights, config = save_surrogate(model, tmp_path / "old")
+    state = torch.load(weights, weights_only=True)
+    torch.save({k.removeprefix("networks.0."): v for k, v in state.items()}, weights)
+    record = json.loads(config.read_text())
+    del record["members"]
+    config.write_text(json.dumps(dict(record, format_version=1)))
+    args = (library.params_nm[report.test_index], library.thickness_nm[report.test_index])
+    old = load_surrogate(tmp_path / "old")
+    np.testing.assert_array_equal(old.predict(*args), model.predict(*args))
+    config.write_text(json.dumps(dict(record, format_version=7)))
+    with pytest.raises(LibraryError, match="format_version 7"):
+        load_surrogate(tmp_path / "old")
+
+
 def test_bad_inputs_are_clear_errors(library):
     with pytest.raises(ValueError, match="fractions"):
         SurrogateConfig(validation_fraction=0.6, test_fraction=0.5)
@@ -151,3 +207,5 @@ def test_bad_inputs_are_clear_errors(library):
     description = {"parameter_names": ["r"], "wavelengths_nm": [500.0]}
     with pytest.raises(ValueError, match="low < high"):
         SpectralSurrogate(description, [0.0, 1.0], [0.0, 2.0])
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        SurrogateConfig(members=0)
