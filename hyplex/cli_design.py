@@ -5,7 +5,8 @@ Registered in ``hyplex.cli`` by ``register(app)``. Trains
 (:func:`hyplex.models.bundle.save_bundle`) to ``OUT/bundle``; the checkpoint is
 ``OUT/checkpoint.pt`` (``--resume`` continues it). Without a library (``--library`` or
 ``library_path`` in the config) the library encoders use a small RCWA library solved on the
-spot into ``OUT/quick_library.h5`` (:mod:`hyplex.models.codesign_library`, ~10 s), so even
+spot into ``OUT/quick_library.h5`` (:mod:`hyplex.models.codesign_library`, ~10 s; by rank 0
+alone under torchrun, :func:`shared_quick_library`), so even
 ``--quick`` trains a fabricable design. Data parallel:
 ``torchrun --nproc_per_node 2 $(which hyplex) design ...`` (gloo on CPU, NCCL on CUDA).
 """
@@ -18,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["design", "register", "resolve_config"]
+__all__ = ["design", "register", "resolve_config", "shared_quick_library"]
 
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="TOML file of CodesignConfig settings.")
@@ -57,6 +58,31 @@ def resolve_config(config_file=None, quick=False, library=None, device=None, ste
     return CodesignConfig.from_dict(values)
 
 
+def shared_quick_library(path: Path, context):
+    """The quick RCWA library at ``path``, solved once per run: rank 0 builds (or reuses) the
+    HDF5 file, every rank waits at a barrier, then the other ranks read the finished file.
+    (Every rank building it would mean concurrent HDF5 writes of one file.)
+
+    Parameters
+    ----------
+    path : the library file (``OUT/quick_library.h5``).
+    context : this process's :class:`~hyplex.models.distributed.DistributedContext`.
+
+    Returns
+    -------
+    hyplex.optics.library.ResponseLibrary
+    """
+    from hyplex.models import codesign_library, distributed
+    from hyplex.optics import library as library_io
+
+    if context.is_main:
+        library = codesign_library.quick_library(path)
+        distributed.barrier(context)  # the file is complete: the other ranks may read it
+        return library
+    distributed.barrier(context)
+    return library_io.read_library(path)
+
+
 def design(
     config: ConfigFile = None,
     quick: Quick = False,
@@ -77,12 +103,15 @@ def design(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     out.mkdir(parents=True, exist_ok=True)
+    try:  # first: under torchrun the ranks must agree on who writes what
+        context = distributed.init_distributed(settings.device)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     library_data = None
     if settings.encoder in ("library", "pca") and not settings.library_path:
-        from hyplex.models.codesign_library import quick_library
-
-        typer.echo(f"no library given: solving a quick RCWA library into {out}", err=True)
-        library_data = quick_library(out / "quick_library.h5")
+        if context.is_main:
+            typer.echo(f"no library given: solving a quick RCWA library into {out}", err=True)
+        library_data = shared_quick_library(out / "quick_library.h5", context)
     typer.echo(
         f"co-design: encoder {settings.encoder}, {settings.bands} bands "
         f"{settings.wavelength_range_nm[0]:g}-{settings.wavelength_range_nm[1]:g} nm, "
@@ -97,7 +126,6 @@ def design(
         raise typer.Exit(130) from None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    context = distributed.init_distributed(settings.device)
     if context.is_main:
         bundle = save_bundle(out / "bundle", result, overwrite=True)
         for phase, values in result.metrics.items():

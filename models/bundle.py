@@ -15,8 +15,10 @@ A bundle is a directory (format ``hyplex-design-bundle``, version 1)::
     report.png             filters, reconstructions, segmentation (hyplex.models.report)
 
 :func:`save_bundle` writes into a temporary sibling directory and renames it into place.
-:func:`load_bundle` checks the format and, given ``wavelengths_nm``, that the bundle was trained
-on that grid; anything else is a :class:`BundleError` saying what is wrong.
+:func:`load_bundle` checks the format, that the parts agree (``F`` filters and ``L`` bands in
+the responses, the layout, the decoder configs; the segmenter's classes and ``class_names``;
+transmissions in [0, 1]) and, given ``wavelengths_nm``, that the bundle was trained on that
+grid; anything else is a :class:`BundleError` saying what is wrong and what was expected.
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ FORMAT = "hyplex-design-bundle"
 FORMAT_VERSION = 1
 _ARRAYS = ("library_indices", "params_nm", "thickness_nm", "geometry_nm")
 _FILES = ("bundle.json", "design.npz", "decoders.safetensors", "config.json")
+_ROUNDING = 1e-6  # tolerated excursion of stored transmissions outside [0, 1] (float32 sums)
+_RECORD = {  # the keys of bundle.json after format and format_version, with their JSON types
+    "wavelengths_nm": list,
+    "n_filters": int,
+    "encoder": dict,
+    "layout": dict,
+    "capture": dict,
+    "reconstructor": dict,
+    "segmenter": dict,
+    "class_names": list,
+    "metrics": dict,
+}
 
 
 class BundleError(ValueError):
@@ -189,7 +203,88 @@ def _read_record(path: Path) -> dict:
             f"{path}: bundle format_version {record.get('format_version')}; this hyplex reads "
             f"version {FORMAT_VERSION}"
         )
+    missing = [key for key in _RECORD if key not in record]
+    if missing:
+        raise BundleError(
+            f"{path}/bundle.json lacks {', '.join(missing)} (a version 1 bundle has "
+            f"{', '.join(_RECORD)})"
+        )
+    for key, kind in _RECORD.items():
+        if not isinstance(record[key], kind):
+            raise BundleError(
+                f"{path}/bundle.json: {key} is of type {type(record[key]).__name__}, "
+                f"expected {kind.__name__}"
+            )
+    for part in ("reconstructor", "segmenter"):
+        spec = record[part]
+        if not isinstance(spec.get("name"), str) or not isinstance(spec.get("config"), dict):
+            raise BundleError(
+                f"{path}/bundle.json: {part} must hold a name (str) and a config (dict), got "
+                f"keys {sorted(spec)}"
+            )
+    names = record["class_names"]
+    if not all(isinstance(name, str) for name in names):
+        raise BundleError(f"{path}/bundle.json: class_names must be strings, got {names!r}")
+    try:
+        grid = np.asarray(record["wavelengths_nm"], dtype=np.float64)
+    except (TypeError, ValueError):
+        grid = np.empty(0)
+    if grid.ndim != 1 or grid.size < 1 or not np.isfinite(grid).all():
+        raise BundleError(
+            f"{path}/bundle.json: wavelengths_nm must be a list of finite numbers (nm), got "
+            f"{record['wavelengths_nm']!r}"
+        )
+    n_filters = record["n_filters"]
+    if isinstance(n_filters, bool) or not isinstance(n_filters, int) or n_filters < 1:
+        raise BundleError(
+            f"{path}/bundle.json: n_filters must be an integer >= 1, got {n_filters!r}"
+        )
     return record
+
+
+def _check_responses(path: Path, responses, n_filters: int, n_bands: int) -> None:
+    """Responses are ``(F, L)`` transmissions: finite, in [0, 1]."""
+    if responses is None:
+        raise BundleError(f"{path}/design.npz holds no responses (F={n_filters}, L={n_bands})")
+    if responses.shape != (n_filters, n_bands):
+        raise BundleError(
+            f"{path}/design.npz: responses have shape {responses.shape}, expected "
+            f"(F={n_filters}, L={n_bands}) from bundle.json"
+        )
+    if not np.issubdtype(responses.dtype, np.floating) or not np.isfinite(responses).all():
+        raise BundleError(f"{path}/design.npz: responses must be finite floats (transmissions)")
+    low, high = float(responses.min()), float(responses.max())
+    if low < -_ROUNDING or high > 1.0 + _ROUNDING:
+        raise BundleError(
+            f"{path}/design.npz: responses span {low:.4g}..{high:.4g}; transmissions must "
+            "lie in [0, 1]"
+        )
+
+
+def _check_decoder_sizes(path: Path, record: dict, n_filters: int, n_bands: int) -> None:
+    """The decoders' configs must match the design: the reconstructor reads ``F`` barcode
+    channels and outputs ``L`` bands; the segmenter reads ``F`` and scores every class."""
+    expected = {
+        "reconstructor": {"n_bands": n_bands},
+        "segmenter": {"in_channels": n_filters, "n_classes": len(record["class_names"])},
+    }
+    reconstructor = record["reconstructor"]["config"]
+    channels = "n_filters" if "n_filters" in reconstructor else "in_channels"
+    expected["reconstructor"][channels] = n_filters
+    why = {
+        "n_bands": f"L = {n_bands} bands of wavelengths_nm",
+        "n_filters": f"F = {n_filters} filters",
+        "in_channels": f"F = {n_filters} filters",
+        "n_classes": f"{len(record['class_names'])} class_names",
+    }
+    for part, sizes in expected.items():
+        config = record[part]["config"]
+        for key, value in sizes.items():
+            if config.get(key) != value:
+                raise BundleError(
+                    f"{path}: the {part} config has {key} = {config.get(key)!r}, expected "
+                    f"{value} ({why[key]})"
+                )
 
 
 def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
@@ -205,7 +300,10 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
     Raises
     ------
     BundleError
-        Missing or foreign directory, corrupt files, or mismatched wavelength grid.
+        Missing or foreign directory, corrupt files, mismatched wavelength grid, or parts that
+        disagree: bundle.json lacking a key; responses not ``(F, L)``, not finite or outside
+        [0, 1]; a layout or capture settings that are invalid or not for ``F`` filters;
+        decoder configs not for ``F`` filters, ``L`` bands and the ``class_names``.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -216,6 +314,7 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
     path = Path(path)
     record = _read_record(path)
     grid = np.asarray(record["wavelengths_nm"], dtype=np.float64)
+    n_filters = record["n_filters"]
     if wavelengths_nm is not None:
         asked = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1)
         if asked.shape != grid.shape or not np.allclose(asked, grid, rtol=0, atol=1e-6):
@@ -230,10 +329,27 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
     except (OSError, ValueError) as error:
         raise BundleError(f"{path}/design.npz is corrupt: {error}") from None
     responses = arrays.get("responses")
-    if responses is None or responses.shape != (record["n_filters"], grid.size):
-        raise BundleError(f"{path}/design.npz: responses missing or not (F, L={grid.size})")
+    _check_responses(path, responses, n_filters, grid.size)
     if not np.array_equal(arrays.get("wavelengths_nm"), grid):
         raise BundleError(f"{path}: design.npz and bundle.json disagree on the wavelengths")
+    try:
+        layout = MosaicLayout(**_tuples(record["layout"]))
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"{path}/bundle.json: invalid layout: {error}") from None
+    if layout.n_filters != n_filters:
+        raise BundleError(
+            f"{path}/bundle.json: the layout's grid {layout.grid} holds {layout.n_filters} "
+            f"filters, expected {n_filters} (n_filters, rows of the responses)"
+        )
+    try:
+        capture = CaptureSettings.from_dict(record["capture"])
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"{path}/bundle.json: invalid capture settings: {error}") from None
+    _check_decoder_sizes(path, record, n_filters, grid.size)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path}/config.json is not valid JSON: {error}") from None
     try:
         tensors = load_file(path / "decoders.safetensors", device="cpu")
     except (SafetensorError, OSError) as error:
@@ -251,18 +367,22 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
                 f"{path}: the {part} weights do not fit its config: {error}"
             ) from None
         modules[part] = module.to(device).eval()
-    layout_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record["layout"].items()}
     design = {**record["encoder"], **{k: v for k, v in arrays.items() if k != "wavelengths_nm"}}
     return DesignBundle(
         path=path,
         wavelengths_nm=grid,
         responses=responses,
         design=design,
-        layout=MosaicLayout(**layout_fields),
-        capture=CaptureSettings.from_dict(record["capture"]),
+        layout=layout,
+        capture=capture,
         reconstructor=modules["reconstructor"],
         segmenter=modules["segmenter"],
         class_names=list(record["class_names"]),
-        config=json.loads((path / "config.json").read_text()),
+        config=config,
         metrics=record["metrics"],
     )
+
+
+def _tuples(values: dict) -> dict:
+    """``values`` with every list value (a JSON array) turned into a tuple."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}

@@ -14,15 +14,19 @@ One run (Hyplex, Makarenko et al., CVPR 2022, sec. 3; the 1.2 Tb/s platform, Nat
 Determinism: the batch and the noise of step ``k`` on rank ``r`` are pure functions of
 ``(seed, k, r)`` and the model is initialised from ``seed``, so on CPU a run resumed from a
 checkpoint ends bitwise equal to the uninterrupted run (tested). Checkpoints are written to a
-temporary file then renamed (``os.replace``): an interrupted run (Ctrl-C, a kill) leaves the last
+uniquely named temporary file beside it, flushed and fsynced, then renamed (``os.replace``): an
+interrupted run (Ctrl-C, a kill) leaves the last
 complete checkpoint. They hold state dicts and plain numbers only and are read with
-``torch.load(weights_only=True)``. Data-parallel runs: :mod:`hyplex.models.distributed`.
+``torch.load(weights_only=True)``. Data-parallel runs: :mod:`hyplex.models.distributed`; a
+checkpoint records the world size and resumes only under the same one (rank ``r`` of ``N``
+draws the patches ``(k N + r) B/N ...`` of step ``k``, so another ``N`` is another run).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +104,7 @@ class CodesignResult:
 def build_encoder(config, wavelengths_nm, scenes: SceneSet, library=None, surrogate=None):
     """The encoder named by ``config.encoder`` (library and surrogate loaded from the config's
     paths when not given)."""
-    capture = CameraCapture(wavelengths_nm, CaptureSettings(**config.capture))
+    capture = CameraCapture(wavelengths_nm, CaptureSettings.from_dict(config.capture))
     kind = config.encoder
     if kind in ("library", "pca") and library is None and config.library_path:
         from hyplex.optics.library import read_library
@@ -218,12 +222,32 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # atomic: a crash leaves the previous checkpoint intact
+    """Write ``state`` to ``path`` atomically and durably: a uniquely named temporary file in
+    the same directory (no two writers share it), flushed and fsynced, then renamed over
+    ``path``; a crash at any point leaves the previous checkpoint intact."""
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        except OSError:  # some file systems cannot sync a directory; the file itself is synced
+            pass
+        finally:
+            os.close(directory)
 
 
-def _load_checkpoint(path: Path, config: CodesignConfig) -> dict:
+def _load_checkpoint(path: Path, config: CodesignConfig, world_size: int = 1) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling error means a bad file
@@ -237,6 +261,14 @@ def _load_checkpoint(path: Path, config: CodesignConfig) -> dict:
         raise ValueError(
             f"{path} was written by a run with other settings ({', '.join(differ)}); resume "
             "with the same config or write to another directory"
+        )
+    written = int(state.get("world_size", 1))  # checkpoints before the field: one process
+    if written != int(world_size):
+        raise ValueError(
+            f"{path} was written by a run of {written} process(es), this run has "
+            f"{world_size}; the batches of every step depend on the number of processes, so "
+            f"resume with {written} (torchrun --nproc_per_node {written}) or write to another "
+            "directory"
         )
     return state
 
@@ -289,7 +321,7 @@ def train_codesign(
     metrics, start = {}, 0
     checkpoint = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
     if resume and checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, config)
+        state = _load_checkpoint(checkpoint, config, context.world_size)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, metrics = int(state["step"]), state["history"], state["metrics"]
@@ -310,6 +342,7 @@ def train_codesign(
             return
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         state = {"format": CHECKPOINT_FORMAT, "step": step, "config": json.dumps(config.to_dict())}
+        state["world_size"] = context.world_size
         state.update(model=model.state_dict(), optimizer=optimizer.state_dict())
         _save_checkpoint(checkpoint, state | {"history": history, "metrics": metrics})
 
@@ -360,6 +393,9 @@ def train_codesign(
         design = encoder.design()
     metrics["hardened"] = evaluate(model, validation, config.seed + 2)
     _finetune(model, config, context, batch_for, history)
+    # BatchNorm statistics: rank 0's everywhere, as DDP does before a forward. Needed even
+    # without fine-tuning: each rank's last relaxed step updated them from its own batch.
+    distributed.broadcast_buffers(model, context)
     metrics["final"] = evaluate(model, validation, config.seed + 2)
     seconds = time.perf_counter() - began
     return CodesignResult(model, config, grid, train.class_names, history, metrics, design,
@@ -368,7 +404,8 @@ def train_codesign(
 
 def _finetune(model, config, context, batch_for, history) -> None:
     """Decoder-only Adam steps on the hardened (frozen) encoder; gradients all-reduced by hand
-    under torchrun (the DDP wrapper was built for the relaxed phase)."""
+    under torchrun (the DDP wrapper was built for the relaxed phase). The caller then
+    broadcasts rank 0's buffers (:func:`~hyplex.models.distributed.broadcast_buffers`)."""
     parameters = [
         p for m in (model.reconstructor, model.segmenter) for p in m.parameters() if p.requires_grad
     ]
@@ -386,4 +423,3 @@ def _finetune(model, config, context, batch_for, history) -> None:
         distributed.average_gradients(parameters, context)
         optimizer.step()
         history["finetune_loss"].append(float(loss.detach()))
-    distributed.broadcast_buffers(model, context)  # BatchNorm statistics: rank 0's, as DDP

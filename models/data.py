@@ -10,7 +10,8 @@ pure function of ``(seed, i)``, so a training step's batch is reproducible on an
 
 Scene ``k`` of a set is drawn from ``numpy.random.default_rng([seed, k])``; a train set and a
 held-out set differ by seed. :func:`generate_scenes` loads the spectral library once for all
-scenes and can cache the finished set as ``.npz`` (written atomically) under ``cache_dir``.
+scenes and can cache the finished set as ``.npz`` (written atomically: unique temporary file,
+fsync, rename) under ``cache_dir``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,17 +156,38 @@ def generate_scenes(
         names,
     )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial.npz")
-        np.savez(
-            partial,
-            cubes=scenes.cubes,
-            class_maps=scenes.class_maps,
-            fake_maps=scenes.fake_maps,
-            class_names=np.array(scenes.class_names),
-        )
-        os.replace(partial, path)
+        _write_cache(path, scenes)
     return scenes
+
+
+def _write_cache(path: Path, scenes: SceneSet) -> None:
+    """Write ``scenes`` to ``path`` atomically: a uniquely named temporary file in the same
+    directory (runs sharing a cache never write one file), flushed and fsynced, then renamed
+    over ``path``. Readers see no file or a complete one; the last writer wins (the sets are
+    equal, being pure functions of the arguments that name the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez(
+                handle,
+                cubes=scenes.cubes,
+                class_maps=scenes.class_maps,
+                fake_maps=scenes.fake_maps,
+                class_names=np.array(scenes.class_names),
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates 0600; a shared cache wants the permissions a plain open() gives.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class PatchDataset(Dataset):

@@ -20,6 +20,7 @@ from torch import nn
 
 __all__ = [
     "DistributedContext",
+    "choose_device",
     "init_distributed",
     "wrap_model",
     "average_gradients",
@@ -58,27 +59,68 @@ def _environment_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def choose_device(
+    device: str | None,
+    world_size: int = 1,
+    local_rank: int = 0,
+    cuda_available: bool = False,
+    cuda_device_count: int = 0,
+) -> torch.device:
+    """The device of one process (a pure function of its arguments; no CUDA call).
+
+    Parameters
+    ----------
+    device : ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or None (CUDA when available).
+    world_size, local_rank : as torchrun sets ``WORLD_SIZE`` and ``LOCAL_RANK``.
+    cuda_available, cuda_device_count : what ``torch.cuda`` reports on this machine.
+
+    Returns
+    -------
+    torch.device
+        Alone (``world_size == 1``): the device asked for, ``"cuda"`` meaning ``cuda:0``.
+        Under torchrun on CUDA: ``cuda:LOCAL_RANK`` whatever index was asked for (one GPU per
+        local rank; an index in ``device`` would put every rank on one GPU).
+    """
+    if device is None:
+        device = "cuda" if cuda_available else "cpu"
+    target = torch.device(device)
+    if target.type != "cuda":
+        return target
+    if not cuda_available or cuda_device_count < 1:
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if world_size > 1:
+        if not 0 <= local_rank < cuda_device_count:
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} needs cuda:{local_rank}, but this machine has "
+                f"{cuda_device_count} CUDA device(s); start at most {cuda_device_count} "
+                "processes per node (torchrun --nproc_per_node)"
+            )
+        return torch.device("cuda", local_rank)
+    index = 0 if target.index is None else target.index
+    if index >= cuda_device_count:
+        raise ValueError(
+            f"device {device!r} asked for, but this machine has {cuda_device_count} CUDA "
+            f"device(s) (cuda:0..cuda:{cuda_device_count - 1})"
+        )
+    return torch.device("cuda", index)
+
+
 def init_distributed(device: str | None = None) -> DistributedContext:
     """The context of this process; joins the process group when ``WORLD_SIZE > 1``.
 
     Parameters
     ----------
     device : ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or None (CUDA when available). Under
-        torchrun on CUDA each process takes ``cuda:LOCAL_RANK``.
+        torchrun on CUDA each process takes ``cuda:LOCAL_RANK`` (:func:`choose_device`).
     """
     world_size = _environment_int("WORLD_SIZE", 1)
     rank, local_rank = _environment_int("RANK", 0), _environment_int("LOCAL_RANK", 0)
     if not 0 <= rank < world_size:
         raise ValueError(f"RANK={rank} must lie in 0..WORLD_SIZE-1 (WORLD_SIZE={world_size})")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
+    available = torch.cuda.is_available()
+    count = torch.cuda.device_count() if available else 0
+    target = choose_device(device, world_size, local_rank, available, count)
     if target.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-        if world_size > 1 or target.index is None:
-            index = local_rank % torch.cuda.device_count() if world_size > 1 else 0
-            target = torch.device("cuda", target.index if target.index is not None else index)
         torch.cuda.set_device(target)
     if world_size == 1:
         return DistributedContext(device=target)
@@ -117,6 +159,7 @@ def broadcast_buffers(module: nn.Module, context: DistributedContext) -> None:
 
 
 def barrier(context: DistributedContext) -> None:
+    """Wait until every rank gets here (no-op alone)."""
     if context.distributed:
         dist.barrier()
 

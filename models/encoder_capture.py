@@ -33,7 +33,7 @@ by the dark/flat calibration before barcodes are formed (``hyplex.calibration``)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -90,13 +90,26 @@ class CaptureSettings:
             raise ValueError(
                 f"quantization must be 'noise' or 'straight_through', got {self.quantization!r}"
             )
-        if isinstance(self.sensor, dict):
-            values = dict(self.sensor)
-            values["shape"] = tuple(values.get("shape", (3000, 4000)))
-            object.__setattr__(self, "sensor", SensorModel(**values))
+        sensor = self.sensor
+        if isinstance(sensor, dict):  # e.g. from JSON or TOML: sequences arrive as lists
+            known = {f.name for f in fields(SensorModel)}
+            unknown = sorted(set(sensor) - known)
+            if unknown:
+                raise ValueError(
+                    f"unknown sensor settings {', '.join(unknown)}; expected some of "
+                    f"{', '.join(sorted(known))}"
+                )
+            sensor = SensorModel(**_tuples(sensor))
+        elif isinstance(sensor, SensorModel):
+            lists = {f.name: getattr(sensor, f.name) for f in fields(SensorModel)}
+            if any(isinstance(v, list) for v in lists.values()):
+                sensor = replace(sensor, **_tuples(lists))  # hashable, equal to its round trip
+        else:
+            raise ValueError(f"sensor must be a SensorModel or a dict, got {type(sensor).__name__}")
+        object.__setattr__(self, "sensor", sensor)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        """JSON-ready dict (tuples as lists); :meth:`from_dict` inverts it."""
         values = asdict(self)
         values["sensor"] = {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in values["sensor"].items()
@@ -105,7 +118,27 @@ class CaptureSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> CaptureSettings:
-        return cls(**values)
+        """The settings of :meth:`to_dict`'s dict (or its JSON round trip): every list, in
+        the sensor's fields too, turns back into a tuple, so ``from_dict(s.to_dict()) == s``.
+
+        Raises
+        ------
+        ValueError
+            Unknown keys, or values the dataclasses reject.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown capture settings {', '.join(unknown)}; expected some of "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**_tuples(values))
+
+
+def _tuples(values: dict) -> dict:
+    """``values`` with every list value (a JSON array) turned into a tuple."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 class CameraCapture(nn.Module):

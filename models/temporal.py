@@ -10,7 +10,7 @@ log-probabilities of the previous frame forward and mixes them with the new ones
     s_t = g_t s_{t-1} + (1 - g_t) z_t                  propagated state / output
 
 ``x`` are the frame's input features (the metapixel barcodes). Where the scene is still the
-gate stays near ``sigmoid(b)`` (``smoothing``) and noise is averaged over ~1/(1-g) frames;
+gate stays near ``sigmoid(b)`` (``smoothing``, s) and noise is averaged over ~1/(1-g) frames;
 where the input changes (a moving edge, an occlusion, a new object) ``c_t`` is large, the gate
 closes and the new frame's evidence takes over at once: no ghosting behind moving objects. The
 learned term ``f`` (two 3x3 convolutions, initialised to zero so the untrained module is the
@@ -19,6 +19,15 @@ with truncated back-propagation through time on a labelled clip. This is exponen
 smoothing with an occlusion-aware gate, the light end of the recurrent propagation family
 (ConvGRU-style gated merging of a per-frame network's outputs, as in video segmentation
 with temporal propagation of features or logits).
+
+The hand-set gate (``f = 0``) is ``g(c) = sigmoid(b - w c)`` with ``b = logit(s)`` and ``w`` set
+so that at the change threshold ``c*`` the past's weight has halved, ``g(c*) = s / 2``::
+
+    w c* = logit(s) - logit(s / 2) = ln((2 - s) / (1 - s))     >= ln 2 for every s in (0, 1)
+
+(s = 0.6: g falls from 0.6 on a still scene to 0.3 at c*, and to 0.03 at 3 c*). Unlike a gate
+of 0.5 at ``c*``, this holds for every ``smoothing``, also at or below 0.5, where the slope
+would vanish or change sign.
 
 Consistency is measured by :func:`label_flip_rate`: the fraction of pixels whose predicted
 label changes between consecutive frames where the true label does not.
@@ -32,6 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+# Re-exported for callers that import it from here (benchmarks/video.py): one mIoU for the
+# whole package, which rejects labels outside 0..n_classes-1 instead of dropping them.
+from hyplex.models.metrics import mean_iou
 
 __all__ = ["GatedLogitSmoother", "fit_temporal", "label_flip_rate", "mean_iou", "smooth_sequence"]
 
@@ -48,7 +61,8 @@ class GatedLogitSmoother(nn.Module):
         ~2.5 frames).
     change_threshold : float
         Relative input change (mean |x_t - x_{t-1}| / mean |x_t|, unitless) at which the gate
-        has fallen to half of ``smoothing``'s logit, i.e. to 0.5 when ``smoothing`` > 0.5.
+        has fallen to half of ``smoothing`` (the past counts half as much as on a still scene;
+        see the module docstring), before the learned refinement.
     hidden : int
         Channels of the learned gate refinement.
     """
@@ -72,8 +86,10 @@ class GatedLogitSmoother(nn.Module):
         self.n_classes = int(n_classes)
         bias = math.log(smoothing / (1.0 - smoothing))
         self.gate_bias = nn.Parameter(torch.tensor(float(bias)))
-        # sigmoid(bias - slope * threshold) = 0.5 at the threshold (for bias > 0).
-        self.change_slope = nn.Parameter(torch.tensor(max(bias, 1.0) / float(change_threshold)))
+        # sigmoid(bias - slope * threshold) = smoothing / 2:
+        # slope * threshold = logit(s) - logit(s / 2) = ln((2 - s) / (1 - s)).
+        drop = math.log((2.0 - smoothing) / (1.0 - smoothing))
+        self.change_slope = nn.Parameter(torch.tensor(drop / float(change_threshold)))
         self.refine = nn.Sequential(
             nn.Conv2d(3, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, 1, 3, padding=1)
         )
@@ -215,20 +231,3 @@ def label_flip_rate(predicted, truth) -> float:
     still = truth[1:] == truth[:-1]
     flips = (predicted[1:] != predicted[:-1]) & still
     return float(flips.sum() / max(int(still.sum()), 1))
-
-
-def mean_iou(predicted, truth, n_classes: int) -> float:
-    """Mean intersection over union over the classes present in ``truth`` or ``predicted``
-    (int arrays of one shape; labels outside 0..n_classes-1 in ``truth`` are ignored)."""
-    predicted, truth = np.asarray(predicted).ravel(), np.asarray(truth).ravel()
-    if predicted.shape != truth.shape:
-        raise ValueError(f"predicted {predicted.shape} and truth {truth.shape} differ in size")
-    valid = (truth >= 0) & (truth < n_classes)
-    predicted, truth = predicted[valid], truth[valid]
-    scores = []
-    for k in range(int(n_classes)):
-        a, b = predicted == k, truth == k
-        union = int((a | b).sum())
-        if union:
-            scores.append((a & b).sum() / union)
-    return float(np.mean(scores)) if scores else float("nan")

@@ -1,6 +1,7 @@
 """Design bundles (hyplex.models.bundle): round trip, grid check, foreign and corrupt input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -82,3 +83,140 @@ def test_foreign_and_corrupt_bundles(result, bundle_path, tmp_path):
         load_bundle(copy)
     with pytest.raises(BundleError, match="exists; pass overwrite=True"):
         save_bundle(copy, result, report=False)
+
+
+def _copy(bundle_path, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle_path, copy)
+    return copy
+
+
+def _edit_record(copy, edit):
+    record = json.loads((copy / "bundle.json").read_text())
+    edit(record)
+    (copy / "bundle.json").write_text(json.dumps(record))
+
+
+def _edit_responses(copy, transform):
+    with np.load(copy / "design.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    arrays["responses"] = transform(arrays["responses"].copy())
+    np.savez(copy / "design.npz", **arrays)
+
+
+def _rebuild_decoder(copy, part, channels=None, **changes):
+    """Replace ``part`` by one built for other sizes, weights and config consistent (so only
+    the cross-checks against the design can tell)."""
+    from safetensors.torch import load_file, save_file
+
+    from hyplex.models.reconstruction import build_reconstructor
+    from hyplex.models.segmentation import build_segmenter
+
+    record = json.loads((copy / "bundle.json").read_text())
+    config = dict(record[part]["config"])
+    if channels is not None:
+        changes["n_filters" if "n_filters" in config else "in_channels"] = channels
+    config.update(changes)
+    build = build_reconstructor if part == "reconstructor" else build_segmenter
+    module = build(record[part]["name"], **config)
+    tensors = load_file(copy / "decoders.safetensors")
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(f"{part}.")}
+    tensors.update({f"{part}.{k}": v.contiguous() for k, v in module.state_dict().items()})
+    save_file(tensors, copy / "decoders.safetensors", metadata={"format": "hyplex-design-bundle"})
+    record[part]["config"] = config
+    (copy / "bundle.json").write_text(json.dumps(record))
+
+
+def _drop_last_class(record):
+    record["class_names"] = record["class_names"][:-1]
+
+
+def _set(section, key, value):
+    def edit(record):
+        if section is None:
+            record[key] = value
+        else:
+            record[section][key] = value
+
+    return edit
+
+
+def _nan(responses):
+    responses[0, 0] = np.nan
+    return responses
+
+
+TAMPERINGS = {
+    "class names fewer than the segmenter's classes": (
+        lambda c: _edit_record(c, _drop_last_class),
+        r"segmenter config has n_classes = (\d+), expected \d+ \(\d+ class_names\)",
+    ),
+    "responses above 1": (
+        lambda c: _edit_responses(c, lambda r: r + 0.5),
+        r"responses span .*transmissions must lie in \[0, 1\]",
+    ),
+    "negative responses": (
+        lambda c: _edit_responses(c, lambda r: r - 0.5),
+        r"responses span .*transmissions must lie in \[0, 1\]",
+    ),
+    "non-finite responses": (
+        lambda c: _edit_responses(c, _nan),
+        "responses must be finite",
+    ),
+    "responses for another F": (
+        lambda c: _edit_responses(c, lambda r: r[:-1]),
+        r"responses have shape \(8, 8\), expected \(F=9, L=8\)",
+    ),
+    "layout for 4 filters": (
+        lambda c: _edit_record(c, _set("layout", "grid", [2, 2])),
+        r"layout's grid \(2, 2\) holds 4 filters, expected 9",
+    ),
+    "invalid layout": (
+        lambda c: _edit_record(c, _set("layout", "grid", [0, 3])),
+        "invalid layout: metapixels, grid and metapixels_per_block must be >= 1",
+    ),
+    "unknown layout field": (
+        lambda c: _edit_record(c, _set("layout", "colour", "red")),
+        "invalid layout: .*colour",
+    ),
+    "invalid capture settings": (
+        lambda c: _edit_record(c, _set("capture", "fill", 2.0)),
+        r"invalid capture settings: fill must lie in \(0, 1\]",
+    ),
+    "unknown capture setting": (
+        lambda c: _edit_record(c, _set("capture", "flash", True)),
+        "invalid capture settings: unknown capture settings flash",
+    ),
+    "missing key": (
+        lambda c: _edit_record(c, lambda record: record.pop("capture")),
+        "bundle.json lacks capture",
+    ),
+    "wavelengths of the wrong type": (
+        lambda c: _edit_record(c, _set(None, "wavelengths_nm", "420-700")),
+        "wavelengths_nm is of type str, expected list",
+    ),
+    "reconstructor for other bands": (
+        lambda c: _rebuild_decoder(c, "reconstructor", n_bands=9),
+        r"reconstructor config has n_bands = 9, expected 8 \(L = 8 bands",
+    ),
+    "reconstructor for other filters": (
+        lambda c: _rebuild_decoder(c, "reconstructor", channels=8),
+        r"reconstructor config has (n_filters|in_channels) = 8, expected 9 \(F = 9 filters\)",
+    ),
+    "segmenter for other filters": (
+        lambda c: _rebuild_decoder(c, "segmenter", in_channels=8),
+        r"segmenter config has in_channels = 8, expected 9 \(F = 9 filters\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_inconsistent_bundles_are_clear_errors(tampering, bundle_path, tmp_path):
+    """Every part of a bundle is checked against the others: each tampering of a saved bundle
+    is a BundleError that says what is wrong and what was expected."""
+    load_bundle(bundle_path)  # the untouched bundle loads
+    tamper, message = TAMPERINGS[tampering]
+    copy = _copy(bundle_path, tmp_path)
+    tamper(copy)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy)

@@ -1,5 +1,7 @@
 """End-to-end co-design (hyplex.models.codesign): learning, hardening, checkpoints, config."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -153,13 +155,12 @@ def test_interrupt_while_checkpointing_keeps_the_last_checkpoint(library, scene_
 
     saves, real_save = [], torch.save
 
-    def interrupted_save(state, path):
+    def interrupted_save(state, handle):
         saves.append(state["step"])
         if len(saves) == 2:
-            with open(path, "wb") as handle:
-                handle.write(b"half a checkpoint")
+            handle.write(b"half a checkpoint")
             raise KeyboardInterrupt
-        real_save(state, path)
+        real_save(state, handle)
 
     monkeypatch.setattr(codesign.torch, "save", interrupted_save)
     config = tiny(steps=4, checkpoint_every=2, finetune_steps=0, evaluate_initial=False)
@@ -168,6 +169,95 @@ def test_interrupt_while_checkpointing_keeps_the_last_checkpoint(library, scene_
     monkeypatch.setattr(codesign.torch, "save", real_save)
     assert saves == [2, 4]
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME], "temporary file removed"
     resumed = train_codesign(config, tmp_path, resume=True, library=library, progress=False,
                              scene_cache=scene_cache)  # fmt: skip
     assert len(resumed.history["loss"]) == 4
+
+
+def test_resume_refuses_another_world_size(library, scene_cache, tmp_path, monkeypatch):
+    """The batches of step k depend on the number of processes: a checkpoint records it and
+    a resume under another one is refused."""
+    import hyplex.models.codesign as codesign
+    from hyplex.models.distributed import DistributedContext
+
+    options = {"library": library, "progress": False, "scene_cache": scene_cache}
+    config = tiny(steps=4, checkpoint_every=2, finetune_steps=0, evaluate_initial=False)
+    train_codesign(config, tmp_path, stop_after=2, **options)
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["world_size"] == 1
+    two = DistributedContext(rank=0, world_size=2, backend="gloo")  # as rank 0 of 2 sees it
+    monkeypatch.setattr(codesign.distributed, "init_distributed", lambda device=None: two)
+    with pytest.raises(ValueError, match="run of 1 process.*this run has 2.*nproc_per_node 1"):
+        train_codesign(config, tmp_path, resume=True, **options)
+
+
+def test_buffers_are_broadcast_even_without_fine_tuning(library, scene_cache, monkeypatch):
+    """Each rank's last DDP step updates its BatchNorm statistics from its own batch, so rank
+    0's are broadcast after training whether or not the decoders are fine-tuned."""
+    import hyplex.models.codesign as codesign
+
+    broadcast = []
+    monkeypatch.setattr(
+        codesign.distributed, "broadcast_buffers", lambda module, context: broadcast.append(module)
+    )
+    config = tiny(steps=2, finetune_steps=0, evaluate_initial=False)
+    result = train_codesign(config, None, library=library, progress=False, scene_cache=scene_cache)
+    assert broadcast == [result.model]
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in result.model.modules())
+
+
+def test_checkpoint_writes_are_unique_and_fsynced(tmp_path, monkeypatch):
+    """A checkpoint goes through a temporary file of its own (another run's temporary file at
+    the old fixed name ``checkpoint.pt.partial`` is left alone), fsynced before the rename."""
+    import os
+
+    from hyplex.models.codesign import _save_checkpoint
+
+    other = tmp_path / f"{CHECKPOINT_NAME}.partial"
+    other.write_bytes(b"another run's half-written checkpoint")
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append("fsync")
+        real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(("replace", Path(source).parent))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    _save_checkpoint(tmp_path / CHECKPOINT_NAME, {"step": 7})
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True) == {"step": 7}
+    assert other.read_bytes() == b"another run's half-written checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT_NAME, other.name])
+    assert events[0] == "fsync" and events[1] == ("replace", tmp_path), events
+
+
+def test_scene_cache_writes_are_unique_and_fsynced(tmp_path, monkeypatch):
+    """(hyplex.models.data) Two runs sharing a scene cache never write one temporary file:
+    another run's file at the old fixed name ``<cache>.partial.npz`` is left alone, and the
+    cache is fsynced before the rename."""
+    import os
+
+    from hyplex.models.data import generate_scenes
+
+    arguments = (np.linspace(420.0, 700.0, 8), 1, 0, (8, 8))
+    generate_scenes(*arguments, n_objects=1, cache_dir=tmp_path)
+    (cache,) = tmp_path.iterdir()
+    cache.unlink()
+    other = cache.with_name(cache.name + ".partial.npz")
+    other.write_bytes(b"another run's half-written cache")
+    events, real_fsync = [], os.fsync
+
+    def fsync(descriptor):
+        events.append("fsync")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    scenes = generate_scenes(*arguments, n_objects=1, cache_dir=tmp_path)
+    assert events == ["fsync"]
+    assert other.read_bytes() == b"another run's half-written cache"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([cache.name, other.name])
+    again = generate_scenes(*arguments, n_objects=1, cache_dir=tmp_path)  # from the cache
+    np.testing.assert_array_equal(again.cubes, scenes.cubes)

@@ -9,8 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
-from hyplex.models.distributed import DistributedContext, init_distributed
+from hyplex.models.distributed import DistributedContext, choose_device, init_distributed
 
 SCRIPT = textwrap.dedent(
     """
@@ -58,7 +59,9 @@ def test_two_gloo_processes_keep_replicas_identical(tmp_path):
     from hyplex.models.data import generate_scenes
 
     quick_library(tmp_path / "lib.h5", count=24)
-    for seed, count in ((0, 2), (1, 1)):  # the scenes both ranks read (the run's cache)
+    # Rank 0 reads these scenes from the run's cache; rank 1 (cache_dir=None, so that only one
+    # process writes the cache) generates the same scenes from the same seeds.
+    for seed, count in ((0, 2), (1, 1)):
         generate_scenes(np.linspace(420.0, 700.0, 8), count, seed, (24, 24), n_objects=3,
                         fake_fraction=0.4, cache_dir=tmp_path / "scenes")  # fmt: skip
     script = tmp_path / "train.py"
@@ -94,3 +97,23 @@ def test_single_process_context(monkeypatch):
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(ValueError, match="RANK=5 must lie in 0..WORLD_SIZE-1"):
         init_distributed("cpu")
+
+
+def test_device_choice_gives_each_rank_its_local_gpu():
+    """Under torchrun (WORLD_SIZE > 1) on CUDA every rank takes cuda:LOCAL_RANK, whatever index
+    was asked for; alone, the device asked for ("cuda" = cuda:0). Pure: no GPU needed."""
+    cuda = {"cuda_available": True, "cuda_device_count": 2}
+    assert choose_device("cuda:1", 2, 0, **cuda) == torch.device("cuda", 0)
+    assert choose_device("cuda:1", 2, 1, **cuda) == torch.device("cuda", 1)
+    assert choose_device("cuda", 2, 1, **cuda) == torch.device("cuda", 1)
+    assert choose_device(None, 2, 1, **cuda) == torch.device("cuda", 1)
+    assert choose_device("cuda:1", 1, 0, **cuda) == torch.device("cuda", 1)
+    assert choose_device("cuda", 1, 0, **cuda) == torch.device("cuda", 0)
+    assert choose_device("cpu", 2, 1, **cuda) == torch.device("cpu")
+    assert choose_device(None, 2, 1) == torch.device("cpu")
+    with pytest.raises(ValueError, match="LOCAL_RANK=2 needs cuda:2.*2 CUDA device"):
+        choose_device("cuda", 4, 2, **cuda)
+    with pytest.raises(ValueError, match="'cuda:3' asked for, but this machine has 2 CUDA"):
+        choose_device("cuda:3", 1, 0, **cuda)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        choose_device("cuda", 1, 0)

@@ -119,6 +119,28 @@ def test_hardening_matches_the_relaxed_encoder_at_low_temperature(library, captu
     np.testing.assert_allclose(design["responses"], spectra[rows], atol=1e-6)
 
 
+def test_gumbel_samples_follow_the_softmax_of_the_logits(library, capture):
+    """Gumbel-max: the argmax of the relaxed weights at tau = 1 is a draw from
+    softmax(logits). 20 000 draws over ~32 designs; Pearson chi-square below its 99.9 %
+    quantile (deterministic seed; a sign error in the noise gives chi-square ~ 10^4)."""
+    from scipy.stats import chi2
+
+    encoder = LibrarySelectionEncoder(library, GRID, 500, capture, gumbel=True).train()
+    n_designs = encoder.logits.shape[1]
+    logits = torch.linspace(1.5, -1.5, n_designs)
+    with torch.no_grad():
+        encoder.logits.copy_(logits.expand_as(encoder.logits))
+    encoder.set_temperature(1.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        draws = torch.cat([encoder.selection_weights(generator).argmax(-1) for _ in range(40)])
+    counts = np.bincount(draws.numpy(), minlength=n_designs)
+    expected = torch.softmax(logits.double(), 0).numpy() * draws.numel()
+    assert expected.min() > 5, "every design expected often enough for chi-square"
+    statistic = float(((counts - expected) ** 2 / expected).sum())
+    assert statistic < chi2.ppf(0.999, n_designs - 1), (statistic, counts, expected.round())
+
+
 def test_distinct_hardening_and_temperature(library, capture):
     encoder = LibrarySelectionEncoder(library, GRID, 9, capture)
     with torch.no_grad():
@@ -163,6 +185,25 @@ def test_capture_validates_inputs(capture):
         CaptureSettings(fill=0.0)
 
 
+def test_capture_settings_round_trip_with_a_qe_table():
+    """to_dict -> JSON -> from_dict gives equal, hashable settings, the sensor's tabulated QE
+    included (JSON turns its tuples into lists)."""
+    import json
+
+    from hyplex.simulation.sensor import SensorModel
+
+    sensor = SensorModel(qe_wavelengths_nm=(400.0, 700.0), qe=(0.5, 0.4))
+    settings = CaptureSettings(exposure_us=500.0, sensor=sensor)
+    again = CaptureSettings.from_dict(json.loads(json.dumps(settings.to_dict())))
+    assert again == settings and again.sensor == sensor
+    assert hash(again) == hash(settings) and hash(again.sensor) == hash(sensor)
+    assert isinstance(again.sensor.qe, tuple) and isinstance(again.sensor.shape, tuple)
+    with pytest.raises(ValueError, match="unknown capture settings flash"):
+        CaptureSettings.from_dict({**settings.to_dict(), "flash": True})
+    with pytest.raises(ValueError, match="unknown sensor settings colour"):
+        CaptureSettings.from_dict({**settings.to_dict(), "sensor": {"colour": "red"}})
+
+
 def test_identity_and_rgb_encoders(capture):
     cube = _cube()
     torch.testing.assert_close(identity_encoder(GRID, capture)(cube, noise=False), cube)
@@ -176,7 +217,17 @@ def test_pca_targets_and_nearest_designs(library, capture):
     rng = np.random.default_rng(0)
     spectra = rng.random((200, 3)) @ rng.random((3, GRID.size))
     targets = pca_target_responses(spectra, 3)
-    assert targets.shape == (3, GRID.size) and targets.min() == 0 and targets.max() == 1
+    assert targets.shape == (3, GRID.size)
+    # Each target is a principal component shifted and scaled: it lies in span{PCA
+    # components, flat response}, and together they span all of it (none degenerate).
+    centred = spectra - spectra.mean(0)
+    components = np.linalg.svd(centred, full_matrices=False)[2][:3]
+    basis = np.vstack([components, np.ones(GRID.size)])
+    assert np.linalg.matrix_rank(basis, tol=1e-8) == 4
+    assert np.linalg.matrix_rank(np.vstack([basis, targets]), tol=1e-6) == 4
+    assert np.linalg.matrix_rank(np.vstack([targets, np.ones(GRID.size)]), tol=1e-6) == 4
+    other = np.random.default_rng(1).random(GRID.size)  # the check can fail
+    assert np.linalg.matrix_rank(np.vstack([basis, other]), tol=1e-6) == 5
     responses, _ = library_responses(library, GRID)
     picked = nearest_library_designs(responses[[4, 9, 4]] + 1e-3, responses, distinct=True)
     assert picked[0] == 4 and picked[1] == 9 and len(set(picked.tolist())) == 3

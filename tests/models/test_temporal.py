@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from hyplex.models import temporal
+from hyplex.models.metrics import mean_iou
 from hyplex.models.temporal import (
     GatedLogitSmoother,
     fit_temporal,
     label_flip_rate,
-    mean_iou,
     smooth_sequence,
 )
 
@@ -95,6 +96,45 @@ def test_gate_lets_a_changed_input_through_at_once():
         moved, _ = module(new, 3.0 * still, state)  # the input changed: follow the new frame
     assert same_input.argmax(1).eq(0).all()
     assert moved.argmax(1).eq(1).all()
+
+
+def _gate(module, change):
+    """The gate of ``module`` (untrained: f = 0) at a relative input change ``change``, read
+    off the output: log_softmax keeps differences of log-probabilities, so with two classes
+    ``d_out = g d_previous + (1 - g) d_current``."""
+    previous = torch.tensor([2.0, 0.0])[None, :, None, None]
+    current = torch.tensor([0.0, 3.0])[None, :, None, None]
+    before = torch.ones(1, 4, 1, 1)
+    after = before / (1.0 - change)  # |after - before| / |after| = change
+    with torch.no_grad():
+        _, state = module(previous, before)
+        out, _ = module(current, after, state)
+
+    def difference(log_probabilities):
+        return float(log_probabilities[0, 0] - log_probabilities[0, 1])
+
+    d_previous = difference(torch.log_softmax(previous, 1))
+    d_current = difference(torch.log_softmax(current, 1))
+    return (difference(out) - d_current) / (d_previous - d_current)
+
+
+@pytest.mark.parametrize("smoothing", [0.3, 0.5, 0.6, 0.8, 0.95])
+def test_gate_halves_at_the_change_threshold(smoothing):
+    """As documented: the gate is ``smoothing`` on a still scene, ``smoothing / 2`` at
+    ``change_threshold`` (for every smoothing, also <= 0.5), and closes beyond it."""
+    module = GatedLogitSmoother(2, smoothing=smoothing, change_threshold=0.1)
+    assert _gate(module, 0.0) == pytest.approx(smoothing, abs=1e-5)
+    assert _gate(module, 0.1) == pytest.approx(smoothing / 2, abs=1e-4)
+    assert _gate(module, 0.3) < smoothing / 6
+
+
+def test_mean_iou_is_the_metrics_one():
+    """One mIoU in the package: temporal's name is metrics' function, which refuses labels
+    outside 0..n_classes-1 instead of silently dropping them."""
+    assert temporal.mean_iou is mean_iou
+    truth = np.array([[0, 1], [1, 5]])
+    with pytest.raises(ValueError, match=r"true_labels must lie in \[0, 2\)"):
+        temporal.mean_iou(truth.clip(0, 1), truth, 2)
 
 
 def test_metrics_and_validation():
