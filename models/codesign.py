@@ -175,7 +175,9 @@ def codesign_loss(config, spectra, target, logits, labels) -> tuple[torch.Tensor
 @torch.no_grad()
 def evaluate(model: CodesignModel, scenes: SceneSet, seed: int = 0, batch_size: int = 4) -> dict:
     """Held-out figures of ``model`` on whole scenes, with sensor noise drawn from ``seed``:
-    ``psnr`` (dB), ``sam`` (degrees), ``mrae``, ``miou``, ``real_fake_accuracy``."""
+    ``psnr`` (dB), ``sam`` (degrees), ``mrae``, ``miou``, ``real_fake_accuracy`` (balanced
+    over object pixels: the mean of the real and fake recalls; NaN when the scenes hold no
+    fake) and ``fake_pixels`` (how many fake pixels it rests on)."""
     from hyplex.models.metrics import mean_iou, mrae, psnr, real_fake_accuracy, sam
     from hyplex.models.segmentation import fake_class_ids, predict_labels
 
@@ -199,8 +201,9 @@ def evaluate(model: CodesignModel, scenes: SceneSet, seed: int = 0, batch_size: 
         "mrae": mrae(spectra, cubes),
         "miou": mean_iou(predicted, labels, scenes.n_classes),
         "real_fake_accuracy": real_fake_accuracy(
-            predicted, fakes, fake_class_ids(scenes.class_names), mask=labels != 0
+            predicted, fakes, fake_class_ids(scenes.class_names), mask=labels != 0, balanced=True
         ),
+        "fake_pixels": float(fakes.sum()),
     }
 
 

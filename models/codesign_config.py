@@ -85,7 +85,7 @@ class CodesignConfig:
     n_objects: int = 4
     scene_size: int = 48
     n_train_scenes: int = 24
-    n_val_scenes: int = 4
+    n_val_scenes: int = 8
     patch_size: int = 16
     batch_size: int = 8
     steps: int = 400
@@ -188,7 +188,7 @@ def quick_config(**changes) -> CodesignConfig:
         "bands": 34,
         "scene_size": 40,
         "n_train_scenes": 16,
-        "n_val_scenes": 3,
+        "n_val_scenes": 6,
         "patch_size": 16,
         "batch_size": 8,
         "steps": 400,

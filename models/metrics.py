@@ -392,11 +392,15 @@ def mean_iou(pred_labels, true_labels, n_classes: int, ignore_index=None) -> flo
     return float(iou[present].mean()) if present.any() else math.nan
 
 
-def real_fake_accuracy(pred_labels, true_fake_map, fake_class_ids, mask=None) -> float:
+def real_fake_accuracy(
+    pred_labels, true_fake_map, fake_class_ids, mask=None, balanced: bool = False
+) -> float:
     """Accuracy of the real-versus-fake decision read from predicted class labels.
 
     A pixel is predicted fake when its predicted label is one of ``fake_class_ids``; the score
-    is the fraction of pixels in ``mask`` where that decision equals ``true_fake_map``.
+    is the fraction of pixels in ``mask`` where that decision equals ``true_fake_map``, or with
+    ``balanced`` the mean of the two recalls, (TPR + TNR) / 2 (Brodersen et al., ICPR 2010):
+    fakes are rare, and plain accuracy rewards a net that never says "fake".
 
     Parameters
     ----------
@@ -410,10 +414,14 @@ def real_fake_accuracy(pred_labels, true_fake_map, fake_class_ids, mask=None) ->
         Pixels to score; default all.  Callers usually pass the object mask
         ``true_labels != 0`` (class 0 is background), so background does not inflate the score.
 
+    balanced : bool
+        Score the mean of the real and fake recalls.
+
     Returns
     -------
     float
-        Accuracy in [0, 1]; NaN when ``mask`` selects no pixel.
+        Accuracy in [0, 1]; NaN when ``mask`` selects no pixel (or, ``balanced``, when the
+        selected pixels are all real or all fake: there is nothing to balance).
     """
     pred = _labels(pred_labels, "pred_labels")
     fake = _labels(true_fake_map, "true_fake_map").astype(bool)
@@ -427,4 +435,9 @@ def real_fake_accuracy(pred_labels, true_fake_map, fake_class_ids, mask=None) ->
     predicted_fake = np.isin(pred, ids)
     if not selected.any():
         return math.nan
+    if balanced:
+        fakes, reals = selected & fake, selected & ~fake
+        if not (fakes.any() and reals.any()):
+            return math.nan
+        return float((predicted_fake[fakes].mean() + (~predicted_fake[reals]).mean()) / 2)
     return float(np.mean(predicted_fake[selected] == fake[selected]))

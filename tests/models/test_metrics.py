@@ -235,5 +235,13 @@ def test_real_fake_accuracy_by_hand():
     # object pixels only: (0,1) ok, (0,2) ok, (1,0) wrong, (1,1) ok, (1,2) wrong -> 3/5
     assert real_fake_accuracy(pred, fake, [3], mask=objects) == pytest.approx(3 / 5)
     assert math.isnan(real_fake_accuracy(pred, fake, [3], mask=np.zeros_like(objects)))
+    # balanced, object pixels: fakes (0,2) ok, (1,2) missed -> 1/2; reals (0,1) ok, (1,0)
+    # called fake, (1,1) ok -> 2/3; mean 7/12
+    balanced = real_fake_accuracy(pred, fake, [3], mask=objects, balanced=True)
+    assert balanced == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # a net that never says "fake" scores 0.5 balanced, however rare the fakes
+    never = np.zeros_like(pred)
+    assert real_fake_accuracy(never, fake, [3], balanced=True) == pytest.approx(0.5)
+    assert math.isnan(real_fake_accuracy(pred, np.zeros_like(fake), [3], balanced=True))
     with pytest.raises(ValueError, match="same shape"):
         real_fake_accuracy(pred, fake[:, :2], [3])
