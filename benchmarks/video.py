@@ -11,9 +11,9 @@ Models (same instances on both sides, random weights: this measures speed, not a
 ``hyplex.models.segmentation.UNet(9, n_classes)``.
 
 - engine: :class:`hyplex.pipeline.Pipeline`: acquisition, numba preprocessing, torch inference
-  (``inference_mode``, channels_last, batched on GPU, bf16 autocast on GPU; on the CPU one
-  inference worker per core, frames in order) and output in concurrent threads with bounded
-  queues (BLOCK: nothing dropped);
+  (``inference_mode``, channels_last (NHWC, also on the CPU: oneDNN), batched on GPU, bf16
+  autocast on GPU; on the CPU fp32 and one inference worker per core, frames in order) and
+  output in concurrent threads with bounded queues (BLOCK: nothing dropped);
 Naive and engine run in alternating chunks (``--rounds``) so that load from other processes on
 shared cores falls on both alike.
 
@@ -23,8 +23,10 @@ shared cores falls on both alike.
   thread and with all cores (``--quick``: 1 thread only), and the faster is the peer.
 
 Both outputs are compared (max |cube difference|, label agreement) so the speed is for the
-same result. ``equivalent_tbps`` is ``simulation.datarate.equivalent_data_rate_bps`` at the
-engine's fps for the frame size used and the 34 reconstructed bands, 16 bit.
+same result. ``cpu_s_per_frame`` (process CPU time, all threads) is the work each side does per
+frame; on cores shared with other jobs it varies less than the wall-clock fps.
+``equivalent_tbps`` is ``simulation.datarate.equivalent_data_rate_bps`` at the engine's fps for
+the frame size used and the 34 reconstructed bands, 16 bit.
 
 Temporal consistency: a per-metapixel classifier fitted on two frames of a small noisy clip of
 the twin, then :class:`hyplex.models.temporal.GatedLogitSmoother` (untrained, and trained on
@@ -71,7 +73,7 @@ def _naive(frames, extractor, shape, reconstructor, segmenter, scale, device):
     from hyplex.pipeline_stages import naive_barcodes
 
     cubes, labels, preprocess_s = [], [], 0.0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for raw in frames:
         tick = time.perf_counter()
         barcodes = naive_barcodes(raw, extractor.slots, extractor.n_slots, shape)
@@ -83,7 +85,8 @@ def _naive(frames, extractor, shape, reconstructor, segmenter, scale, device):
             logits = segmenter(x)
         cubes.append(cube[0].permute(1, 2, 0).cpu().numpy())
         labels.append(logits.argmax(1)[0].cpu().numpy())
-    return time.perf_counter() - start, preprocess_s, cubes, labels
+    seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    return seconds, preprocess_s, cubes, labels, cpu_s
 
 
 def _temporal_consistency(seed=3):
@@ -149,6 +152,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=None, help="engine batch (default 1 CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the engine")
     parser.add_argument("--workers", type=int, default=None, help="engine inference workers")
+    parser.add_argument(
+        "--nchw", action="store_true", help="engine without channels_last (for comparison)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternating naive/engine chunks")
     parser.add_argument("--no-temporal", action="store_true", help="skip the temporal part")
     args = parser.parse_args(argv)
@@ -189,6 +195,7 @@ def main(argv=None) -> dict:
         compile=args.compile,
         torch_threads=max(1, cores - 1),
         workers=args.workers,
+        channels_last=not args.nchw,
     )
     engine = InferenceEngine(reconstructor, segmenter, config=config)
     pipeline = Pipeline(preprocessor, engine, PipelineConfig(policy="block", queue_frames=4))
@@ -197,28 +204,31 @@ def main(argv=None) -> dict:
     # falls on both sides alike.
     engine_threads = torch.get_num_threads()
     # naive at 1 and at all-core torch threads (quick: 1 only, to stay within a minute)
-    peers = {1: [0.0, 0.0]} if args.quick else {1: [0.0, 0.0], cores: [0.0, 0.0]}
-    engine_s = 0.0
+    peers = {1: [0.0, 0.0, 0.0]} if args.quick else {1: [0.0, 0.0, 0.0], cores: [0.0, 0.0, 0.0]}
+    engine_s = engine_cpu_s = 0.0
     naive_cubes, naive_labels, results, latencies, dropped = [], [], [], [], 0
     for chunk in np.array_split(np.arange(n_frames), args.rounds):
         frames_chunk = [stream[i] for i in chunk]
         for threads, totals in peers.items():
             torch.set_num_threads(threads)
-            seconds, pre_s, cubes, labels = _naive(
+            seconds, pre_s, cubes, labels, cpu_s = _naive(
                 frames_chunk, preprocessor.extractor, barcode_shape, reconstructor, segmenter,
                 scale, device,
             )  # fmt: skip
             totals[0] += seconds
             totals[1] += pre_s
+            totals[2] += cpu_s
         naive_cubes += cubes
         naive_labels += labels
         torch.set_num_threads(engine_threads)
+        cpu_start = time.process_time()
         summary = pipeline.run(frames_chunk, on_result=results.append)
+        engine_cpu_s += time.process_time() - cpu_start
         engine_s += summary.seconds
         latencies += summary.latencies_s
         dropped += summary.dropped
     best_threads = min(peers, key=lambda k: peers[k][0])
-    naive_s, naive_pre_s = peers[best_threads]
+    naive_s, naive_pre_s, naive_cpu_s = peers[best_threads]
     fps = n_frames / engine_s
     naive_fps = n_frames / naive_s
     cube_error = max(
@@ -239,6 +249,7 @@ def main(argv=None) -> dict:
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({cores} cores)",
         "torch_threads": torch.get_num_threads(),
         "batch": batch,
+        "engine_channels_last": not args.nchw,
         "fps": round(fps, 3),
         "naive_fps": round(naive_fps, 3),
         "naive_fps_by_torch_threads": {k: round(n_frames / v[0], 3) for k, v in peers.items()},
@@ -258,6 +269,13 @@ def main(argv=None) -> dict:
             "engine_preprocess": round(np.mean([r.preprocess_s for r in results]) * 1e3, 1),
             "engine_models": round(np.mean([r.inference_s for r in results]) * 1e3, 1),
         },
+        # CPU seconds (all threads of this process) per frame: the work done, which the load
+        # of other processes on shared cores changes less than the wall time
+        "cpu_s_per_frame": {
+            "naive": round(naive_cpu_s / n_frames, 3),
+            "engine": round(engine_cpu_s / n_frames, 3),
+        },
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "dropped": dropped,
         "max_abs_cube_difference": cube_error,
         "label_agreement": round(agreement, 5),

@@ -12,7 +12,9 @@ Any ``nn.Module`` with the forward ``(B, C, h, w) -> (B, out, h, w)`` serves as 
 or segmenter (``hyplex.models.reconstruction`` / ``segmentation``, a design bundle's decoders,
 a TorchScript file). On CUDA: a pinned host buffer and a side stream for the upload,
 channels_last, bf16/fp16 autocast and optional ``torch.compile``; on the CPU: fp32, eager or
-compiled, ``torch.set_num_threads`` sized to the cores left by preprocessing.
+compiled, channels_last (NHWC: the barcodes already are, oneDNN's depthwise and 3x3
+convolutions are several times faster than in NCHW, and the ``hyplex.models`` blocks keep the
+layout without copies), ``torch.set_num_threads`` sized to the cores left by preprocessing.
 :func:`decode_reference` is the plain per-frame path the engine must agree with.
 """
 
@@ -42,7 +44,8 @@ class InferenceConfig:
     precision : str
         "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16" (autocast).
     channels_last : bool
-        NHWC memory format on CUDA (tensor cores for the convolutions).
+        NHWC memory format for the models and their input (CUDA: tensor cores; CPU: oneDNN's
+        NHWC convolutions, same function up to float rounding).
     compile : bool
         ``torch.compile`` the models (first frames are slow while it compiles).
     input_scale_dn : float or numpy.ndarray (n_filters,)
@@ -141,9 +144,10 @@ def decode_reference(
     bands=None,
     segment_from="barcodes",
 ) -> DecodedBatch:
-    """The plain path: one frame's barcodes (h, w, n_filters), eager fp32 torch on the CPU,
+    """The plain path: one frame's barcodes (h, w, n_filters), eager fp32 NCHW torch on the CPU,
     no batching, no temporal model. The streaming engine must reproduce it."""
     x = torch.from_numpy(_prepare(barcodes[None], input_scale_dn)).permute(0, 3, 1, 2)
+    x = x.contiguous()  # NCHW, as a per-frame script would hold it
     out = DecodedBatch()
     with torch.no_grad():
         cube = None
@@ -219,6 +223,8 @@ class InferenceEngine:
                 continue
             if isinstance(module, nn.Module):
                 module = module.to(self.device).eval()
+                # CPU: the input's layout decides the convolutions' (oneDNN), the weights stay
+                # as given (the caller's modules are not changed)
                 if self.cuda and self.config.channels_last and name != "temporal":
                     module = module.to(memory_format=torch.channels_last)
             if self.config.compile and name != "temporal":
@@ -244,7 +250,9 @@ class InferenceEngine:
         """(B, h, w, n) float32 numpy -> (B, n, h, w) tensor on the device."""
         host = torch.from_numpy(x)
         if not self.cuda:
-            return host.permute(0, 3, 1, 2)
+            # (B, h, w, n) storage viewed as (B, n, h, w): already channels_last, no copy
+            nchw = host.permute(0, 3, 1, 2)
+            return nchw if self.config.channels_last else nchw.contiguous()
         if self._pinned is None or self._pinned.shape != host.shape:
             self._pinned = torch.empty(host.shape, dtype=torch.float32, pin_memory=True)
         self._pinned.copy_(host)

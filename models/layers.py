@@ -119,6 +119,7 @@ class ChannelLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the output is channels_last (NHWC) whatever the input; NHWC input is never copied
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -165,24 +166,55 @@ class SpectralMSA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``."""
+        """``(B, C, H, W) -> (B, C, H, W)``, in the memory format of ``x``.
+
+        Textbook form, eq. (1)-(4) (the same function, up to float rounding)::
+
+            q, k, v = heads(X W_qkv^T)                       # (B, n, d, HW) each
+            A = softmax(sigma * normalize(k) @ normalize(q)^T)
+            out = concat(A @ v) W^T + b + f_p(v)
+
+        Here the d x d attention of every head is folded into the output projection,
+        ``P = W blockdiag(A_j)`` (C x C), so the HW-sized work is two matrix products
+        (``X W_qkv^T`` and ``V P^T``) and the L2 normalisation divides the d x d Gram matrix
+        ``K^T Q`` by the column norms instead of normalising the HW-long rows. Channels-last
+        input is computed as tokens ``(B, HW, C)``, NCHW input as ``(B, C, HW)``: no
+        transposed copies either way.
+        """
         batch, channels, height, width = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # X: (B, HW, C)
-        q, k, v = self.to_qkv(tokens).chunk(3, dim=-1)  # eq. (1), each (B, HW, C)
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # eq. (2): (B, HW, C) -> (B, n, d, HW)
-            return t.transpose(1, 2).reshape(batch, self.n_heads, channels // self.n_heads, -1)
-
-        qh, kh, vh = heads(q), heads(k), heads(v)
-        qh, kh = F.normalize(qh, dim=-1), F.normalize(kh, dim=-1)
-        attention = (kh @ qh.transpose(-2, -1)) * self.rescale  # sigma_j K_j^T Q_j: (B, n, d, d)
-        attention = attention.softmax(dim=-1)
+        n, d = self.n_heads, channels // self.n_heads
+        weight = self.to_qkv.weight  # (3C, C): rows W_Q, W_K, W_V
+        if x.is_contiguous(memory_format=torch.channels_last):
+            tokens = x.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # X: (B, HW, C)
+            qk = F.linear(tokens, weight[: 2 * channels])  # [Q K]: (B, HW, 2C)
+            v = F.linear(tokens, weight[2 * channels :])  # (B, HW, C), contiguous
+            gram = qk.transpose(1, 2) @ qk  # [Q K]^T [Q K]: (B, 2C, 2C)
+        else:
+            features = x.reshape(batch, channels, -1)  # X^T: (B, C, HW)
+            qk = weight[: 2 * channels] @ features  # (B, 2C, HW)
+            v = weight[2 * channels :] @ features  # (B, C, HW)
+            gram = qk @ qk.transpose(1, 2)
+        # K^T Q and the squared column norms |q_j|^2, |k_i|^2 (the diagonal) in one product
+        squared = torch.diagonal(gram, dim1=1, dim2=2)
+        eps = 1e-12  # F.normalize's: x / max(|x|, eps)
+        q_norm, k_norm = (t.sqrt().clamp_min(eps).view(-1, n, d) for t in squared.chunk(2, 1))
+        cross = gram[:, channels:, :channels].reshape(-1, n, d, n, d)  # K^T Q
+        blocks = torch.diagonal(cross, dim1=1, dim2=3).permute(0, 3, 1, 2)  # (B, n, d, d)
+        attention = blocks / (k_norm[..., :, None] * q_norm[..., None, :]) * self.rescale
+        attention = attention.softmax(dim=-1)  # (B, n, d, d), eq. (3)
         # head_j = V_j A_j, eq. (3). As in the reference code, A_j is softmaxed along its rows
         # and applied on the left in the (d, HW) layout: every output channel is a convex
-        # combination of the d value channels.
-        out = (attention @ vh).reshape(batch, channels, -1).transpose(1, 2)  # (B, HW, C)
-        out = self.project(out).transpose(1, 2).reshape(batch, channels, height, width)
-        v_image = v.transpose(1, 2).reshape(batch, channels, height, width)
+        # combination of the d value channels. P = W blockdiag(A_j), eq. (4).
+        project = self.project.weight.view(channels, n, d)
+        folded = torch.einsum("oni,bnij->bonj", project, attention).reshape(-1, channels, channels)
+        bias = self.project.bias
+        if x.is_contiguous(memory_format=torch.channels_last):
+            out = torch.baddbmm(bias, v, folded.transpose(1, 2))  # (B, HW, C)
+            out = out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+            v_image = v.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        else:
+            out = torch.baddbmm(bias[:, None], folded, v).view(batch, channels, height, width)
+            v_image = v.view(batch, channels, height, width)
         return out + self.position(v_image)  # eq. (4)
 
 
@@ -209,7 +241,14 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            return self.net(x)
+        # NHWC: the 1x1 convolutions are matrix products over the channel axis (the same sums;
+        # torch would route a single-threaded 1x1 convolution to its slow im2col path).
+        expand, gelu, depthwise, _, reduce = self.net
+        hidden = F.linear(x.permute(0, 2, 3, 1), expand.weight.flatten(1)).permute(0, 3, 1, 2)
+        hidden = gelu(depthwise(gelu(hidden)))
+        return F.linear(hidden.permute(0, 2, 3, 1), reduce.weight.flatten(1)).permute(0, 3, 1, 2)
 
 
 class SpectralAttentionBlock(nn.Module):

@@ -295,7 +295,10 @@ class SpectralTransformer(nn.Module):
     def forward(self, barcodes: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, h, w) -> (B, n_bands, h, w)`` for any ``h, w >= 1``."""
         _check_input(barcodes, self.in_channels)
-        x, size = pad_to_multiple(barcodes, self.multiple)
+        # NHWC throughout (the same function): oneDNN's depthwise convolutions are several
+        # times faster in channels_last, and the attention blocks then need no transposed copies
+        nhwc = barcodes.contiguous(memory_format=torch.channels_last)
+        x, size = pad_to_multiple(nhwc, self.multiple)
         features = self.conv_in(x)
         out = self.conv_out(self.stages(features) + features)  # [MST++] Fig. 2(a) long skip
         if self.nonnegative:

@@ -103,6 +103,32 @@ def test_stream_equals_per_frame_reference(layout, models):
         np.testing.assert_allclose(result.confidence, reference.confidence, atol=1e-4)
 
 
+def test_optimised_cpu_path_equals_plain_nchw_reference(layout):
+    """The engine's CPU path (NHWC/channels_last through oneDNN, inference_mode, two workers,
+    batches) computes the same function as the plain eager NCHW per-frame path, for the
+    real decoders (spectral transformer with attention levels, U-Net with BatchNorm)."""
+    from hyplex.models.reconstruction import SpectralTransformer
+    from hyplex.models.segmentation import UNet
+
+    torch.manual_seed(3)
+    reconstructor = SpectralTransformer(9, N_BANDS, width=16, levels=1).eval()
+    segmenter = UNet(9, N_CLASSES, base_channels=8, depth=2).eval()
+    preprocessor = Preprocessor(layout, SHAPE)
+    config = InferenceConfig(batch_size=2, input_scale_dn=1000.0, workers=2, torch_threads=1)
+    engine = InferenceEngine(reconstructor, segmenter, config=config)
+    assert engine.workers == 2
+    frames = _frames(5, seed=4)
+    results = []
+    Pipeline(preprocessor, engine).run(frames, on_result=results.append)
+    assert [r.index for r in results] == list(range(5))
+    for result, raw in zip(results, frames, strict=True):
+        reference = decode_reference(preprocessor(raw), reconstructor, segmenter, 1000.0)
+        # fp32 rounding only: NHWC kernels sum in another order than NCHW ones
+        np.testing.assert_allclose(result.cube, reference.cube, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(result.confidence, reference.confidence, atol=1e-4)
+        assert np.mean(result.labels != reference.labels) < 1e-3
+
+
 def test_drop_oldest_counts_drops_and_bounds_memory(layout, models):
     engine = InferenceEngine(*models, config=InferenceConfig(input_scale_dn=1000.0))
     config = PipelineConfig(policy="drop_oldest", queue_frames=3)

@@ -134,6 +134,38 @@ def test_spectral_attention_blocks_and_padding():
     assert torch.equal(padded[..., 7, :7], x[..., 4, :])  # edge rows replicated
 
 
+def _textbook_smsa(module, x):
+    """S-MSA as written in [MST++] eq. (1)-(4): normalise, attend, project (no folding)."""
+    batch, channels, height, width = x.shape
+    n, d = module.n_heads, channels // module.n_heads
+    tokens = x.flatten(2).transpose(1, 2)
+    q, k, v = module.to_qkv(tokens).chunk(3, dim=-1)
+    qh, kh, vh = (t.transpose(1, 2).reshape(batch, n, d, -1) for t in (q, k, v))
+    qh, kh = torch.nn.functional.normalize(qh, dim=-1), torch.nn.functional.normalize(kh, dim=-1)
+    attention = ((kh @ qh.transpose(-2, -1)) * module.rescale).softmax(dim=-1)
+    out = (attention @ vh).reshape(batch, channels, -1).transpose(1, 2)
+    out = module.project(out).transpose(1, 2).reshape(batch, channels, height, width)
+    return out + module.position(v.transpose(1, 2).reshape(batch, channels, height, width))
+
+
+@pytest.mark.parametrize("channels,n_heads", [(12, 3), (32, 1), (64, 2)])
+def test_spectral_msa_equals_textbook_form_in_both_memory_formats(channels, n_heads):
+    torch.manual_seed(1)
+    module = SpectralMSA(channels, n_heads).eval()
+    block = SpectralAttentionBlock(channels, n_heads).eval()
+    with torch.no_grad():
+        module.rescale.uniform_(0.5, 3.0)
+        x = torch.randn(2, channels, 9, 13)
+        expected = _textbook_smsa(module, x)
+        block_expected = block(x)
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            y = x.contiguous(memory_format=memory_format)
+            out = module(y)
+            assert out.is_contiguous(memory_format=memory_format)
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-6)
+            torch.testing.assert_close(block(y), block_expected, rtol=1e-5, atol=2e-6)
+
+
 def test_transformer_odd_sizes_and_gradient_to_input():
     torch.manual_seed(0)
     model = SpectralTransformer(9, 34)
