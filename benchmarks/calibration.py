@@ -15,7 +15,7 @@ Prints one JSON line:
   calibrated one; ``refit`` holds every figure set (design, flat_only, linear_*).
 
 Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/calibration.py [--quick]
-[--bundle DIR] [--no-refit]``.
+[--bundle DIR] [--fabrication SHIFT_NM,BROADENING_NM,SCALE] [--no-refit]``.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def quick_bundle(folder: Path) -> Path:
     return save_bundle(folder / "bundle", result, overwrite=True)
 
 
-def refit_loop(bundle_path, quick: bool, folder: Path) -> dict:
-    """Fabricate, calibrate and refit a bundle on the twin; the refit figures."""
+def refit_loop(bundle_path, quick: bool, folder: Path, error=None) -> dict:
+    """Fabricate (``error``: a FabricationError, default its defaults), calibrate and refit a
+    bundle on the twin; the refit figures."""
     from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
     from hyplex.measured_response import design_twin, measured_transmissions
     from hyplex.models.bundle import load_bundle
@@ -95,7 +96,8 @@ def refit_loop(bundle_path, quick: bool, folder: Path) -> dict:
 
     bundle = load_bundle(bundle_path)
     shape = (120, 128) if quick else (240, 256)
-    twin, truth = design_twin(bundle, shape, 5.3, 1.0, FabricationError(), seed=0)
+    error = error or FabricationError()
+    twin, truth = design_twin(bundle, shape, 5.3, 1.0, error, seed=0)
     settings = PipelineSettings(sweep_frames=3, n_samples=0)
     calibration = calibrate_simulated(twin, folder / "fabricated.h5", settings)
     spectral = calibration.sections["spectral"]
@@ -115,6 +117,11 @@ def refit_loop(bundle_path, quick: bool, folder: Path) -> dict:
         "psnr_after_refit": figures["after"]["psnr"],
         "psnr_design": figures["design"]["psnr"],
         "refit": figures,
+        "fabrication_error": {
+            "shift_nm": error.shift_nm,
+            "broadening_nm": error.broadening_nm,
+            "scale": error.scale,
+        },
         "refit_seconds": round(result.seconds, 1),
     }
 
@@ -126,5 +133,11 @@ if __name__ == "__main__":
         with tempfile.TemporaryDirectory() as folder:
             given = sys.argv[sys.argv.index("--bundle") + 1] if "--bundle" in sys.argv else None
             bundle = Path(given) if given else quick_bundle(Path(folder))
-            figures.update(refit_loop(bundle, quick, Path(folder)))
+            error = None
+            if "--fabrication" in sys.argv:  # shift_nm,broadening_nm,scale
+                from hyplex.simulation.fabrication import FabricationError
+
+                values = sys.argv[sys.argv.index("--fabrication") + 1].split(",")
+                error = FabricationError(*(float(v) for v in values))
+            figures.update(refit_loop(bundle, quick, Path(folder), error))
     print(json.dumps(figures))
