@@ -18,33 +18,6 @@ from hyplex.models.reconstruction import (
 torch.set_num_threads(1)
 
 
-class _Adam:
-    """Minimal Adam (Kingma & Ba 2015, Algorithm 1). ``torch.optim`` imports ``torch._dynamo``
-    on first use, which costs 5-10 s on the loaded test machine; this keeps the tests fast."""
-
-    def __init__(self, parameters, lr, betas=(0.9, 0.999), eps=1e-8):
-        self.parameters = [p for p in parameters if p.requires_grad]
-        self.lr, self.betas, self.eps, self.step_count = lr, betas, eps, 0
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.parameters]
-
-    def step(self, loss):
-        """Back-propagate ``loss`` from zeroed gradients and take one Adam step."""
-        for p in self.parameters:
-            p.grad = None
-        loss.backward()
-        self.step_count += 1
-        beta1, beta2 = self.betas
-        with torch.no_grad():
-            for p, (m, v) in zip(self.parameters, self.moments, strict=True):
-                if p.grad is None:
-                    continue
-                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                m_hat = m / (1 - beta1**self.step_count)
-                v_hat = v / (1 - beta2**self.step_count)
-                p.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
-
-
 def _smooth_spectra(rng, n, n_bands):
     """Positive smooth spectra (n, L): sums of three random Gaussian bumps on [0, 1]."""
     x = np.linspace(0, 1, n_bands)
@@ -195,7 +168,7 @@ def test_transformer_rejects_bad_input():
         SpectralTransformer(0, 10)
 
 
-def test_transformer_tiny_training_lowers_loss():
+def test_transformer_tiny_training_lowers_loss(adam):
     torch.manual_seed(0)
     rng = np.random.default_rng(3)
     n_bands, n_patches = 16, 16
@@ -208,7 +181,7 @@ def test_transformer_tiny_training_lowers_loss():
     cubes = weight * a + (1 - weight) * b
     barcodes = torch.einsum("cl,nlhw->nchw", filters, cubes)
     model = SpectralTransformer(9, n_bands, width=8, n_blocks=1, n_stages=1)  # U of 1 level
-    optimizer = _Adam(model.parameters(), lr=3e-3)
+    optimizer = adam(model.parameters(), lr=3e-3)
     with torch.no_grad():
         start = mrae_loss(model(barcodes), cubes).item()
     for step in range(60):  # mini-batches of 4 patches

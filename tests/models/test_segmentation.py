@@ -20,33 +20,6 @@ from hyplex.simulation.scenes import class_names_for
 torch.set_num_threads(1)
 
 
-class _Adam:
-    """Minimal Adam (Kingma & Ba 2015, Algorithm 1). ``torch.optim`` imports ``torch._dynamo``
-    on first use, which costs 5-10 s on the loaded test machine; this keeps the tests fast."""
-
-    def __init__(self, parameters, lr, betas=(0.9, 0.999), eps=1e-8):
-        self.parameters = [p for p in parameters if p.requires_grad]
-        self.lr, self.betas, self.eps, self.step_count = lr, betas, eps, 0
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.parameters]
-
-    def step(self, loss):
-        """Back-propagate ``loss`` from zeroed gradients and take one Adam step."""
-        for p in self.parameters:
-            p.grad = None
-        loss.backward()
-        self.step_count += 1
-        beta1, beta2 = self.betas
-        with torch.no_grad():
-            for p, (m, v) in zip(self.parameters, self.moments, strict=True):
-                if p.grad is None:
-                    continue
-                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                m_hat = m / (1 - beta1**self.step_count)
-                v_hat = v / (1 - beta2**self.step_count)
-                p.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
-
-
 SMALL = {
     "unet": {"base_channels": 8, "depth": 2},
     "attention": {"width": 8, "depth": 2},
@@ -87,14 +60,14 @@ def _toy(rng, filters, n_images, size=16):
 
 
 @pytest.mark.parametrize("name", sorted(SEGMENTERS))
-def test_tiny_training_beats_chance(name):
+def test_tiny_training_beats_chance(name, adam):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     filters = rng.random((9, N_BANDS)) / N_BANDS  # one random encoder for train and test
     barcodes, labels = _toy(rng, filters, 8)
     test_barcodes, test_labels = _toy(rng, filters, 4)
     model = build_segmenter(name, in_channels=9, n_classes=2, **SMALL[name])
-    optimizer = _Adam(model.parameters(), lr=1e-2)
+    optimizer = adam(model.parameters(), lr=1e-2)
     for _ in range(30):
         optimizer.step(F.cross_entropy(model(barcodes), labels))
     # 30 steps are too few for BatchNorm's moving averages to catch up with the weights:
