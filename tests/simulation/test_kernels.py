@@ -1,30 +1,43 @@
 """numba kernels and their interplay with torch."""
 
-import pytest
+import subprocess
+import sys
+import textwrap
 
+import torch
 
-def test_numba_kernels_keep_torch_thread_count():
-    """numba's OpenMP layer sets libgomp's thread count when it launches, and torch reads the
-    same setting: without the wrapper torch ends up on every core after a kernel."""
-    import numba
+from hyplex.simulation.kernels import keeps_torch_threads
+
+# Before the wrapper this printed 2: building the twin's maps through numba's OpenMP layer
+# reset libgomp's thread count, which torch reads (measured in a fresh process).
+SCRIPT = textwrap.dedent(
+    """
     import torch
+    torch.set_num_threads(1)
+    from hyplex.simulation.camera import default_camera
+    from hyplex.simulation.differentiable import TorchCamera
+    from hyplex.simulation.grids import prototype_grid
+    TorchCamera(default_camera(prototype_grid(), (60, 64), 5.3))
+    print(torch.get_num_threads())
+    """
+)
 
-    from hyplex.simulation import kernels
-    from hyplex.simulation.layout import MosaicLayout
 
-    layout = MosaicLayout(metapixels=(4, 4), pitch_px=3.0, metapixels_per_block=(4, 4))
+def test_wrapper_restores_torch_threads_after_a_kernel_changes_them():
+    def kernel():
+        torch.set_num_threads(2)  # what numba's OpenMP layer does to the shared setting
+        return "done"
+
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        matrix = torch.randn(256, 256)
-        _ = matrix @ matrix  # torch has run a parallel region, as in any real session
-        kernels._build_filter_maps(40, 40, layout.parameters())  # the raw numba kernel
-        if numba.threading_layer() != "omp" or numba.get_num_threads() == 1:
-            pytest.skip("the reset needs numba's OpenMP layer and more than one thread")
-        assert torch.get_num_threads() != 1  # the side effect the wrapper exists for
-        torch.set_num_threads(1)
-        _ = matrix @ matrix
-        layout.filter_maps((40, 40))  # through the wrapper
+        assert keeps_torch_threads(kernel)() == "done"
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_building_a_torch_camera_keeps_torch_on_one_thread():
+    run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "1"
