@@ -106,7 +106,8 @@ class RefitResult:
         ``after`` (refitted decoders, calibrated camera), and ``linear_before`` /
         ``linear_after`` (the Hyplex linear projector fitted on the designed responses, on the
         uncalibrated camera / refitted on the measured responses, on the calibrated camera;
-        spectral figures only).
+        spectral figures only); ``camera`` says which camera scored them: ``"true"`` (given
+        ``camera_responses``) or ``"measured"``.
     history : dict
         Per-step fine-tuning ``loss``.
     seconds : float
