@@ -25,8 +25,6 @@ draws the patches ``(k N + r) B/N ...`` of step ``k``, so another ``N`` is anoth
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from hyplex.models import distributed
+from hyplex.models.atomic_io import atomic_write
 from hyplex.models.codesign_config import CodesignConfig
 from hyplex.models.data import PatchDataset, SceneSet, generate_scenes, sample_spectra
 from hyplex.models.encoder import (
@@ -228,26 +227,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically and durably: a uniquely named temporary file in
     the same directory (no two writers share it), flushed and fsynced, then renamed over
     ``path``; a crash at any point leaves the previous checkpoint intact."""
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        except OSError:  # some file systems cannot sync a directory; the file itself is synced
-            pass
-        finally:
-            os.close(directory)
+    atomic_write(path, lambda handle: torch.save(state, handle), sync_directory=True)
 
 
 def _load_checkpoint(path: Path, config: CodesignConfig, world_size: int = 1) -> dict:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hyplex.models.atomic_io import atomic_write
 from hyplex.simulation.grids import check_wavelengths
 
 __all__ = ["SceneSet", "generate_scenes", "PatchDataset", "sample_spectra"]
@@ -165,29 +164,13 @@ def _write_cache(path: Path, scenes: SceneSet) -> None:
     directory (runs sharing a cache never write one file), flushed and fsynced, then renamed
     over ``path``. Readers see no file or a complete one; the last writer wins (the sets are
     equal, being pure functions of the arguments that name the file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.savez(
-                handle,
-                cubes=scenes.cubes,
-                class_maps=scenes.class_maps,
-                fake_maps=scenes.fake_maps,
-                class_names=np.array(scenes.class_names),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; a shared cache wants the permissions a plain open() gives.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    arrays = {
+        "cubes": scenes.cubes,
+        "class_maps": scenes.class_maps,
+        "fake_maps": scenes.fake_maps,
+        "class_names": np.array(scenes.class_names),
+    }
+    atomic_write(path, lambda handle: np.savez(handle, **arrays), shared=True)
 
 
 class PatchDataset(Dataset):
