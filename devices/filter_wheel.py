@@ -20,11 +20,10 @@ per command and no prompt. Turning takes ``step_s`` per position, the shorter wa
 
 from __future__ import annotations
 
-from hyplex.devices.clock import Clock, MonotonicClock
+from hyplex.devices.clock import Clock
 from hyplex.devices.instrument_sim import InstrumentSimulator
 from hyplex.devices.serial_transport import (
-    SerialTransport,
-    connect,
+    SerialInstrument,
     expect_echo,
     refusing,
     wait_until,
@@ -92,36 +91,24 @@ class FilterWheelSimulator(InstrumentSimulator):
         return f"{ERROR_PREFIX} CMD_NOT_DEFINED"
 
 
-class FilterWheel:
+class FilterWheel(SerialInstrument):
     """Driver of an FW102C-class filter wheel (positions are 1-based).
 
     Parameters as for :class:`~hyplex.devices.monochromator.Monochromator`.
     """
 
-    def __init__(
-        self,
-        port: str | SerialTransport,
-        timeout_s: float = 1.0,
-        retries: int = 2,
-        clock: Clock | None = None,
-        poll_s: float = 0.05,
-    ):
-        self.transport = connect(port, "filter wheel", 115200, b"\r", b"\r", timeout_s, retries)
-        self.clock = clock or MonotonicClock()
-        self.poll_s = poll_s
+    KIND = "filter wheel"
+    BAUD = 115200
+    WRITE_EOL = b"\r"
+    READ_EOL = b"\r"
+    POLL_S = 0.05
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.positions = self.transport.query("pcount?", self._parser(int))
 
     def _parser(self, parse):
         return refusing(parse, "filter wheel", (ERROR_PREFIX,))
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> FilterWheel:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def identify(self) -> str:
         return self.transport.query("*idn?", self._parser(str))

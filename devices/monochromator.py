@@ -27,12 +27,11 @@ for the Cornerstone 130 with a 1200 l/mm grating).
 
 from __future__ import annotations
 
-from hyplex.devices.clock import Clock, MonotonicClock
+from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator
 from hyplex.devices.serial_transport import (
-    SerialTransport,
-    connect,
+    SerialInstrument,
     expect_echo,
     refusing,
     wait_until,
@@ -140,7 +139,7 @@ def _number(text: str) -> float | None:
         return None
 
 
-class Monochromator:
+class Monochromator(SerialInstrument):
     """Driver of a Cornerstone-class monochromator (see the module doc for the commands).
 
     Parameters
@@ -155,27 +154,15 @@ class Monochromator:
         Status polling period while waiting for a move, s.
     """
 
-    def __init__(
-        self,
-        port: str | SerialTransport,
-        timeout_s: float = 1.0,
-        retries: int = 2,
-        clock: Clock | None = None,
-        poll_s: float = 0.02,
-    ):
-        self.transport = connect(port, "monochromator", 9600, b"\r\n", b"\r\n", timeout_s, retries)
-        self.clock = clock or MonotonicClock()
-        self.poll_s = poll_s
+    KIND = "monochromator"
+    BAUD = 9600
+    WRITE_EOL = b"\r\n"
+    READ_EOL = b"\r\n"
+    POLL_S = 0.02
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._set("UNITS NM")
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> Monochromator:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _set(self, command: str) -> None:
         self.transport.query(command, refusing(expect_echo(command), "monochromator"))

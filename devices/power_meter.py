@@ -28,7 +28,7 @@ import numpy as np
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator
-from hyplex.devices.serial_transport import SerialTransport, connect
+from hyplex.devices.serial_transport import SerialInstrument
 
 CORRECTION_RANGE_NM = (400.0, 1100.0)  # an S120C-like silicon photodiode head
 
@@ -105,20 +105,14 @@ class PowerMeterSimulator(InstrumentSimulator):
         return None
 
 
-class PowerMeter:
+class PowerMeter(SerialInstrument):
     """Driver of a PM100-class power meter. Parameters as for the monochromator."""
 
-    def __init__(self, port: str | SerialTransport, timeout_s: float = 1.0, retries: int = 2):
-        self.transport = connect(port, "power meter", 115200, b"\n", b"\n", timeout_s, retries)
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> PowerMeter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    KIND = "power meter"
+    BAUD = 115200
+    WRITE_EOL = b"\n"
+    READ_EOL = b"\n"
+    POLL_S = 0.05
 
     def identify(self) -> str:
         return self.transport.query("*IDN?")

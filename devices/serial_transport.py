@@ -172,3 +172,53 @@ def connect(port: str | SerialTransport, *args, **kwargs) -> SerialTransport:
     transport; this is the one place that decides.
     """
     return port if isinstance(port, SerialTransport) else SerialTransport(port, *args, **kwargs)
+
+
+class SerialInstrument:
+    """Base of the instrument drivers: one serial connection, a clock, a context manager.
+
+    Subclasses set the line settings as class attributes (``KIND``, ``BAUD``, ``WRITE_EOL``,
+    ``READ_EOL``, ``POLL_S``) and extend ``__init__`` with their own first command.
+
+    Parameters
+    ----------
+    port : str or SerialTransport
+        URL (``sim://...``, ``/dev/ttyUSB0``) or a transport shared with other drivers.
+    timeout_s, retries : float, int
+        Per reply line, and extra attempts (see :class:`SerialTransport`).
+    clock : Clock, optional
+        Used to wait for moves (pass the simulator's VirtualClock in tests).
+    poll_s : float, optional
+        Status polling period while waiting for a move, s (default ``POLL_S``).
+    """
+
+    KIND = "instrument"
+    BAUD = 9600
+    WRITE_EOL = b"\r\n"
+    READ_EOL = b"\r\n"
+    POLL_S = 0.05
+
+    def __init__(
+        self,
+        port: str | SerialTransport,
+        timeout_s: float = 1.0,
+        retries: int = 2,
+        clock=None,
+        poll_s: float | None = None,
+    ):
+        from hyplex.devices.clock import MonotonicClock
+
+        self.transport = connect(
+            port, self.KIND, self.BAUD, self.WRITE_EOL, self.READ_EOL, timeout_s, retries
+        )
+        self.clock = clock or MonotonicClock()
+        self.poll_s = self.POLL_S if poll_s is None else float(poll_s)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

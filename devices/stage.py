@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import re
 
-from hyplex.devices.clock import Clock, MonotonicClock
+from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator
-from hyplex.devices.serial_transport import SerialTransport, connect, refusing, wait_until
+from hyplex.devices.serial_transport import (
+    SerialInstrument,
+    refusing,
+    wait_until,
+)
 
 TRAVEL_MM = (0.0, 50.0)
 _STATUS = re.compile(r"^<(Idle|Run|Home|Alarm)\|MPos:(-?[\d.]+),(-?[\d.]+),(-?[\d.]+)>$")
@@ -90,33 +94,21 @@ def _ok(reply: str) -> str:
     return reply
 
 
-class Stage:
+class Stage(SerialInstrument):
     """Driver of a GRBL-class one-axis stage (X, mm). Parameters as for the monochromator."""
 
-    def __init__(
-        self,
-        port: str | SerialTransport,
-        timeout_s: float = 1.0,
-        retries: int = 2,
-        clock: Clock | None = None,
-        poll_s: float = 0.05,
-    ):
-        self.transport = connect(port, "stage", 115200, b"\n", b"\r\n", timeout_s, retries)
-        self.clock = clock or MonotonicClock()
-        self.poll_s = poll_s
+    KIND = "stage"
+    BAUD = 115200
+    WRITE_EOL = b"\n"
+    READ_EOL = b"\r\n"
+    POLL_S = 0.05
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._command("G90")
 
     def _command(self, command: str) -> None:
         self.transport.query(command, refusing(_ok, "stage", ("error",)))
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> Stage:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def status(self) -> tuple[str, float]:
         """(state, X mm): state is Idle, Run, Home or Alarm."""
