@@ -21,7 +21,7 @@ per command and no prompt. Turning takes ``step_s`` per position, the shorter wa
 from __future__ import annotations
 
 from hyplex.devices.clock import Clock
-from hyplex.devices.instrument_sim import InstrumentSimulator
+from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
 from hyplex.devices.serial_transport import (
     SerialInstrument,
     expect_echo,
@@ -51,21 +51,20 @@ class FilterWheelSimulator(InstrumentSimulator):
             raise ValueError(f"give one transmission per position ({positions})")
         self.positions, self.step_s = int(positions), float(step_s)
         self.transmissions = tuple(float(t) for t in transmissions)
-        self._from = self._to = 1
-        self._move_end_ns = self.clock.now_ns()
+        self._wheel = TimedMove(self.clock, 1)
 
     @property
     def busy(self) -> bool:
-        return self.clock.now_ns() < self._move_end_ns
+        return self._wheel.busy
 
     @property
     def position(self) -> int:
-        return self._from if self.busy else self._to
+        return self._wheel.origin if self.busy else self._wheel.target
 
     @property
     def transmission(self) -> float:
         """Transmission of the filter in the beam (0 while turning*)."""
-        return 0.0 if self.busy else self.transmissions[self._to - 1]
+        return 0.0 if self.busy else self.transmissions[self._wheel.target - 1]
 
     def handle(self, line: str) -> str | None:
         text = line.strip().lower()
@@ -79,8 +78,7 @@ class FilterWheelSimulator(InstrumentSimulator):
             current = self.position
             steps = abs(target - current)
             steps = min(steps, self.positions - steps)
-            self._from, self._to = current, target
-            self._move_end_ns = self.clock.now_ns() + round(steps * self.step_s * 1e9)
+            self._wheel.go(target, steps * self.step_s, origin=current)
             return line
         if text == "pos?":
             return str(self.position)

@@ -39,6 +39,40 @@ _IDS = itertools.count(1)
 _REGISTRY_LOCK = threading.Lock()
 
 
+class TimedMove:
+    """One axis that moves linearly in time on a simulator's clock (a grating, a stage, a wheel).
+
+    ``value`` is where the axis is now, interpolated linearly between ``origin`` and
+    ``target`` while ``busy``; a move that is started mid-way starts from the current value.
+    Units are the caller's (nm, mm, slot numbers); durations are seconds.
+    """
+
+    def __init__(self, clock: Clock, value: float):
+        self.clock = clock
+        self.origin = self.target = value
+        self.start_ns = self.end_ns = clock.now_ns()
+
+    def go(self, target, duration_s: float, origin=None) -> None:
+        """Start moving to ``target``, arriving ``duration_s`` later, from ``origin`` (default:
+        the current value; a stepping axis passes the slot it reports)."""
+        now = self.clock.now_ns()
+        self.origin, self.target = (self.value if origin is None else origin), target
+        self.start_ns, self.end_ns = now, now + round(max(float(duration_s), 0.0) * 1e9)
+
+    @property
+    def busy(self) -> bool:
+        return self.clock.now_ns() < self.end_ns
+
+    @property
+    def value(self):
+        """The position now: ``target`` once arrived, else linear between origin and target."""
+        now = self.clock.now_ns()
+        if now >= self.end_ns:
+            return self.target
+        fraction = (now - self.start_ns) / max(self.end_ns - self.start_ns, 1)
+        return self.origin + fraction * (self.target - self.origin)
+
+
 @dataclass
 class LineFaults:
     """Faults injected into the next replies (each counter decrements as it fires).

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
-from hyplex.devices.instrument_sim import InstrumentSimulator
+from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
 from hyplex.devices.serial_transport import (
     SerialInstrument,
     expect_echo,
@@ -67,8 +67,7 @@ class MonochromatorSimulator(InstrumentSimulator):
         dispersion_nm_per_mm: float = 6.6,
     ):
         super().__init__(clock)
-        self._from_nm = self._to_nm = float(wavelength_nm)
-        self._move_start_ns = self._move_end_ns = self.clock.now_ns()
+        self._grating = TimedMove(self.clock, float(wavelength_nm))
         self.slit_um = float(slit_um)
         self.shutter_open = False
         self.units = "NM"
@@ -77,16 +76,12 @@ class MonochromatorSimulator(InstrumentSimulator):
 
     @property
     def busy(self) -> bool:
-        return self.clock.now_ns() < self._move_end_ns
+        return self._grating.busy
 
     @property
     def wavelength_nm(self) -> float:
         """Where the grating points now (linear in time during a move)."""
-        now, start, end = self.clock.now_ns(), self._move_start_ns, self._move_end_ns
-        if now >= end:
-            return self._to_nm
-        fraction = (now - start) / max(end - start, 1)
-        return self._from_nm + fraction * (self._to_nm - self._from_nm)
+        return self._grating.value
 
     @property
     def bandwidth_nm(self) -> float:
@@ -99,10 +94,8 @@ class MonochromatorSimulator(InstrumentSimulator):
             value = _number(argument)
             if value is None or not WAVELENGTH_RANGE_NM[0] <= value <= WAVELENGTH_RANGE_NM[1]:
                 return f"ERR wavelength out of range {WAVELENGTH_RANGE_NM}: {argument!r}"
-            now = self.clock.now_ns()
-            self._from_nm, self._to_nm = self.wavelength_nm, value
-            duration = self.settle_s + abs(value - self._from_nm) / self.slew_nm_per_s
-            self._move_start_ns, self._move_end_ns = now, now + round(duration * 1e9)
+            distance = abs(value - self.wavelength_nm)
+            self._grating.go(value, self.settle_s + distance / self.slew_nm_per_s)
             return line
         if command == "WAVE?":
             return f"{self.wavelength_nm:.3f}"

@@ -24,7 +24,7 @@ import re
 
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
-from hyplex.devices.instrument_sim import InstrumentSimulator
+from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
 from hyplex.devices.serial_transport import (
     SerialInstrument,
     refusing,
@@ -46,25 +46,18 @@ class StageSimulator(InstrumentSimulator):
         super().__init__(clock)
         self.speed_mm_per_s = float(speed_mm_per_s)
         self.absolute = True
-        self._from = self._to = 0.0
-        self._start_ns = self._end_ns = self.clock.now_ns()
+        self._axis = TimedMove(self.clock, 0.0)
 
     @property
     def busy(self) -> bool:
-        return self.clock.now_ns() < self._end_ns
+        return self._axis.busy
 
     @property
     def position_mm(self) -> float:
-        now = self.clock.now_ns()
-        if now >= self._end_ns:
-            return self._to
-        fraction = (now - self._start_ns) / max(self._end_ns - self._start_ns, 1)
-        return self._from + fraction * (self._to - self._from)
+        return self._axis.value
 
     def _move(self, target: float) -> None:
-        now, here = self.clock.now_ns(), self.position_mm
-        self._from, self._to, self._start_ns = here, target, now
-        self._end_ns = now + round(abs(target - here) / self.speed_mm_per_s * 1e9)
+        self._axis.go(target, abs(target - self.position_mm) / self.speed_mm_per_s)
 
     def handle(self, line: str) -> str | None:
         text = line.strip().upper()

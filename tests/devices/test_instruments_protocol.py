@@ -149,3 +149,25 @@ def _ignoring_wavelength(handle):
         return None if line.startswith("SENS:CORR:WAV ") else handle(line)
 
     return patched
+
+
+def test_timed_move_is_linear_in_time_and_restarts_from_where_it_is():
+    from hyplex.devices.clock import VirtualClock
+    from hyplex.devices.instrument_sim import TimedMove
+
+    clock = VirtualClock()
+    axis = TimedMove(clock, 10.0)
+    assert not axis.busy and axis.value == 10.0
+    axis.go(20.0, 2.0)
+    clock.sleep(0.5)
+    assert axis.busy and axis.value == pytest.approx(12.5)
+    axis.go(0.0, 1.0)  # a new move mid-way starts from the current position
+    assert axis.origin == pytest.approx(12.5)
+    clock.sleep(0.5)
+    assert axis.value == pytest.approx(6.25)
+    clock.sleep(0.5)
+    assert not axis.busy and axis.value == 0.0
+    axis.go(3, 1.0, origin=1)  # a stepping axis names the slot it leaves
+    assert axis.origin == 1 and axis.target == 3
+    clock.sleep(1.0)
+    assert axis.value == 3
