@@ -12,7 +12,8 @@ module                      what
 ``segmentation``            hyperspectral U-Net and the spectral-attention net
 ``layers``                  spectral-wise attention (S-MSA), squeeze-excitation, helpers
 ``temporal``                gated logit smoothing for consistent video segmentation
-``metrics``                 PSNR, SSIM, SAM, MRAE; IoU, mIoU, real/fake accuracy
+``metrics``                 PSNR, SSIM, SAM, MRAE and their losses
+``label_metrics``           IoU, mIoU, real/fake accuracy (re-exported by ``metrics``)
 ``data``                    synthetic labelled scenes from the twin, patch datasets
 ``codesign``, ``..._config`` end-to-end training of encoder and decoders
 ``codesign_library``        a small RCWA response library for quick runs
@@ -51,8 +52,8 @@ _EXPORTS = {
     "ssim": "metrics",
     "sam": "metrics",
     "mrae": "metrics",
-    "mean_iou": "metrics",
-    "real_fake_accuracy": "metrics",
+    "mean_iou": "label_metrics",
+    "real_fake_accuracy": "label_metrics",
     "generate_scenes": "data",
     "CodesignConfig": "codesign_config",
     "quick_config": "codesign_config",
