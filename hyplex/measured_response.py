@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["unit_filter_weights", "measured_transmissions", "design_twin"]
+__all__ = ["unit_filter_weights", "measured_transmissions", "check_channel_order", "design_twin"]
+
+#: a reordering of the channels must raise the mean shape correlation by this much to count
+CHANNEL_ORDER_MARGIN = 0.05
 
 
 def unit_filter_weights(capture) -> np.ndarray:
@@ -106,6 +109,61 @@ def measured_transmissions(response, response_wavelengths_nm, capture, designed=
     else:
         scale = 1.0 / shape.max()
     return np.clip(shape * scale, 0.0, 1.0)
+
+
+def check_channel_order(measured, designed, margin: float = CHANNEL_ORDER_MARGIN):
+    """Check that measured channel ``f`` is designed filter ``f``; raise if another order fits.
+
+    The registered layout numbers the channels by their place in the mosaic; a mosaic seen
+    from another corner, or a design bundle of another encoder, numbers them differently, and
+    a refit would then warm-start the decoders on scrambled inputs. Each measured row is
+    compared with each designed row by the Pearson correlation of the shapes over wavelength;
+    the best one-to-one assignment (Hungarian method, :func:`scipy.optimize.
+    linear_sum_assignment`) must not beat the identity by more than ``margin`` in mean
+    correlation (fabrication shifts and broadens, but keeps each filter nearest its design).
+
+    Parameters
+    ----------
+    measured, designed : array_like, (F, L)
+        Transmissions on one wavelength grid (unitless).
+
+    Returns
+    -------
+    float
+        Mean correlation of the identity assignment, in [-1, 1].
+
+    Raises
+    ------
+    ValueError
+        If a reordering fits better by more than ``margin``; the message gives the order.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    measured = np.asarray(measured, dtype=np.float64)
+    designed = np.asarray(designed, dtype=np.float64)
+    if measured.shape != designed.shape or measured.ndim != 2:
+        raise ValueError(
+            f"measured {measured.shape} and designed {designed.shape} must both be (F, L)"
+        )
+
+    def standardised(rows):
+        centred = rows - rows.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(centred, axis=1, keepdims=True)
+        return np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 0)
+
+    correlation = standardised(measured) @ standardised(designed).T  # (F measured, F designed)
+    rows, columns = linear_sum_assignment(-correlation)
+    identity = float(np.mean(np.diag(correlation)))
+    best = float(correlation[rows, columns].mean())
+    if best > identity + margin and not np.array_equal(columns, rows):
+        pairs = zip(rows, columns, strict=True)
+        moved = ", ".join(f"channel {r} looks like design filter {c}" for r, c in pairs if r != c)
+        raise ValueError(
+            f"the calibration's channels are not in the design's order ({moved}; mean shape "
+            f"correlation {identity:.2f} as numbered, {best:.2f} reordered): was the mosaic "
+            "registered from another corner, or is this the calibration of another encoder?"
+        )
+    return identity
 
 
 def design_twin(bundle, sensor_shape=(240, 256), pitch_px: float = 5.3, rotation_deg=1.0,

@@ -278,7 +278,7 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
     Returns ``(RefitResult, path)``.
     """
     from hyplex.calibration.store import load_calibration
-    from hyplex.measured_response import measured_transmissions
+    from hyplex.measured_response import check_channel_order, measured_transmissions
     from hyplex.models.bundle import load_bundle, save_bundle
     from hyplex.models.codesign import CodesignResult
     from hyplex.models.codesign_config import CodesignConfig
@@ -301,6 +301,7 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
     responses = measured_transmissions(
         spectral["response"], spectral["wavelengths_nm"], capture, bundle.responses
     )
+    check_channel_order(responses, bundle.responses)
     result = refit(bundle, responses, settings, progress=progress)
     config = CodesignConfig.from_dict(bundle.config)
     settings = settings or RefitSettings()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyplex.measured_response import design_twin, measured_transmissions
+from hyplex.measured_response import check_channel_order, design_twin, measured_transmissions
 from hyplex.models.bundle import default_layout
 from hyplex.models.codesign_config import CodesignConfig
 from hyplex.models.encoder import FixedResponseEncoder
@@ -85,6 +85,11 @@ def test_measured_transmissions_recovers_the_fabricated_filters(tmp_path):
     np.testing.assert_allclose(unit(peak_one)[unclipped], unit(measured)[unclipped], atol=1e-9)
     design_error = np.linalg.norm(unit(bundle.responses) - unit(truth)) / 3.0
     assert design_error > 5 * error  # the measurement sees the fabrication, not the design
+    # the fabricated filters still sit nearest their own designs; a renumbered mosaic does not
+    assert check_channel_order(measured, bundle.responses) > 0.8
+    shifted = np.roll(measured, 1, axis=0)  # the mosaic numbered from the next cell
+    with pytest.raises(ValueError, match="channel 1 looks like design filter 0"):
+        check_channel_order(shifted, bundle.responses)
 
 
 def test_measured_transmissions_errors():
