@@ -35,7 +35,7 @@ from torch import nn
 
 from hyplex.models import distributed
 from hyplex.models.atomic_io import atomic_write
-from hyplex.models.codesign_config import CodesignConfig
+from hyplex.models.codesign_config import CodesignConfig, learning_rate_factor
 from hyplex.models.data import PatchDataset, SceneSet, generate_scenes, sample_spectra
 from hyplex.models.encoder import (
     LibrarySelectionEncoder,
@@ -300,6 +300,7 @@ def train_codesign(
     if trainable:
         groups.append({"params": trainable, "lr": config.encoder_learning_rate})
     optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
+    base_rates = [group["lr"] for group in optimizer.param_groups]
     history = {"loss": [], "temperature": []}
     metrics, start = {}, 0
     checkpoint = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
@@ -343,6 +344,7 @@ def train_codesign(
             )
             if hasattr(encoder, "set_temperature"):
                 encoder.set_temperature(temperature)
+            _set_rates(optimizer, base_rates, config, step, config.steps)
             data, generator = batch_for(step)
             _, spectra, logits = wrapped(data["cube"], generator)
             loss, _ = codesign_loss(config, spectra, data["cube"], logits, data["labels"])
@@ -385,6 +387,16 @@ def train_codesign(
                           validation, seconds, checkpoint, notes)  # fmt: skip
 
 
+def _set_rates(optimizer, base_rates, config, step: int, total_steps: int) -> None:
+    """Each parameter group's step size at ``step``: a pure function of the step, so a
+    resumed run follows the same schedule without scheduler state in the checkpoint."""
+    factor = learning_rate_factor(
+        step, total_steps, config.learning_rate_decay, config.learning_rate_floor
+    )
+    for group, base in zip(optimizer.param_groups, base_rates, strict=True):
+        group["lr"] = base * factor
+
+
 def _finetune(model, config, context, batch_for, history) -> None:
     """Decoder-only Adam steps on the hardened (frozen) encoder; gradients all-reduced by hand
     under torchrun (the DDP wrapper was built for the relaxed phase). The caller then
@@ -398,6 +410,7 @@ def _finetune(model, config, context, batch_for, history) -> None:
     history.setdefault("finetune_loss", [])
     model.train()
     for offset in range(config.finetune_steps):
+        _set_rates(optimizer, [0.5 * config.learning_rate], config, offset, config.finetune_steps)
         data, generator = batch_for(config.steps + offset)
         _, spectra, logits = model(data["cube"], generator)
         loss, _ = codesign_loss(config, spectra, data["cube"], logits, data["labels"])

@@ -22,9 +22,23 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-__all__ = ["ENCODERS", "CodesignConfig", "quick_config"]
+__all__ = ["ENCODERS", "LEARNING_RATE_DECAYS", "CodesignConfig", "learning_rate_factor",
+           "quick_config"]  # fmt: skip
 
 ENCODERS = ("library", "surrogate", "unconstrained", "pca", "rgb", "identity")
+LEARNING_RATE_DECAYS = ("cosine", "constant")
+
+
+def learning_rate_factor(step: int, total_steps: int, decay: str, floor: float) -> float:
+    """Multiplier of the base step size at ``step`` of ``total_steps``: 1 for ``"constant"``;
+    for ``"cosine"``, ``floor + (1 - floor) (1 + cos(pi step / total)) / 2`` (Loshchilov &
+    Hutter, SGDR, ICLR 2017, eq. 5 with one cycle), from 1 down to ``floor``."""
+    if decay == "constant":
+        return 1.0
+    if decay != "cosine":
+        raise ValueError(f"decay must be one of {LEARNING_RATE_DECAYS}, got {decay!r}")
+    fraction = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return float(floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * fraction)))
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,10 @@ class CodesignConfig:
     patch_size, batch_size : training patches (pixels) and patches per step (over all ranks).
     steps : optimisation steps with the relaxed encoder.
     learning_rate, encoder_learning_rate : Adam step sizes of the decoders and the encoder.
+    learning_rate_decay, learning_rate_floor : ``"cosine"`` anneals every step size from its
+        value to ``floor`` x its value over ``steps`` (and again over ``finetune_steps``,
+        from half the decoder rate; Loshchilov & Hutter, ICLR 2017, without restarts);
+        ``"constant"`` keeps them.
     reconstructor, reconstructor_config : :func:`hyplex.models.reconstruction.
         build_reconstructor` name and keyword arguments (channels and bands are filled in).
     segmenter, segmenter_config : :func:`hyplex.models.segmentation.build_segmenter` likewise.
@@ -91,6 +109,8 @@ class CodesignConfig:
     steps: int = 400
     learning_rate: float = 3e-3
     encoder_learning_rate: float = 5e-2
+    learning_rate_decay: str = "constant"
+    learning_rate_floor: float = 0.05
     reconstructor: str = "mst"
     reconstructor_config: dict = field(
         default_factory=lambda: {"width": 16, "n_blocks": 1, "n_stages": 1}
@@ -131,6 +151,14 @@ class CodesignConfig:
             raise ValueError("temperatures must be > 0")
         if not (self.learning_rate > 0 and self.encoder_learning_rate >= 0):
             raise ValueError("learning_rate must be > 0 and encoder_learning_rate >= 0")
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ValueError(
+                f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, "
+                f"got {self.learning_rate_decay!r}"
+            )
+        if not 0 <= self.learning_rate_floor <= 1:
+            floor = self.learning_rate_floor
+            raise ValueError(f"learning_rate_floor must be in [0, 1], got {floor}")
         if self.refine_harmonics < 0 or self.refine_grid < 8:
             raise ValueError(
                 f"refine_harmonics must be >= 0 and refine_grid >= 8 pixels, got "

@@ -123,6 +123,34 @@ def test_config_from_toml(tmp_path):
         CodesignConfig(patch_size=64, scene_size=32)
 
 
+def test_learning_rate_follows_the_cosine_schedule(scene_cache, monkeypatch):
+    from hyplex.models.codesign_config import learning_rate_factor
+
+    assert learning_rate_factor(0, 100, "cosine", 0.1) == pytest.approx(1.0)
+    assert learning_rate_factor(50, 100, "cosine", 0.1) == pytest.approx(0.55)
+    assert learning_rate_factor(100, 100, "cosine", 0.1) == pytest.approx(0.1)
+    assert learning_rate_factor(70, 100, "constant", 0.1) == 1.0
+    with pytest.raises(ValueError, match="learning_rate_decay must be one of"):
+        CodesignConfig(learning_rate_decay="step")
+    with pytest.raises(ValueError, match="learning_rate_floor"):
+        CodesignConfig(learning_rate_floor=1.5)
+    seen = []  # the decoder group's rate at every optimiser step
+    original = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    config = tiny(encoder="unconstrained", steps=10, finetune_steps=4, evaluate_initial=False,
+                  learning_rate_decay="cosine", learning_rate_floor=0.2)  # fmt: skip
+    train_codesign(config, None, progress=False, scene_cache=scene_cache)
+    relaxed = [1e-2 * learning_rate_factor(s, 10, "cosine", 0.2) for s in range(10)]
+    finetune = [5e-3 * learning_rate_factor(s, 4, "cosine", 0.2) for s in range(4)]
+    assert seen == pytest.approx(relaxed + finetune)
+    assert seen[0] > seen[9] > 0.2e-2 - 1e-12
+
+
 @pytest.mark.parametrize("kind", ["surrogate", "pca", "rgb", "identity"])
 def test_every_encoder_kind_trains_and_hardens(kind, library, scene_cache):
     from hyplex.optics.surrogate import SpectralSurrogate, describe
