@@ -70,7 +70,10 @@ class CodesignConfig:
     learning_rate_decay, learning_rate_floor : ``"cosine"`` anneals every step size from its
         value to ``floor`` x its value over ``steps`` (and again over ``finetune_steps``,
         from half the decoder rate; Loshchilov & Hutter, ICLR 2017, without restarts);
-        ``"constant"`` keeps them.
+        ``"constant"`` (the default) keeps them. Measured with ``hyplex design --quick
+        --config`` on one quick library, seeds 0/1/2: final PSNR 35.1/34.1/33.8 dB constant
+        against 34.0/33.5/31.7 dB cosine (mIoU 0.17/0.32/0.36 against 0.14/0.21/0.28): a
+        400-step run is still under-trained and needs its full step size.
     reconstructor, reconstructor_config : :func:`hyplex.models.reconstruction.
         build_reconstructor` name and keyword arguments (channels and bands are filled in).
     segmenter, segmenter_config : :func:`hyplex.models.segmentation.build_segmenter` likewise.
