@@ -95,7 +95,8 @@ def failures_by_input(names, values, mse, low, high, bins: int = 4) -> dict:
     """Share of designs with ``mse >= 0.005`` in ``bins`` equal slices of each input's box.
 
     ``values`` ``(N, P + 1)`` are the test designs' parameters and thickness (nm), ``low`` and
-    ``high`` ``(P + 1,)`` the box; returns ``{name: {"a-b": fraction}}`` (NaN: empty slice).
+    ``high`` ``(P + 1,)`` the box; returns ``{name: {"a-b": fraction}}`` (None for an empty
+    slice, so the JSON stays strict).
     """
     failed = np.asarray(mse) >= MSE_THRESHOLD
     table = {}
@@ -104,7 +105,7 @@ def failures_by_input(names, values, mse, low, high, bins: int = 4) -> dict:
         slot = np.clip(np.searchsorted(edges, values[:, k], side="right") - 1, 0, bins - 1)
         table[name] = {
             f"{edges[b]:.0f}-{edges[b + 1]:.0f}": (
-                round(float(failed[slot == b].mean()), 4) if (slot == b).any() else float("nan")
+                round(float(failed[slot == b].mean()), 4) if (slot == b).any() else None
             )
             for b in range(bins)
         }
