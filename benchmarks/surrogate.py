@@ -12,25 +12,23 @@ the same test designs with the library's own settings (one batch, as in a build)
 process with one torch intra-op thread (the RCWA's batch thread pool keeps its workers). The
 RCWA run also re-checks the stored spectra (``max_abs_dT_vs_library``).
 
-Last measured (2026-11-29; out/library_rectangle_40000.h5: 32,000 train / 4,000 validation /
-4,000 test designs; defaults: 3 members x 60 epochs, Fourier scale 1; 1,348 s on one CPU
-thread): 97.1 % of test designs below 0.005 (goal 98 %), median MSE 5.8e-4, mean 1.14e-3;
-baseline 0 %; 907x the RCWA's designs/s. On the 10,000-design library the same defaults gave
-85.4 %. Learning curve on the same 4,000 test designs (one network, ``--members 1
---train-fraction F``): 81.7 / 90.8 / 93.7 / 96.0 % for 8,000 / 16,000 / 24,000 / 32,000
-training designs; the ensemble adds 1.1 points at 32,000. Still data-limited: the last two
-steps gained 2.9 and 2.3 points per 8,000 designs, so ~40,000 training designs (a
-50,000-design library) should reach 98 %. The misses sit where the resonances are sharp
-(``failures_by_input``): 6.1 % of test designs wider than 280 nm (gaps under 120 nm) and 6.6 %
-of pillars thicker than 325 nm fail, against none narrower than 120 nm and 0.6 % thinner than
-175 nm.
+Last measured (2026-11-29; out/library_rectangle_50000.h5: 40,000 train / 5,000 validation /
+5,000 test designs; defaults: 3 members x 60 epochs, Fourier scale 1; 1,804 s on one CPU
+thread): 98.0 % of test designs below 0.005 (goal 98 %), median MSE 5.2e-04, mean 9.94e-04;
+baseline 0 %; 1,067x the RCWA's designs/s. From 40,000 designs (32,000 training) the same
+defaults gave 97.1 %, from 10,000 85.4 %. Learning curve on the 40,000-design library's 4,000
+test designs (one network, ``--members 1 --train-fraction F``): 81.7 / 90.8 / 93.7 / 96.0 %
+for 8,000 / 16,000 / 24,000 / 32,000 training designs; the ensemble added 1.1 points at
+32,000. The misses sit where the resonances are sharp (``failures_by_input``):
+4.7 % of test designs wider than 280 nm (gaps under 120 nm) and 4.7 % of pillars thicker
+than 325 nm fail, against 0.0 % narrower than 120 nm and 0.7 % thinner than 175 nm.
 
 Reproduce (the last stdout line is one JSON object)::
 
-    .venv/bin/hyplex library build --out out/library_rectangle_40000.h5 --count 40000 \
-        --serial                                       # resumable; ~5.9 designs/s, 2 cores
-    .venv/bin/python benchmarks/surrogate.py --library out/library_rectangle_40000.h5 \
-        --save out/surrogate_rectangle_40k_ensemble     # ~23 min on one thread
+    .venv/bin/hyplex library build --out out/library_rectangle_50000.h5 --count 50000 \
+        --serial                                       # resumable; ~5.8 designs/s, 2 cores
+    .venv/bin/python benchmarks/surrogate.py --library out/library_rectangle_50000.h5 \
+        --save out/surrogate_rectangle_50k_ensemble     # ~30 min on one thread
     .venv/bin/python benchmarks/surrogate.py --library out/library_rectangle_40000.h5 \
         --members 1 --train-fraction 0.5               # a point of the learning curve
     .venv/bin/python benchmarks/surrogate.py --quick   # builds a 400-disk library; ~2 min idle
