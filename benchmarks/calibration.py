@@ -10,7 +10,7 @@ Prints one JSON line:
   closed on the twin. A co-designed bundle (``--bundle DIR``, or a ``hyplex design --quick``
   run made here) is given fabricated filters (``hyplex.simulation.fabrication`` defaults:
   10 nm shift, 8 nm broadening, 20 % scale, seed 0); the camera is calibrated on the bench;
-  the decoders are refitted to the measured responses (``hyplex.refit``). "Before" is the
+  the decoders are refitted to the measured responses (``hyplex.hil.refit``). "Before" is the
   design's decoders on the uncalibrated camera, "after" the refitted decoders on the
   calibrated one; ``refit`` holds every figure set (design, flat_only, linear_*).
 
@@ -88,10 +88,10 @@ def refit_loop(bundle_path, quick: bool, folder: Path, error=None) -> dict:
     """Fabricate (``error``: a FabricationError, default its defaults), calibrate and refit a
     bundle on the twin; the refit figures."""
     from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
-    from hyplex.measured_response import design_twin, measured_transmissions
+    from hyplex.hil.measured_response import design_twin, measured_transmissions
+    from hyplex.hil.refit import RefitSettings, refit
     from hyplex.models.bundle import load_bundle
     from hyplex.models.encoder_capture import CameraCapture
-    from hyplex.refit import RefitSettings, refit
     from hyplex.simulation.fabrication import FabricationError
 
     bundle = load_bundle(bundle_path)

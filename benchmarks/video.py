@@ -70,7 +70,7 @@ def _twin_frames(shape, n_rendered, seed=0):
 
 
 def _naive(frames, extractor, shape, reconstructor, segmenter, scale, device):
-    from hyplex.pipeline_stages import naive_barcodes
+    from hyplex.pipeline.stages import naive_barcodes
 
     cubes, labels, preprocess_s = [], [], 0.0
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -98,8 +98,8 @@ def _temporal_consistency(seed=3):
         mean_iou,
         smooth_sequence,
     )
-    from hyplex.pipeline_models import fit_pixel_classifier
-    from hyplex.pipeline_stages import Preprocessor, labels_at_metapixels
+    from hyplex.pipeline.models import fit_pixel_classifier
+    from hyplex.pipeline.stages import Preprocessor, labels_at_metapixels
     from hyplex.simulation.camera import default_camera
     from hyplex.simulation.grids import prototype_grid
     from hyplex.simulation.video import make_video
@@ -162,8 +162,8 @@ def main(argv=None) -> dict:
     from hyplex.models.reconstruction import SpectralTransformer
     from hyplex.models.segmentation import UNet
     from hyplex.pipeline import Pipeline, PipelineConfig
-    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine, resolve_device
-    from hyplex.pipeline_stages import Preprocessor
+    from hyplex.pipeline.inference import InferenceConfig, InferenceEngine, resolve_device
+    from hyplex.pipeline.stages import Preprocessor
     from hyplex.simulation.datarate import equivalent_data_rate_bps
 
     device = resolve_device(args.device)

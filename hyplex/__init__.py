@@ -2,7 +2,9 @@
 
 Each wing is a top-level folder of the repository mapped to a subpackage:
 ``optics/`` -> ``hyplex.optics``, ``simulation/`` -> ``hyplex.simulation`` and so on
-(see ``pyproject.toml`` and ``shared/DESIGN.md``).
+(see ``pyproject.toml`` and ``docs/architecture.md``). The face is split by job:
+``hyplex.cli`` (the command line), ``hyplex.pipeline`` (the video engine), ``hyplex.hil``
+(measured responses and decoder refit) and ``hyplex.viewer`` (the live viewer).
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -5,7 +5,7 @@ Array conventions
 -----------------
 The cube metrics (:func:`psnr`, :func:`ssim`, :func:`sam`, :func:`mrae`) accept numpy arrays or
 torch tensors and return python floats.  The spectral (channel) axis follows the project
-layouts (DESIGN.md):
+layouts (docs/architecture.md):
 
 * numpy: channel-last, ``(..., H, W, L)`` — a cube ``(H, W, L)`` or a batch ``(N, H, W, L)``;
 * torch: channel-first, ``(B, L, H, W)`` or ``(L, H, W)``.  Tensors are detached and moved to

@@ -2,5 +2,5 @@
 
 Materials (dispersion), thin-film transfer matrices, the differentiable RCWA solver and,
 later, geometry, the FDTD reference, response libraries and surrogates.
-This wing knows nothing of devices, calibration or learning (see shared/DESIGN.md).
+This wing knows nothing of devices, calibration or learning (see docs/architecture.md).
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry import _period, _plot_fill
+from .cell import cell_period, plot_fill
 
 __all__ = ["conic_filter", "tanh_projection", "freeform_fill", "FreeForm"]
 
@@ -42,7 +42,7 @@ def conic_filter(density: torch.Tensor, radius_nm: float, period_nm) -> torch.Te
     -------
     tensor ``(..., Nx, Ny)``, differentiable in ``density``.
     """
-    px, py = _period(period_nm)
+    px, py = cell_period(period_nm)
     density = torch.as_tensor(density)
     if density.ndim < 2 or density.is_complex():
         raise ValueError(f"density must be a real grid (..., Nx, Ny), got {tuple(density.shape)}")
@@ -93,7 +93,7 @@ def freeform_fill(density, period_nm, min_feature_nm: float, beta: float = 8.0, 
     min_feature_nm : minimum solid/void feature in nm, ``0 <= m < min(Lx, Ly) / 2``.
     beta, eta : projection steepness and threshold (:func:`tanh_projection`).
     """
-    px, py = _period(period_nm)
+    px, py = cell_period(period_nm)
     density = torch.as_tensor(density)
     if not min_feature_nm < min(px, py) / 2:
         raise ValueError(
@@ -142,7 +142,7 @@ class FreeForm:
         """Draw the projected fill over the unit cell; returns the Axes."""
         import matplotlib.pyplot as plt
 
-        px, py = _period(period_nm)
+        px, py = cell_period(period_nm)
         fill = self.fill(period_nm).detach().cpu().double().numpy()
         title = f"FreeForm {fill.shape[0]}x{fill.shape[1]}, m={self.min_feature_nm:g} nm"
-        return _plot_fill(fill, px, py, ax if ax is not None else plt.gca(), title)
+        return plot_fill(fill, px, py, ax if ax is not None else plt.gca(), title)

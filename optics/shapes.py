@@ -1,4 +1,5 @@
-"""The parametric unit-cell families: disk, square, ellipse, rectangle, cross, L and H.
+"""The parametric unit-cell families: disk, square, ellipse, rectangle, cross, L and H, and the
+supersampled grid functions :func:`disk`, :func:`rectangle`, :func:`cross`.
 
 Each is a frozen dataclass of lengths in nm and a :class:`~hyplex.optics.geometry.ParametricShape`
 (bounds honouring a minimum feature and gap, batched differentiable rendering, Meep
@@ -13,16 +14,8 @@ from typing import ClassVar
 
 import torch
 
-from .geometry import (
-    ParametricShape,
-    Shape,
-    _box_fill,
-    _ellipse_fill,
-    _period,
-    cross,
-    disk,
-    rectangle,
-)
+from .cell import area_fraction, box_fill, cell_period, ellipse_fill, subpixel_coordinates
+from .shape_base import ParametricShape, Shape
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,7 @@ class Disk(ParametricShape):
         return [{"kind": "cylinder", "center": (0.0, 0.0), "radius": float(self.radius_nm)}]
 
     def is_c4(self, period_nm) -> bool:
-        px, py = _period(period_nm)
+        px, py = cell_period(period_nm)
         return px == py
 
     @classmethod
@@ -51,7 +44,7 @@ class Disk(ParametricShape):
 
     @classmethod
     def _fill(cls, p, x, y, hx, hy):
-        return _ellipse_fill(x, y, hx, hy, p[0], p[0])
+        return ellipse_fill(x, y, hx, hy, p[0], p[0])
 
     @classmethod
     def _extent(cls, p):
@@ -70,7 +63,7 @@ class Square(ParametricShape):
         return [{"kind": "block", "center": (0.0, 0.0), "size": (side, side)}]
 
     def is_c4(self, period_nm) -> bool:
-        px, py = _period(period_nm)
+        px, py = cell_period(period_nm)
         return px == py
 
     @classmethod
@@ -80,7 +73,7 @@ class Square(ParametricShape):
     @classmethod
     def _fill(cls, p, x, y, hx, hy):
         half = p[0] / 2
-        return _box_fill(x, y, hx, hy, -half, half, -half, half)
+        return box_fill(x, y, hx, hy, -half, half, -half, half)
 
     @classmethod
     def _extent(cls, p):
@@ -111,7 +104,7 @@ class Ellipse(ParametricShape):
         )
 
     def is_c4(self, period_nm) -> bool:
-        px, py = _period(period_nm)
+        px, py = cell_period(period_nm)
         return px == py and self.semi_axis_x_nm == self.semi_axis_y_nm
 
     @classmethod
@@ -120,7 +113,7 @@ class Ellipse(ParametricShape):
 
     @classmethod
     def _fill(cls, p, x, y, hx, hy):
-        return _ellipse_fill(x, y, hx, hy, p[0], p[1])
+        return ellipse_fill(x, y, hx, hy, p[0], p[1])
 
     @classmethod
     def _extent(cls, p):
@@ -146,7 +139,7 @@ class Rectangle(ParametricShape):
         return [{"kind": "block", "center": (0.0, 0.0), "size": size}]
 
     def is_c4(self, period_nm) -> bool:
-        px, py = _period(period_nm)
+        px, py = cell_period(period_nm)
         return px == py and self.width_nm == self.height_nm
 
     @classmethod
@@ -155,7 +148,7 @@ class Rectangle(ParametricShape):
 
     @classmethod
     def _fill(cls, p, x, y, hx, hy):
-        return _box_fill(x, y, hx, hy, -p[0] / 2, p[0] / 2, -p[1] / 2, p[1] / 2)
+        return box_fill(x, y, hx, hy, -p[0] / 2, p[0] / 2, -p[1] / 2, p[1] / 2)
 
     @classmethod
     def _extent(cls, p):
@@ -188,7 +181,7 @@ class Cross(ParametricShape):
         ]
 
     def is_c4(self, period_nm) -> bool:
-        px, py = _period(period_nm)
+        px, py = cell_period(period_nm)
         return px == py
 
     @classmethod
@@ -199,9 +192,9 @@ class Cross(ParametricShape):
     def _fill(cls, p, x, y, hx, hy):
         length, width = p[0] / 2, p[1] / 2
         core = torch.minimum(length, width)
-        bar_x = _box_fill(x, y, hx, hy, -length, length, -width, width)
-        bar_y = _box_fill(x, y, hx, hy, -width, width, -length, length)
-        return bar_x + bar_y - _box_fill(x, y, hx, hy, -core, core, -core, core)
+        bar_x = box_fill(x, y, hx, hy, -length, length, -width, width)
+        bar_y = box_fill(x, y, hx, hy, -width, width, -length, length)
+        return bar_x + bar_y - box_fill(x, y, hx, hy, -core, core, -core, core)
 
     @classmethod
     def _extent(cls, p):
@@ -248,9 +241,9 @@ class LShape(ParametricShape):
     def _fill(cls, p, x, y, hx, hy):
         lx, ly, w = p
         x0, y0 = -torch.maximum(lx, w) / 2, -torch.maximum(ly, w) / 2
-        bar_x = _box_fill(x, y, hx, hy, x0, x0 + lx, y0, y0 + w)
-        bar_y = _box_fill(x, y, hx, hy, x0, x0 + w, y0, y0 + ly)
-        corner = _box_fill(
+        bar_x = box_fill(x, y, hx, hy, x0, x0 + lx, y0, y0 + w)
+        bar_y = box_fill(x, y, hx, hy, x0, x0 + w, y0, y0 + ly)
+        corner = box_fill(
             x, y, hx, hy, x0, x0 + torch.minimum(lx, w), y0, y0 + torch.minimum(ly, w)
         )
         return bar_x + bar_y - corner
@@ -311,15 +304,57 @@ class HShape(ParametricShape):
         t, g, h, b = p
         half = t + g / 2
         bar_half, joint_half = b / 2, torch.minimum(h, b) / 2
-        fill = _box_fill(x, y, hx, hy, -half, half, -bar_half, bar_half)
+        fill = box_fill(x, y, hx, hy, -half, half, -bar_half, bar_half)
         for lo, hi in ((-half, -half + t), (half - t, half)):
-            fill = fill + _box_fill(x, y, hx, hy, lo, hi, -h / 2, h / 2)
-            fill = fill - _box_fill(x, y, hx, hy, lo, hi, -joint_half, joint_half)
+            fill = fill + box_fill(x, y, hx, hy, lo, hi, -h / 2, h / 2)
+            fill = fill - box_fill(x, y, hx, hy, lo, hi, -joint_half, joint_half)
         return fill
 
     @classmethod
     def _extent(cls, p):
         return 2 * p[0] + p[1], max(p[2], p[3])
+
+
+# --------------------------------------------------------------------------- grid functions
+
+
+def disk(radius_nm: float, period_nm, grid=(64, 64), supersample: int = 8) -> torch.Tensor:
+    """Circular pillar of radius ``radius_nm``: fill fractions ``(Nx, Ny)`` float64."""
+    px, py = cell_period(period_nm)
+    if not 0 < radius_nm <= min(px, py) / 2:
+        raise ValueError(f"radius_nm must lie in (0, {min(px, py) / 2}] nm, got {radius_nm}")
+    x, y = subpixel_coordinates(grid, (px, py), supersample)
+    return area_fraction(x**2 + y**2 <= radius_nm**2, supersample)
+
+
+def rectangle(
+    width_nm: float, height_nm: float, period_nm, grid=(64, 64), supersample: int = 8
+) -> torch.Tensor:
+    """Rectangle ``width_nm`` along x by ``height_nm`` along y: fill fractions ``(Nx, Ny)``."""
+    px, py = cell_period(period_nm)
+    if not (0 < width_nm <= px and 0 < height_nm <= py):
+        raise ValueError(f"rectangle {width_nm}x{height_nm} nm must fit the cell {px}x{py} nm")
+    x, y = subpixel_coordinates(grid, (px, py), supersample)
+    return area_fraction((x.abs() <= width_nm / 2) & (y.abs() <= height_nm / 2), supersample)
+
+
+def cross(
+    arm_length_nm: float, arm_width_nm: float, period_nm, grid=(64, 64), supersample: int = 8
+) -> torch.Tensor:
+    """Plus-shaped cross (two bars of ``arm_length_nm`` x ``arm_width_nm``): ``(Nx, Ny)``.
+
+    ``arm_width_nm > arm_length_nm`` is allowed and draws the same cross as the swapped pair.
+    """
+    px, py = cell_period(period_nm)
+    if not (0 < arm_width_nm <= min(px, py) and 0 < arm_length_nm <= min(px, py)):
+        raise ValueError(
+            f"need 0 < arm_length_nm, arm_width_nm <= {min(px, py)} nm to fit the cell, "
+            f"got {arm_length_nm}, {arm_width_nm}"
+        )
+    x, y = subpixel_coordinates(grid, (px, py), supersample)
+    bar_x = (x.abs() <= arm_length_nm / 2) & (y.abs() <= arm_width_nm / 2)
+    bar_y = (y.abs() <= arm_length_nm / 2) & (x.abs() <= arm_width_nm / 2)
+    return area_fraction(bar_x | bar_y, supersample)
 
 
 def _block(x0, x1, y0, y1) -> dict:

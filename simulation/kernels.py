@@ -30,7 +30,12 @@ import sys
 import numpy as np
 from numba import njit, prange
 
-from hyplex.simulation.kernels_sensor import ZIGGURAT, _sensor_frame, frame_key, ziggurat_tables
+from hyplex.simulation.kernels_sensor import (
+    ZIGGURAT,
+    frame_key,
+    sensor_frame_unchecked,
+    ziggurat_tables,
+)
 
 __all__ = [
     "ZIGGURAT",
@@ -440,6 +445,8 @@ def sensor_frame(electrons, prnu, dsnu_e, settings, key, noise, table=ZIGGURAT):
         )
     _require(np.shape(settings) == (7,), f"settings must have 7 values, got {np.shape(settings)}")
     _require(np.shape(table) == ZIGGURAT.shape, f"table must be kernels.ZIGGURAT {ZIGGURAT.shape}")
-    out, bad = _sensor_frame(electrons, prnu, dsnu_e, settings, np.uint64(key), noise, table)
+    out, bad = sensor_frame_unchecked(
+        electrons, prnu, dsnu_e, settings, np.uint64(key), noise, table
+    )
     _raise_bad(bad, "non-finite expected electrons (NaN or infinity)")
     return out

@@ -3,7 +3,7 @@
 Random numbers are counter-based: draw k of pixel i in frame j is a SplitMix64 hash
 (G. Steele, D. Lea, C. Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014)
 of (seed, j, i, k), so a frame is reproducible whatever the number of threads. The validating
-entry point is ``kernels.sensor_frame``; :func:`_sensor_frame` here trusts its inputs.
+entry point is ``kernels.sensor_frame``; :func:`sensor_frame_unchecked` here trusts its inputs.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def frame_key(seed, frame_index):
 
 
 @njit(parallel=True, cache=True)
-def _sensor_frame(electrons, prnu, dsnu_e, settings, key, noise, table):
+def sensor_frame_unchecked(electrons, prnu, dsnu_e, settings, key, noise, table):
     """EMVA 1288 linear camera: raw digital values (uint16) from expected photoelectrons.
 
     Per pixel: photo = electrons * prnu; n = Poisson(photo + dark) (the mean without

@@ -1,4 +1,4 @@
-"""The wings of shared/DESIGN.md are installed as hyplex.<wing>."""
+"""The wings of docs/architecture.md are installed as hyplex.<wing>."""
 
 import importlib
 import pathlib
@@ -31,14 +31,14 @@ def test_installed_package_list_names_every_wing():
 
 def test_cli_version_and_help():
     out = subprocess.run(
-        [sys.executable, "-m", "hyplex.cli", "--version"],
+        [sys.executable, "-m", "hyplex", "--version"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert out.strip() == f"hyplex {hyplex.__version__}"
     help_text = subprocess.run(
-        [sys.executable, "-m", "hyplex.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "hyplex", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "demo" in help_text and "optics" in help_text
 

@@ -49,7 +49,7 @@ def test_pipeline_writes_a_complete_calibration_and_report(tmp_path):
 
 
 def test_cli_registers_calibrate():
-    from hyplex.cli_calibrate import register
+    from hyplex.cli.calibrate import register
 
     app = typer.Typer()
     register(app)

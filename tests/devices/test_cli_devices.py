@@ -9,12 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hyplex.cli_devices import register
+from hyplex.cli.devices import register
 from hyplex.devices.instruments import Monochromator
 from hyplex.devices.recorder import Recording
 
 APP_SCRIPT = (
-    "import typer; from hyplex.cli_devices import register; "
+    "import typer; from hyplex.cli.devices import register; "
     "app = typer.Typer(); register(app); app()"
 )
 

@@ -1,4 +1,4 @@
-"""hyplex.devices: lazy exports and the layering of shared/DESIGN.md."""
+"""hyplex.devices: lazy exports and the layering of docs/architecture.md."""
 
 import importlib
 import pathlib

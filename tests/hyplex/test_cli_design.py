@@ -1,4 +1,4 @@
-"""``hyplex design`` (hyplex.cli_design), registered on a fresh typer app."""
+"""``hyplex design`` (hyplex.cli.design), registered on a fresh typer app."""
 
 import re
 import time
@@ -8,7 +8,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from hyplex.cli_design import register, resolve_config
+from hyplex.cli.design import register, resolve_config
 
 torch.set_num_threads(1)
 
@@ -85,7 +85,7 @@ def test_design_writes_a_bundle_and_resumes(app, library, tmp_path):
 def test_quick_library_is_solved_by_rank_zero_alone(rank, tmp_path, monkeypatch):
     """Under torchrun only rank 0 writes OUT/quick_library.h5; every rank meets at a barrier,
     and the others read the file only after it (no concurrent HDF5 writes of one file)."""
-    from hyplex.cli_design import shared_quick_library
+    from hyplex.cli.design import shared_quick_library
     from hyplex.models import codesign_library, distributed
     from hyplex.models.distributed import DistributedContext
     from hyplex.optics import library as library_io
@@ -104,7 +104,7 @@ def test_quick_library_is_solved_by_rank_zero_alone(rank, tmp_path, monkeypatch)
 
 def test_design_joins_the_process_group_before_solving_the_library(app, tmp_path, monkeypatch):
     """``hyplex design`` without a library knows its rank before the library is solved."""
-    import hyplex.cli_design as cli_design
+    import hyplex.cli.design as cli_design
     from hyplex.models import distributed
 
     calls = []

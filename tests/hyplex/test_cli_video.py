@@ -9,10 +9,10 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
-from hyplex.cli_video import parse_bands, register
+from hyplex.cli.video import parse_bands, register
 from hyplex.devices.frame import Frame, PixelFormat
 from hyplex.devices.recorder import Recorder, StreamSpec
-from hyplex.pipeline_outputs import read_decoded
+from hyplex.pipeline.outputs import read_decoded
 from hyplex.simulation.layout import MosaicLayout
 
 SHAPE = (96, 128)

@@ -15,10 +15,10 @@ from hyplex.devices.frame import Frame, PixelFormat
 from hyplex.devices.recorder import Recorder, StreamSpec
 from hyplex.models.temporal import GatedLogitSmoother
 from hyplex.pipeline import Pipeline, PipelineConfig
-from hyplex.pipeline_inference import InferenceConfig, InferenceEngine, decode_reference
-from hyplex.pipeline_outputs import DecodedWriter, OverlayVideoWriter, StatsWriter, read_decoded
-from hyplex.pipeline_sources import RecordingSource, SourceError
-from hyplex.pipeline_stages import (
+from hyplex.pipeline.inference import InferenceConfig, InferenceEngine, decode_reference
+from hyplex.pipeline.outputs import DecodedWriter, OverlayVideoWriter, StatsWriter, read_decoded
+from hyplex.pipeline.sources import RecordingSource, SourceError
+from hyplex.pipeline.stages import (
     CorruptFrame,
     DarkFlat,
     Preprocessor,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from hyplex.measured_response import check_channel_order, design_twin, measured_transmissions
+from hyplex.hil.measured_response import check_channel_order, design_twin, measured_transmissions
+from hyplex.hil.refit import RefitSettings, UncalibratedCamera, _linear_decoder, _scenes, refit
 from hyplex.models.bundle import default_layout
 from hyplex.models.codesign_config import CodesignConfig
 from hyplex.models.encoder import FixedResponseEncoder
 from hyplex.models.encoder_capture import CameraCapture, CaptureSettings
-from hyplex.refit import RefitSettings, UncalibratedCamera, _linear_decoder, _scenes, refit
 from hyplex.simulation.fabrication import FabricationError, fabricate
 
 torch.set_num_threads(1)
@@ -135,7 +135,7 @@ def test_uncalibrated_camera_normalises_by_the_design_white_levels():
 
 
 def test_refit_trains_on_scenes_of_its_own():
-    from hyplex.refit import _train_seed
+    from hyplex.hil.refit import _train_seed
 
     seeds = {_train_seed(seed) for seed in range(5)}
     assert len(seeds) == 5 and not seeds & {CONFIG.seed, CONFIG.seed + 1}

@@ -18,8 +18,8 @@ pytest.importorskip("uvicorn")
 webdriver = pytest.importorskip("selenium.webdriver")
 
 from hyplex.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from hyplex.pipeline_inference import InferenceConfig, InferenceEngine  # noqa: E402
-from hyplex.pipeline_stages import Preprocessor  # noqa: E402
+from hyplex.pipeline.inference import InferenceConfig, InferenceEngine  # noqa: E402
+from hyplex.pipeline.stages import Preprocessor  # noqa: E402
 from hyplex.simulation.layout import MosaicLayout  # noqa: E402
 from hyplex.viewer import LiveSession, ViewerServer  # noqa: E402
 

@@ -24,8 +24,8 @@ def clip():
     """12 noisy frames of the twin looking at a synthetic video (34 bands), their barcodes,
     true labels per metapixel, and per-frame logits of a classifier fitted on two frames."""
     from hyplex.devices.sim_camera import SimulatedCamera
-    from hyplex.pipeline_models import fit_pixel_classifier
-    from hyplex.pipeline_stages import Preprocessor, labels_at_metapixels
+    from hyplex.pipeline.models import fit_pixel_classifier
+    from hyplex.pipeline.stages import Preprocessor, labels_at_metapixels
     from hyplex.simulation.camera import default_camera
     from hyplex.simulation.grids import prototype_grid
     from hyplex.simulation.video import make_video

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyplex.optics import geometry, rcwa
+from hyplex.optics import cell, geometry, rcwa
 from hyplex.optics.fdtd_structure import describe
 
 
@@ -188,7 +188,7 @@ def test_symmetry_flags_and_birefringence():
 @pytest.mark.parametrize("name", ["square", "rectangle", "cross", "L", "H", "disk"])
 def test_fdtd_primitives_draw_the_rendered_shape(name):
     shape = geometry.SHAPES[name].from_vector(_interior(geometry.SHAPES[name]))
-    x, y = geometry._coordinates((64, 64), (PERIOD, PERIOD), 4)
+    x, y = cell.subpixel_coordinates((64, 64), (PERIOD, PERIOD), 4)
     inside = torch.zeros_like(x, dtype=torch.bool)
     for item in shape.primitives():
         cx, cy = item["center"]
@@ -197,7 +197,7 @@ def test_fdtd_primitives_draw_the_rendered_shape(name):
         else:
             sx, sy = item["size"]
             inside |= ((x - cx).abs() <= sx / 2) & ((y - cy).abs() <= sy / 2)
-    drawn = geometry._area_fraction(inside, 4)
+    drawn = cell.area_fraction(inside, 4)
     assert (drawn - shape.render(PERIOD, (64, 64))).abs().mean() < 0.01
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hyplex.cli_library import library_app
+from hyplex.cli.library import library_app
 from hyplex.optics.library import (
     LibraryError,
     ResponseLibrary,

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hyplex.cli_simulate import simulate_app
+from hyplex.cli.simulate import simulate_app
 
 app = typer.Typer()
 app.add_typer(simulate_app, name="simulate")
@@ -122,7 +122,7 @@ def test_missing_earthlib_is_a_clear_message_not_a_traceback(tmp_path, monkeypat
 
 
 def test_video_exposure_is_set_on_the_most_lit_frame(tmp_path):
-    from hyplex.cli_simulate import _camera
+    from hyplex.cli.simulate import _camera
     from hyplex.simulation.grids import prototype_grid
     from hyplex.simulation.video import make_video
 

@@ -6,7 +6,7 @@ wrong code. Hyplex (Makarenko et al., CVPR 2022, Sec. 5) measured each channel's
 retrained the decoder on it; this module does that from a calibration file::
 
     calibration.h5 /spectral/response  R_f(lambda)   DN s^-1 per W of reference power
-        --hyplex.measured_response.measured_transmissions--> T_f(lambda)
+        --hyplex.hil.measured_response.measured_transmissions--> T_f(lambda)
     design bundle + T_measured + synthetic scenes
         --ridge--> linear decoder (the Hyplex reference projector, refitted in closed form)
         --Adam---> learned reconstructor and segmenter, fine-tuned from the design's weights
@@ -191,7 +191,7 @@ def refit(bundle, responses, settings: RefitSettings | None = None, camera_respo
         From :func:`hyplex.models.bundle.load_bundle`.
     responses : array_like, (F, L)
         Measured transmissions on the bundle's grid
-        (:func:`hyplex.measured_response.measured_transmissions`).
+        (:func:`hyplex.hil.measured_response.measured_transmissions`).
     settings : RefitSettings, optional
     camera_responses : array_like, (F, L), optional
         The transmissions the evaluation camera really has. On the twin these are the
@@ -278,7 +278,7 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
     Returns ``(RefitResult, path)``.
     """
     from hyplex.calibration.store import load_calibration
-    from hyplex.measured_response import check_channel_order, measured_transmissions
+    from hyplex.hil.measured_response import check_channel_order, measured_transmissions
     from hyplex.models.bundle import load_bundle, save_bundle
     from hyplex.models.codesign import CodesignResult
     from hyplex.models.codesign_config import CodesignConfig

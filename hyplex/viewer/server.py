@@ -4,7 +4,7 @@
 
     Pipeline.run (background thread) --on_result--> LiveSession (latest FrameResult, counters)
     FastAPI app (uvicorn, localhost):
-      GET /                         the page (``viewer_page.PAGE_HTML``)
+      GET /                         the page (``hyplex.viewer.page.PAGE_HTML``)
       GET /stream/{view}            MJPEG (multipart/x-mixed-replace): raw | rgb | band | overlay
       GET /frame/{view}.jpg         one JPEG of the latest frame
       GET /api/status               frames, fps, drops, corrupt, latency, cube shape, wavelengths
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from hyplex.pipeline_outputs import overlay, rgb_rendering, to_uint8
-from hyplex.viewer_page import PAGE_HTML
+from hyplex.pipeline.outputs import overlay, rgb_rendering, to_uint8
+from hyplex.viewer.page import PAGE_HTML
 
 VIEWS = ("raw", "rgb", "band", "overlay")
 
@@ -293,13 +293,14 @@ def simulated_session(
     policy: str = "drop_oldest",
 ):
     """A :class:`LiveSession` on the camera twin looking at a synthetic video (34 bands),
-    with models fitted on the twin (:func:`~hyplex.pipeline_models.twin_models`)."""
+    with models fitted on the twin (:func:`~hyplex.pipeline.models.twin_models`)."""
     from hyplex.devices.sim_camera import SimulatedCamera
-    from hyplex.pipeline import Pipeline, PipelineConfig
-    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine
-    from hyplex.pipeline_models import twin_models
-    from hyplex.pipeline_sources import CameraSource
-    from hyplex.pipeline_stages import Preprocessor
+    from hyplex.pipeline.engine import Pipeline
+    from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
+    from hyplex.pipeline.models import twin_models
+    from hyplex.pipeline.sources import CameraSource
+    from hyplex.pipeline.stages import Preprocessor
+    from hyplex.pipeline.types import PipelineConfig
     from hyplex.simulation.camera import default_camera
     from hyplex.simulation.grids import prototype_grid
     from hyplex.simulation.video import make_video

@@ -86,7 +86,7 @@ def segment_command(
     Writes <stem>.labels.h5, <stem>.overlay.mp4 and <stem>.stats.csv/.json per input into
     --out. Ctrl-C stops cleanly: the files hold every frame processed so far.
     """
-    from hyplex.pipeline_batch import SegmentJob, run_jobs
+    from hyplex.pipeline.batch import SegmentJob, run_jobs
 
     if policy not in ("block", "drop_oldest"):
         raise typer.BadParameter(f"policy must be block or drop_oldest, got {policy!r}")
@@ -163,13 +163,13 @@ def view_command(
     With --camera sim, the twin looks at a synthetic video and the decoders are fitted on the
     twin in a few seconds (no weights to download); other cameras need model files.
     """
-    from hyplex.viewer import LiveSession, ViewerServer, simulated_session
+    from hyplex.viewer.server import LiveSession, ViewerServer, simulated_session
 
     if camera == "sim":
-        from hyplex.cli_devices import _parse_shape
+        from hyplex.cli.devices import parse_shape
 
         typer.echo("building the camera twin and fitting decoders on it ...", err=True)
-        session = simulated_session(sensor_shape=_parse_shape(sim_shape))
+        session = simulated_session(sensor_shape=parse_shape(sim_shape))
     else:
         session = _camera_session(
             camera, reconstructor, segmenter, bundle, calibration, pitch_px, LiveSession
@@ -194,11 +194,12 @@ def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch
     import numpy as np
 
     from hyplex.devices.discovery import open_camera
-    from hyplex.pipeline import Pipeline, PipelineConfig
-    from hyplex.pipeline_batch import SegmentJob, _models
-    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine
-    from hyplex.pipeline_sources import CameraSource
-    from hyplex.pipeline_stages import DarkFlat, Preprocessor
+    from hyplex.pipeline.batch import SegmentJob, job_models
+    from hyplex.pipeline.engine import Pipeline
+    from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
+    from hyplex.pipeline.sources import CameraSource
+    from hyplex.pipeline.stages import DarkFlat, Preprocessor
+    from hyplex.pipeline.types import PipelineConfig
     from hyplex.simulation.layout import MosaicLayout
 
     job = SegmentJob(
@@ -209,7 +210,7 @@ def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch
         bundle=bundle and str(bundle),
     )
     try:
-        models = _models(job)
+        models = job_models(job)
     except ValueError as error:
         raise typer.BadParameter(f"{error} (a real camera needs decoders)") from None
     device = open_camera(camera)
@@ -236,6 +237,6 @@ def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch
 
 
 def _count_bands(module, n_filters: int) -> int:
-    from hyplex.pipeline_batch import _n_outputs
+    from hyplex.pipeline.batch import output_channels
 
-    return 0 if module is None else _n_outputs(module, None, n_filters)
+    return 0 if module is None else output_channels(module, None, n_filters)

@@ -5,7 +5,7 @@
     raw frame (H, W) --check_frame--> --dark/flat (calibration)--> float32 (H, W)
         --BarcodeExtractor (numba scatter-add, registered layout)--> barcodes (h, w, n_filters)
 
-The inference stage (torch) lives in ``pipeline_inference.py``; the threads that connect the
+The inference stage (torch) lives in ``inference.py``; the threads that connect the
 stages in ``pipeline.py``. Between two stages sits a :class:`StageQueue`: a bounded FIFO whose
 :class:`~hyplex.devices.ring.OverflowPolicy` decides what happens when the consumer is slower
 than the producer (BLOCK: the producer waits, back-pressure reaches the source; DROP_OLDEST:

@@ -63,8 +63,11 @@ class SegmentJob:
     progress: bool = False
 
 
-def _models(job: SegmentJob) -> dict:
-    from hyplex.pipeline_models import load_bundle_models, load_module
+def job_models(job: SegmentJob) -> dict:
+    """The models a job runs: ``reconstructor``, ``segmenter`` (torch modules or None),
+    ``wavelengths_nm``, ``class_names`` and ``layout`` from its bundle and/or weight files.
+    Raises ValueError when the job names no model."""
+    from hyplex.pipeline.models import load_bundle_models, load_module
 
     models = {
         "reconstructor": None,
@@ -84,7 +87,7 @@ def _models(job: SegmentJob) -> dict:
     return models
 
 
-def _n_outputs(module, in_channels: int, n_filters: int, shape=(8, 8)) -> int:
+def output_channels(module, in_channels: int, n_filters: int, shape=(8, 8)) -> int:
     """Output channels of ``module`` on a zero input (B=1, C, 8, 8)."""
     import torch
 
@@ -96,11 +99,12 @@ def segment_file(job: SegmentJob) -> dict:
     """Run one job (see the module doc); returns the run summary as a dict plus ``outputs``."""
     from hyplex.calibration.store import load_calibration
     from hyplex.models.temporal import GatedLogitSmoother
-    from hyplex.pipeline import Pipeline, PipelineConfig
-    from hyplex.pipeline_inference import InferenceConfig, InferenceEngine
-    from hyplex.pipeline_outputs import DecodedWriter, OverlayVideoWriter, StatsWriter
-    from hyplex.pipeline_sources import open_source
-    from hyplex.pipeline_stages import DarkFlat, Preprocessor
+    from hyplex.pipeline.engine import Pipeline
+    from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
+    from hyplex.pipeline.outputs import DecodedWriter, OverlayVideoWriter, StatsWriter
+    from hyplex.pipeline.sources import open_source
+    from hyplex.pipeline.stages import DarkFlat, Preprocessor
+    from hyplex.pipeline.types import PipelineConfig
     from hyplex.simulation.layout import MosaicLayout
 
     source = open_source(job.input)
@@ -108,7 +112,7 @@ def segment_file(job: SegmentJob) -> dict:
         shape = getattr(source, "sensor_shape", None)
         if shape is None:
             raise ValueError(f"{job.input}: cannot tell the frame shape before reading")
-        models = _models(job)
+        models = job_models(job)
         darkflat, layout, scale = None, models.get("layout"), None
         if job.calibration:
             calibration = load_calibration(job.calibration, sensor_shape=shape)
@@ -129,8 +133,8 @@ def segment_file(job: SegmentJob) -> dict:
         if segmenter is not None:
             in_channels = None
             if config.segment_from == "cube":
-                in_channels = _n_outputs(models["reconstructor"], None, layout.n_filters)
-            n_classes = _n_outputs(segmenter, in_channels, layout.n_filters)
+                in_channels = output_channels(models["reconstructor"], None, layout.n_filters)
+            n_classes = output_channels(segmenter, in_channels, layout.n_filters)
         temporal = GatedLogitSmoother(n_classes) if job.temporal and n_classes >= 2 else None
         engine = InferenceEngine(models["reconstructor"], segmenter, temporal, config)
         pipeline = Pipeline(preprocessor, engine, PipelineConfig(**job.pipeline))
@@ -142,7 +146,7 @@ def segment_file(job: SegmentJob) -> dict:
             n_bands = (
                 len(config.bands)
                 if config.bands
-                else _n_outputs(models["reconstructor"], None, layout.n_filters)
+                else output_channels(models["reconstructor"], None, layout.n_filters)
             )
         wavelengths = models.get("wavelengths_nm")
         if wavelengths is not None and config.bands:

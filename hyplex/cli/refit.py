@@ -45,8 +45,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-fit the linear decoder and fine-tune the learned decoders on the measured
         responses; write a new bundle and print the recovered performance."""
+        from hyplex.hil.refit import RefitSettings, refit_bundle
         from hyplex.models.bundle import BundleError
-        from hyplex.refit import RefitSettings, refit_bundle
 
         target = out or design.with_name(design.name + "_refit")
         try:

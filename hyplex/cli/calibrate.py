@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("--fabricate needs --design", param_hint="--fabricate")
             twin = default_camera(prototype_grid(), (rows, cols), pitch_px, rotation_deg)
         else:
-            from hyplex.measured_response import design_twin
+            from hyplex.hil.measured_response import design_twin
             from hyplex.models.bundle import load_bundle
             from hyplex.simulation.fabrication import FabricationError
 

@@ -21,10 +21,10 @@ CPU without a temporal model): each decodes its own batch, and results are hande
 order (tickets). A frame that cannot be decoded (wrong shape or dtype, NaN, unreadable) is
 reported with its index and reason in ``PipelineSummary.errors`` and the stream goes on.
 
-Where things are: ``pipeline_stages.py`` (queues, frame checks, preprocessing),
-``pipeline_inference.py`` (models on CPU/GPU), ``pipeline_sources.py``, ``pipeline_outputs.py``
-(sinks), ``pipeline_types.py`` (configuration and results), ``pipeline_batch.py`` (files, Dask),
-``pipeline_models.py`` (loading and twin-fitted models).
+Where things are, in this package: ``stages.py`` (queues, frame checks, preprocessing),
+``inference.py`` (models on CPU/GPU), ``sources.py``, ``outputs.py`` (sinks), ``types.py``
+(configuration and results), ``batch.py`` (files, Dask), ``models.py`` (loading and
+twin-fitted models).
 
 Examples
 --------
@@ -44,10 +44,10 @@ from collections import deque
 import numpy as np
 
 from hyplex.devices.ring import FrameRing, RingClosed
-from hyplex.pipeline_inference import DecodedBatch, InferenceConfig, InferenceEngine
-from hyplex.pipeline_sources import SourceItem, open_source
-from hyplex.pipeline_stages import CorruptFrame, Preprocessor, QueueClosed, StageQueue, check_frame
-from hyplex.pipeline_types import FrameResult, PipelineConfig, PipelineSummary
+from hyplex.pipeline.inference import DecodedBatch, InferenceConfig, InferenceEngine
+from hyplex.pipeline.sources import SourceItem, open_source
+from hyplex.pipeline.stages import CorruptFrame, Preprocessor, QueueClosed, StageQueue, check_frame
+from hyplex.pipeline.types import FrameResult, PipelineConfig, PipelineSummary
 
 __all__ = ["Pipeline", "PipelineConfig", "PipelineSummary", "FrameResult", "InferenceConfig"]
 
@@ -244,7 +244,7 @@ class Pipeline:
         Parameters
         ----------
         source : str, Path, Camera or iterable of SourceItem
-            See :func:`~hyplex.pipeline_sources.open_source`.
+            See :func:`~hyplex.pipeline.sources.open_source`.
         sinks : sequence
             Objects with ``write(FrameResult)`` and ``close(summary)``.
         progress : bool

@@ -1,4 +1,4 @@
-"""The ``hyplex`` command line."""
+"""``hyplex demo`` and ``hyplex optics``: the spectrum of one metasurface, and the materials."""
 
 from __future__ import annotations
 
@@ -8,51 +8,17 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from hyplex import __version__
-from hyplex.cli_calibrate import register as register_calibrate
-from hyplex.cli_design import register as register_design
-from hyplex.cli_devices import register as register_devices
-from hyplex.cli_inverse import register as register_inverse
-from hyplex.cli_library import library_app
-from hyplex.cli_refit import register as register_refit
-from hyplex.cli_simulate import simulate_app
-from hyplex.cli_video import register as register_video
-
-app = typer.Typer(
-    help="hyplex: snapshot hyperspectral imaging with metasurface encoders.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 optics_app = typer.Typer(
     help="Physics of one metasurface: materials, thin films, RCWA.", no_args_is_help=True
 )
-app.add_typer(optics_app, name="optics")
-app.add_typer(simulate_app, name="simulate")
-app.add_typer(library_app, name="library")
-register_devices(app)
-register_inverse(app)
-register_calibrate(app)
-register_design(app)
-register_refit(app)
-register_video(app)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"hyplex {__version__}")
-        raise typer.Exit()
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` and the ``optics`` group to the root app."""
+    app.command()(demo)
+    app.add_typer(optics_app, name="optics")
 
 
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """hyplex: snapshot hyperspectral imaging with metasurface encoders."""
-
-
-@app.command()
 def demo(
     out: Path = typer.Option(Path("out/demo_transmission.png"), help="PNG to write."),
     points: int = typer.Option(61, min=2, help="Number of wavelengths, 400-1000 nm."),
@@ -86,7 +52,7 @@ def spectrum(
 
 
 def _spectrum(radius_nm, period_nm, height_nm, material, substrate, harmonics, points, out):
-    from hyplex.demo import PillarFilter, pillar_spectrum, plot_spectrum
+    from hyplex.cli.pillar_spectrum import PillarFilter, pillar_spectrum, plot_spectrum
 
     design = PillarFilter(radius_nm, period_nm, height_nm, material, substrate, harmonics)
     wl = np.linspace(400.0, 1000.0, points)
@@ -142,7 +108,3 @@ def materials(plot: Path = typer.Option(None, help="Optional PNG of n and k.")) 
         plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot, dpi=110)
         typer.echo(f"wrote {plot}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

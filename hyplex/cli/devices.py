@@ -51,7 +51,8 @@ def list_devices_command(
         typer.echo(f"{info.kind:<10} {info.backend:<8} {info.address:<40} {info.description}")
 
 
-def _parse_shape(text: str) -> tuple[int, int]:
+def parse_shape(text: str) -> tuple[int, int]:
+    """``"ROWSxCOLS"`` -> ``(rows, cols)`` pixels; typer.BadParameter if malformed or < 8."""
     try:
         rows, cols = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -69,7 +70,7 @@ def _open(camera: str, sim_shape: str, cycle_frames: int):
     from hyplex.simulation.grids import prototype_grid
     from hyplex.simulation.scenes import make_scene
 
-    rows, cols = _parse_shape(sim_shape)
+    rows, cols = parse_shape(sim_shape)
     typer.echo(f"building the {cols}x{rows} camera twin and a scene ...", err=True)
     scene = make_scene((max(rows // 20, 16), max(cols // 20, 16)), prototype_grid(), seed=0)
     return open_camera("sim", source=scene, sensor_shape=(rows, cols), cycle_frames=cycle_frames)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hyplex.pipeline_stages import Preprocessor, labels_at_metapixels, metapixel_centres_px
+from hyplex.pipeline.stages import Preprocessor, labels_at_metapixels, metapixel_centres_px
 from hyplex.simulation.camera import scene_index
 
 

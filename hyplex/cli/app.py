@@ -1,0 +1,62 @@
+"""The ``hyplex`` command line: the root app, with one module per command group.
+
+============================  ===========================================  ==================
+command                       job                                          module
+============================  ===========================================  ==================
+``demo``, ``optics``          one metasurface's spectrum, materials         :mod:`.optics`
+``library``, ``inverse``      response libraries, inverse design            :mod:`.library`,
+                                                                           :mod:`.inverse`
+``simulate``                  synthetic scenes and video (the twin)         :mod:`.simulate`
+``design``                    co-design of encoder and decoders             :mod:`.design`
+``devices``, ``stream``,      cameras, recording, simulated instruments     :mod:`.devices`
+``sim-device``
+``calibrate``, ``refit``      calibration, decoders refitted to it          :mod:`.calibrate`,
+                                                                           :mod:`.refit`
+``segment``, ``view``         the video engine and the live viewer          :mod:`.video`
+============================  ===========================================  ==================
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hyplex import __version__
+from hyplex.cli.calibrate import register as register_calibrate
+from hyplex.cli.design import register as register_design
+from hyplex.cli.devices import register as register_devices
+from hyplex.cli.inverse import register as register_inverse
+from hyplex.cli.library import library_app
+from hyplex.cli.optics import register as register_optics
+from hyplex.cli.refit import register as register_refit
+from hyplex.cli.simulate import simulate_app
+from hyplex.cli.video import register as register_video
+
+app = typer.Typer(
+    help="hyplex: snapshot hyperspectral imaging with metasurface encoders.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(simulate_app, name="simulate")
+app.add_typer(library_app, name="library")
+register_optics(app)
+register_devices(app)
+register_inverse(app)
+register_calibrate(app)
+register_design(app)
+register_refit(app)
+register_video(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hyplex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """hyplex: snapshot hyperspectral imaging with metasurface encoders."""
