@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
 
     path = folder / "stream.h5"
     frames = 0
-    with camera, Recorder(path, StreamSpec.for_camera(camera)) as recorder:
+    with camera, Recorder(path, StreamSpec.for_camera(camera), overwrite=True) as recorder:
         camera.start(policy="block", buffer_frames=args.buffer_frames)
         start = time.monotonic()
         while time.monotonic() - start < seconds:

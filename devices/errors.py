@@ -9,6 +9,10 @@
     │   ├── CameraBusy             the setting cannot change while streaming
     │   ├── SettingUnavailable     the backend has no such control (see ``capabilities()``)
     │   └── StreamEnded            the stream delivered its ``n`` frames or the source ran out
+    ├── RecordingError             a recording that cannot be written or read (also an OSError)
+    │   ├── RecordingExists        the file exists and overwriting was not asked for
+    │   ├── RecordingInUse         another writer holds the file's lock
+    │   └── RecordingTruncated     the file ends before data its own header or index points to
     └── InstrumentError            a serial instrument refused a command or failed to answer
         ├── InstrumentTimeout      no complete reply after every retry (also a TimeoutError)
         └── GarbledReply           replies that do not parse after every retry
@@ -43,6 +47,23 @@ class SettingUnavailable(CameraError):
 
 class StreamEnded(CameraError):
     """The acquisition finished: ``n`` frames delivered, or the source (a file) ran out."""
+
+
+class RecordingError(DeviceError, OSError):
+    """A recording (or another file written frame by frame) cannot be written or read."""
+
+
+class RecordingExists(RecordingError, FileExistsError):
+    """The file to record into exists and ``overwrite`` was not given."""
+
+
+class RecordingInUse(RecordingError):
+    """Another writer (this process or another one) holds the file's writer lock."""
+
+
+class RecordingTruncated(RecordingError):
+    """The file is shorter than its HDF5 header or its committed frames say: it was cut short
+    (an interrupted copy, a full disk), and reading on would return zeros or fail."""
 
 
 class InstrumentError(DeviceError):

@@ -17,6 +17,14 @@ rows are intact; readers (``recording.Recording``) trust ``committed``, not the 
 length. The data reach the OS page cache at every flush: a killed process loses nothing
 flushed, a power cut may (no fsync). ``flush_every`` > 1 trades that granularity for speed.
 Readers of such a file must open it with ``swmr=True`` (``Recording`` does).
+
+One writer per file: SWMR drops HDF5's own file lock, so the recorder holds an exclusive
+``flock`` on ``<file>.lock`` from before it creates the file until it closes it
+(:class:`~hyplex.devices.writer_lock.WriterLock`); a second recorder on the same file fails at
+once with ``RecordingInUse`` naming the first (pid, host, command). The kernel drops the lock
+when its process dies, so a recorder killed with SIGKILL blocks no one. An existing file is
+refused (``RecordingExists``) unless ``overwrite=True``, which unlinks it and records into a
+new file: a reader that still has the old one open keeps reading the old frames.
 """
 
 from __future__ import annotations
@@ -30,16 +38,25 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from hyplex.devices.errors import CameraError, StreamEnded
+from hyplex.devices.errors import CameraError, RecordingError, RecordingExists, StreamEnded
 from hyplex.devices.frame import Frame, PixelFormat, metadata_dtype
 from hyplex.devices.recording import Recording, export_frames
 from hyplex.devices.ring import OverflowPolicy
+from hyplex.devices.writer_lock import WriterLock, lock_holder
 
 FORMAT_NAME = "hyplex-recording"
 FORMAT_VERSION = 1
 METADATA_CHUNK_ROWS = 256
 
-__all__ = ["Recorder", "StreamSpec", "RecordingSummary", "record", "Recording", "export_frames"]
+__all__ = [
+    "Recorder",
+    "StreamSpec",
+    "RecordingSummary",
+    "record",
+    "check_target",
+    "Recording",
+    "export_frames",
+]
 
 
 @dataclass(frozen=True)
@@ -67,14 +84,25 @@ class Recorder:
     Parameters
     ----------
     path : str or Path
-        File to create (overwritten).
+        File to create. Its folder must exist.
     streams : StreamSpec or mapping of str to StreamSpec
         A single spec is the stream ``"camera"``.
     flush_every : int
         Flush and raise ``committed`` every this many frames (>= 1).
+    overwrite : bool
+        Replace an existing file (default: refuse it).
+
+    Raises
+    ------
+    RecordingExists
+        ``path`` exists and ``overwrite`` is False.
+    RecordingInUse
+        Another recorder (any process) is writing ``path``.
+    RecordingError
+        ``path`` is a folder, or its folder is missing.
     """
 
-    def __init__(self, path, streams, flush_every: int = 1):
+    def __init__(self, path, streams, flush_every: int = 1, overwrite: bool = False):
         if isinstance(streams, StreamSpec):
             streams = {"camera": streams}
         if not streams:
@@ -84,14 +112,27 @@ class Recorder:
         self.path, self.flush_every = os.fspath(path), int(flush_every)
         self.specs = dict(streams)
         self.bytes_written, self.write_seconds = 0, 0.0
-        self._file = h5py.File(self.path, "w", libver="latest")
-        self._file.attrs.update(
-            format=FORMAT_NAME,
-            version=FORMAT_VERSION,
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        )
-        self._streams = {name: self._create(name, spec) for name, spec in self.specs.items()}
-        self._file.swmr_mode = True  # every dataset exists: from here on, crash-consistent
+        self._file = None
+        check_target(self.path, overwrite)
+        self._lock = WriterLock(self.path, "recording")
+        try:
+            check_target(self.path, overwrite)  # again, now that no other recorder can race
+            if os.path.lexists(self.path):
+                os.unlink(self.path)  # readers of the old file keep its frames
+            self._file = h5py.File(self.path, "x", libver="latest")
+            self._file.attrs.update(
+                format=FORMAT_NAME,
+                version=FORMAT_VERSION,
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            )
+            self._streams = {name: self._create(name, spec) for name, spec in self.specs.items()}
+            self._file.swmr_mode = True  # every dataset exists: from here on, crash-consistent
+        except BaseException:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._lock.release()
+            raise
 
     def _create(self, name: str, spec: StreamSpec) -> dict:
         height, width = (int(v) for v in spec.frame_shape)
@@ -178,12 +219,16 @@ class Recorder:
             self._flush(state)
 
     def close(self) -> None:
+        """Flush, close the file and release the writer lock (idempotent)."""
         if self._file is not None:
             try:
                 self.flush()
             finally:
-                self._file.close()
-                self._file = None
+                try:
+                    self._file.close()
+                finally:
+                    self._file = None
+                    self._lock.release()
 
     def __enter__(self) -> Recorder:
         return self
@@ -195,6 +240,31 @@ class Recorder:
     def throughput_MBps(self) -> float:
         """Bytes of frames written per second spent in :meth:`write`, MB/s."""
         return self.bytes_written / max(self.write_seconds, 1e-12) / 1e6
+
+
+def check_target(path, overwrite: bool = False) -> None:
+    """Raise what :class:`Recorder` would raise for ``path`` before it takes the lock:
+    ``RecordingExists`` (exists, no ``overwrite``), ``RecordingError`` (a folder, a missing
+    folder). A cheap early check for command lines; the recorder checks again under its lock.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise RecordingError(f"{path} is a folder; give a file to record into, e.g. {path}/rec.h5")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RecordingError(f"cannot record to {path}: folder {folder} does not exist")
+    if os.path.lexists(path) and not overwrite:
+        holder = lock_holder(path)
+        raise RecordingExists(
+            f"{path} exists ({os.path.getsize(path) if os.path.isfile(path) else 0} bytes"
+            + (
+                f"; its lock file names a writer, {holder}, which may still be recording"
+                if holder
+                else ""
+            )
+            + "); refusing to overwrite it: give overwrite=True (hyplex stream --overwrite) "
+            "or another file"
+        )
 
 
 @dataclass(frozen=True)
@@ -220,19 +290,21 @@ def record(
     flush_every: int = 1,
     progress: Callable[[int, float, object], None] | None = None,
     timeout: float = 5.0,
+    overwrite: bool = False,
 ) -> RecordingSummary:
     """Stream ``camera`` (open, stopped) into a new recording at ``path``.
 
     Stops after ``n_frames`` frames or ``seconds`` (host time), whichever first. Frames are
     written straight from the ring slots (no copy). ``progress(frames, elapsed_s, stats)``
     is called after every frame. If the camera fails (a disconnect), the file is closed with
-    every frame so far and the error is raised.
+    every frame so far and the error is raised. ``path`` must not exist unless ``overwrite``
+    (see :class:`Recorder`).
     """
     if n_frames is None and seconds is None:
         raise ValueError("give n_frames or seconds (or both)")
     spec = StreamSpec.for_camera(camera, extra_fields)
     written = 0
-    with Recorder(path, spec, flush_every) as recorder:
+    with Recorder(path, spec, flush_every, overwrite=overwrite) as recorder:
         camera.start(n=n_frames, policy=policy, buffer_frames=buffer_frames)
         start = time.monotonic()
         try:

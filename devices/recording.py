@@ -2,6 +2,14 @@
 
 Opens files with ``swmr=True``, so a recording that is still being written, or whose writer
 was killed, reads as its first ``committed`` frames (see ``recorder.py``).
+
+A truncated file (an interrupted copy, a full disk) fails at once, never hangs and never
+reads as zeros: opening checks the size against the end of file in the HDF5 superblock (for
+a file its writer closed), that ``committed`` does not exceed the datasets' extent, and that
+the chunk of every committed frame and metadata row lies inside the file; HDF5 metadata
+reads retry a bounded number of times (see :mod:`hyplex.devices.swmr`). Each failure raises
+:class:`~hyplex.devices.errors.RecordingTruncated` (or ``RecordingError``) saying what is
+missing.
 """
 
 from __future__ import annotations
@@ -9,10 +17,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from hyplex.devices.errors import RecordingError, RecordingTruncated
 from hyplex.devices.frame import FRAME_METADATA_DTYPE, Frame, FrameStatus, PixelFormat
+from hyplex.devices.swmr import check_chunks_within, check_superblock, open_swmr_reader
 
 EXPORT_FORMATS = ("png", "tiff")
 
@@ -25,19 +34,57 @@ class Recording:
     path : str or Path
     stream : str, optional
         Stream name (default: the only one, or ``"camera"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    RecordingTruncated
+        The file is shorter than its header or its committed frames need (module doc).
+    RecordingError
+        Not an HDF5 file, or HDF5 cannot read its structure.
+    ValueError
+        Not a ``hyplex-recording``, no stream or no such stream.
     """
 
     def __init__(self, path, stream: str | None = None):
         self.path = os.fspath(path)
-        self._file = h5py.File(self.path, "r", swmr=True)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path}: no such recording file")
+        check_superblock(self.path)
+        try:
+            self._file = open_swmr_reader(self.path)
+        except (OSError, RuntimeError) as error:
+            raise RecordingError(
+                f"{self.path}: HDF5 cannot open it ({error}); a truncated or damaged file?"
+            ) from None
+        try:
+            self._open(stream)
+        except (OSError, RuntimeError, KeyError) as error:
+            self._file.close()
+            if isinstance(error, RecordingError):
+                raise
+            raise RecordingError(
+                f"{self.path}: HDF5 cannot read its structure ({error}); a truncated or "
+                "damaged file?"
+            ) from None
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open(self, stream: str | None) -> None:
+        kind = self._file.attrs.get("format")
+        if kind != "hyplex-recording":
+            raise ValueError(
+                f"{self.path} has format {kind!r}, expected 'hyplex-recording' (written by "
+                "hyplex stream --record / hyplex.devices.Recorder)"
+            )
         names = sorted(self._file.get("streams", {}))
         if not names:
-            self._file.close()
             raise ValueError(f"{self.path} holds no stream")
         if stream is None:
             stream = names[0] if len(names) == 1 else "camera"
         if stream not in names:
-            self._file.close()
             raise ValueError(f"{self.path} has no stream {stream!r}; streams: {names}")
         self.stream, self.streams = stream, names
         group = self._file[f"streams/{stream}"]
@@ -45,9 +92,54 @@ class Recording:
         self._committed = group["committed"]
         self.attrs = dict(group.attrs)
         self.pixel_format = PixelFormat.parse(self.attrs["pixel_format"])
+        self.check()
+
+    def check(self) -> int:
+        """Verify that every committed frame and metadata row is in the file (module doc);
+        returns the committed count. Raises RecordingTruncated naming the first frame that
+        is not, or when the index itself cannot be read."""
+        size = os.path.getsize(self.path)
+        try:
+            if check_chunks_within(self._committed, 1, size) < 1:
+                raise RecordingTruncated(
+                    f"{self.path} is truncated: the file ({size} bytes) ends before its "
+                    "committed-frame counter (an interrupted copy or a full disk?)"
+                )
+            self.refresh()  # committed first, then the extents (a live writer grows them)
+            committed = int(self._committed[0])
+            extent = min(self._frames.shape[0], self._metadata.shape[0])
+            if committed < 0 or committed > extent:
+                raise RecordingTruncated(
+                    f"{self.path} is damaged: {committed} frames committed but the datasets "
+                    f"hold {self._frames.shape[0]} frames and {self._metadata.shape[0]} rows"
+                )
+            intact = min(
+                check_chunks_within(self._frames, committed, size),
+                check_chunks_within(self._metadata, committed, size),
+            )
+        except RecordingError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise RecordingTruncated(
+                f"{self.path}: the frame index is unreadable ({error}); the file ({size} "
+                "bytes) was probably cut short"
+            ) from None
+        if intact < committed:
+            missing = (
+                f"frame {intact} is"
+                if intact == committed - 1
+                else f"frames {intact}..{committed - 1} are"
+            )
+            raise RecordingTruncated(
+                f"{self.path} is truncated: {committed} frames are committed but the file "
+                f"({size} bytes) ends before frame {intact}; {missing} missing (an "
+                "interrupted copy or a full disk?)"
+            )
+        return committed
 
     def refresh(self) -> None:
-        """Re-read the committed count (a recording still being written grows)."""
+        """Re-read the committed count (a recording still being written grows); the frames
+        added since :meth:`check` are not re-checked against the file's size."""
         for dataset in (self._committed, self._frames, self._metadata):
             dataset.refresh()
 

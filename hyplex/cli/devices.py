@@ -30,6 +30,9 @@ SimShape = Annotated[str, typer.Option(help="Simulated sensor, ROWSxCOLS (e.g. 3
 Cycle = Annotated[
     int, typer.Option(min=0, help="Simulated camera: noisy frames rendered once and looped.")
 ]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing --record file (default: refuse).")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -87,11 +90,21 @@ def stream_command(
     frame_rate_hz: FrameRate = None,
     sim_shape: SimShape = "3000x4000",
     cycle_frames: Cycle = 3,
+    overwrite: Overwrite = False,
 ) -> None:
-    """Stream a camera for SECONDS with a live progress line (fps, drops); optionally record."""
-    from hyplex.devices.errors import CameraError, StreamEnded
-    from hyplex.devices.recorder import Recorder, StreamSpec
+    """Stream a camera for SECONDS with a live progress line (fps, drops); optionally record.
 
+    --record refuses an existing file unless --overwrite, and a file another recorder is
+    writing (exit code 1, naming the other writer)."""
+    from hyplex.devices.errors import CameraError, RecordingError, StreamEnded
+    from hyplex.devices.recorder import Recorder, StreamSpec, check_target
+
+    if record is not None:
+        try:  # before the camera is built; the recorder checks again under its lock
+            check_target(record, overwrite)
+        except RecordingError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
     device = _open(camera, sim_shape, cycle_frames)
     try:
         device.open()
@@ -99,7 +112,9 @@ def stream_command(
             device.exposure_us = exposure_us
         if frame_rate_hz is not None:
             device.frame_rate_hz = frame_rate_hz
-        recorder = Recorder(record, StreamSpec.for_camera(device)) if record else None
+        recorder = (
+            Recorder(record, StreamSpec.for_camera(device), overwrite=overwrite) if record else None
+        )
         count, start, last_print = 0, time.monotonic(), 0.0
         device.start(n=frames, policy=policy, buffer_frames=buffer)
         try:
@@ -129,7 +144,7 @@ def stream_command(
             f"{count} frames, dropped {stats.dropped} (device {stats.dropped_device}, host "
             f"{stats.dropped_host})" + (f", recorded to {record}" if record else "")
         )
-    except CameraError as error:
+    except (CameraError, RecordingError) as error:
         sys.stderr.write("\n")
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None

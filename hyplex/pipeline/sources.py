@@ -147,44 +147,41 @@ class CameraSource:
 class RecordingSource:
     """Frames of a ``hyplex-recording`` HDF5 file (:class:`~hyplex.devices.recording.Recording`).
 
+    The committed frames at opening are read (a recording still being written is read up to
+    there). A truncated file fails here, in milliseconds, never hangs and never yields zeros
+    (:class:`~hyplex.devices.recording.Recording` checks it; HDF5 reads retry a bounded number
+    of times); a frame that still cannot be read is yielded with ``error`` set.
+
     Raises
     ------
     SourceError
-        Missing file, not HDF5, not a hyplex recording, or no such stream.
+        Missing file, not HDF5, truncated, not a hyplex recording, or no such stream.
     """
 
     def __init__(self, path, stream: str | None = None):
-        import h5py
-
+        from hyplex.devices.errors import RecordingError
         from hyplex.devices.recording import Recording
 
         self.path, self.name = Path(path), str(path)
         if not self.path.is_file():
             raise SourceError(f"{path}: no such recording file")
         try:
-            with h5py.File(self.path, "r", swmr=True) as file:
-                kind = file.attrs.get("format")
-        except OSError as error:
-            raise SourceError(f"{path} is not an HDF5 file ({error})") from None
-        if kind != "hyplex-recording":
-            raise SourceError(
-                f"{path} has format {kind!r}, expected 'hyplex-recording' (written by "
-                "hyplex stream --record / hyplex.devices.Recorder)"
-            )
-        try:
             self.recording = Recording(self.path, stream)
-        except (ValueError, KeyError, OSError) as error:
+        except (RecordingError, ValueError) as error:
+            raise SourceError(str(error)) from None
+        except (KeyError, OSError) as error:
             raise SourceError(f"{path}: bad recording header ({error})") from None
         self.sensor_shape = tuple(int(v) for v in self.recording.attrs["frame_shape"])
+        self.n_frames = len(self.recording)
 
     def __len__(self) -> int:
-        return len(self.recording)
+        return self.n_frames
 
     def __iter__(self) -> Iterator[SourceItem]:
-        for index in range(len(self.recording)):
+        for index in range(self.n_frames):
             try:
                 frame = self.recording.frame(index)
-            except (OSError, ValueError, KeyError) as error:
+            except (OSError, RuntimeError, ValueError, KeyError) as error:
                 yield SourceItem(index, None, index, time.monotonic_ns(), f"unreadable: {error}")
                 continue
             yield SourceItem(index, frame.data, frame.frame_id, time.monotonic_ns())
