@@ -14,18 +14,27 @@ for the system interpreter ``/usr/bin/python3`` and its numpy 1.24. Each job run
 ``HYPLEX_MEEP_PYTHON``). The project's venv keeps its own numpy and torch, and Meep's
 process-wide flush-to-zero mode never reaches this process.
 
-The simulation (see ``_meep_worker.py`` for the cell diagram)
---------------------------------------------------------------
-- A 3-D cell of one period, Bloch-periodic in x and y (k = 0, normal incidence), PML in z; an
-  unpatterned stack runs as an exact 1-D cell.
+The simulation (see ``_meep_worker.py`` for the cell diagrams)
+---------------------------------------------------------------
+- One period, Bloch-periodic in the plane, PML along the propagation axis. The cell is the
+  cheapest exact one (``FDTDSettings.dimensions``, default automatic): an unpatterned stack at
+  normal incidence runs in 1-D, a structure uniform along y (a 1-D grating, or a film at oblique
+  incidence) in 2-D, anything else in 3-D.
 - A planar Ex (TM here) or Ey (TE) current sheet launches one broadband Gaussian pulse over
   the requested band; flux monitors take DFTs at exactly the requested wavelengths.
+- Oblique incidence (2-D cells; plane of incidence x-z, as the RCWA's ``azimuth_deg = 0``): at
+  a fixed Bloch wavevector the angle changes with frequency (sin theta = k_x / (n f)), so a
+  broadband pulse is not one angle. Each wavelength runs as its own narrowband job with
+  k_x = n_sup sin(theta) / lambda, and only that wavelength's DFT is read.
 - T is normalised by the incident flux of an empty-cell run; R subtracts the incident DFT
   fields (Meep's ``load_minus_flux_data``). The empty-cell run is cached and shared by every
   structure with the same cell and settings.
 - Runs stop when the monitors' DFTs change by less than ``dft_tol`` (or at ``max_time``).
-- Mirror symmetries of the structure cut the cell by up to 4x; a structure with 4-fold symmetry
-  runs one polarisation only (TE = TM).
+- Mirror symmetries of the structure cut the cell by up to 4x (normal incidence); a structure
+  with 4-fold symmetry runs one polarisation only (TE = TM). ``use_symmetry=False`` runs the
+  full cell (a check: the reduced cell must give the same spectra).
+- :func:`solve_ladder` runs several resolutions and Richardson-extrapolates them with a fitted
+  convergence order (:mod:`hyplex.optics.extrapolation`): never trust one resolution.
 
 Materials are handed to Meep as their own dispersion models, so both solvers see identical
 materials: a :class:`~hyplex.optics.materials.LorentzMaterial` (``cSi_meep``, ``aSi_meep``,
@@ -34,10 +43,11 @@ materials: a :class:`~hyplex.optics.materials.LorentzMaterial` (``cSi_meep``, ``
 f0 = 1/sqrt(C)), and a real constant index as a constant epsilon. Tabulated materials (``cSi``,
 ``aSi``, ``TiO2``) have no time-domain model and are refused with the name of the Lorentz twin.
 
-Accuracy: Meep's error is second order in the grid step where its sub-pixel smoothing applies.
-For a 100 nm c-Si film on glass, RMS |dT| against the exact TMM is 0.0195 / 0.0055 / 0.0022 at
-100 / 200 / 400 px/um (``tests/optics/test_fdtd.py``, ``benchmarks/fidelity.py``). Meep does not
-smooth dispersive media, so patterned Lorentz silicon converges more slowly (README, fidelity).
+Accuracy: Meep's error is second order in the grid step where its sub-pixel smoothing applies
+(frequency-independent, lossless media). Meep does not smooth dispersive (Lorentz) media
+(Meep docs, "Subpixel Smoothing"), so on ``cSi_meep`` / ``aSi_meep`` structures it converges
+at first order: an a-Si grating in 2-D was 0.081 / 0.033 / 0.015 / 0.008 / 0.005 RMS from the
+converged RCWA at 50-800 px/um. Use :func:`solve_ladder` (README, fidelity table).
 """
 
 from __future__ import annotations
@@ -53,23 +63,26 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from .extrapolation import DEFAULT_ORDER_BOUNDS, Extrapolation, extrapolate
 from .fdtd_structure import UnsupportedStructureError, describe
 from .rcwa import Layer
 
 __all__ = [
     "FDTDSettings",
     "FDTDResult",
+    "LadderResult",
     "MeepNotFoundError",
     "UnsupportedStructureError",
     "FDTDError",
     "solve",
     "solve_many",
+    "solve_ladder",
     "meep_version",
 ]
 
@@ -113,6 +126,12 @@ class FDTDSettings:
     courant : float or None
         Courant number dt c / dx. None: the largest value <= 0.5 that is stable for the
         Lorentz media at this resolution (see ``stable_courant`` in ``_meep_worker.py``).
+    dimensions : 1, 2, 3 or None
+        The Meep cell. None: the cheapest exact one (1-D for an unpatterned stack at normal
+        incidence, 2-D for a structure uniform along y, else 3-D). 2 needs a structure uniform
+        along y; 1 an unpatterned stack at normal incidence; oblique incidence needs 2.
+    use_symmetry : bool
+        Exploit the structure's mirror planes (normal incidence only). False runs the full cell.
     """
 
     resolution: float = 100.0
@@ -123,6 +142,8 @@ class FDTDSettings:
     max_time: float = 400.0
     subpixel_averaging: bool = True
     courant: float | None = None
+    dimensions: int | None = None
+    use_symmetry: bool = True
 
     def __post_init__(self):
         for name in ("resolution", "pml_um", "gap_um", "dft_tol", "max_time"):
@@ -131,6 +152,10 @@ class FDTDSettings:
                 raise ValueError(f"FDTDSettings.{name} must be a positive number, got {value!r}")
         if not (math.isfinite(self.pad_um) and self.pad_um >= 0):
             raise ValueError(f"FDTDSettings.pad_um must be >= 0 um, got {self.pad_um!r}")
+        if self.dimensions not in (None, 1, 2, 3):
+            raise ValueError(
+                f"FDTDSettings.dimensions must be 1, 2, 3 or None, got {self.dimensions!r}"
+            )
 
 
 @dataclass
@@ -144,11 +169,18 @@ class FDTDResult:
         Total transmittance into the substrate (all diffraction orders) and reflectance.
     settings : FDTDSettings
     wall_s : float
-        Meep wall time spent on this structure (0 if it all came from the cache).
+        Meep wall time spent on this structure in this call (0 if it all came from the cache).
     cached : bool
         True if every polarisation came from the on-disk cache.
     jobs : list of str
-        Cache file names of the runs behind this result (one per polarisation run).
+        Cache file names of the runs behind this result (one per polarisation run, or per
+        polarisation and wavelength at oblique incidence).
+    compute_s : float
+        Meep wall time the runs took when they were computed (read back from the cache).
+    dimensions : int
+        The Meep cell that ran (1, 2 or 3).
+    angle_deg : float
+        Angle of incidence in the superstrate (plane of incidence x-z).
     """
 
     wavelengths_nm: np.ndarray
@@ -158,6 +190,9 @@ class FDTDResult:
     wall_s: float = 0.0
     cached: bool = False
     jobs: list[str] = field(default_factory=list)
+    compute_s: float = 0.0
+    dimensions: int = 3
+    angle_deg: float = 0.0
 
     def unpolarized(self) -> tuple[np.ndarray, np.ndarray]:
         """(T, R) averaged over TE and TM, each ``(L,)``."""
@@ -203,34 +238,95 @@ def _cache_dir(cache_dir) -> Path:
     return path
 
 
-def _jobs_for(structure, symmetry, wavelengths_nm, settings, version, cache):
-    """Worker jobs ``{pol: (job, result_path)}`` of one structure; pol "y" is TE, "x" is TM."""
+def _dimensions(requested, structure, symmetry, angle_deg) -> int:
+    """The Meep cell for a structure: the requested one, checked, or the cheapest exact one."""
+    patterned = any(layer["objects"] for layer in structure["layers"])
+    oblique = angle_deg != 0
+    if requested is None:
+        if not patterned and not oblique:
+            return 1
+        requested = 2 if symmetry["uniform_y"] else 3
+    if requested == 1 and (patterned or oblique):
+        what = "a patterned layer" if patterned else "oblique incidence"
+        raise UnsupportedStructureError(
+            f"dimensions=1 takes an unpatterned stack at normal incidence; this job has {what}: "
+            "use dimensions=2 (structures uniform along y) or 3"
+        )
+    if requested == 2 and not symmetry["uniform_y"]:
+        raise UnsupportedStructureError(
+            "dimensions=2 needs a structure uniform along y (a film, or a 1-D grating whose "
+            "boxes span the whole period along y, e.g. Rectangle(w, Ly) or an (Nx, 1) grid); "
+            "this one varies along y: use dimensions=3"
+        )
+    if requested == 3 and oblique:
+        raise UnsupportedStructureError(
+            "oblique incidence runs in 2-D cells only (a film or a 1-D grating, plane of "
+            "incidence x-z); 3-D oblique incidence is not implemented"
+        )
+    return requested
+
+
+def _jobs_for(structure, symmetry, wavelengths_nm, settings, angle_deg, version, cache):
+    """Worker jobs of one structure: ``{pol: [(job, result_path, wavelength indices)]}``.
+
+    pol "y" is TE, "x" is TM. At normal incidence each polarisation is one broadband job; at
+    oblique incidence each wavelength is its own narrowband job with its own Bloch k_x.
+    """
     frequencies = 1000.0 / wavelengths_nm  # 1/um
-    f_min, f_max = float(frequencies.min()), float(frequencies.max())
-    f_center = (f_min + f_max) / 2
+    dimensions = _dimensions(settings.dimensions, structure, symmetry, angle_deg)
+    oblique = angle_deg != 0
     base = {
         **structure,
         **asdict(settings),
-        "frequencies": frequencies.tolist(),
-        "fcen": f_center,
-        # Gaussian pulse wide enough that the band edges keep >= ~1% of the peak power.
-        "fwidth": max(1.5 * (f_max - f_min), 0.2 * f_center),
+        "dimensions": dimensions,
         "meep_version": version,
         "worker": WORKER.read_bytes().decode(),  # any change to the worker invalidates
     }
-    polarizations = ["x"] if symmetry["c4"] else ["y", "x"]
+    del base["use_symmetry"]  # what it changes is in mirror_x / mirror_y
+    mirrors = settings.use_symmetry and not oblique and dimensions > 1
+    base["mirror_x"] = bool(mirrors and symmetry["mirror_x"])
+    base["mirror_y"] = bool(mirrors and symmetry["mirror_y"] and dimensions == 3)
+    if oblique:
+        n_sup = math.sqrt(structure["superstrate"]["epsilon"])
+        sin_theta = math.sin(math.radians(angle_deg))
+        # One wavelength per job: k_x = n_sup sin(theta) f fixes the angle at f only. The
+        # pulse is narrowband (30% of f), so its whole spectrum stays propagating.
+        bands = [
+            {
+                "frequencies": [float(f)],
+                "fcen": float(f),
+                "fwidth": 0.3 * float(f),
+                "kx": n_sup * sin_theta * float(f),
+                "index": [i],
+            }
+            for i, f in enumerate(frequencies)
+        ]
+    else:
+        f_min, f_max = float(frequencies.min()), float(frequencies.max())
+        f_center = (f_min + f_max) / 2
+        bands = [
+            {
+                "frequencies": frequencies.tolist(),
+                "fcen": f_center,
+                # Gaussian pulse wide enough that the band edges keep >= ~1% of the peak power.
+                "fwidth": max(1.5 * (f_max - f_min), 0.2 * f_center),
+                "kx": 0.0,
+                "index": list(range(frequencies.size)),
+            }
+        ]
+    polarizations = ["x"] if (symmetry["c4"] and not oblique) else ["y", "x"]
     jobs = {}
     for pol in polarizations:
-        job = {**base, "polarization": pol, "mirror_x": symmetry["mirror_x"]}
-        job["mirror_y"] = symmetry["mirror_y"]
-        key = _digest(job)
-        # The empty-cell run depends on the cell, not on what is in it.
-        norm = {k: v for k, v in job.items() if k not in ("layers", "substrate")}
-        norm["stack_um"] = sum(layer["thickness_um"] for layer in job["layers"])
-        norm["one_d"] = not any(layer["objects"] for layer in job["layers"])
-        job["norm_file"] = str(cache / f"norm-{_digest(norm)}.npz")
-        jobs[pol] = (job, cache / f"fdtd-{key}.npz")
-    return jobs
+        jobs[pol] = []
+        for band in bands:
+            job = {**base, **{k: v for k, v in band.items() if k != "index"}, "polarization": pol}
+            key = _digest(job)
+            # The empty-cell run depends on the cell, not on what is in it.
+            norm = {k: v for k, v in job.items() if k not in ("layers", "substrate")}
+            norm["stack_um"] = sum(layer["thickness_um"] for layer in job["layers"])
+            job["norm_file"] = str(cache / f"norm-{_digest(norm)}.npz")
+            jobs[pol].append((job, cache / f"fdtd-{key}.npz", band["index"]))
+    return jobs, dimensions
 
 
 def _run_worker(job: dict, result: Path, on_line, processes: set, lock) -> None:
@@ -266,6 +362,80 @@ def _run_worker(job: dict, result: Path, on_line, processes: set, lock) -> None:
             raise FDTDError(f"Meep job failed (exit {proc.returncode}):\n{tail}")
 
 
+def _check_inputs(wavelengths_nm, period_nm, angle_deg):
+    wavelengths = np.asarray(wavelengths_nm, dtype=float).reshape(-1)
+    if wavelengths.size == 0 or not np.isfinite(wavelengths).all() or (wavelengths <= 0).any():
+        raise ValueError(f"wavelengths_nm must be positive finite numbers (nm), got {wavelengths}")
+    period = (period_nm, period_nm) if np.ndim(period_nm) == 0 else tuple(period_nm)
+    if len(period) != 2 or not all(math.isfinite(p) and p > 0 for p in period):
+        raise ValueError(f"period_nm must be a positive number or (Lx, Ly) in nm, got {period_nm}")
+    angle = float(angle_deg)
+    if not (math.isfinite(angle) and 0 <= angle < 90):
+        raise ValueError(f"angle_deg must lie in [0, 90) degrees, got {angle_deg}")
+    return wavelengths, (float(period[0]), float(period[1])), angle
+
+
+def _solve_items(
+    items, wavelengths, period, superstrate, substrate, angle, workers, cache_dir, progress
+) -> list[FDTDResult]:
+    """Spectra of ``items = [(layers, FDTDSettings), ...]``, all jobs in one parallel pool."""
+    structures = [
+        describe(layers, wavelengths, period, superstrate, substrate) for layers, _ in items
+    ]
+    version = meep_version()
+    cache = _cache_dir(cache_dir)
+    planned = [
+        _jobs_for(structure, symmetry, wavelengths, settings, angle, version, cache)
+        for (structure, symmetry), (_, settings) in zip(structures, items, strict=True)
+    ]
+    pending = {}  # result path -> job, deduplicated
+    for jobs, _ in planned:
+        for runs in jobs.values():
+            for job, path, _ in runs:
+                if not path.exists():
+                    pending[path] = job
+    # Empty-cell runs first (one per distinct cell), so structures share them.
+    norms = {}
+    for job in pending.values():
+        if not Path(job["norm_file"]).exists():
+            norms[job["norm_file"]] = {**job, "norm_only": True}
+    # Longest first (finest grids), so the pool does not end on one long job.
+    order = sorted(pending.items(), key=lambda item: -item[1]["resolution"])
+    _execute(list(norms.items()), order, workers, progress)
+
+    results = []
+    for (jobs, dimensions), (_, settings) in zip(planned, items, strict=True):
+        columns, wall, compute, cached = {}, 0.0, 0.0, True
+        for pol, runs in jobs.items():
+            T = np.empty(wavelengths.size)
+            R = np.empty(wavelengths.size)
+            for _, path, index in runs:
+                data = np.load(path)
+                T[index], R[index] = data["T"], data["R"]
+                compute += float(data["wall_s"])
+                fresh = path in pending
+                wall += float(data["wall_s"]) if fresh else 0.0
+                cached &= not fresh
+            columns[pol] = (T, R)
+        te = columns.get("y", columns["x"])
+        tm = columns["x"]
+        results.append(
+            FDTDResult(
+                wavelengths_nm=wavelengths,
+                T=np.stack([te[0], tm[0]], -1),
+                R=np.stack([te[1], tm[1]], -1),
+                settings=settings,
+                wall_s=wall,
+                cached=cached,
+                jobs=[path.name for runs in jobs.values() for _, path, _ in runs],
+                compute_s=compute,
+                dimensions=dimensions,
+                angle_deg=angle,
+            )
+        )
+    return results
+
+
 def solve_many(
     designs: Sequence[Sequence[Layer]],
     wavelengths_nm,
@@ -276,6 +446,7 @@ def solve_many(
     workers: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    angle_deg: float = 0.0,
 ) -> list[FDTDResult]:
     """FDTD spectra of several structures, run as parallel Meep processes.
 
@@ -288,11 +459,14 @@ def solve_many(
     period_nm : float or ``(Lx, Ly)`` in nm.
     superstrate : constant real index (name or number): the incidence medium.
     substrate : material-like with a Meep model (Lorentz, Sellmeier or constant real index).
-    settings : :class:`FDTDSettings` (resolution, PML, stopping).
+    settings : :class:`FDTDSettings` (resolution, PML, stopping, cell dimensions, symmetry).
     workers : parallel Meep processes (default: CPU count; each is single-threaded).
     cache_dir : where results live (default ``$HYPLEX_CACHE_DIR/fdtd`` or ``~/.cache/hyplex/fdtd``);
         each result is keyed by a hash of the full job, so a cached spectrum returns at once.
     progress : show a progress bar (jobs done, simulated time of the running job).
+    angle_deg : polar angle of incidence in the superstrate, degrees in [0, 90); the plane of
+        incidence is x-z (the RCWA's ``azimuth_deg = 0``). Non-zero angles need a structure
+        uniform along y (2-D cell) and run one Meep job per wavelength and polarisation.
 
     Returns
     -------
@@ -303,54 +477,18 @@ def solve_many(
     MeepNotFoundError, UnsupportedStructureError, FDTDError, ValueError
     """
     settings = settings or FDTDSettings()
-    wavelengths = np.asarray(wavelengths_nm, dtype=float).reshape(-1)
-    if wavelengths.size == 0 or not np.isfinite(wavelengths).all() or (wavelengths <= 0).any():
-        raise ValueError(f"wavelengths_nm must be positive finite numbers (nm), got {wavelengths}")
-    period = (period_nm, period_nm) if np.ndim(period_nm) == 0 else tuple(period_nm)
-    if len(period) != 2 or not all(math.isfinite(p) and p > 0 for p in period):
-        raise ValueError(f"period_nm must be a positive number or (Lx, Ly) in nm, got {period_nm}")
-    period = (float(period[0]), float(period[1]))
-    structures = [describe(d, wavelengths, period, superstrate, substrate) for d in designs]
-    version = meep_version()
-    cache = _cache_dir(cache_dir)
-    per_design = [
-        _jobs_for(structure, symmetry, wavelengths, settings, version, cache)
-        for structure, symmetry in structures
-    ]
-    pending = {}  # result path -> job, deduplicated
-    for jobs in per_design:
-        for job, path in jobs.values():
-            if not path.exists():
-                pending[path] = job
-    # Empty-cell runs first (one per distinct cell), so structures share them.
-    norms = {}
-    for job in pending.values():
-        if not Path(job["norm_file"]).exists():
-            norms[job["norm_file"]] = {**job, "norm_only": True}
-    _execute(list(norms.items()), list(pending.items()), workers, progress)
-
-    results = []
-    for jobs in per_design:
-        columns, wall, cached = {}, 0.0, True
-        for pol, (_, path) in jobs.items():
-            data = np.load(path)
-            columns[pol] = (data["T"], data["R"])
-            wall += float(data["wall_s"])
-            cached &= path not in pending
-        te = columns.get("y", columns["x"])
-        tm = columns["x"]
-        results.append(
-            FDTDResult(
-                wavelengths_nm=wavelengths,
-                T=np.stack([te[0], tm[0]], -1),
-                R=np.stack([te[1], tm[1]], -1),
-                settings=settings,
-                wall_s=0.0 if cached else wall,
-                cached=cached,
-                jobs=[path.name for _, path in jobs.values()],
-            )
-        )
-    return results
+    wavelengths, period, angle = _check_inputs(wavelengths_nm, period_nm, angle_deg)
+    return _solve_items(
+        [(design, settings) for design in designs],
+        wavelengths,
+        period,
+        superstrate,
+        substrate,
+        angle,
+        workers,
+        cache_dir,
+        progress,
+    )
 
 
 def _execute(norm_jobs, structure_jobs, workers, progress) -> None:
@@ -398,6 +536,7 @@ def solve(
     settings: FDTDSettings | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    angle_deg: float = 0.0,
 ) -> FDTDResult:
     """FDTD spectra of one structure; see :func:`solve_many` for the parameters.
 
@@ -418,4 +557,138 @@ def solve(
         settings=settings,
         cache_dir=cache_dir,
         progress=progress,
+        angle_deg=angle_deg,
     )[0]
+
+
+@dataclass
+class LadderResult:
+    """Meep at several resolutions, Richardson-extrapolated to infinite resolution.
+
+    Polarisation axis as in the RCWA: 0 = TE, 1 = TM. The convergence order is fitted per
+    polarisation (:func:`hyplex.optics.extrapolation.extrapolate`).
+
+    Attributes
+    ----------
+    wavelengths_nm : ndarray ``(L,)``
+    resolutions : ndarray ``(K,)``, px/um, ascending.
+    T_ladder, R_ladder : ndarray ``(K, L, 2)``, the spectra at each resolution.
+    T, R : ndarray ``(L, 2)``, the extrapolated spectra.
+    T_error, R_error : ndarray ``(L, 2)``, error estimates of ``T`` and ``R`` (the spread of the
+        extrapolation over the orders the ladder supports; Roache's GCI for two levels).
+    T_order, R_order : ndarray ``(2,)``, the convergence order used per polarisation.
+    order_fitted : bool
+        True if the orders were fitted from the ladder (K >= 3 and no fixed order).
+    fits : dict ``{"T": [Extrapolation TE, TM], "R": [...]}`` with the full diagnostics.
+    runs : list of :class:`FDTDResult`, one per resolution.
+    compute_s : ndarray ``(K,)``, Meep wall time of each resolution (when computed).
+    """
+
+    wavelengths_nm: np.ndarray
+    resolutions: np.ndarray
+    T_ladder: np.ndarray
+    R_ladder: np.ndarray
+    T: np.ndarray
+    R: np.ndarray
+    T_error: np.ndarray
+    R_error: np.ndarray
+    T_order: np.ndarray
+    R_order: np.ndarray
+    order_fitted: bool
+    fits: dict
+    runs: list[FDTDResult]
+    compute_s: np.ndarray
+
+    @property
+    def notes(self) -> list[str]:
+        """The extrapolation's warnings, each prefixed with the quantity and polarisation."""
+        out = []
+        for quantity, fits in self.fits.items():
+            for pol, fit in zip(("TE", "TM"), fits, strict=True):
+                out += [f"{quantity} {pol}: {note}" for note in fit.notes]
+        return out
+
+
+def solve_ladder(
+    layers: Sequence[Layer],
+    wavelengths_nm,
+    period_nm: float | tuple[float, float],
+    resolutions: Sequence[float],
+    superstrate="air",
+    substrate="SiO2",
+    settings: FDTDSettings | None = None,
+    angle_deg: float = 0.0,
+    order: float | None = None,
+    assumed_order: float = 1.0,
+    order_bounds=DEFAULT_ORDER_BOUNDS,
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> LadderResult:
+    """FDTD spectra at several resolutions, extrapolated to zero grid step.
+
+    Parameters
+    ----------
+    layers, wavelengths_nm, period_nm, superstrate, substrate, angle_deg, workers, cache_dir,
+    progress : as in :func:`solve_many`.
+    resolutions : sequence of K >= 2 distinct resolutions in px/um. Three or more let the
+        convergence order be fitted; a geometric ladder (e.g. 200, 400, 800) is best.
+    settings : template :class:`FDTDSettings`; its ``resolution`` is replaced by each rung's.
+    order : fix the convergence order instead of fitting it.
+    assumed_order : the order for a two-rung ladder: 1 for Lorentz media (``cSi_meep``,
+        ``aSi_meep``: Meep does not smooth them), 2 for non-dispersive lossless media.
+    order_bounds : ``(p_min, p_max)``; fitted orders outside are clamped with a warning.
+
+    Returns
+    -------
+    LadderResult with the extrapolated ``T``, ``R`` ``(L, 2)``, their error estimates and orders.
+
+    Example
+    -------
+    >>> ladder = fdtd.solve_ladder(layers, wl, 400.0, [200, 400, 800])  # doctest: +SKIP
+    >>> ladder.T, ladder.T_error, ladder.T_order                         # doctest: +SKIP
+    """
+    settings = settings or FDTDSettings()
+    rungs = sorted(float(r) for r in resolutions)
+    if len(rungs) < 2 or len(set(rungs)) != len(rungs):
+        raise ValueError(f"resolutions must hold >= 2 distinct values (px/um), got {resolutions}")
+    wavelengths, period, angle = _check_inputs(wavelengths_nm, period_nm, angle_deg)
+    items = [(layers, replace(settings, resolution=r)) for r in rungs]
+    runs = _solve_items(
+        items, wavelengths, period, superstrate, substrate, angle, workers, cache_dir, progress
+    )
+    r = np.asarray(rungs)
+    T_ladder = np.stack([run.T for run in runs])
+    R_ladder = np.stack([run.R for run in runs])
+    fits: dict[str, list[Extrapolation]] = {"T": [], "R": []}
+    for name, ladder in (("T", T_ladder), ("R", R_ladder)):
+        for pol in range(2):
+            fits[name].append(
+                extrapolate(
+                    r,
+                    ladder[..., pol],
+                    order=order,
+                    assumed_order=assumed_order,
+                    order_bounds=order_bounds,
+                )
+            )
+
+    def stack(name, attribute):
+        return np.stack([getattr(fit, attribute) for fit in fits[name]], -1)
+
+    return LadderResult(
+        wavelengths_nm=wavelengths,
+        resolutions=r,
+        T_ladder=T_ladder,
+        R_ladder=R_ladder,
+        T=stack("T", "value"),
+        R=stack("R", "value"),
+        T_error=stack("T", "error"),
+        R_error=stack("R", "error"),
+        T_order=np.array([fit.order for fit in fits["T"]]),
+        R_order=np.array([fit.order for fit in fits["R"]]),
+        order_fitted=all(fit.order_fitted for fit in fits["T"] + fits["R"]),
+        fits=fits,
+        runs=runs,
+        compute_s=np.array([run.compute_s for run in runs]),
+    )

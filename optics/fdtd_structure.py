@@ -19,6 +19,9 @@ Geometry
 - A :class:`~hyplex.optics.geometry.Shape` gives exact cylinders and boxes (Meep smooths their
   edges); a binary grid becomes a union of boxes (pixel runs merged); grey fill fractions and
   raw permittivity grids are refused.
+- A structure whose every object is a box spanning the whole period along y (a 1-D grating:
+  e.g. a ``Rectangle(w, Ly)`` or an ``(Nx, 1)`` / y-constant binary grid) is flagged
+  ``uniform_y``: it runs exactly in a 2-D cell (see ``_meep_worker.py``).
 """
 
 from __future__ import annotations
@@ -122,7 +125,12 @@ def _layer_spec(layer: Layer, index: int, period_nm, wavelengths_nm) -> tuple[di
     thickness_nm = float(thickness)
     if not (math.isfinite(thickness_nm) and thickness_nm >= 0):
         raise ValueError(f"{where}.thickness_nm must be >= 0 nm, got {thickness_nm}")
-    symmetry = {"mirror_x": True, "mirror_y": True, "c4": period_nm[0] == period_nm[1]}
+    symmetry = {
+        "mirror_x": True,
+        "mirror_y": True,
+        "c4": period_nm[0] == period_nm[1],
+        "uniform_y": True,
+    }
     spec = {"thickness_um": thickness_nm / 1000.0, "objects": []}
     if layer.pattern is None:
         spec["background"] = _medium(layer.material, wavelengths_nm, f"{where}.material")
@@ -160,6 +168,10 @@ def _layer_spec(layer: Layer, index: int, period_nm, wavelengths_nm) -> tuple[di
             and period_nm[0] == period_nm[1]
             and bool((solid == np.rot90(solid)).all()),
         }
+    # A 1-D grating (lines along y): every primitive is a box spanning the period along y.
+    symmetry["uniform_y"] = all(
+        p["kind"] == "block" and p["size"][1] >= period_nm[1] * (1 - 1e-9) for p in primitives
+    )
     for primitive in primitives:
         item = {"kind": primitive["kind"], "material": fill}
         item["center"] = [c / 1000.0 for c in primitive["center"]]
@@ -185,7 +197,8 @@ def describe(layers, wavelengths_nm, period_nm, superstrate, substrate) -> tuple
     -------
     structure : dict with ``period_um``, ``superstrate``, ``substrate`` (media) and ``layers``
         (``thickness_um``, ``background`` medium and ``objects``).
-    symmetry : dict of booleans ``mirror_x``, ``mirror_y`` and ``c4`` (TE = TM).
+    symmetry : dict of booleans ``mirror_x``, ``mirror_y``, ``c4`` (TE = TM at normal incidence)
+        and ``uniform_y`` (nothing varies along y: a film or a 1-D grating, exact in 2-D).
     """
     if len(layers) == 0:
         raise ValueError("layers is empty; give at least one Layer between the half-spaces")
@@ -195,7 +208,8 @@ def describe(layers, wavelengths_nm, period_nm, superstrate, substrate) -> tuple
             "superstrate: FDTD here needs a constant real index for the incidence medium "
             "(e.g. 'air' or a number); put dispersive media in layers or the substrate"
         )
-    specs, symmetry = [], {"mirror_x": True, "mirror_y": True, "c4": True}
+    specs = []
+    symmetry = {"mirror_x": True, "mirror_y": True, "c4": True, "uniform_y": True}
     for i, layer in enumerate(layers):
         spec, sym = _layer_spec(layer, i, period_nm, wavelengths_nm)
         specs.append(spec)
@@ -207,5 +221,5 @@ def describe(layers, wavelengths_nm, period_nm, superstrate, substrate) -> tuple
         "layers": specs,
     }
     if not any(spec["objects"] for spec in specs):  # 1-D: every symmetry holds
-        symmetry = {"mirror_x": False, "mirror_y": False, "c4": True}
+        symmetry = {"mirror_x": False, "mirror_y": False, "c4": True, "uniform_y": True}
     return structure, symmetry

@@ -174,7 +174,7 @@ def test_binary_grid_becomes_exact_blocks_and_symmetry_is_detected():
         "air",
         1.45,
     )
-    assert symmetry == {"mirror_x": False, "mirror_y": False, "c4": False}
+    assert symmetry == {"mirror_x": False, "mirror_y": False, "c4": False, "uniform_y": False}
     # Rasterise the blocks back at pixel centres: the union must equal the grid.
     x = (np.arange(12) + 0.5) * 0.040 - 0.240
     y = (np.arange(10) + 0.5) * 0.040 - 0.200
@@ -187,11 +187,11 @@ def test_binary_grid_becomes_exact_blocks_and_symmetry_is_detected():
 
     cross = geometry.cross(300.0, 100.0, 400.0, grid=(16, 16), supersample=1).round()
     _, symmetry = describe([rcwa.Layer(100.0, 3.5, cross)], WAVELENGTHS, (400.0,) * 2, 1, 1)
-    assert symmetry == {"mirror_x": True, "mirror_y": True, "c4": True}
+    assert symmetry == {"mirror_x": True, "mirror_y": True, "c4": True, "uniform_y": False}
     _, symmetry = describe(
         [rcwa.Layer(100.0, 3.5, geometry.Rectangle(300.0, 100.0))], WAVELENGTHS, (400.0,) * 2, 1, 1
     )
-    assert symmetry == {"mirror_x": True, "mirror_y": True, "c4": False}
+    assert symmetry == {"mirror_x": True, "mirror_y": True, "c4": False, "uniform_y": False}
 
 
 def test_sellmeier_and_lorentz_media_match_the_materials_module():
