@@ -10,6 +10,7 @@ module                      what
 ``encoder_baselines``       fixed responses, RGB, full cube, Hyplex PCA targets
 ``reconstruction``          linear (ridge) projector and the MST++-class transformer
 ``segmentation``            hyperspectral U-Net and the spectral-attention net
+``decoder_input``           what decoders take: maps (B, C, h, w) or points (N, C), any dtype
 ``layers``                  spectral-wise attention (S-MSA), squeeze-excitation, helpers
 ``temporal``                gated logit smoothing for consistent video segmentation
 ``metrics``                 PSNR, SSIM, SAM, MRAE and their losses

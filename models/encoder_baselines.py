@@ -14,7 +14,10 @@ import numpy as np
 import torch
 
 from hyplex.models.encoder import LibrarySelectionEncoder, SpectralEncoder
+from hyplex.simulation.encoder import check_transmission_scale
 from hyplex.simulation.grids import check_wavelengths
+
+_ROUNDING = 1e-6  # float32 sums of transmissions may stray this far outside [0, 1]
 
 __all__ = [
     "FixedResponseEncoder",
@@ -27,20 +30,24 @@ __all__ = [
 
 
 class FixedResponseEncoder(SpectralEncoder):
-    """Given responses ``(F, L)`` in [0, 1] (not trained)."""
+    """Given responses ``(F, L)``: power transmissions, unitless fractions in [0, 1] (not
+    trained). Responses in another unit or scale (counts, percent, per-nm values; negative,
+    above 1 or all below 0.01) are refused with a message naming the expected unit
+    (:func:`hyplex.simulation.encoder.check_transmission_scale`); float rounding within 1e-6
+    of [0, 1] is clipped."""
 
     kind = "fixed"
 
     def __init__(self, responses, wavelengths_nm, capture=None, name: str = "fixed"):
         super().__init__(wavelengths_nm, capture)
-        values = torch.as_tensor(np.asarray(responses, dtype=np.float32))
+        values = np.asarray(responses, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != self.wavelengths_nm.size:
             raise ValueError(
                 f"responses must have shape (F, L={self.wavelengths_nm.size}), "
                 f"got {tuple(values.shape)}"
             )
-        if not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise ValueError("responses must be finite transmissions in [0, 1]")
+        check_transmission_scale(values, "responses", maximum=1.0 + _ROUNDING)
+        values = torch.as_tensor(np.clip(values, 0.0, 1.0), dtype=torch.float32)
         self.register_buffer("fixed", values)
         self.name = name
         self.hardened = True

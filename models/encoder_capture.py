@@ -41,7 +41,7 @@ from torch import nn
 
 from hyplex.simulation.camera import CameraTwin
 from hyplex.simulation.differentiable import TorchCamera
-from hyplex.simulation.encoder import Encoder
+from hyplex.simulation.encoder import Encoder, transmission_scale_error
 from hyplex.simulation.grids import check_wavelengths
 from hyplex.simulation.illuminants import get_illuminant
 from hyplex.simulation.layout import MosaicLayout
@@ -49,6 +49,8 @@ from hyplex.simulation.radiometry import LensModel, photoelectron_weights
 from hyplex.simulation.sensor import SensorModel
 
 __all__ = ["CaptureSettings", "CameraCapture"]
+
+_ROUNDING = 1e-6  # float32 mixtures of library transmissions may exceed 1 by this much
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,16 @@ class CaptureSettings:
         return cls(**_tuples(values))
 
 
+@torch.no_grad()
+def _check_scale(responses: torch.Tensor) -> None:
+    """Refuse responses that are not transmissions (three reductions, one device sync)."""
+    finite = torch.isfinite(responses).all().to(responses.dtype)
+    flag, low, high = torch.stack([finite, responses.min(), responses.max()]).tolist()
+    message = transmission_scale_error(low, high, flag > 0, "responses", 1.0 + _ROUNDING)
+    if message is not None:
+        raise ValueError(message)
+
+
 def _tuples(values: dict) -> dict:
     """``values`` with every list value (a JSON array) turned into a tuple."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -214,7 +226,9 @@ class CameraCapture(nn.Module):
         Parameters
         ----------
         cube : ``(B, L, H, W)`` apparent reflectance (unitless, typically in [0, 1]).
-        responses : ``(F, L)`` filter transmissions in [0, 1]; gradients flow to them.
+        responses : ``(F, L)`` filter transmissions, unitless fractions in [0, 1]; gradients
+            flow to them. Another unit or scale (negative, above 1, all below 0.01: counts,
+            percent, per-nm values) is a ``ValueError`` naming the expected unit.
         generator : torch.Generator on the cube's device for the noise (None: global RNG).
         noise : False gives the expected (noise-free, unsaturated) barcodes.
         """
@@ -228,6 +242,7 @@ class CameraCapture(nn.Module):
             raise ValueError(
                 f"responses must have shape (F, L={bands}), got {tuple(responses.shape)}"
             )
+        _check_scale(responses)
         electrons = self.expected_electrons(cube, responses)
         if noise:
             sensor = self.sensor

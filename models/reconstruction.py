@@ -1,5 +1,8 @@
 """Spectral reconstruction decoders: metapixel barcodes ``(B, C, h, w)`` -> cubes ``(B, L, h, w)``.
 
+Point barcodes ``(N, C)`` (a spectrometer's measured vectors) give spectra ``(N, L)``, and any
+real dtype is cast to the model's (:mod:`hyplex.models.decoder_input`).
+
 * :class:`LinearDecoder` — the Hyplex reference projector: an affine map per pixel, fitted in
   closed form by ridge regression (Makarenko et al., CVPR 2022: the 9 filter
   responses are projected back onto the spectrum; the baseline uses the first 9 principal
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyplex.models.decoder_input import as_barcode_maps, restore_points
 from hyplex.models.layers import SpectralAttentionBlock, crop_to, pad_to_multiple
 
 __all__ = [
@@ -40,12 +44,6 @@ def _check_positive_ints(**values) -> None:
     for name, value in values.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
-
-
-def _check_input(x, in_channels: int, what: str = "barcodes") -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != in_channels:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected {what} of shape (B, {in_channels}, h, w); got {shape}")
 
 
 def _as_float64_matrix(x, name: str, n_columns: int) -> torch.Tensor:
@@ -119,9 +117,10 @@ class LinearDecoder(nn.Module):
         self.projection = nn.Conv2d(n_filters, n_bands, kernel_size=1)
 
     def forward(self, barcodes: torch.Tensor) -> torch.Tensor:
-        """``(B, n_filters, h, w) -> (B, n_bands, h, w)``."""
-        _check_input(barcodes, self.n_filters)
-        return self.projection(barcodes)
+        """``(B, n_filters, h, w) -> (B, n_bands, h, w)``; points ``(N, n_filters) -> (N,
+        n_bands)``; any real dtype, cast to the module's."""
+        maps, points = as_barcode_maps(barcodes, self.n_filters, self)
+        return restore_points(self.projection(maps), points)
 
     @torch.no_grad()
     def fit(self, barcodes, spectra, ridge: float = 1e-6) -> LinearDecoder:
@@ -293,17 +292,19 @@ class SpectralTransformer(nn.Module):
         self.conv_out = nn.Conv2d(width, n_bands, 3, padding=1, bias=False)
 
     def forward(self, barcodes: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, h, w) -> (B, n_bands, h, w)`` for any ``h, w >= 1``."""
-        _check_input(barcodes, self.in_channels)
+        """``(B, in_channels, h, w) -> (B, n_bands, h, w)`` for any ``h, w >= 1``; points
+        ``(N, in_channels) -> (N, n_bands)``, each decoded as a uniform one-pixel map; any real
+        dtype, cast to the module's."""
+        maps, points = as_barcode_maps(barcodes, self.in_channels, self)
         # NHWC throughout (the same function): oneDNN's depthwise convolutions are several
         # times faster in channels_last, and the attention blocks then need no transposed copies
-        nhwc = barcodes.contiguous(memory_format=torch.channels_last)
+        nhwc = maps.contiguous(memory_format=torch.channels_last)
         x, size = pad_to_multiple(nhwc, self.multiple)
         features = self.conv_in(x)
         out = self.conv_out(self.stages(features) + features)  # [MST++] Fig. 2(a) long skip
         if self.nonnegative:
             out = F.softplus(out)
-        return crop_to(out, size)
+        return restore_points(crop_to(out, size), points)
 
 
 RECONSTRUCTORS: dict[str, type[nn.Module]] = {

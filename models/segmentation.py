@@ -13,6 +13,8 @@ directly, not a reconstructed cube, as in Makarenko et al. (CVPR 2022) and the
 
 Both accept any ``h, w`` (inputs are edge-padded to a multiple of ``2**depth`` and logits are
 cropped back) and store their constructor kwargs in ``.config`` for :func:`build_segmenter`.
+Point barcodes ``(N, C)`` give logits ``(N, n_classes)`` (each a uniform one-pixel map), and
+any real dtype is cast to the model's (:mod:`hyplex.models.decoder_input`).
 
 References
 ----------
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyplex.models.decoder_input import as_barcode_maps, restore_points
 from hyplex.models.layers import (
     DepthwiseSeparableConv,
     SpectralAttentionBlock,
@@ -61,12 +64,6 @@ def _check_config(in_channels, n_classes, **positive) -> None:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2; got {n_classes}")
-
-
-def _check_input(x, in_channels: int) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != in_channels:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"expected input of shape (B, {in_channels}, h, w); got {shape}")
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -129,8 +126,9 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``."""
-        _check_input(x, self.in_channels)
+        """``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``; points
+        ``(N, in_channels) -> (N, n_classes)``; any real dtype, cast to the module's."""
+        x, points = as_barcode_maps(x, self.in_channels, self, "input")
         x, size = pad_to_multiple(x, self.multiple)
         skips = []
         for block in self.encoder:
@@ -140,7 +138,7 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         for up, block in zip(self.upsample, self.decoder, strict=True):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        return crop_to(self.head(x), size)
+        return restore_points(crop_to(self.head(x), size), points)
 
 
 class SpectralAttentionSegNet(nn.Module):
@@ -237,8 +235,9 @@ class SpectralAttentionSegNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``."""
-        _check_input(x, self.in_channels)
+        """``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``; points
+        ``(N, in_channels) -> (N, n_classes)``; any real dtype, cast to the module's."""
+        x, points = as_barcode_maps(x, self.in_channels, self, "input")
         x, size = pad_to_multiple(x, self.multiple)
         spectral = self.spectral_embedding(self.band_attention(x))
         x, skips = spectral, []
@@ -251,7 +250,8 @@ class SpectralAttentionSegNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = stage(torch.cat([x, skip], dim=1))
-        return crop_to(self.head(torch.cat([x, spectral], dim=1)), size)
+        logits = crop_to(self.head(torch.cat([x, spectral], dim=1)), size)
+        return restore_points(logits, points)
 
 
 SEGMENTERS: dict[str, type[nn.Module]] = {
@@ -304,15 +304,17 @@ def predict_labels(logits: torch.Tensor) -> torch.Tensor:
 
     Parameters
     ----------
-    logits : torch.Tensor, (B, n_classes, h, w)
+    logits : torch.Tensor, (B, n_classes, h, w), or (N, n_classes) for point barcodes
         Segmentation scores.
 
     Returns
     -------
-    torch.Tensor, (B, h, w), int64
+    torch.Tensor, (B, h, w) or (N,), int64
         ``argmax`` over the class axis, on the logits' device.
     """
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
+    if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 4):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"expected logits of shape (B, n_classes, h, w); got {shape}")
+        raise ValueError(
+            f"expected logits of shape (B, n_classes, h, w) or (N, n_classes); got {shape}"
+        )
     return logits.argmax(dim=1)

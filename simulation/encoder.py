@@ -1,4 +1,10 @@
-"""The metasurface encoder: filter transmission spectra plus their mosaic layout."""
+"""The metasurface encoder: filter transmission spectra plus their mosaic layout.
+
+Responses are power transmissions, unitless fractions per wavelength in [0, 1]. Spectra in
+another unit or scale (detector counts, percent, a per-nm density, fractions divided by a bin
+width) are refused by :func:`check_transmission_scale` with a message naming the expected unit,
+so a measured curve cannot silently enter the twin or a decoder at the wrong scale.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,64 @@ import numpy as np
 
 from hyplex.simulation.grids import check_same_grid, check_wavelengths
 from hyplex.simulation.layout import MosaicLayout
+
+TRANSMISSION_UNIT = (
+    "power transmission, a unitless fraction in [0, 1] per wavelength (1 = all light passes)"
+)
+WRONG_UNIT_ABOVE = 1.5  # no transmission reaches this; counts, percent or per-nm values do
+TINY_BELOW = 1e-2  # every filter blocking > 99 % of the light everywhere: a scaled quantity
+
+
+def transmission_scale_error(
+    low: float, high: float, finite: bool, what: str = "responses", maximum: float = 1.5
+) -> str | None:
+    """Why responses spanning ``low..high`` are not transmissions, or None when they are.
+
+    ``maximum`` is the largest value accepted: :data:`WRONG_UNIT_ABOVE` for measured or
+    fabricated curves that noise may lift a little above 1, ``1 + rounding`` where an exact
+    transmission is needed (the training capture). Values above :data:`WRONG_UNIT_ABOVE`,
+    below ``-1e-6`` or all below :data:`TINY_BELOW` (0.01) are named as another unit or scale.
+    """
+    unit = f"expected {TRANSMISSION_UNIT}"
+    if not finite:
+        return f"{what} must be finite and >= 0 ({unit}); they hold NaN or infinite values"
+    if low < -1e-6:
+        return (
+            f"{what} must be finite and >= 0 ({unit}); they go down to {low:.4g}. A signed "
+            "quantity (a principal component, a dark-subtracted signal) must be mapped into "
+            "[0, 1] first"
+        )
+    if high > WRONG_UNIT_ABOVE:
+        return (
+            f"{what} reach {high:.4g}, which no filter transmits: {unit}. This looks like "
+            "another unit or scale (detector counts, percent, a per-nm density): divide by the "
+            "open-beam reference measured the same way (or by 100 for percent)"
+        )
+    if high > maximum:
+        return (
+            f"{what} reach {high:.4g}; {unit}. A filter cannot pass more than all the light: "
+            "clip measurement noise into [0, 1]"
+        )
+    if high < TINY_BELOW:
+        return (
+            f"{what} are all below {TINY_BELOW:g} (largest {high:.3g}); {unit}. Filters that "
+            "all block more than 99 % of the light are another unit or scale (a per-nm or "
+            "per-area quantity, fractions divided by a bin width or an exposure)"
+        )
+    return None
+
+
+def check_transmission_scale(responses, what: str = "responses", maximum: float = 1.5):
+    """``responses`` as float64 after :func:`transmission_scale_error` found nothing wrong;
+    else ``ValueError`` with its message (the expected unit named)."""
+    values = np.asarray(responses, dtype=np.float64)
+    finite = bool(np.all(np.isfinite(values)))
+    low = float(values.min()) if finite and values.size else 0.0
+    high = float(values.max()) if finite and values.size else 1.0
+    message = transmission_scale_error(low, high, finite, what, maximum)
+    if message is not None:
+        raise ValueError(message)
+    return values
 
 
 def substrate_transmission(wavelengths_nm, material: str = "SiO2") -> np.ndarray:
@@ -27,8 +91,10 @@ class Encoder:
     ----------
     wavelengths_nm : numpy.ndarray, shape (L,)
     responses : numpy.ndarray, shape (n_filters, L)
-        Power transmission T_f(lambda) of each sub-filter (unitless, >= 0, finite); row f is
-        filter index f of the layout (``sub_row * grid_cols + sub_col``).
+        Power transmission T_f(lambda) of each sub-filter (unitless fractions, finite, in
+        [0, 1]; up to 1.5 is tolerated for measured curves, more is refused as another unit:
+        :func:`check_transmission_scale`); row f is filter index f of the layout
+        (``sub_row * grid_cols + sub_col``).
     layout : MosaicLayout
     unpatterned : numpy.ndarray, shape (L,), optional
         Transmission where there is no filter (gaps between blocks, outside the mosaic);
@@ -57,8 +123,7 @@ class Encoder:
                 f"{self.responses.shape[0]} responses for a layout of {self.layout.n_filters} "
                 f"filters ({self.layout.grid[0]} x {self.layout.grid[1]})"
             )
-        if not np.all(np.isfinite(self.responses)) or np.any(self.responses < 0):
-            raise ValueError("responses must be finite and >= 0 (power transmission)")
+        check_transmission_scale(self.responses, "responses", WRONG_UNIT_ABOVE)
         if self.unpatterned is None:
             self.unpatterned = substrate_transmission(self.wavelengths_nm)
         self.unpatterned = np.array(self.unpatterned, dtype=np.float64)
