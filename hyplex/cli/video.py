@@ -19,7 +19,12 @@ Inputs = Annotated[
 OutDir = Annotated[Path, typer.Option("--out", help="Folder for the outputs.")]
 ModelFile = Annotated[
     Path | None,
-    typer.Option(help="nn.Module file: torch.save(module), .pt2 export, TorchScript.", exists=True),
+    typer.Option(
+        help="Decoder weights: NAME.safetensors with NAME.json beside it (either file names the "
+        "pair; hyplex convert-weights makes them from your own .pt). Pickles, TorchScript and "
+        ".pt2 are refused: loading them can run code.",
+        exists=True,
+    ),
 ]
 Bundle = Annotated[Path | None, typer.Option(help="Design bundle directory (decoders, layout).")]
 CalibrationFile = Annotated[
@@ -92,6 +97,14 @@ def segment_command(
         raise typer.BadParameter(f"policy must be block or drop_oldest, got {policy!r}")
     if reconstructor is None and segmenter is None and bundle is None:
         raise typer.BadParameter("give --bundle, or --reconstructor and/or --segmenter")
+    from hyplex.pipeline.models import load_module
+
+    for role, path in (("reconstructor", reconstructor), ("segmenter", segmenter)):
+        if path is not None:  # a refused or broken file fails here, before any input is opened
+            try:
+                load_module(path, role)
+            except ValueError as error:
+                raise typer.BadParameter(str(error), param_hint=f"--{role}") from None
     inference = {
         "batch_size": batch,
         "device": device,

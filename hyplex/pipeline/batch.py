@@ -31,7 +31,8 @@ class SegmentJob:
         Recording (.h5), video file, image folder or glob.
     out_dir : str
     reconstructor, segmenter, bundle : str or None
-        Model files (TorchScript or pickled modules) or a design bundle directory.
+        Decoder files (``NAME.safetensors`` + ``NAME.json``, :mod:`hyplex.pipeline.model_files`)
+        or a design bundle directory.
     calibration : str or None
         Calibration file: layout (registration), dark, flat, defects.
     pitch_px : float
@@ -79,9 +80,9 @@ def job_models(job: SegmentJob) -> dict:
     if job.bundle:
         models.update(load_bundle_models(job.bundle))
     if job.reconstructor:
-        models["reconstructor"] = load_module(job.reconstructor)
+        models["reconstructor"] = load_module(job.reconstructor, "reconstructor")
     if job.segmenter:
-        models["segmenter"] = load_module(job.segmenter)
+        models["segmenter"] = load_module(job.segmenter, "segmenter")
     if models["reconstructor"] is None and models["segmenter"] is None:
         raise ValueError("no model: give --bundle, --reconstructor and/or --segmenter")
     return models

@@ -4,7 +4,9 @@ The engine takes any ``nn.Module`` with the forward ``(B, C, h, w) -> (B, out, h
 come from
 
 - a design bundle (``hyplex.models.bundle.load_bundle``, when that module is installed);
-- module files: ``torch.export`` programs, pickled modules or TorchScript (:func:`load_module`);
+- decoder files: safetensors weights plus a JSON config naming a registered architecture
+  (:func:`load_module`, format in :mod:`hyplex.pipeline.model_files`); pickles, TorchScript
+  and ``torch.export`` archives are refused, since loading them can run code;
 - :func:`twin_models`: no weights can be downloaded, so for the simulated camera a ridge
   linear decoder (barcode -> spectrum, closed form) and a per-metapixel classifier (a small
   1x1-convolution MLP, a few hundred Adam steps) are fitted on a few frames of the twin
@@ -13,7 +15,6 @@ come from
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,25 +25,17 @@ from hyplex.pipeline.stages import Preprocessor, labels_at_metapixels, metapixel
 from hyplex.simulation.camera import scene_index
 
 
-def load_module(path) -> nn.Module:
-    """An ``nn.Module`` from a file, in eval mode: ``torch.export`` programs (``.pt2``),
-    pickled modules (``torch.save(module)``; trusted files only: unpickling runs code) or
-    TorchScript archives."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such model file")
-    if path.endswith(".pt2"):
-        return torch.export.load(path).module()
-    try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
-    except RuntimeError:
-        module = torch.jit.load(path, map_location="cpu")
-    if not isinstance(module, nn.Module):
-        raise ValueError(
-            f"{path} holds a {type(module).__name__}, expected a torch nn.Module (a state dict "
-            "alone does not say which network it belongs to)"
-        )
-    return module.eval()
+def load_module(path, role: str | None = None) -> nn.Module:
+    """A decoder from ``NAME.safetensors`` + ``NAME.json``, on the CPU in eval mode.
+
+    ``role`` (``"reconstructor"``, ``"segmenter"`` or None) is the option the file was given
+    to. Any other format (``torch.save`` pickles, TorchScript, ``.pt2``) raises a
+    :class:`~hyplex.pipeline.model_files.ModelFileError` (a ValueError) that names the accepted
+    format and ``hyplex convert-weights``; see :func:`hyplex.pipeline.model_files.load_decoder`.
+    """
+    from hyplex.pipeline.model_files import load_decoder
+
+    return load_decoder(path, role)
 
 
 def load_bundle_models(path) -> dict:
@@ -78,10 +71,17 @@ def load_bundle_models(path) -> dict:
 
 class PixelClassifier(nn.Module):
     """Per-metapixel classifier ``C -> hidden -> hidden -> K`` (ReLU), applied at every pixel
-    of (B, C, h, w) (1x1 convolutions written as linear layers over the channel axis)."""
+    of (B, C, h, w) (1x1 convolutions written as linear layers over the channel axis).
+    ``config`` holds the constructor's arguments (the ``pixel_classifier`` decoder file)."""
 
     def __init__(self, in_channels: int, n_classes: int, hidden: int = 32):
         super().__init__()
+        for key, value in {"in_channels": in_channels, "n_classes": n_classes,
+                           "hidden": hidden}.items():  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        in_channels, n_classes, hidden = int(in_channels), int(n_classes), int(hidden)
+        self.config = {"in_channels": in_channels, "n_classes": n_classes, "hidden": hidden}
         self.layers = nn.Sequential(
             nn.Linear(in_channels, hidden),
             nn.ReLU(),

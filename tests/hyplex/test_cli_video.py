@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 import typer
-from torch import nn
 from typer.testing import CliRunner
 
 from hyplex.cli.video import parse_bands, register
 from hyplex.devices.frame import Frame, PixelFormat
 from hyplex.devices.recorder import Recorder, StreamSpec
+from hyplex.models.reconstruction import LinearDecoder
+from hyplex.pipeline.model_files import save_decoder
+from hyplex.pipeline.models import PixelClassifier
 from hyplex.pipeline.outputs import read_decoded
 from hyplex.simulation.layout import MosaicLayout
 
@@ -35,8 +37,8 @@ def app():
 def files(tmp_path):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    torch.save(nn.Conv2d(9, 34, 1), tmp_path / "rec.pt")  # pickled modules
-    torch.save(nn.Sequential(nn.Conv2d(9, 6, 3, padding=1)), tmp_path / "seg.pt")
+    save_decoder(LinearDecoder(9, 34), tmp_path / "rec")  # rec.safetensors + rec.json
+    save_decoder(PixelClassifier(9, 6, hidden=8), tmp_path / "seg.json")
     rng = np.random.default_rng(0)
     recording = tmp_path / "clip.h5"
     with Recorder(recording, StreamSpec(SHAPE, PixelFormat.MONO12)) as recorder:
@@ -59,9 +61,9 @@ def test_segment_writes_outputs_and_reports_a_bad_file(app, files):
             "--out",
             str(out),
             "--reconstructor",
-            str(files / "rec.pt"),
+            str(files / "rec.safetensors"),
             "--segmenter",
-            str(files / "seg.pt"),
+            str(files / "seg.json"),
             "--pitch-px",
             str(PITCH),
             "--bands",
