@@ -88,8 +88,11 @@ def segment_command(
 ) -> None:
     """Decode INPUTS: barcodes, reconstruction and segmentation of every frame, to files.
 
-    Writes <stem>.labels.h5, <stem>.overlay.mp4 and <stem>.stats.csv/.json per input into
-    --out. Ctrl-C stops cleanly: the files hold every frame processed so far.
+    Writes <stem>.labels.h5, <stem>.overlay.mp4 (H.264) and <stem>.stats.csv/.json per input
+    into --out, each renamed into place when its input completes. An input that fails (a
+    truncated file, no usable frame) leaves no output and makes the exit code 1. Ctrl-C
+    stops cleanly: the interrupted input's files stay as <stem>.*.partial.* and hold every
+    frame processed so far (exit code 130).
     """
     from hyplex.pipeline.batch import SegmentJob, run_jobs
 
@@ -148,7 +151,9 @@ def segment_command(
     try:
         results = run_jobs(jobs, workers=workers, on_done=report)
     except KeyboardInterrupt:
-        typer.echo("interrupted: the outputs hold the frames processed so far", err=True)
+        typer.echo(
+            "interrupted: the frames processed so far are in the *.partial.* outputs", err=True
+        )
         raise typer.Exit(130) from None
     (out / "segment_summary.json").write_text(json.dumps(results, indent=2))
     if any("error" in r for r in results):

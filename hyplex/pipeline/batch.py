@@ -8,8 +8,11 @@ them one after the other, or on a Dask ``LocalCluster`` of single-threaded worke
     <stem>.overlay.mp4  the segmentation overlay (``OverlayVideoWriter``)
     <stem>.stats.csv    per-frame latency and drops; <stem>.stats.json the run's summary
 
-A job that fails (a bad header, a model that does not fit) is reported with its reason; the
-other jobs still run.
+Each file is written as ``<stem>.<kind>.partial.<ext>`` and renamed when its job completes
+(``hyplex.pipeline.outputs``). A job that fails (a bad or truncated header, a model that does
+not fit, no usable frame) is reported with its reason and leaves no output; the other jobs
+still run. Ctrl-C keeps the interrupted job's outputs under their ``.partial`` names (valid
+files holding every frame processed so far) and runs no further job.
 """
 
 from __future__ import annotations
@@ -102,13 +105,19 @@ def segment_file(job: SegmentJob) -> dict:
     from hyplex.models.temporal import GatedLogitSmoother
     from hyplex.pipeline.engine import Pipeline
     from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
-    from hyplex.pipeline.outputs import DecodedWriter, OverlayVideoWriter, StatsWriter
+    from hyplex.pipeline.outputs import (
+        DecodedWriter,
+        OverlayVideoWriter,
+        StatsWriter,
+        partial_path,
+    )
     from hyplex.pipeline.sources import open_source
     from hyplex.pipeline.stages import DarkFlat, Preprocessor
-    from hyplex.pipeline.types import PipelineConfig
+    from hyplex.pipeline.types import PipelineConfig, PipelineSummary
     from hyplex.simulation.layout import MosaicLayout
 
     source = open_source(job.input)
+    sinks = []
     try:
         shape = getattr(source, "sensor_shape", None)
         if shape is None:
@@ -153,7 +162,7 @@ def segment_file(job: SegmentJob) -> dict:
         if wavelengths is not None and config.bands:
             wavelengths = np.asarray(wavelengths)[list(config.bands)]
         outputs = {"labels": out_dir / f"{stem}.labels.h5", "stats": out_dir / f"{stem}.stats.csv"}
-        sinks = [
+        sinks.append(
             DecodedWriter(
                 outputs["labels"],
                 layout.metapixels,
@@ -161,15 +170,27 @@ def segment_file(job: SegmentJob) -> dict:
                 n_bands,
                 wavelengths,
                 models.get("class_names"),
-            ),
-            StatsWriter(outputs["stats"]),
-        ]
+            )
+        )
+        sinks.append(StatsWriter(outputs["stats"]))
         if job.video and segmenter is not None:
             outputs["video"] = out_dir / f"{stem}.overlay.mp4"
             sinks.append(OverlayVideoWriter(outputs["video"], n_classes))
         summary = pipeline.run(source, sinks, progress=job.progress)
+    except BaseException as error:
+        # sinks made before the run started (or a run that raised) leave no file behind;
+        # closing is idempotent, so sinks the run already closed are left as it left them
+        failed = PipelineSummary(failure=f"{type(error).__name__}: {error}")
+        for sink in sinks:
+            try:
+                sink.close(failed)
+            except Exception:
+                pass
+        raise
     finally:
         source.close()
+    if summary.outcome == "partial":
+        outputs = {key: partial_path(path) for key, path in outputs.items()}
     result = summary.to_dict()
     result["input"], result["outputs"] = job.input, {k: str(v) for k, v in outputs.items()}
     return result
@@ -179,7 +200,8 @@ def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
     """Run every job; each result is its summary, or ``{"input", "error"}`` if it failed.
 
     ``workers`` > 1 runs them on a Dask LocalCluster of single-threaded processes.
-    ``on_done(result)`` is called as each job ends (progress).
+    ``on_done(result)`` is called as each job ends (progress). Ctrl-C (a job whose run was
+    interrupted) raises KeyboardInterrupt after reporting it: no further job runs.
     """
     results = []
     if workers <= 1 or len(jobs) <= 1:
@@ -193,6 +215,8 @@ def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
             results.append(result)
             if on_done is not None:
                 on_done(result)
+            if result.get("interrupted"):
+                raise KeyboardInterrupt
         return results
     import logging
 

@@ -16,6 +16,16 @@ hand-off discards its oldest waiting item and counts it. At any time::
 
     frames read == processed + dropped (all stages) + corrupt + in flight
 
+How a run ends (``PipelineSummary.outcome``) decides what happens to file outputs (see
+``outputs.py``): "complete" (frames processed; the source ended, or :meth:`Pipeline.stop`)
+renames them into place; "partial" (frames processed, then Ctrl-C or a failure) keeps what
+was written under ``*.partial.*`` names; "failed" (no frame processed) removes them. A run
+fails, and :meth:`Pipeline.run` raises :class:`PipelineFailed`, when no frame was usable
+(every one corrupt, or none at all; unless it was interrupted or stopped), when a stage
+raised, or when the source delivered nothing for ``PipelineConfig.read_timeout_s`` (the
+acquisition thread is then abandoned: a read stuck in the kernel cannot be interrupted from
+Python).
+
 The inference stage may run several workers (``InferenceEngine.workers``, one per core on the
 CPU without a temporal model): each decodes its own batch, and results are handed on in frame
 order (tickets). A frame that cannot be decoded (wrong shape or dtype, NaN, unreadable) is
@@ -47,9 +57,18 @@ from hyplex.devices.ring import FrameRing, RingClosed
 from hyplex.pipeline.inference import DecodedBatch, InferenceConfig, InferenceEngine
 from hyplex.pipeline.sources import SourceItem, open_source
 from hyplex.pipeline.stages import CorruptFrame, Preprocessor, QueueClosed, StageQueue, check_frame
-from hyplex.pipeline.types import FrameResult, PipelineConfig, PipelineSummary
+from hyplex.pipeline.types import FrameResult, PipelineConfig, PipelineFailed, PipelineSummary
 
-__all__ = ["Pipeline", "PipelineConfig", "PipelineSummary", "FrameResult", "InferenceConfig"]
+__all__ = [
+    "Pipeline",
+    "PipelineConfig",
+    "PipelineSummary",
+    "PipelineFailed",
+    "FrameResult",
+    "InferenceConfig",
+]
+
+_END = object()
 
 
 class Pipeline:
@@ -78,12 +97,44 @@ class Pipeline:
         self.preprocessor, self.engine = preprocessor, engine
         self.config = config or PipelineConfig()
         self._stop = threading.Event()
+        self._stop_requested = False
+        self._reading_since: float | None = None  # monotonic s, while the source is read
+        self._reads = 0
         self.latest: FrameResult | None = None
         self.summary = PipelineSummary()
 
     def stop(self) -> None:
-        """Ask a running :meth:`run` to finish (from another thread)."""
+        """Ask a running :meth:`run` to finish (from another thread); the run counts as
+        complete if it processed a frame."""
+        self._stop_requested = True
         self._stop.set()
+
+    def _next_item(self, iterator):
+        """The source's next item (or _END), timed for the stall watchdog in :meth:`run`."""
+        self._reading_since = time.monotonic()
+        try:
+            return next(iterator, _END)
+        finally:
+            self._reading_since = None
+            self._reads += 1
+
+    def _stalled(self, source) -> str | None:
+        """Why the source counts as stalled (a read past its timeout), or None."""
+        since = self._reading_since
+        if since is None:
+            return None
+        config = self.config
+        limit = config.first_read_timeout_s if self._reads == 0 else config.read_timeout_s
+        waited = time.monotonic() - since
+        if waited <= limit:
+            return None
+        name = getattr(source, "name", type(source).__name__)
+        return (
+            f"the source gave no frame for {waited:.1f} s (reading item {self._reads} of "
+            f"{name}; the limit is {limit:g} s, PipelineConfig."
+            f"{'first_' if self._reads == 0 else ''}read_timeout_s): a hung file system, "
+            "device or network?"
+        )
 
     # stages --------------------------------------------------------------------------------
 
@@ -91,9 +142,11 @@ class Pipeline:
         """Source -> raw ring. Corrupt frames are reported, not queued."""
         ring = None
         try:
-            for item in source:
-                item: SourceItem
-                if self._stop.is_set():
+            self._reading_since = time.monotonic()
+            iterator = iter(source)  # a camera opens here: timed with the first read
+            while True:
+                item: SourceItem = self._next_item(iterator)
+                if item is _END or self._stop.is_set():
                     break
                 max_frames = self.config.max_frames
                 if max_frames is not None and self.summary.frames_read >= max_frames:
@@ -258,13 +311,15 @@ class Pipeline:
             Also kept as ``self.summary``; ``interrupted`` is True after Ctrl-C.
         """
         self._stop.clear()
+        self._stop_requested = False
+        self._reading_since, self._reads = None, 0
         self.engine.reset()
         self.summary = summary = PipelineSummary()
         try:
             source = open_source(source)
-        except BaseException:
-            for sink in sinks:  # leave valid, empty outputs behind
-                sink.close(summary)
+        except BaseException as error:
+            summary.failure = f"the source cannot be opened: {error}"
+            _close_sinks(sinks, summary)  # removes their files
             raise
         capacity, policy = self.config.queue_frames, self.config.policy
         barcodes_q = StageQueue(capacity, policy, "barcode queue")
@@ -304,6 +359,7 @@ class Pipeline:
             for k in range(workers)
         ]
         failures: list = []
+        stalled = None
         for thread in threads:
             original = thread.run
 
@@ -344,6 +400,9 @@ class Pipeline:
                 try:
                     result = results_q.get(timeout=0.1)
                 except TimeoutError:
+                    stalled = self._stalled(source)
+                    if stalled is not None:
+                        break
                     continue
                 except QueueClosed:
                     break
@@ -370,7 +429,8 @@ class Pipeline:
         finally:
             self._stop.set()
             for thread in threads:
-                thread.join(timeout=30)
+                # a thread stuck in the source's read is abandoned (daemon), not awaited
+                thread.join(timeout=2 if stalled else 30)
             while errors:
                 index, frame_id, message = errors.popleft()
                 summary.corrupt += 1
@@ -391,12 +451,69 @@ class Pipeline:
             summary.source_dropped = int(getattr(source, "dropped", 0) or 0)
             if bar is not None:
                 bar.close()
-            for sink in sinks:
-                sink.close(summary)
-            source.close()
-        if failures and not summary.interrupted:
-            raise RuntimeError(f"a pipeline stage failed: {failures[0]!r}") from failures[0]
+            if stalled is not None:
+                summary.failure = stalled
+            elif failures and not summary.interrupted:
+                summary.failure = f"a pipeline stage failed: {failures[0]!r}"
+            elif summary.processed == 0 and not (summary.interrupted or self._stop_requested):
+                summary.failure = _no_usable_frame(summary)
+            if stalled is None:
+                _close_sinks(sinks, summary)
+                source.close()
+            else:  # the stuck read may hold a lock the closes need (h5py's): bounded waits
+                _with_deadline(lambda: _close_sinks(sinks, summary), 10.0)
+                _with_deadline(source.close, 2.0)
+        if summary.failure is not None:
+            cause = failures[0] if failures and stalled is None else None
+            kept = (
+                f"; the {summary.processed} frames processed before it are kept under the "
+                "outputs' .partial names"
+                if summary.processed
+                else ""
+            )
+            raise PipelineFailed(summary.failure + kept, summary) from cause
         return summary
+
+
+def _no_usable_frame(summary: PipelineSummary) -> str:
+    if summary.frames_read == 0:
+        return "no usable frame: the source gave no frame"
+    first = (
+        f" (first: frame {summary.errors[0][0]}: {summary.errors[0][1]})" if summary.errors else ""
+    )
+    return (
+        f"no usable frame: {summary.corrupt} of the {summary.frames_read} frames read were "
+        f"corrupt and {summary.dropped} dropped{first}"
+    )
+
+
+def _close_sinks(sinks, summary: PipelineSummary) -> None:
+    """Close every sink with the summary (each decides what to do with its files from
+    ``summary.outcome``); the first exception is raised after all were closed."""
+    errors = []
+    for sink in sinks:
+        try:
+            sink.close(summary)
+        except Exception as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]
+
+
+def _with_deadline(function, seconds: float) -> None:
+    """Run ``function`` in a daemon thread and wait at most ``seconds`` for it (best effort:
+    the run is failing already, so its exceptions are dropped; e.g. a generator source that
+    is still executing in the abandoned thread refuses to close)."""
+
+    def attempt() -> None:
+        try:
+            function()
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=attempt, name="hyplex-pipeline-close", daemon=True)
+    thread.start()
+    thread.join(seconds)
 
 
 def _intensity(barcodes: np.ndarray) -> np.ndarray:

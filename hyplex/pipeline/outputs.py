@@ -2,7 +2,16 @@
 
 Every sink has ``write(result)`` (one :class:`~hyplex.pipeline.FrameResult`, called from the
 output stage in frame order) and ``close(summary)``; ``close`` runs on every exit path of the
-engine, Ctrl-C included, so the files stay valid.
+engine, Ctrl-C included, and is idempotent.
+
+No output looks complete unless its run was. Each file is written under a partial name
+(``clip.labels.h5`` as ``clip.labels.partial.h5``, :func:`partial_path`) while an exclusive
+writer lock on the final name is held (``clip.labels.h5.lock``: a second run writing the same
+output fails at once, naming the first). ``close(summary)`` then follows
+``summary.outcome``: "complete" (or no summary) fsyncs the file and renames it over the final
+name; "partial" (Ctrl-C after some frames) keeps it under its partial name, valid and holding
+every frame processed so far; "failed" (no usable frame, a fault) deletes it. A failed run
+thus leaves an earlier complete output of the same name untouched.
 
 HDF5 file (format ``hyplex-decoded``), SWMR like the recorder: every dataset exists before
 the first frame, each frame's rows are written and flushed, then ``committed`` is raised and
@@ -22,6 +31,7 @@ import csv
 import json
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import h5py
@@ -29,6 +39,75 @@ import numpy as np
 
 FORMAT_NAME = "hyplex-decoded"
 FORMAT_VERSION = 1
+PARTIAL_TAG = ".partial"
+
+
+def partial_path(path) -> Path:
+    """Where an output is written until its run completes: ``a/clip.labels.h5`` ->
+    ``a/clip.labels.partial.h5`` (the suffix is kept, so tools still open it)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{PARTIAL_TAG}{path.suffix}")
+
+
+def outcome_of(summary) -> str:
+    """The run's outcome for the outputs: ``summary.outcome``, "complete" without one."""
+    return "complete" if summary is None else summary.outcome
+
+
+class PendingFile:
+    """One output file: written at :attr:`partial` under a writer lock on :attr:`path`, then
+    renamed, kept or removed by :meth:`finish` (see the module doc).
+
+    Raises ``hyplex.devices.errors.RecordingInUse`` when another writer holds the lock.
+    """
+
+    def __init__(self, path, what: str = "output"):
+        from hyplex.devices.writer_lock import WriterLock
+
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = WriterLock(self.path, what)
+        self.finished: str | None = None
+
+    def finish(self, outcome: str) -> Path | None:
+        """Apply ``outcome`` ("complete", "partial", "failed") and release the lock; returns
+        where the file now is (None if removed or never written). Idempotent."""
+        if self.finished is not None:
+            return self._where()
+        try:
+            if outcome == "complete" and self.partial.exists():
+                with open(self.partial, "rb") as handle:
+                    os.fsync(handle.fileno())  # the data before the name (power cuts)
+                os.replace(self.partial, self.path)
+                _fsync_folder(self.path.parent)
+            elif outcome == "failed":
+                self.partial.unlink(missing_ok=True)
+            elif outcome not in ("complete", "partial"):
+                raise ValueError(f"outcome must be complete, partial or failed, got {outcome!r}")
+        finally:
+            self.finished = outcome
+            self._lock.release()
+        return self._where()
+
+    def _where(self) -> Path | None:
+        for path in (self.path, self.partial) if self.finished == "complete" else (self.partial,):
+            if path.exists():
+                return path
+        return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def label_palette(n_classes: int) -> np.ndarray:
@@ -82,7 +161,8 @@ class DecodedWriter:
     Parameters
     ----------
     path : str or Path
-        File to create (overwritten).
+        Final name of the file (written as its :func:`partial_path` until the run completes;
+        replaced then if it exists).
     metapixels : (int, int)
         (h, w) of the label maps.
     n_classes : int
@@ -100,11 +180,29 @@ class DecodedWriter:
         wavelengths_nm=None,
         class_names=None,
     ):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         height, width = (int(v) for v in metapixels)
+        if height < 1 or width < 1 or int(n_classes) < 1 or int(cube_bands) < 0:
+            raise ValueError(
+                f"need metapixels >= (1, 1), n_classes >= 1 and cube_bands >= 0, got "
+                f"{tuple(metapixels)}, {n_classes}, {cube_bands}"
+            )
         label_dtype = np.uint8 if n_classes <= 256 else np.int16
-        self._file = h5py.File(self.path, "w", libver="latest")
+        self._pending = PendingFile(path, "decoded output")
+        self.path = self._pending.path
+        try:
+            self._file = h5py.File(self._pending.partial, "w", libver="latest")
+            self._create(
+                height, width, label_dtype, n_classes, cube_bands, wavelengths_nm, class_names
+            )
+        except BaseException:
+            if getattr(self, "_file", None):
+                self._file.close()
+            self._pending.finish("failed")
+            raise
+
+    def _create(
+        self, height, width, label_dtype, n_classes, cube_bands, wavelengths_nm, class_names
+    ):
         f = self._file
         f.attrs.update(
             format=FORMAT_NAME,
@@ -165,14 +263,24 @@ class DecodedWriter:
         self.committed.flush()
 
     def close(self, summary=None) -> None:
-        """Close the file; ``committed`` frames are valid whatever stopped the run."""
+        """Close the file (its ``committed`` frames are valid whatever stopped the run), then
+        rename, keep or remove it by ``summary.outcome`` (module doc)."""
         if self._file:
-            self._file.close()
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+                self._pending.finish(outcome_of(summary))
 
 
 def read_decoded(path) -> dict:
-    """The committed frames of a :class:`DecodedWriter` file: arrays and attributes."""
-    with h5py.File(path, "r", swmr=True) as f:
+    """The committed frames of a :class:`DecodedWriter` file: arrays and attributes.
+
+    A truncated file raises ``OSError`` (HDF5 reads are retried a bounded number of times,
+    :func:`hyplex.devices.swmr.open_swmr_reader`) instead of hanging."""
+    from hyplex.devices.swmr import open_swmr_reader
+
+    with open_swmr_reader(path) as f:
         if f.attrs.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{path} is not a {FORMAT_NAME} file (format {f.attrs.get('format')!r})"
@@ -186,50 +294,107 @@ def read_decoded(path) -> dict:
 
 
 class OverlayVideoWriter:
-    """The segmentation overlay of every frame as an MP4 (OpenCV ``mp4v``).
+    """The segmentation overlay of every frame as an H.264 MP4 that browsers play: libx264,
+    yuv420p, even width and height (an odd edge is padded by repeating the last row or
+    column), the index at the front of the file (``movflags=faststart``). Written with PyAV
+    (``av``, whose wheels ship FFmpeg with libx264).
 
     Parameters
     ----------
     path : str or Path
+        Final name of the video (see the module doc for the partial name and the lock).
     n_classes : int
     fps : float
-        Frame rate written into the file, Hz.
+        Frame rate written into the file, Hz (> 0).
     scale : int
-        Each metapixel becomes ``scale`` x ``scale`` video pixels.
+        Each metapixel becomes ``scale`` x ``scale`` video pixels (>= 1).
+    crf : int
+        x264 constant rate factor, 0-51 (lower: larger, better; 18-23 is near transparent).
     """
 
-    def __init__(self, path, n_classes: int, fps: float = 30.0, scale: int = 4):
-        self.path, self.n_classes = Path(path), int(n_classes)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fps, self.scale = float(fps), int(scale)
-        self._writer = None
+    def __init__(self, path, n_classes: int, fps: float = 30.0, scale: int = 4, crf: int = 20):
+        if not (isinstance(fps, int | float) and 0 < fps < 1000):
+            raise ValueError(f"fps must be a frame rate in (0, 1000) Hz, got {fps!r}")
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+        if int(crf) != crf or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
+        if int(n_classes) < 1:
+            raise ValueError(f"n_classes must be >= 1, got {n_classes!r}")
+        try:
+            import av  # noqa: F401
+        except ImportError as error:
+            raise ImportError(
+                "the overlay video needs PyAV: pip install av (or hyplex segment --no-video)"
+            ) from error
+        self.n_classes, self.fps, self.scale, self.crf = (
+            int(n_classes),
+            float(fps),
+            int(scale),
+            int(crf),
+        )
+        self._pending = PendingFile(path, "overlay video")
+        self.path = self._pending.path
+        self._container = self._stream = None
+        self._size: tuple[int, int] | None = None
+        self._closed = False
         self.count = 0
 
-    def write(self, result) -> None:
-        import cv2
+    def _open(self, height: int, width: int) -> None:
+        import av
 
-        if result.labels is None:
+        self._container = av.open(
+            str(self._pending.partial), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        stream = self._container.add_stream(
+            "libx264",
+            rate=Fraction(self.fps).limit_denominator(1001),
+            options={"crf": str(self.crf), "preset": "veryfast"},
+        )
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        self._stream, self._size = stream, (height, width)
+
+    def write(self, result) -> None:
+        import av
+
+        if result.labels is None or self._closed:
             return
         intensity = result.intensity if result.intensity is not None else result.labels
         image = overlay(intensity, result.labels, self.n_classes, scale=self.scale)
-        if self._writer is None:
-            size = (image.shape[1], image.shape[0])
-            self._writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size
+        image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), "edge")
+        if self._container is None:
+            self._open(*image.shape[:2])
+        elif image.shape[:2] != self._size:
+            raise ValueError(
+                f"frame {result.index}: overlay {image.shape[:2]} differs from the video's "
+                f"{self._size} (every frame of one video must have the same size)"
             )
-            if not self._writer.isOpened():
-                raise OSError(f"OpenCV cannot write an mp4v video to {self.path}")
-        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = self.count
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
         self.count += 1
 
     def close(self, summary=None) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Flush the encoder and close the file, then rename, keep or remove it by
+        ``summary.outcome`` (module doc)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._container is not None:
+                try:
+                    for packet in self._stream.encode(None):
+                        self._container.mux(packet)
+                finally:
+                    self._container.close()
+        finally:
+            self._pending.finish(outcome_of(summary))
 
 
 class StatsWriter:
-    """Per-frame timing to CSV and the run's summary to JSON (written atomically at close).
+    """Per-frame timing to CSV and the run's summary to JSON (written at close; both follow
+    the run's outcome, module doc).
 
     CSV columns: index, frame_id, status ("ok" or the error), latency_ms (source read to
     output), preprocess_ms, inference_ms (the frame's share of its batch), batch, dropped
@@ -248,10 +413,18 @@ class StatsWriter:
     )
 
     def __init__(self, csv_path, json_path=None):
-        self.csv_path = Path(csv_path)
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self.json_path = Path(json_path) if json_path else self.csv_path.with_suffix(".json")
-        self._handle = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close)
+        csv_path = Path(csv_path)
+        json_path = Path(json_path) if json_path else csv_path.with_suffix(".json")
+        self._csv_file = PendingFile(csv_path, "statistics")
+        try:
+            self._json_file = PendingFile(json_path, "run summary")
+            self.csv_path, self.json_path = self._csv_file.path, self._json_file.path
+            self._handle = open(self._csv_file.partial, "w", newline="")  # noqa: SIM115
+        except BaseException:
+            self._csv_file.finish("failed")
+            if hasattr(self, "_json_file"):
+                self._json_file.finish("failed")
+            raise
         self._csv = csv.writer(self._handle)
         self._csv.writerow(self.COLUMNS)
 
@@ -273,10 +446,17 @@ class StatsWriter:
         )
 
     def close(self, summary=None) -> None:
+        """Close the CSV and write the JSON summary, then rename, keep or remove both by
+        ``summary.outcome`` (module doc)."""
         if self._handle.closed:
             return
-        self._handle.close()
-        if summary is not None:
-            temporary = self.json_path.with_suffix(".json.tmp")
-            temporary.write_text(json.dumps(summary.to_dict(), indent=2))
-            os.replace(temporary, self.json_path)
+        outcome = outcome_of(summary)
+        try:
+            self._handle.close()
+            if summary is not None and outcome != "failed":
+                self._json_file.partial.write_text(json.dumps(summary.to_dict(), indent=2))
+        finally:
+            try:
+                self._csv_file.finish(outcome)
+            finally:
+                self._json_file.finish(outcome)

@@ -28,6 +28,13 @@ class PipelineConfig:
         Keep each frame's barcodes in its result (the viewer's spectra use the cube).
     preprocess_threads : int or None
         numba threads of the preprocessing stage (None: the cores torch does not use, >= 1).
+    read_timeout_s : float
+        Longest wait for one frame from the source, s: a source that delivers nothing for
+        this long (a hung file system, a stuck driver) fails the run with
+        :class:`PipelineFailed` instead of blocking it for ever.
+    first_read_timeout_s : float
+        The same for the first frame, s, which may wait for one-off work (opening a camera,
+        rendering the twin, numba compilation; a camera source itself gives up after 120 s).
     """
 
     policy: str = "block"
@@ -36,6 +43,8 @@ class PipelineConfig:
     raw_preview_px: int = 0
     keep_barcodes: bool = False
     preprocess_threads: int | None = None
+    read_timeout_s: float = 60.0
+    first_read_timeout_s: float = 300.0
 
     def __post_init__(self):
         policy = OverflowPolicy.parse(self.policy)
@@ -44,6 +53,10 @@ class PipelineConfig:
         self.policy = policy.value
         if int(self.queue_frames) != self.queue_frames or self.queue_frames < 2:
             raise ValueError(f"queue_frames must be an integer >= 2, got {self.queue_frames!r}")
+        for name in ("read_timeout_s", "first_read_timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 @dataclass
@@ -91,7 +104,11 @@ class FrameResult:
 
 @dataclass
 class PipelineSummary:
-    """Accounting of a run (see the module doc for the balance)."""
+    """Accounting of a run (see the engine's module doc for the balance).
+
+    ``failure`` says why a run failed (no usable frame, a stage's exception, a stalled
+    source); ``interrupted`` is True after Ctrl-C. :attr:`outcome` sums them up.
+    """
 
     frames_read: int = 0
     processed: int = 0
@@ -104,6 +121,16 @@ class PipelineSummary:
     max_pending: dict = field(default_factory=dict)
     source_dropped: int = 0
     interrupted: bool = False
+    failure: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        """ "failed" (no frame processed), "partial" (frames processed, then Ctrl-C or a
+        failure) or "complete" (frames processed, the run ended by itself or by ``stop()``).
+        File outputs are removed, kept under their partial names, or renamed into place."""
+        if self.processed == 0:
+            return "failed"
+        return "partial" if self.interrupted or self.failure is not None else "complete"
 
     @property
     def fps(self) -> float:
@@ -126,5 +153,18 @@ class PipelineSummary:
             "latency_ms_p50": pct(50),
             "latency_ms_p95": pct(95),
             "interrupted": self.interrupted,
+            "outcome": self.outcome,
+            "failure": self.failure,
             "errors": [{"index": i, "error": e} for i, e in self.errors],
         }
+
+
+class PipelineFailed(RuntimeError):
+    """A run that produced nothing usable or stopped on a fault: no usable frame (every one
+    corrupt, or none at all), a stage's exception, or a source that stalled past its read
+    timeout. Its outputs were removed, or kept under their partial names if frames had been
+    processed (``summary.outcome``); ``summary`` holds the run's accounting."""
+
+    def __init__(self, message: str, summary: PipelineSummary):
+        super().__init__(message)
+        self.summary = summary

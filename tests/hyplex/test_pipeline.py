@@ -16,7 +16,13 @@ from hyplex.devices.recorder import Recorder, StreamSpec
 from hyplex.models.temporal import GatedLogitSmoother
 from hyplex.pipeline import Pipeline, PipelineConfig
 from hyplex.pipeline.inference import InferenceConfig, InferenceEngine, decode_reference
-from hyplex.pipeline.outputs import DecodedWriter, OverlayVideoWriter, StatsWriter, read_decoded
+from hyplex.pipeline.outputs import (
+    DecodedWriter,
+    OverlayVideoWriter,
+    StatsWriter,
+    partial_path,
+    read_decoded,
+)
 from hyplex.pipeline.sources import RecordingSource, SourceError
 from hyplex.pipeline.stages import (
     CorruptFrame,
@@ -210,7 +216,7 @@ def test_recording_source_and_bad_headers(tmp_path, layout, models):
         RecordingSource(tmp_path / "missing.h5")
 
 
-def test_outputs_are_valid_after_ctrl_c(tmp_path, layout, models):
+def test_outputs_are_valid_and_marked_partial_after_ctrl_c(tmp_path, layout, models):
     engine = InferenceEngine(*models, config=InferenceConfig(input_scale_dn=1000.0))
 
     class Interrupt:
@@ -236,22 +242,25 @@ def test_outputs_are_valid_after_ctrl_c(tmp_path, layout, models):
     stats = StatsWriter(tmp_path / "stats.csv")
     sinks = [decoded, video, stats, Interrupt()]
     summary = Pipeline(Preprocessor(layout, SHAPE), engine).run(_frames(20), sinks=sinks)
-    assert summary.interrupted
-    stored = read_decoded(tmp_path / "out.h5")
+    assert summary.interrupted and summary.outcome == "partial"
+    # kept under their partial names (the final names would claim a complete run)
+    assert not any((tmp_path / name).exists() for name in ("out.h5", "overlay.mp4", "stats.csv"))
+    stored = read_decoded(tmp_path / "out.partial.h5")
     assert stored["labels"].shape == (5, *layout.metapixels)
     assert stored["cube"].shape == (5, *layout.metapixels, N_BANDS)
     assert list(stored["frame_index"]) == [0, 1, 2, 3, 4]
     import cv2
 
-    capture = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    capture = cv2.VideoCapture(str(partial_path(tmp_path / "overlay.mp4")))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     ok, image = capture.read()
     assert ok and image.shape[:2] == (layout.metapixels[0] * 4, layout.metapixels[1] * 4)
     capture.release()
-    rows = (tmp_path / "stats.csv").read_text().splitlines()
+    rows = (tmp_path / "stats.partial.csv").read_text().splitlines()
     assert rows[0].startswith("index,frame_id,status,latency_ms") and len(rows) == 6
-    report = json.loads((tmp_path / "stats.json").read_text())
+    report = json.loads((tmp_path / "stats.partial.json").read_text())
     assert report["interrupted"] and report["processed"] == summary.processed
+    assert report["outcome"] == "partial"
 
 
 def test_temporal_module_in_the_engine_resets_per_run(layout, models):
