@@ -27,14 +27,17 @@ surrogate enforces it exactly: ``T(v) = (g(v) + swap_TE_TM(g(perm v))) / 2``.
 It is a torch module, differentiable in its inputs, so it can stand in for
 :func:`hyplex.optics.rcwa.solve` inside a design optimisation. It carries the library's
 wavelengths and stack and refuses a library on another wavelength grid or stack. Training:
-:mod:`hyplex.optics.surrogate_training`. Saved as ``name.pt`` (a state dict, read with
-``torch.load(weights_only=True)``) and ``name.json`` (architecture and library); nothing is
-pickled.
+:mod:`hyplex.optics.surrogate_training`. Saved as ``name.safetensors`` (the state dict:
+tensors only, reading it runs no code) and ``name.json`` (architecture and library); surrogates
+saved before safetensors, as ``name.pt``, are read with ``torch.load(weights_only=True)``
+(torch's restricted unpickler: tensors and plain containers). Nothing is unpickled freely.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +49,11 @@ from .library import LibraryError, ResponseLibrary, check_same_grid
 __all__ = [
     "ROTATION_PERMUTATIONS",
     "SpectralSurrogate",
+    "UnpolarisedSpectrum",
     "describe",
     "save_surrogate",
     "load_surrogate",
+    "surrogate_paths",
 ]
 
 FORMAT = "hyplex-surrogate"
@@ -210,6 +215,27 @@ class SpectralSurrogate(nn.Module):
             raise LibraryError(f"the library does not match the surrogate: {'; '.join(differ)}")
 
 
+class UnpolarisedSpectrum(nn.Module):
+    """A surrogate as the forward model of inverse design: designs ``(..., P + 1)`` in nm
+    (shape parameters, then thickness) -> unpolarised ``T (..., L)``, the mean of the TE and TM
+    of ``surrogate`` at ``surrogate.wavelengths_nm[indices]`` (``wavelengths_nm``), the form
+    :func:`hyplex.optics.inverse.design` takes."""
+
+    def __init__(self, surrogate: SpectralSurrogate, indices):
+        super().__init__()
+        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+        size = surrogate.wavelengths_nm.size
+        if not indices or min(indices) < 0 or max(indices) >= size:
+            raise ValueError(f"indices must be a non-empty list in [0, {size}), got {indices}")
+        self.surrogate = surrogate.eval()
+        self.indices = indices
+        self.wavelengths_nm = surrogate.wavelengths_nm[indices]
+
+    def forward(self, params: torch.Tensor) -> torch.Tensor:
+        T = self.surrogate(params[..., :-1], params[..., -1])  # noqa: N806 - (..., L_all, 2)
+        return T[..., self.indices, :].mean(-1)
+
+
 def describe(library: ResponseLibrary) -> dict:
     """The JSON-ready description of a library that a surrogate carries."""
     if library.density is not None:
@@ -228,12 +254,24 @@ def describe(library: ResponseLibrary) -> dict:
     }
 
 
-def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
-    """Write ``path.pt`` (state dict) and ``path.json`` (config); returns both paths."""
+def surrogate_paths(path) -> tuple[Path, Path, Path]:
+    """``(name.safetensors, name.pt, name.json)`` for ``path`` = ``name`` or ``name.<any suffix>``
+    (``.pt`` is the weights file of surrogates saved before safetensors, still read)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights, config = path.with_suffix(".pt"), path.with_suffix(".json")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    return path.with_suffix(".safetensors"), path.with_suffix(".pt"), path.with_suffix(".json")
+
+
+def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
+    """Write ``name.safetensors`` (state dict) and ``name.json`` (config) for ``path`` = ``name``
+    (with or without a suffix); returns both paths. An older ``name.pt`` beside them is
+    removed, so the pair read back is the one written."""
+    from safetensors.torch import save_file
+
+    weights, legacy, config = surrogate_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, weights, metadata={"format": FORMAT})
+    legacy.unlink(missing_ok=True)
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -247,21 +285,26 @@ def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
 
 
 def load_surrogate(path, device: str | torch.device = "cpu") -> SpectralSurrogate:
-    """Load a surrogate written by :func:`save_surrogate` (``path`` with or without suffix).
+    """Load a surrogate written by :func:`save_surrogate`: ``name.json`` plus
+    ``name.safetensors`` or, from before safetensors, ``name.pt`` (a state dict, read with
+    ``torch.load(weights_only=True)``). ``path`` is ``name`` with or without a suffix.
 
     Raises
     ------
     LibraryError
-        If either file is missing, the JSON is not a hyplex surrogate config, or the weights
-        do not fit the configured network.
+        If the config or both weight files are missing, the JSON is not a hyplex surrogate
+        config, or the weights are not a state dict that fits the configured network (a
+        pickle of anything but tensors is refused by the restricted unpickler).
     """
-    path = Path(path)
-    weights, config = path.with_suffix(".pt"), path.with_suffix(".json")
+    safetensors_path, legacy, config = surrogate_paths(path)
+    weights = safetensors_path if safetensors_path.exists() or not legacy.exists() else legacy
     for item in (weights, config):
         if not item.exists():
-            raise LibraryError(f"{item}: no such surrogate file (need both .pt and .json)")
+            raise LibraryError(
+                f"{item}: no such surrogate file (need name.json and name.safetensors)"
+            )
     try:
-        record = json.loads(config.read_text())
+        record = json.loads(config.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LibraryError(f"{config}: not a JSON surrogate config: {error}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -280,16 +323,48 @@ def load_surrogate(path, device: str | torch.device = "cpu") -> SpectralSurrogat
         model = SpectralSurrogate(record["library"], record["low"], record["high"], **architecture)
     except (KeyError, TypeError, ValueError) as error:
         raise LibraryError(f"{config}: incomplete surrogate config: {error}") from None
+    state = _read_weights(weights)
+    if version == 1:  # one network, its modules at the top level
+        state = {
+            key if key in ("low", "span") else f"networks.0.{key}": value
+            for key, value in state.items()
+        }
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if version == 1:  # one network, its modules at the top level
-            state = {
-                key if key in ("low", "span") else f"networks.0.{key}": value
-                for key, value in state.items()
-            }
         model.load_state_dict(state)
-    except Exception as error:  # noqa: BLE001 - any unpickling or shape error means a bad file
+    except RuntimeError as error:
         raise LibraryError(
             f"{weights}: weights do not fit the configured network: {error}"
         ) from None
     return model.to(device).eval()
+
+
+def _read_weights(path: Path) -> dict:
+    """The state dict in ``path``: safetensors, or an older ``.pt`` through torch's restricted
+    unpickler (``weights_only=True``: tensors and plain containers, no other globals).
+    Anything else is a :class:`LibraryError` saying what the file is not."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError) as error:
+            raise LibraryError(f"{path}: not a readable safetensors file ({error})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        raise LibraryError(
+            f"{path}: not a state dict of tensors; torch's restricted unpickler refused it"
+            + (f" (it names {named.group(1)}, which a state dict never does)" if named else "")
+        ) from None
+    except Exception as error:  # noqa: BLE001 - zip, pickle or storage errors: a bad file
+        raise LibraryError(
+            f"{path}: not a readable torch.save state dict ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LibraryError(
+            f"{path}: expected a state dict of tensors, got a {type(state).__name__}"
+        )
+    return state

@@ -46,19 +46,70 @@ def read_target(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, header.index("wavelength_nm")], table[:, header.index("T")]
 
 
-def _load_surrogate(path: Path):
-    """A saved surrogate: a TorchScript file or a ``torch.save``-d callable module."""
-    import torch
+SURROGATE_FORMATS = (
+    "NAME.json + NAME.safetensors as hyplex.optics.surrogate.save_surrogate writes them (or an "
+    "older NAME.json + NAME.pt state dict)"
+)
 
-    if not path.is_file():
-        raise ValueError(f"surrogate file {path} does not exist")
-    try:
-        return torch.jit.load(str(path))
-    except RuntimeError:
-        model = torch.load(path, weights_only=False)  # a trusted, local model file
-    if not callable(model):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a callable surrogate")
-    return model
+
+def _load_surrogate(path: Path, wavelengths_nm, family: str, period_nm: float, material: str,
+                    substrate: str):  # fmt: skip
+    """A saved :class:`~hyplex.optics.surrogate.SpectralSurrogate` as the callable
+    :func:`hyplex.optics.inverse.design` takes: designs ``(..., P + 1)`` in nm (the family's
+    shape parameters, then thickness) -> unpolarised T ``(..., L)`` (the mean of TE and TM) at
+    ``wavelengths_nm`` (the target's grid, each point on the surrogate's grid).
+
+    ``path`` is ``NAME``, ``NAME.json``, ``NAME.safetensors`` or an older ``NAME.pt`` (a state
+    dict, read with ``torch.load(weights_only=True)``). TorchScript files and pickled modules,
+    which this command once took, are refused unopened: loading them can run code.
+
+    Raises
+    ------
+    ValueError
+        A file in another format, a corrupt or foreign surrogate, or one trained for another
+        family, period, material, substrate or wavelength grid than asked for.
+    """
+    from hyplex.optics.surrogate import UnpolarisedSpectrum, load_surrogate, surrogate_paths
+    from hyplex.pipeline.model_files import describe_file
+
+    _, _, config = surrogate_paths(path)
+    foreign = path.is_file() and path.suffix not in (".json", ".safetensors", ".pt")
+    if foreign or not config.is_file():  # a foreign file is never opened past its first bytes
+        what = describe_file(path) if path.exists() else "a missing file"
+        raise ValueError(
+            f"{path}: {what}; --surrogate takes {SURROGATE_FORMATS}. TorchScript files and "
+            "pickled modules are refused, since loading them can run code"
+        )
+    model = load_surrogate(path)  # LibraryError (a ValueError) says what is wrong
+    library = model.description
+    asked = {"family": family, "period_nm": float(period_nm), "material": material,
+             "substrate": substrate, "superstrate": "air"}  # fmt: skip
+    differ = [f"{k} {library.get(k)!r} (asked {v!r})" for k, v in asked.items()
+              if library.get(k) != v]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"{path} was trained for another structure: {', '.join(differ)}; pass the matching "
+            "options or train a surrogate for this one"
+        )
+    from hyplex.optics.geometry import get_shape
+
+    expected = tuple(get_shape(family).parameter_names)
+    if tuple(library["parameter_names"]) != expected:
+        raise ValueError(
+            f"{path}: parameters {tuple(library['parameter_names'])}, the {family} family has "
+            f"{expected}"
+        )
+    grid = np.asarray(model.wavelengths_nm, dtype=np.float64)
+    wanted = np.asarray(wavelengths_nm, dtype=np.float64).reshape(-1)
+    index = np.abs(grid[None, :] - wanted[:, None]).argmin(1)
+    off = np.abs(grid[index] - wanted) > 1e-6
+    if off.any():
+        raise ValueError(
+            f"{path}: the target's wavelengths {wanted[off][:5].tolist()} nm are not on the "
+            f"surrogate's grid ({grid.size} points, {grid[0]:g}-{grid[-1]:g} nm); sample the "
+            "target on that grid"
+        )
+    return UnpolarisedSpectrum(model, index)
 
 
 Target = Annotated[Path, typer.Option("--target", help="CSV with columns wavelength_nm,T.")]
@@ -76,7 +127,11 @@ Substrate = Annotated[str, typer.Option(help="Substrate material.")]
 Grid = Annotated[int, typer.Option(min=8, help="Pixels per side of the rendered unit cell.")]
 Surrogate = Annotated[
     Path | None,
-    typer.Option(help="Saved surrogate (TorchScript or torch.save) for --method surrogate."),
+    typer.Option(
+        help="Saved surrogate for --method surrogate: NAME.json + NAME.safetensors "
+        "(hyplex.optics.surrogate.save_surrogate; an older NAME.pt state dict also loads). "
+        "TorchScript and pickled modules are refused: loading them can run code."
+    ),
 ]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
 Out = Annotated[Path, typer.Option(help="JSON file to write; a .png goes beside it.")]
@@ -108,7 +163,9 @@ def inverse(
 
     try:
         wavelengths, spectrum = read_target(target)
-        model = _load_surrogate(surrogate) if surrogate is not None else None
+        model = None
+        if surrogate is not None:
+            model = _load_surrogate(surrogate, wavelengths, family, period_nm, material, substrate)
         typer.echo(
             f"inverse design: {family}, method {method}, {wavelengths.size} wavelengths "
             f"{wavelengths.min():g}-{wavelengths.max():g} nm, M = {harmonics}",

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from hyplex.optics.library import LibraryError, SolverSettings, read_library
 from hyplex.optics.library_build import build_library
@@ -154,7 +155,7 @@ def test_save_load_round_trip_and_checks(trained, library, tmp_path):
         load_surrogate(tmp_path / "net")
     config.write_text(json.dumps(record))
     weights.write_bytes(b"junk")
-    with pytest.raises(LibraryError, match="weights do not fit"):
+    with pytest.raises(LibraryError, match="not a readable safetensors file"):
         load_surrogate(tmp_path / "net")
     with pytest.raises(LibraryError, match="no such surrogate file"):
         load_surrogate(tmp_path / "absent")
@@ -183,8 +184,9 @@ def test_version_1_files_still_load(trained, library, tmp_path):
     """Before ensembles, the single network's modules sat at the top of the state dict."""
     model, report = trained
     weights, config = save_surrogate(model, tmp_path / "old")
-    state = torch.load(weights, weights_only=True)
-    torch.save({k.removeprefix("networks.0."): v for k, v in state.items()}, weights)
+    state = load_file(weights)  # then written as before safetensors: old.pt, a state dict
+    torch.save({k.removeprefix("networks.0."): v for k, v in state.items()}, tmp_path / "old.pt")
+    weights.unlink()
     record = json.loads(config.read_text())
     del record["members"]
     config.write_text(json.dumps(dict(record, format_version=1)))
