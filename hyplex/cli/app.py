@@ -13,6 +13,7 @@ command                       job                                          modul
 ``calibrate``, ``refit``      calibration, decoders refitted to it          :mod:`.calibrate`,
                                                                            :mod:`.refit`
 ``segment``, ``view``         the video engine and the live viewer          :mod:`.video`
+``convert-weights``           one's own torch.save decoder -> safetensors   :mod:`.convert`
 ============================  ===========================================  ==================
 """
 
@@ -22,6 +23,7 @@ import typer
 
 from hyplex import __version__
 from hyplex.cli.calibrate import register as register_calibrate
+from hyplex.cli.convert import register as register_convert
 from hyplex.cli.design import register as register_design
 from hyplex.cli.devices import register as register_devices
 from hyplex.cli.inverse import register as register_inverse
@@ -45,6 +47,7 @@ register_calibrate(app)
 register_design(app)
 register_refit(app)
 register_video(app)
+register_convert(app)
 
 
 def _version(value: bool) -> None:

@@ -9,6 +9,8 @@ One module per concept:
 - :mod:`~hyplex.pipeline.engine`: the concurrent stages with bounded queues;
 - :mod:`~hyplex.pipeline.outputs`: HDF5 labels/cubes, overlay video, statistics;
 - :mod:`~hyplex.pipeline.models`: the decoders the engine runs (bundles, safe weight files);
+- :mod:`~hyplex.pipeline.model_files`: decoder files, safetensors + JSON (pickles refused);
+- :mod:`~hyplex.pipeline.trusted_pickles`: convert-weights' restricted read of one's own .pt;
 - :mod:`~hyplex.pipeline.batch`: many recordings at once, on Dask.
 """
 
