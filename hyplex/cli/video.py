@@ -155,6 +155,7 @@ def segment_command(
             "interrupted: the frames processed so far are in the *.partial.* outputs", err=True
         )
         raise typer.Exit(130) from None
+    out.mkdir(parents=True, exist_ok=True)  # absent when every job failed before writing
     (out / "segment_summary.json").write_text(json.dumps(results, indent=2))
     if any("error" in r for r in results):
         raise typer.Exit(1)
