@@ -10,6 +10,9 @@ Panels::
     | (band     | classes   | classes    | (text)    |
     |  mean)    |           |            |           |
     +-----------+-----------+------------+-----------+
+
+:func:`write_overlay` draws the demo's comparison: predicted and true labels over an sRGB
+rendering of held-out scenes (:func:`srgb_rendering`), one column per model.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["write_report"]
+__all__ = ["srgb_rendering", "write_overlay", "write_report"]
 
 
 def write_report(
@@ -109,5 +112,67 @@ def write_report(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def srgb_rendering(cube, wavelengths_nm, illuminant: str = "D65") -> np.ndarray:
+    """sRGB image ``(H, W, 3)`` in [0, 1] of an apparent-reflectance cube ``(H, W, L)`` lit by
+    ``illuminant`` (CIE XYZ with white at Y = 1, then IEC 61966-2-1 sRGB)."""
+    from hyplex.simulation.colorimetry import reflectance_to_xyz, xyz_to_srgb
+    from hyplex.simulation.illuminants import get_illuminant
+
+    grid = np.asarray(wavelengths_nm, dtype=np.float64)
+    light = get_illuminant(illuminant, grid).spectral_irradiance
+    return xyz_to_srgb(reflectance_to_xyz(np.asarray(cube, dtype=np.float64), grid, light))
+
+
+def write_overlay(path, scenes, predictions: dict, titles: dict, n_scenes: int = 2) -> Path:
+    """Labels over an sRGB rendering, ground truth beside each model's prediction (PNG).
+
+    Parameters
+    ----------
+    scenes : the held-out :class:`~hyplex.models.data.SceneSet`.
+    predictions : ``{key: (S, H, W) labels}`` of the first ``S >= n_scenes`` scenes; the key
+        ``"truth"`` (the class maps) comes first.
+    titles : ``{key: column title}``.
+    n_scenes : rows of the figure (one scene each).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    names = list(scenes.class_names)
+    colours = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
+    colours[:, 3] = 0.6
+    colours[0, 3] = 0.0  # background: the scene itself shows through
+    cmap = ListedColormap(colours)
+    keys = ["truth", *(key for key in predictions if key != "truth")]
+    rows = min(int(n_scenes), len(predictions["truth"]))
+    figure, axes = plt.subplots(
+        rows, len(keys) + 1, figsize=(2.6 * (len(keys) + 1), 2.7 * rows + 0.6), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    for row in range(rows):
+        image = srgb_rendering(scenes.cubes[row], scenes.wavelengths_nm)
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_title(f"held-out scene {row} (sRGB, D65)", fontsize=8)
+        for column, key in enumerate(keys, start=1):
+            labels = np.asarray(predictions[key][row])
+            axes[row, column].imshow(image)
+            axes[row, column].imshow(labels, cmap=cmap, vmin=0, vmax=len(names) - 1,
+                                     interpolation="nearest")  # fmt: skip
+            axes[row, column].set_title(titles.get(key, key), fontsize=8)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    handles = [Patch(color=colours[i][:3], label=name) for i, name in enumerate(names) if i]
+    figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+    figure.suptitle("segmentation on held-out twin scenes: truth vs predicted", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
