@@ -105,8 +105,12 @@ class Recording:
                     f"{self.path} is truncated: the file ({size} bytes) ends before its "
                     "committed-frame counter (an interrupted copy or a full disk?)"
                 )
-            self.refresh()  # committed first, then the extents (a live writer grows them)
+            # A live writer writes and flushes frames, rows and index before it raises
+            # committed: read committed first, then the extents, the size and the index.
             committed = int(self._committed[0])
+            self._frames.refresh()
+            self._metadata.refresh()
+            size = os.path.getsize(self.path)
             extent = min(self._frames.shape[0], self._metadata.shape[0])
             if committed < 0 or committed > extent:
                 raise RecordingTruncated(
