@@ -12,6 +12,8 @@ module                      what
 ``genicam_camera``          ``GenICamCamera``: GenTL producers via harvesters (viky in CI)
 ``discovery``               ``list_devices``, ``open_camera("sim" | "opencv:0" | ...)``
 ``recorder``, ``recording``  HDF5 recording (crash-safe, SWMR) and its reader
+``writer_lock``             one writer per file: ``flock`` on a sidecar ``<file>.lock``
+``swmr``                    SWMR reads that fail fast on a truncated file (no hang, no zeros)
 ``clock``                   monotonic and virtual clocks
 ``instruments``             serial drivers and simulators (monochromator, filter wheel,
                             stage, power meter), ``SerialTransport``, ``PtyBridge``,
