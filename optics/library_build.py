@@ -36,7 +36,7 @@ from .library import (
     read_metadata,
     write_library,
 )
-from .library_spec import LibrarySpec, sample_designs, solve_designs
+from .library_spec import LibrarySpec, check_resources, sample_designs, solve_designs
 
 __all__ = ["BuildReport", "LibraryWriter", "build_library", "WORKER_ENV"]
 
@@ -243,18 +243,24 @@ def build_library(
     path = Path(path)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 design, got {chunk_size}")
-    if path.exists():
-        meta = read_metadata(path)
+    if path.is_dir():
+        raise LibraryError(f"{path} is a directory; expected a library file path (.h5)")
+    meta = read_metadata(path) if path.exists() else None
+    if meta is not None:
         _matches(meta, spec, path)
         chunk_size = int(meta["generation"]["chunk_size"])
         if spec.count < meta["count"]:
             raise LibraryError(
                 f"{path} holds {meta['count']} designs; count={spec.count} would drop some"
             )
-        if spec.count > meta["count"]:
-            _grow(path, spec, chunk_size)
-    else:
+    # before anything is allocated: the file, the disk and one chunk's RCWA per local worker
+    local_workers = 1 if serial else 0 if (scheduler or client is not None) else n_workers
+    local_workers = min(local_workers, math.ceil(spec.count / chunk_size))
+    check_resources(spec, path, chunk_size, local_workers)
+    if meta is None:
         _create(path, spec, chunk_size)
+    elif spec.count > meta["count"]:
+        _grow(path, spec, chunk_size)
 
     with LibraryWriter(path) as writer:
         done = writer.done_mask()

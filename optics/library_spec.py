@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,10 +27,25 @@ import torch
 from .geometry import SHAPES, get_shape
 from .library import LibraryError, ResponseLibrary, SolverSettings
 from .materials import get_material
+from .memory import (
+    available_memory_bytes,
+    check_disk,
+    check_memory,
+    fits_hint,
+    format_bytes,
+    rcwa_memory_bytes,
+)
 from .parallel import use_safe_threading
 from .rcwa import Layer, solve
 
-__all__ = ["LibrarySpec", "sample_designs", "solve_designs", "spec_to_dict"]
+__all__ = [
+    "LibrarySpec",
+    "check_resources",
+    "design_bytes",
+    "sample_designs",
+    "solve_designs",
+    "spec_to_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,104 @@ def solve_designs(spec: LibrarySpec, params_nm, thickness_nm, jones: bool | None
         T = result.T.numpy()  # noqa: N806
         t = result.t.numpy() if jones else None
     return T, t
+
+
+def design_bytes(spec: LibrarySpec) -> tuple[int, int]:
+    """Bytes per design: ``(in the HDF5 file, in memory while the file is created)``.
+
+    The file holds params ``(P,)``, thickness, T ``(L, 2)``, t ``(L, 2, 2)`` complex if
+    stored, and the done flag. Creating (or growing) a file holds the uniform draws, params,
+    thickness and the NaN-filled spectra at once; counted twice for the copies h5py and
+    :func:`sample_designs` make.
+    """
+    n_par, n_wl = len(spec.parameter_names), len(spec.wavelengths_nm)
+    stored = 8 * n_par + 8 + 16 * n_wl + (64 * n_wl if spec.store_jones else 0) + 1
+    return stored, 2 * (stored + 8 * (n_par + 1))
+
+
+def _solve_bytes(spec: LibrarySpec, batch: int, harmonics=None, grid=None) -> int:
+    solver = spec.solver
+    return rcwa_memory_bytes(
+        solver.harmonics if harmonics is None else harmonics,
+        solver.grid if grid is None else grid,
+        batch=batch,
+        wavelengths=len(spec.wavelengths_nm),
+    )
+
+
+def check_resources(spec: LibrarySpec, path=None, chunk_size: int = 128, workers: int = 1):
+    """Refuse, before anything is allocated, a build that cannot fit this machine.
+
+    Checks the memory of creating the file (``count`` designs), the disk it takes at ``path``
+    (if given; a file already there counts as space already taken), and the RCWA of one chunk
+    on each of ``workers`` local processes (``workers=0``: the solves run elsewhere).
+
+    Raises
+    ------
+    hyplex.optics.memory.MemoryBudgetError
+        A ValueError whose message names the setting (``count``, ``harmonics``, ``grid`` or
+        ``chunk_size``), what it needs, what the machine has, and what would fit; its
+        ``setting`` attribute holds the setting's name.
+    """
+    available = available_memory_bytes()
+    stored, in_memory = design_bytes(spec)
+    count = spec.count
+    check_memory(
+        count * in_memory,
+        f"count={count:,} designs ({format_bytes(in_memory)} each while the file is created)",
+        setting="count",
+        value=count,
+        hint=fits_hint(lambda k: k * in_memory, available, "count", low=1),
+        available=available,
+    )
+    if path is not None:
+        path = Path(path)
+        existing = path.stat().st_size if path.is_file() else 0
+        check_disk(
+            count * stored - existing,
+            path,
+            f"count={count:,} designs ({format_bytes(stored)} each in {path.name})",
+            setting="count",
+            value=count,
+        )
+    if workers < 1:
+        return
+    batch = min(int(chunk_size), count)
+    if workers * _solve_bytes(spec, batch) <= available:
+        return
+    (m, n), grid, n_wl = spec.solver.harmonics, spec.solver.grid, len(spec.wavelengths_nm)
+    one = _solve_bytes(spec, 1)
+    if one > available:  # not even one design: the harmonics or the grid are too large
+        if _solve_bytes(spec, 1, grid=1) > available:
+            what = (
+                f"harmonics={m if m == n else (m, n)} ({(2 * m + 1) * (2 * n + 1):,} orders; "
+                f"the RCWA of one design at {n_wl} wavelengths)"
+            )
+            setting, value, estimate = "harmonics", m, lambda k: _solve_bytes(spec, 1, k)
+        else:
+            what = (
+                f"grid={grid[0] if grid[0] == grid[1] else grid} pixels per side (the RCWA of "
+                f"one design at {n_wl} wavelengths)"
+            )
+            setting, value = "grid", grid[0]
+            estimate = lambda k: _solve_bytes(spec, 1, grid=k)  # noqa: E731
+        check_memory(
+            one,
+            what,
+            setting=setting,
+            value=value,
+            hint=fits_hint(estimate, available, setting, low=int(setting == "grid")),
+            available=available,
+        )
+    check_memory(
+        workers * _solve_bytes(spec, batch),
+        f"chunk_size={batch} designs x {n_wl} wavelengths per RCWA call"
+        + (f" on each of {workers} workers" if workers > 1 else ""),
+        setting="chunk_size",
+        value=batch,
+        hint=fits_hint(lambda k: workers * _solve_bytes(spec, k), available, "chunk_size", low=1),
+        available=available,
+    )
 
 
 def spec_to_dict(spec: LibrarySpec) -> dict:
