@@ -55,6 +55,9 @@ __all__ = [
     "read_metadata",
     "check_same_grid",
     "open_library",
+    "LibraryWarning",
+    "nonfinite_designs",
+    "NONFINITE_POLICIES",
 ]
 
 FORMAT = "hyplex-response-library"
@@ -65,6 +68,14 @@ _STRING = h5py.string_dtype()
 
 class LibraryError(ValueError):
     """A library file is missing, corrupt, foreign, or does not match what was asked for."""
+
+
+class LibraryWarning(UserWarning):
+    """A library file is readable but holds suspect data (NaN or inf in finished designs)."""
+
+
+#: What :func:`read_library` does with finished designs whose arrays hold NaN or inf.
+NONFINITE_POLICIES = ("warn", "raise", "drop", "keep")
 
 
 @dataclass(frozen=True)
@@ -287,17 +298,61 @@ def read_metadata(path, locking: bool = True) -> dict:
     Returns a dict with ``family, parameter_names, period_nm, material, substrate,
     superstrate, solver`` (:class:`SolverSettings`), ``wavelengths_nm`` ``(L,)``,
     ``generation`` (dict or None), ``provenance``, ``count`` (N), ``done`` (number of
-    computed designs), ``has_jones``, ``has_density`` and ``solve_seconds`` (total).
-    ``locking=False`` reads a library that a build is still writing.
+    computed designs), ``has_jones``, ``has_density``, ``solve_seconds`` (total) and
+    ``nonfinite`` (int array: the finished designs whose spectra, Jones matrices, parameters
+    or thickness hold NaN or inf; a build never commits those, so they mean a corrupt or
+    hand-made file). ``locking=False`` reads a library that a build is still writing.
     """
     with open_library(path, "r", locking) as handle:
+        done = handle["done"][()].astype(bool)
         return _metadata(handle, path) | {
-            "count": int(handle["done"].shape[0]),
-            "done": int(np.count_nonzero(handle["done"][()])),
+            "count": int(done.shape[0]),
+            "done": int(np.count_nonzero(done)),
             "has_jones": "t" in handle,
             "has_density": "density" in handle,
             "solve_seconds": float(np.nansum(handle["solve_seconds"][()])),
+            "nonfinite": _scan_nonfinite(handle, done),
         }
+
+
+_SCAN_ROWS = 1 << 15  # designs read at a time when scanning a file for NaN/inf
+
+
+def _scan_nonfinite(handle: h5py.File, done: np.ndarray) -> np.ndarray:
+    """Indices of finished designs with NaN/inf, read a block of designs at a time."""
+    found = []
+    for start in range(0, done.size, _SCAN_ROWS):
+        stop = min(start + _SCAN_ROWS, done.size)
+        arrays = {name: handle[name][start:stop] for name in _PER_DESIGN if name in handle}
+        bad = _nonfinite_rows(arrays) & done[start:stop]
+        found.append(start + np.flatnonzero(bad))
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+_PER_DESIGN = ("params_nm", "thickness_nm", "T", "t")
+
+
+def _nonfinite_rows(arrays: dict) -> np.ndarray:
+    rows = None
+    for value in arrays.values():
+        if value is None:
+            continue
+        value = np.asarray(value)
+        bad = ~np.isfinite(value.reshape(value.shape[0], -1)).all(axis=1)
+        rows = bad if rows is None else rows | bad
+    return rows
+
+
+def nonfinite_designs(library: ResponseLibrary) -> np.ndarray:
+    """Indices of the finished (``done``) designs whose ``T``, ``t``, ``params_nm`` or
+    ``thickness_nm`` hold NaN or inf. Designs not done are NaN by design and not counted."""
+    rows = _nonfinite_rows({name: getattr(library, name) for name in _PER_DESIGN})
+    return np.flatnonzero(rows & library.done)
+
+
+def _describe_indices(indices: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    return shown + (f", ... ({indices.size - limit} more)" if indices.size > limit else "")
 
 
 def _metadata(handle: h5py.File, path) -> dict:
@@ -328,17 +383,47 @@ def _metadata(handle: h5py.File, path) -> dict:
     return meta
 
 
-def read_library(path, locking: bool = True) -> ResponseLibrary:
+def read_library(path, locking: bool = True, nonfinite: str = "warn") -> ResponseLibrary:
     """Load a whole library file into memory (designs not yet computed have ``done=False``).
 
     ``locking=False`` reads a library that a build is still writing (its finished designs).
+
+    ``nonfinite`` says what to do with finished designs whose arrays hold NaN or inf (see
+    :func:`nonfinite_designs`; a build never writes those): ``"warn"`` (default) loads them
+    and issues a :class:`LibraryWarning` naming them, ``"raise"`` refuses the file,
+    ``"drop"`` marks them not done (``done=False``, ``T`` NaN, kept in place so indices
+    still match the file; :meth:`ResponseLibrary.completed` leaves them out), ``"keep"``
+    loads them silently.
 
     Raises
     ------
     LibraryError
         If the file is missing, not HDF5, not a hyplex response library, of another format
-        version, or its datasets have inconsistent shapes.
+        version, or its datasets have inconsistent shapes; with ``nonfinite="raise"``, if a
+        finished design holds NaN or inf.
     """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+    library = _read_library(path, locking)
+    bad = nonfinite_designs(library) if nonfinite != "keep" else np.zeros(0, dtype=np.int64)
+    if bad.size == 0:
+        return library
+    what = f"{path}: {bad.size} finished designs hold NaN or inf: {_describe_indices(bad)}"
+    if nonfinite == "raise":
+        raise LibraryError(what + " (rebuild them, or read with nonfinite='drop')")
+    if nonfinite == "warn":
+        import warnings
+
+        warnings.warn(what, LibraryWarning, stacklevel=2)
+        return library
+    library.done[bad] = False
+    library.T[bad] = np.nan
+    if library.t is not None:
+        library.t[bad] = np.nan
+    return library
+
+
+def _read_library(path, locking: bool = True) -> ResponseLibrary:
     with open_library(path, "r", locking) as handle:
         meta = _metadata(handle, path)
         # done first: a design flagged done has its spectra on disk already (see LibraryWriter),
