@@ -60,10 +60,13 @@ def build(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Generate (or resume) a library of COUNT designs, batched through the RCWA."""
+    from hyplex.cli.checks import memory_bad_parameter, output_file
     from hyplex.optics.library import LibraryError, SolverSettings
     from hyplex.optics.library_build import build_library
-    from hyplex.optics.library_spec import LibrarySpec
+    from hyplex.optics.library_spec import LibrarySpec, check_resources
+    from hyplex.optics.memory import MemoryBudgetError
 
+    output_file(out, "--out", "a library file path (.h5)")
     try:
         spec = LibrarySpec(
             family=family,
@@ -83,6 +86,10 @@ def build(
             store_jones=jones,
             seed=seed,
         )
+        # before anything is allocated: the file in memory and on disk, one chunk's RCWA
+        check_resources(spec, out, chunk_size, 1 if serial else 0 if scheduler else workers)
+    except MemoryBudgetError as error:
+        raise memory_bad_parameter(error) from None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     where = "this process" if serial else (scheduler or f"a LocalCluster of {workers} workers")
@@ -97,6 +104,8 @@ def build(
             serial=serial,
             progress=progress,
         )
+    except MemoryBudgetError as error:  # a resumed file's own chunk size
+        raise memory_bad_parameter(error) from None
     except LibraryError as error:
         _fail(error)
     typer.echo(
@@ -135,12 +144,23 @@ def info(
         "has_density": meta["has_density"],
         "generation": meta["generation"],
         "solve_seconds": round(meta["solve_seconds"], 3),
+        "nonfinite_designs": [int(i) for i in meta["nonfinite"]],
         **meta["provenance"],
     }
+    bad = meta["nonfinite"]
+    if bad.size:
+        shown = ", ".join(str(int(i)) for i in bad[:20]) + (", ..." if bad.size > 20 else "")
+        typer.echo(
+            f"warning: {bad.size} of {meta['done']} finished designs hold NaN or inf "
+            f"(designs {shown}); `hyplex library plot` marks them",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(summary))
         return
     for key, value in summary.items():
+        if key == "nonfinite_designs":
+            value = f"{len(value)}" + (f" ({shown})" if bad.size else "")
         typer.echo(f"{key:18s} {value}")
 
 
@@ -159,17 +179,25 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hyplex.optics.library import LibraryError, read_library
+    from hyplex.optics.library import LibraryError, nonfinite_designs, read_library
 
     try:
-        library = read_library(path, locking=False).completed()
+        library = read_library(path, locking=False, nonfinite="keep").completed()
     except LibraryError as error:
         _fail(error)
     if len(library) == 0:
         _fail(ValueError(f"{path} has no finished designs yet"))
+    bad = nonfinite_designs(library)  # indices into the finished designs
+    if bad.size:
+        typer.echo(
+            f"warning: {bad.size} of {len(library)} finished designs hold NaN or inf; "
+            "marked with red crosses, left out of the spectra and the mean",
+            err=True,
+        )
+    good = np.setdiff1d(np.arange(len(library)), bad)
     out = out or Path(path).with_suffix(".png")
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(library), size=min(designs, len(library)), replace=False)
+    picks = rng.choice(good, size=min(designs, good.size), replace=False) if good.size else []
     wl = library.wavelengths_nm
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, index in enumerate(picks):
@@ -183,14 +211,26 @@ def plot(
         left.plot(wl, library.T[index, :, 1], color=colour, linestyle="--")
     left.set(xlabel="wavelength (nm)", ylabel="T (solid TE, dashed TM)", ylim=(0, 1))
     left.legend(fontsize=6)
-    mean_t = library.T.mean(axis=(1, 2))
+    mean_t = library.T[good].mean(axis=(1, 2))
     points = right.scatter(
-        library.params_nm[:, 0], library.thickness_nm, c=mean_t, s=4, cmap="viridis"
+        library.params_nm[good, 0], library.thickness_nm[good], c=mean_t, s=4, cmap="viridis"
     )
+    title = f"{library.family}: {len(library)} designs, mean T over band and polarisation"
+    if bad.size:
+        right.scatter(
+            np.nan_to_num(library.params_nm[bad, 0]),
+            np.nan_to_num(library.thickness_nm[bad]),
+            marker="x",
+            color="red",
+            s=24,
+            label=f"{bad.size} with NaN/inf",
+        )
+        right.legend(fontsize=7, loc="upper right")
+        title += f"\n{bad.size} designs hold NaN/inf (red x)"
     right.set(
         xlabel=f"{library.parameter_names[0]}",
         ylabel="thickness (nm)",
-        title=f"{library.family}: {len(library)} designs, mean T over band and polarisation",
+        title=title,
     )
     fig.colorbar(points, ax=right)
     fig.tight_layout()

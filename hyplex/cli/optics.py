@@ -52,9 +52,16 @@ def spectrum(
 
 
 def _spectrum(radius_nm, period_nm, height_nm, material, substrate, harmonics, points, out):
+    from hyplex.cli.checks import memory_bad_parameter, output_file
     from hyplex.cli.pillar_spectrum import PillarFilter, pillar_spectrum, plot_spectrum
+    from hyplex.optics.memory import MemoryBudgetError
 
+    output_file(out, "--out", "a PNG file path (a .csv goes beside it)")
     design = PillarFilter(radius_nm, period_nm, height_nm, material, substrate, harmonics)
+    try:
+        _check_spectrum_memory(design, points)
+    except MemoryBudgetError as error:
+        raise memory_bad_parameter(error) from None
     wl = np.linspace(400.0, 1000.0, points)
     typer.echo(f"RCWA: {design} at {points} wavelengths ...")
     start = time.perf_counter()
@@ -79,6 +86,41 @@ def _spectrum(radius_nm, period_nm, height_nm, material, substrate, harmonics, p
         f"{wl[T.argmin()]:.0f} nm, mean {T.mean():.3f}"
     )
     typer.echo(f"wrote {png} and {csv}")
+
+
+def _check_spectrum_memory(design, points: int) -> None:
+    """Refuse harmonics or wavelength counts whose RCWA cannot fit, before it allocates."""
+    from hyplex.optics.memory import (
+        available_memory_bytes,
+        check_memory,
+        fits_hint,
+        rcwa_memory_bytes,
+    )
+
+    available = available_memory_bytes()
+    grid = design.grid
+
+    def needed(harmonics: int, wavelengths: int) -> int:
+        return rcwa_memory_bytes(harmonics, grid, batch=1, wavelengths=wavelengths)
+
+    m = design.harmonics
+    if needed(m, 1) > available:
+        check_memory(
+            needed(m, 1),
+            f"harmonics={m} ({(2 * m + 1) ** 2:,} orders, the RCWA at one wavelength)",
+            setting="harmonics",
+            value=m,
+            hint=fits_hint(lambda k: needed(k, 1), available, "harmonics"),
+            available=available,
+        )
+    check_memory(
+        needed(m, points),
+        f"points={points:,} wavelengths at harmonics={m}",
+        setting="points",
+        value=points,
+        hint=fits_hint(lambda k: needed(m, k), available, "points", low=1),
+        available=available,
+    )
 
 
 @optics_app.command("materials")
