@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .design_space import DesignSpace, RCWASpectrum
 from .geometry import ParametricShape
+from .memory import available_memory_bytes, check_memory, fits_hint, rcwa_memory_bytes
 from .swarm import particle_swarm
 
 __all__ = ["DesignSpace", "RCWASpectrum", "Budget", "InverseResult", "design", "METHODS"]
@@ -304,6 +305,42 @@ def _check_target(target_T, wavelengths_nm) -> tuple[torch.Tensor, torch.Tensor]
     return target, wavelengths
 
 
+def _check_memory(method: str, budget: Budget, harmonics: int, grid, n_wavelengths: int) -> None:
+    """Refuse, before the first solve, harmonics or a grid whose largest RCWA call (the
+    screen without gradients, or a gradient step) cannot fit in memory."""
+    batch = {"rcwa": budget.screen, "surrogate": budget.verify, "swarm": budget.swarm_size}
+    graded = budget.restarts if method == "rcwa" and budget.steps > 0 else 1
+
+    def needed(m: int, pixels) -> int:
+        return max(
+            rcwa_memory_bytes(m, pixels, batch=max(batch[method], 1), wavelengths=n_wavelengths),
+            rcwa_memory_bytes(m, pixels, batch=graded, wavelengths=n_wavelengths, grad=True),
+        )
+
+    available = available_memory_bytes()
+    if needed(harmonics, grid) <= available:
+        return
+    if needed(harmonics, 1) > available:
+        check_memory(
+            needed(harmonics, grid),
+            f"harmonics={harmonics} ({(2 * harmonics + 1) ** 2:,} orders, {n_wavelengths} "
+            "wavelengths)",
+            setting="harmonics",
+            value=harmonics,
+            hint=fits_hint(lambda k: needed(k, grid), available, "harmonics"),
+            available=available,
+        )
+    side = grid[0] if grid[0] == grid[1] else tuple(grid)
+    check_memory(
+        needed(harmonics, grid),
+        f"grid={side} pixels per side at harmonics={harmonics}",
+        setting="grid",
+        value=side,
+        hint=fits_hint(lambda k: needed(harmonics, k), available, "grid", low=1),
+        available=available,
+    )
+
+
 def design(
     target_T,
     wavelengths_nm,
@@ -362,6 +399,7 @@ def design(
     target, wavelengths = _check_target(target_T, wavelengths_nm)
     if not isinstance(harmonics, int) or harmonics < 0:
         raise ValueError(f"harmonics must be an integer >= 0, got {harmonics!r}")
+    _check_memory(method, budget, harmonics, grid, wavelengths.numel())
     space = DesignSpace(family, float(period_nm), tuple(thickness_bounds_nm), float(min_feature_nm))
     rcwa = RCWASpectrum(space, wavelengths, material, substrate, superstrate, harmonics, grid)
     target = target.to(device)

@@ -159,8 +159,11 @@ def inverse(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from hyplex.cli.checks import memory_bad_parameter, output_file
     from hyplex.optics.inverse import design
+    from hyplex.optics.memory import MemoryBudgetError
 
+    output_file(out, "--out", "a JSON file path (a .png goes beside it)")
     try:
         wavelengths, spectrum = read_target(target)
         model = None
@@ -186,6 +189,8 @@ def inverse(
             surrogate=model,
             seed=seed,
         )
+    except MemoryBudgetError as error:
+        raise memory_bad_parameter(error) from None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     out.parent.mkdir(parents=True, exist_ok=True)
