@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         """Dark -> flat -> registration -> EMVA 1288 -> spectral sweep, on the simulated bench."""
         if camera != "sim":
             raise typer.BadParameter("only --camera sim is supported", param_hint="--camera")
+        _check_options(out, report, pitch_px, rotation_deg, rows, cols, resume, design)
         from tqdm import tqdm
 
         from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
@@ -48,14 +49,23 @@ def register(app: typer.Typer) -> None:
         if design is None:
             if fabricate:
                 raise typer.BadParameter("--fabricate needs --design", param_hint="--fabricate")
-            twin = default_camera(prototype_grid(), (rows, cols), pitch_px, rotation_deg)
+            try:
+                twin = default_camera(prototype_grid(), (rows, cols), pitch_px, rotation_deg)
+            except ValueError as error:  # a mosaic that does not fit the sensor
+                raise typer.BadParameter(str(error)) from None
         else:
             from hyplex.hil.measured_response import design_twin
-            from hyplex.models.bundle import load_bundle
+            from hyplex.models.bundle import BundleError, load_bundle
             from hyplex.simulation.fabrication import FabricationError
 
+            try:
+                bundle = load_bundle(design)
+            except (BundleError, OSError, ValueError) as error:
+                raise typer.BadParameter(
+                    f"{error} (expected a design bundle folder)", param_hint="'--design'"
+                ) from None
             twin, _ = design_twin(
-                load_bundle(design),
+                bundle,
                 (rows, cols),
                 pitch_px,
                 rotation_deg,
@@ -84,3 +94,31 @@ def register(app: typer.Typer) -> None:
             f"K = {float(emva['system_gain_pooled_dn_per_e']):.4f} DN/e- "
             f"(true {twin.sensor.system_gain_dn_per_e})"
         )
+
+
+def _check_options(out, report, pitch_px, rotation_deg, rows, cols, resume, design) -> None:
+    """One line per wrong value, before the seconds of simulated bench work."""
+    from hyplex.cli.checks import check_sim_sensor, finite, output_file
+
+    output_file(out, "--out", "a calibration file path (.h5)")
+    output_file(report, "--report", "a PNG file path")
+    finite(pitch_px, "--pitch-px", positive=True, unit="sensor pixels per sub-filter")
+    finite(rotation_deg, "--rotation-deg", unit="degrees")
+    # the sweep and EMVA steps hold stacks of frames and their float means
+    check_sim_sensor(f"--rows {rows} --cols {cols}", rows, cols, frames=32, option="--rows")
+    if design is not None and not design.is_dir():
+        raise typer.BadParameter(
+            f"{design} is not a folder; expected a design bundle folder (hyplex design)",
+            param_hint="'--design'",
+        )
+    if resume and out.exists():
+        from hyplex.calibration.store import load_calibration
+
+        try:
+            load_calibration(out, allow_partial=True)
+        except (OSError, KeyError, ValueError) as error:
+            raise typer.BadParameter(
+                f"{out} cannot be resumed: {error}; expected a hyplex calibration file "
+                "(an interrupted `hyplex calibrate`)",
+                param_hint="'--resume'",
+            ) from None
