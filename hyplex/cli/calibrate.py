@@ -105,7 +105,7 @@ def _check_options(out, report, pitch_px, rotation_deg, rows, cols, resume, desi
     finite(pitch_px, "--pitch-px", positive=True, unit="sensor pixels per sub-filter")
     finite(rotation_deg, "--rotation-deg", unit="degrees")
     # the sweep and EMVA steps hold stacks of frames and their float means
-    check_sim_sensor(f"--rows {rows} --cols {cols}", rows, cols, frames=32, option="--rows")
+    check_sim_sensor(f"{rows} rows x {cols} cols", rows, cols, frames=32, option="--rows")
     if design is not None and not design.is_dir():
         raise typer.BadParameter(
             f"{design} is not a folder; expected a design bundle folder (hyplex design)",

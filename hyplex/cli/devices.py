@@ -65,6 +65,37 @@ def parse_shape(text: str) -> tuple[int, int]:
     return rows, cols
 
 
+def check_stream_options(camera, policy, exposure_us, frame_rate_hz, sim_shape, buffer=4):
+    """One line per wrong value, before the camera (or the twin, seconds) is opened."""
+    from hyplex.cli.checks import check_sim_sensor, finite
+    from hyplex.devices.ring import OverflowPolicy
+
+    try:
+        OverflowPolicy.parse(policy)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--policy'") from None
+    finite(exposure_us, "--exposure-us", positive=True, unit="us")
+    finite(frame_rate_hz, "--frame-rate-hz", positive=True, unit="Hz")
+    if camera == "sim":
+        rows, cols = parse_shape(sim_shape)
+        # the looped noisy frames, the ring's slots and the device's buffers, uint16 each
+        check_sim_sensor(sim_shape, rows, cols, frames=3 + buffer + 4)
+
+
+def apply_settings(device, **settings) -> None:
+    """Set camera properties (``exposure_us=...``); the camera's range error becomes one line
+    naming the option."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        try:
+            setattr(device, name, value)
+        except ValueError as error:
+            raise typer.BadParameter(
+                str(error), param_hint=f"'--{name.replace('_', '-')}'"
+            ) from None
+
+
 def _open(camera: str, sim_shape: str, cycle_frames: int):
     from hyplex.devices.discovery import open_camera
 
@@ -99,6 +130,7 @@ def stream_command(
     from hyplex.devices.errors import CameraError, RecordingError, StreamEnded
     from hyplex.devices.recorder import Recorder, StreamSpec, check_target
 
+    check_stream_options(camera, policy, exposure_us, frame_rate_hz, sim_shape, buffer)
     if record is not None:
         try:  # before the camera is built; the recorder checks again under its lock
             check_target(record, overwrite)
@@ -108,10 +140,7 @@ def stream_command(
     device = _open(camera, sim_shape, cycle_frames)
     try:
         device.open()
-        if exposure_us is not None:
-            device.exposure_us = exposure_us
-        if frame_rate_hz is not None:
-            device.frame_rate_hz = frame_rate_hz
+        apply_settings(device, exposure_us=exposure_us, frame_rate_hz=frame_rate_hz)
         recorder = (
             Recorder(record, StreamSpec.for_camera(device), overwrite=overwrite) if record else None
         )
