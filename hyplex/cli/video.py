@@ -61,6 +61,52 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
+def check_bands(bands, reconstructor, segmenter, bundle, text: str | None = None) -> None:
+    """Refuse band indices the reconstructor does not output, before any input is decoded.
+    Models that do not load are left to the jobs, which report them per input."""
+    from hyplex.pipeline.batch import SegmentJob, job_models, output_channels
+
+    job = SegmentJob(
+        input="",
+        out_dir="",
+        reconstructor=reconstructor and str(reconstructor),
+        segmenter=segmenter and str(segmenter),
+        bundle=bundle and str(bundle),
+    )
+    try:
+        models = job_models(job)
+    except (ImportError, OSError, RuntimeError, ValueError):
+        return
+    if models["reconstructor"] is None:
+        raise typer.BadParameter(
+            f"{_bands_text(bands, text)}: no reconstructor to take bands from; expected "
+            "--reconstructor or a --bundle with one",
+            param_hint="'--bands'",
+        )
+    count = None if models.get("wavelengths_nm") is None else len(models["wavelengths_nm"])
+    if count is None:
+        layout = models.get("layout")
+        try:
+            count = output_channels(
+                models["reconstructor"], None, layout.n_filters if layout else 9
+            )
+        except (RuntimeError, ValueError):
+            return  # the input's own layout decides; the job reports a mismatch
+    outside = [b for b in bands if b >= count]
+    if outside:
+        raise typer.BadParameter(
+            f"{_bands_text(bands, text)} asks for band {outside[0]}; the reconstructor gives "
+            f"{count} bands, so expected indices 0..{count - 1}",
+            param_hint="'--bands'",
+        )
+
+
+def _bands_text(bands, text: str | None) -> str:
+    if text is not None:
+        return repr(text)
+    return ",".join(str(b) for b in bands[:8]) + (",..." if len(bands) > 8 else "")
+
+
 def segment_command(
     inputs: Inputs,
     out: OutDir = Path("out/segment"),
@@ -108,12 +154,18 @@ def segment_command(
                 load_module(path, role)
             except ValueError as error:
                 raise typer.BadParameter(str(error), param_hint=f"--{role}") from None
+    from hyplex.cli.checks import output_dir
+
+    output_dir(out, "--out", "a folder for the outputs")
+    kept = parse_bands(bands)
+    if kept is not None:
+        check_bands(kept, reconstructor, segmenter, bundle, text=bands)
     inference = {
         "batch_size": batch,
         "device": device,
         "precision": precision,
         "compile": compile_models,
-        "bands": parse_bands(bands),
+        "bands": kept,
     }
     if input_scale_dn is not None:
         inference["input_scale_dn"] = input_scale_dn
@@ -172,7 +224,12 @@ def view_command(
     segmenter: ModelFile = None,
     bundle: Bundle = None,
     calibration: CalibrationFile = None,
-    pitch_px: Annotated[float, typer.Option(min=0.5, help="Pitch without a layout, px.")] = 7.287,
+    pitch_px: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5, help="Pitch without a layout, px (default 7.287; sim: 3 below 1000 px)."
+        ),
+    ] = None,
     seconds: Annotated[
         float | None, typer.Option(help="Serve this long (default: Ctrl-C).")
     ] = None,
@@ -180,18 +237,19 @@ def view_command(
     """Serve the live viewer: raw frame, reconstructed cube, segmentation, spectrum on click.
 
     With --camera sim, the twin looks at a synthetic video and the decoders are fitted on the
-    twin in a few seconds (no weights to download); other cameras need model files.
+    twin in a few seconds (no weights to download), so model options are refused there;
+    other cameras need model files.
     """
+    if camera == "sim":  # before the (slow) imports of the viewer
+        shape = check_sim_view(sim_shape, pitch_px, reconstructor, segmenter, bundle, calibration)
     from hyplex.viewer.server import LiveSession, ViewerServer, simulated_session
 
     if camera == "sim":
-        from hyplex.cli.devices import parse_shape
-
         typer.echo("building the camera twin and fitting decoders on it ...", err=True)
-        session = simulated_session(sensor_shape=parse_shape(sim_shape))
+        session = simulated_session(sensor_shape=shape, pitch_px=pitch_px)
     else:
         session = _camera_session(
-            camera, reconstructor, segmenter, bundle, calibration, pitch_px, LiveSession
+            camera, reconstructor, segmenter, bundle, calibration, pitch_px or 7.287, LiveSession
         )
     session.start()
     server = ViewerServer(session, host=host, port=port).start()
@@ -206,6 +264,39 @@ def view_command(
         server.stop()
         session.stop()
     typer.echo(json.dumps({k: v for k, v in session.status().items() if k != "wavelengths_nm"}))
+
+
+def check_sim_view(sim_shape, pitch_px, reconstructor, segmenter, bundle, calibration):
+    """The simulated sensor's ``(rows, cols)``, after refusing what the simulated viewer
+    cannot honour: model files (its decoders are fitted on the twin), a sensor that does not
+    fit in memory, a pitch that does not fit the sensor."""
+    from hyplex.cli.checks import check_sim_sensor
+    from hyplex.cli.devices import parse_shape
+
+    given = {
+        "--reconstructor": reconstructor,
+        "--segmenter": segmenter,
+        "--bundle": bundle,
+        "--calibration": calibration,
+    }
+    for option, value in given.items():
+        if value is not None:
+            raise typer.BadParameter(
+                f"{value}: --camera sim fits its own decoders on the twin and has no "
+                f"calibration; expected no {option} with --camera sim (give a real --camera, "
+                "or `hyplex segment` a recording, to use model files)",
+                param_hint=f"'{option}'",
+            )
+    rows, cols = parse_shape(sim_shape)
+    check_sim_sensor(sim_shape, rows, cols, frames=16)  # the looped frames, ring, previews
+    if pitch_px is not None:
+        from hyplex.simulation.layout import MosaicLayout
+
+        try:
+            MosaicLayout.fit((rows, cols), pitch_px=pitch_px)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="'--pitch-px'") from None
+    return rows, cols
 
 
 def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch_px, session_cls):
