@@ -93,10 +93,12 @@ def design(
     steps: Steps = None,
 ) -> None:
     """Co-design a metasurface encoder with reconstruction and segmentation decoders."""
+    from hyplex.cli.checks import output_dir
     from hyplex.models import distributed
     from hyplex.models.bundle import save_bundle
     from hyplex.models.codesign import train_codesign
 
+    output_dir(out, "--out", "a folder for the checkpoint and the bundle")
     began = time.perf_counter()
     try:
         settings = resolve_config(config, quick, library, device, steps)

@@ -45,10 +45,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-fit the linear decoder and fine-tune the learned decoders on the measured
         responses; write a new bundle and print the recovered performance."""
+        from hyplex.cli.checks import input_file, output_dir
         from hyplex.hil.refit import RefitSettings, refit_bundle
         from hyplex.models.bundle import BundleError
 
+        if not design.is_dir():
+            raise typer.BadParameter(
+                f"{design} is not a folder; expected a design bundle folder (hyplex design)",
+                param_hint="'--design'",
+            )
+        input_file(calibration, "--calibration", "a calibration file (hyplex calibrate)")
         target = out or design.with_name(design.name + "_refit")
+        output_dir(target, "--out", "a folder for the refitted bundle")
         try:
             result, path = refit_bundle(
                 design, calibration, target, RefitSettings(steps=steps, seed=seed), overwrite

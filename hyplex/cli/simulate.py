@@ -41,6 +41,13 @@ def _missing_dependency(error: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _check_out(out: Path) -> None:
+    """A directory or a path under a file as --out is one line, before the scene is made."""
+    from hyplex.cli.checks import output_file
+
+    output_file(out, "--out", "an HDF5 file path (a .png preview goes beside it)")
+
+
 def _camera(scene_shape, grid, upsample, pitch_px):
     from hyplex.simulation.camera import default_camera
 
@@ -95,6 +102,7 @@ def scene(
     from hyplex.simulation.scene_io import write_scene
     from hyplex.simulation.scenes import make_scene
 
+    _check_out(out)
     start = time.perf_counter()
     try:
         wavelengths = named_grid(grid)
@@ -156,6 +164,7 @@ def video(
     from hyplex.simulation.scene_io import write_video
     from hyplex.simulation.video import make_video
 
+    _check_out(out)
     start = time.perf_counter()
     try:
         wavelengths = named_grid(grid)
