@@ -10,6 +10,10 @@
       GET /api/status               frames, fps, drops, corrupt, latency, cube shape, wavelengths
       GET /api/spectrum?row=&col=   the reconstructed spectrum of one metapixel (JSON)
 
+A bad query (an unknown view, a band or a metapixel outside the frame, a value that is not
+an integer) is answered 400 with ``{"detail": "..."}`` naming the value and what was expected;
+503 means no frame yet.
+
 The page shows the raw frame, an RGB (or one band) rendering of the reconstructed cube, the
 segmentation overlay, fps and drops; clicking a metapixel on either map fetches its spectrum
 and draws it (SVG). Images are sent at metapixel resolution times an integer scale and scaled
@@ -132,6 +136,13 @@ class LiveSession:
             else self.class_names[label],
         }
 
+    def band_count(self) -> int:
+        """Bands of the latest reconstructed cube (before the first one: the wavelengths')."""
+        result = self.latest
+        if result is not None and result.cube is not None:
+            return int(result.cube.shape[-1])
+        return int(self.wavelengths_nm.size)
+
     def image(self, view: str, band: int | None = None) -> np.ndarray | None:
         """RGB or grey uint8 image of the latest frame for ``view`` (None: nothing yet)."""
         result = self.latest
@@ -166,13 +177,35 @@ def create_app(session: LiveSession):
     # No ``from __future__ import annotations`` in this module: FastAPI reads these
     # annotations (Query) at run time to inject the arguments.
     from fastapi import FastAPI, HTTPException, Query
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
     app = FastAPI(title="hyplex live viewer")
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(request, error):
+        """400, not FastAPI's 422: one line per wrong parameter, naming the value."""
+        lines = []
+        for item in error.errors():
+            name = ".".join(str(part) for part in item.get("loc", ())[1:]) or "query"
+            lines.append(f"{name}={item.get('input')!r}: {item.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(lines) or "bad query"}, status_code=400)
+
     def check_view(view: str) -> None:
         if view not in VIEWS:
-            raise HTTPException(404, f"unknown view {view!r}; one of {list(VIEWS)}")
+            raise HTTPException(400, f"unknown view {view!r}; expected one of {list(VIEWS)}")
+
+    def check_band(band: int | None) -> None:
+        if band is None:
+            return
+        count = session.band_count()
+        if count == 0:
+            raise HTTPException(400, f"band={band}: no reconstructed bands to show")
+        if not 0 <= band < count:
+            raise HTTPException(
+                400,
+                f"band={band} is outside the {count} reconstructed bands; expected 0..{count - 1}",
+            )
 
     @app.get("/", response_class=HTMLResponse)
     def index():
@@ -194,7 +227,11 @@ def create_app(session: LiveSession):
     @app.get("/frame/{view}.jpg")
     def frame(view: str, band: int | None = None):
         check_view(view)
-        data = session.jpeg(view, band)
+        check_band(band)
+        try:
+            data = session.jpeg(view, band)
+        except ValueError as error:  # the cube changed between the check and the rendering
+            raise HTTPException(400, str(error)) from None
         if data is None:
             raise HTTPException(503, f"no {view} image yet")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -202,6 +239,7 @@ def create_app(session: LiveSession):
     @app.get("/stream/{view}")
     async def stream(view: str, band: int | None = None):
         check_view(view)
+        check_band(band)
 
         async def frames():  # cancelled by Starlette when the client goes away
             shown = -1

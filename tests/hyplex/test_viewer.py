@@ -1,7 +1,8 @@
-"""The live viewer in a real headless browser (Debian chromium + chromedriver, Selenium).
+"""The live viewer in a real headless browser (Debian chromium + chromedriver, Selenium), its
+HTTP endpoints over uvicorn, and its answers to bad queries (FastAPI's TestClient).
 
-Skipped only when chromium or chromedriver (apt: ``chromium chromium-driver``) or the Python
-packages (selenium, fastapi, uvicorn) are not installed.
+The browser test is skipped when chromium or chromedriver (apt: ``chromium chromium-driver``)
+or selenium are not installed; the module when fastapi or uvicorn are not.
 """
 
 import itertools
@@ -15,13 +16,16 @@ from torch import nn
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-webdriver = pytest.importorskip("selenium.webdriver")
+try:
+    from selenium import webdriver
+except ImportError:
+    webdriver = None
 
 from hyplex.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from hyplex.pipeline.inference import InferenceConfig, InferenceEngine  # noqa: E402
 from hyplex.pipeline.stages import Preprocessor  # noqa: E402
 from hyplex.simulation.layout import MosaicLayout  # noqa: E402
-from hyplex.viewer import LiveSession, ViewerServer  # noqa: E402
+from hyplex.viewer import LiveSession, ViewerServer, create_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or (
@@ -30,9 +34,10 @@ CHROMEDRIVER = shutil.which("chromedriver") or (
 SHAPE = (120, 160)
 N_BANDS = 34
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)",
+needs_browser = pytest.mark.skipif(
+    webdriver is None or CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs selenium, Debian chromium and chromium-driver (apt-get install chromium "
+    "chromium-driver)",
 )
 
 
@@ -118,6 +123,7 @@ return [canvas.width, canvas.height, hash];
 """
 
 
+@needs_browser
 def test_page_streams_frames_and_shows_spectrum_on_click(viewer, browser):
     from selenium.webdriver.common.by import By
 
@@ -170,6 +176,62 @@ def test_status_and_spectrum_endpoints(viewer):
     assert len(spectrum["values"]) == N_BANDS and spectrum["label"] in range(4)
     outside = httpx.get(viewer.url + "/api/spectrum", params={"row": h, "col": 0})
     assert outside.status_code == 400 and "outside" in outside.text
-    assert httpx.get(viewer.url + "/stream/nope").status_code == 404
+    assert httpx.get(viewer.url + "/stream/nope").status_code == 400
     jpeg = httpx.get(viewer.url + "/frame/overlay.jpg")
     assert jpeg.status_code == 200 and jpeg.content[:2] == b"\xff\xd8"
+
+
+@pytest.fixture(scope="module")
+def client():
+    """TestClient over a LiveSession that decoded three frames and stopped (its latest frame
+    stays), so every answer is deterministic."""
+    from fastapi.testclient import TestClient
+
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    layout = MosaicLayout.fit(SHAPE, pitch_px=3.0)
+    engine = InferenceEngine(
+        nn.Conv2d(9, N_BANDS, 1), nn.Conv2d(9, 4, 1), config=InferenceConfig(input_scale_dn=1e3)
+    )
+    pipeline = Pipeline(
+        Preprocessor(layout, SHAPE), engine, PipelineConfig(raw_preview_px=SHAPE[1])
+    )
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(800, 1200, SHAPE, dtype=np.uint16) for _ in range(3)]
+    wavelengths = np.linspace(400.0, 730.0, N_BANDS)
+    session = LiveSession(pipeline, iter(frames), wavelengths, ["a", "b", "c", "d"]).start()
+    assert session.wait_newer(0, 60.0), f"no frame decoded: {session.status()['error']}"
+    with TestClient(create_app(session)) as test_client:  # a 500 would raise here
+        yield test_client
+    session.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "named", "expected"),
+    [
+        ("/frame/band.jpg?band=-1", "band=-1", f"expected 0..{N_BANDS - 1}"),
+        (f"/frame/band.jpg?band={N_BANDS}", f"band={N_BANDS}", f"expected 0..{N_BANDS - 1}"),
+        ("/frame/rgb.jpg?band=100000", "band=100000", "outside"),
+        ("/frame/band.jpg?band=abc", "band='abc'", "integer"),
+        ("/frame/nope.jpg", "'nope'", "expected one of"),
+        ("/stream/band?band=-5", "band=-5", f"expected 0..{N_BANDS - 1}"),
+        ("/stream/nope", "'nope'", "expected one of"),
+        ("/api/spectrum?row=-1&col=0", "(-1, 0)", "outside"),
+        ("/api/spectrum?row=0&col=100000", "(0, 100000)", "outside"),
+        ("/api/spectrum?row=x&col=0", "row='x'", "integer"),
+        ("/api/spectrum?row=1", "col=None", "required"),
+    ],
+)
+def test_a_bad_query_is_a_400_naming_the_value(client, url, named, expected):
+    response = client.get(url)
+    assert response.status_code == 400, (url, response.status_code, response.text)
+    detail = response.json()["detail"]
+    assert named in detail and expected in detail, detail
+
+
+def test_good_queries_still_answer(client):
+    jpeg = client.get(f"/frame/band.jpg?band={N_BANDS - 1}")
+    assert jpeg.status_code == 200 and jpeg.content[:2] == b"\xff\xd8"
+    assert client.get("/frame/overlay.jpg").status_code == 200
+    spectrum = client.get("/api/spectrum", params={"row": 0, "col": 0}).json()
+    assert len(spectrum["values"]) == N_BANDS
