@@ -108,7 +108,9 @@ def _check_options(out, report, pitch_px, rotation_deg, rows, cols, resume, desi
     check_sim_sensor(f"{rows} rows x {cols} cols", rows, cols, frames=32, option="--rows")
     if design is not None and not design.is_dir():
         raise typer.BadParameter(
-            f"{design} is not a folder; expected a design bundle folder (hyplex design)",
+            f"{design}: "
+            + ("a file" if design.exists() else "no such bundle folder")
+            + "; expected a design bundle folder (hyplex design)",
             param_hint="'--design'",
         )
     if resume and out.exists():

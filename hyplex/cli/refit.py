@@ -49,14 +49,20 @@ def register(app: typer.Typer) -> None:
         from hyplex.hil.refit import RefitSettings, refit_bundle
         from hyplex.models.bundle import BundleError
 
-        if not design.is_dir():
-            raise typer.BadParameter(
-                f"{design} is not a folder; expected a design bundle folder (hyplex design)",
-                param_hint="'--design'",
-            )
-        input_file(calibration, "--calibration", "a calibration file (hyplex calibrate)")
         target = out or design.with_name(design.name + "_refit")
-        output_dir(target, "--out", "a folder for the refitted bundle")
+        try:  # one line, as the refit's own errors below, before the scenes are made
+            if not design.is_dir():
+                raise typer.BadParameter(
+                    f"{design}: "
+                    + ("a file" if design.exists() else "no such bundle folder")
+                    + "; expected a design bundle folder (hyplex design)",
+                    param_hint="'--design'",
+                )
+            input_file(calibration, "--calibration", "a calibration file (hyplex calibrate)")
+            output_dir(target, "--out", "a folder for the refitted bundle")
+        except typer.BadParameter as error:
+            typer.echo(f"error: {error.format_message()}", err=True)
+            raise typer.Exit(2) from None
         try:
             result, path = refit_bundle(
                 design, calibration, target, RefitSettings(steps=steps, seed=seed), overwrite
