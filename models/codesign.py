@@ -48,6 +48,7 @@ from hyplex.models.encoder import (
     temperature_schedule,
 )
 from hyplex.models.encoder_capture import CameraCapture, CaptureSettings
+from hyplex.optics.threads import apply_thread_policy
 
 __all__ = [
     "CodesignModel",
@@ -282,6 +283,7 @@ def train_codesign(
         the checkpoint holds the step).
     scene_cache : directory of the scene cache (default ``out_dir/scene_cache``).
     """
+    apply_thread_policy()  # one thread count for torch, numba and BLAS (optics.threads)
     context = distributed.init_distributed(config.device)
     device = context.device
     grid = config.wavelengths_nm

@@ -22,11 +22,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from .extras import require
 from .library import (
     LibraryError,
     ResponseLibrary,
@@ -37,8 +39,10 @@ from .library import (
     write_library,
 )
 from .library_spec import LibrarySpec, check_resources, sample_designs, solve_designs
+from .parallel import single_torch_thread
+from .threads import apply_thread_policy
 
-__all__ = ["BuildReport", "LibraryWriter", "build_library", "WORKER_ENV"]
+__all__ = ["BuildReport", "LibraryWriter", "build_library", "kept_environ", "WORKER_ENV"]
 
 #: Environment of LocalCluster workers: one thread each for BLAS, torch and hyplex's batch pool.
 WORKER_ENV = {
@@ -243,6 +247,7 @@ def build_library(
     path = Path(path)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 design, got {chunk_size}")
+    apply_thread_policy()
     if path.is_dir():
         raise LibraryError(f"{path} is a directory; expected a library file path (.h5)")
     meta = read_metadata(path) if path.exists() else None
@@ -292,8 +297,9 @@ def build_library(
         try:
             if serial or not tasks:
                 workers = 1
-                for task in tasks:
-                    commit(_solve_chunk(spec, *task))
+                with single_torch_thread():  # forward only: the policy's count comes back
+                    for task in tasks:
+                        commit(_solve_chunk(spec, *task))
             else:
                 workers = _run_distributed(spec, tasks, commit, scheduler, n_workers, client)
         finally:
@@ -308,9 +314,30 @@ def _progress_bar(total: int, initial: int, name: str, enabled: bool):
     return tqdm(total=total, initial=initial, unit="design", desc=name, disable=not enabled)
 
 
+@contextmanager
+def kept_environ():
+    """Give back this process's environment as it was before the block.
+
+    Dask's Nanny writes its pre-spawn variables (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``,
+    ``OPENBLAS_NUM_THREADS=1``, ``PYTHONHASHSEED``, ...) into the *parent's* ``os.environ``
+    when it starts a worker, so every later child process (and library loaded later) of a
+    program that once started a LocalCluster ran differently. Wrap the cluster's start in this.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
 def _run_distributed(spec, tasks, commit, scheduler, n_workers, client) -> int:
     """Submit every chunk to Dask and commit results as they complete; returns worker count."""
-    from distributed import Client, LocalCluster, as_completed
+    distributed = require("distributed", feature="a library build on Dask (--serial needs none)")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster  # noqa: N806
 
     owned = []
     if client is None:
@@ -319,14 +346,15 @@ def _run_distributed(spec, tasks, commit, scheduler, n_workers, client) -> int:
         else:
             if n_workers < 1:
                 raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-                env=WORKER_ENV,
-            )
+            with kept_environ():
+                cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                    env=WORKER_ENV,
+                )
             owned.append(cluster)
             client = Client(cluster)
         owned.insert(0, client)
@@ -334,7 +362,7 @@ def _run_distributed(spec, tasks, commit, scheduler, n_workers, client) -> int:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         futures = [client.submit(_solve_chunk, spec, *task, pure=False) for task in tasks]
         try:
-            for future in as_completed(futures):
+            for future in distributed.as_completed(futures):
                 commit(future.result())
         except BaseException:
             client.cancel(futures)

@@ -61,5 +61,20 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Compute threads for torch, numba and BLAS (default: HYPLEX_THREADS, else the "
+        "free cores: usable cores less the load average).",
+    ),
 ) -> None:
     """hyplex: snapshot hyperspectral imaging with metasurface encoders."""
+    # One thread policy for the whole command, before any library sizes its own pool
+    # (hyplex.optics.threads); light: torch and numba are set when a command imports them.
+    from hyplex.optics.threads import configure_threads
+
+    try:
+        configure_threads(threads)
+    except ValueError as error:  # a bad HYPLEX_THREADS
+        raise typer.BadParameter(str(error), param_hint="HYPLEX_THREADS") from error

@@ -46,7 +46,6 @@ Examples
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -54,6 +53,7 @@ from collections import deque
 import numpy as np
 
 from hyplex.devices.ring import FrameRing, RingClosed
+from hyplex.optics.threads import thread_policy
 from hyplex.pipeline.inference import DecodedBatch, InferenceConfig, InferenceEngine
 from hyplex.pipeline.sources import SourceItem, open_source
 from hyplex.pipeline.stages import CorruptFrame, Preprocessor, QueueClosed, StageQueue, check_frame
@@ -190,7 +190,8 @@ class Pipeline:
 
         threads = self.config.preprocess_threads
         if threads is None:
-            threads = (os.cpu_count() or 1) - (0 if self.engine.cuda else torch.get_num_threads())
+            cores = thread_policy().threads  # the process's compute threads (optics.threads)
+            threads = cores - (0 if self.engine.cuda else torch.get_num_threads())
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         ready.wait()
         ring = ring_holder.get("ring")

@@ -21,12 +21,13 @@ layout without copies), ``torch.set_num_threads`` sized to the cores left by pre
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+
+from hyplex.optics.threads import thread_policy
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -57,7 +58,8 @@ class InferenceConfig:
     segment_from : str
         "barcodes" (the segmenter reads the barcodes) or "cube" (the reconstructed cube).
     torch_threads : int or None
-        CPU threads for torch (None: the cores minus one for preprocessing, at least one).
+        CPU threads for torch (None: the thread policy's count minus one for preprocessing,
+        at least one; see :mod:`hyplex.optics.threads`).
     workers : int or None
         Frames (batches) decoded concurrently by separate threads, each with
         ``torch_threads``; results keep the frame order. None: the cores // ``torch_threads``
@@ -202,7 +204,7 @@ class InferenceEngine:
             raise ValueError("segment_from='cube' needs a reconstructor")
         self.device = resolve_device(self.config.device)
         self.cuda = self.device.type == "cuda"
-        cores = os.cpu_count() or 1
+        cores = thread_policy().threads  # the process's compute threads (optics.threads)
         threads = self.config.torch_threads or max(1, cores - 1)
         if not self.cuda:
             torch.set_num_threads(int(threads))
