@@ -30,7 +30,8 @@ $(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	# every optional part (`all`: devices, viewer, cluster, data) plus the test and benchmark tools
+	$(PY) -m pip install --quiet -e ".[dev,bench,all]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -42,8 +43,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Random test order (pytest-randomly; its seed is printed in the header: rerun an order with
+# `-p randomly --randomly-seed=N`), a per-test timeout (pyproject), one compute thread per test
+# process (tests/conftest.py sets HYPLEX_THREADS=1 unless it is set).
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p randomly
 
 test-slow: $(STAMP)
 	# pytest exits 5 when no test is marked slow: not a failure

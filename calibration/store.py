@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -68,7 +68,7 @@ class Provenance:
     devices: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     created_utc: str = field(
-        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
     software: str = field(default_factory=software_version)
 

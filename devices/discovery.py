@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from hyplex.devices.instrument_sim import SIMULATOR_CLASSES
+from hyplex.optics.extras import require
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,7 @@ def list_devices(genicam: bool = True) -> list[DeviceInfo]:
     if genicam:
         found += _genicam_devices()
     try:
-        from serial.tools import list_ports
-
+        list_ports = require("serial.tools.list_ports", feature="serial port listing")
         for port in list_ports.comports():
             found.append(DeviceInfo("instrument", "serial", port.device, port.description))
     except Exception:  # no serial enumeration on this platform
@@ -52,9 +52,7 @@ def _genicam_devices() -> list[DeviceInfo]:
     found = []
     for producer in find_producers():
         try:
-            from harvesters.core import Harvester
-
-            harvester = Harvester()
+            harvester = require("harvesters.core", feature="GenICam cameras").Harvester()
             harvester.add_file(str(producer))
             harvester.update()
             for index, info in enumerate(harvester.device_info_list):

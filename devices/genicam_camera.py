@@ -32,6 +32,7 @@ from hyplex.devices.errors import (
 )
 from hyplex.devices.frame import ROI, FrameStatus, PixelFormat
 from hyplex.devices.streaming import Grab, StreamingCamera, check_range
+from hyplex.optics.extras import require
 
 
 def find_producers(extra_paths=(), include_simulator: bool = True) -> list[Path]:
@@ -57,7 +58,7 @@ def find_producers(extra_paths=(), include_simulator: bool = True) -> list[Path]
 def simulator_producer() -> Path | None:
     """The ``viky.cti`` GenTL simulator inside the genicam wheel, if installed."""
     try:
-        import genicam
+        genicam = require("genicam", feature="the GenICam simulator producer")
     except ImportError:
         return None
     path = Path(genicam.__file__).resolve().parent / "viky.cti"
@@ -99,9 +100,7 @@ class GenICamCamera(StreamingCamera):
     # device hooks -------------------------------------------------------------------------
 
     def _open_device(self) -> None:
-        from harvesters.core import Harvester
-
-        harvester = Harvester()
+        harvester = require("harvesters.core", feature="the GenICam camera").Harvester()
         harvester.add_file(str(self.producer))
         harvester.update()
         infos = harvester.device_info_list

@@ -31,8 +31,13 @@ from hyplex.devices.errors import (
 )
 from hyplex.devices.frame import ROI, PixelFormat
 from hyplex.devices.streaming import Grab, StreamingCamera, check_range
+from hyplex.optics.extras import require
 
 V4L2_EXPOSURE_UNIT_US = 100.0
+
+
+def _cv2():
+    return require("cv2", feature="the OpenCV camera (devices, video files, image folders)")
 
 
 class OpenCVCamera(StreamingCamera):
@@ -83,7 +88,7 @@ class OpenCVCamera(StreamingCamera):
     # device hooks -------------------------------------------------------------------------
 
     def _open_capture(self):
-        import cv2
+        cv2 = _cv2()
 
         if self.is_device:
             capture = cv2.VideoCapture(self.source)
@@ -108,7 +113,7 @@ class OpenCVCamera(StreamingCamera):
         self._first = gray  # delivered as the first frame, so a file loses nothing
         self._counter = 0
         if self.is_device and self._frame_rate_hz:
-            import cv2
+            cv2 = _cv2()
 
             self._capture.set(cv2.CAP_PROP_FPS, float(self._frame_rate_hz))
 
@@ -121,7 +126,7 @@ class OpenCVCamera(StreamingCamera):
         self._next_due_ns = self.clock.now_ns()
 
     def _grab_into(self, out: np.ndarray, timeout_s: float) -> Grab:
-        import cv2
+        cv2 = _cv2()
 
         if self._frame_rate_hz and not self.is_device:  # pace files on the host clock
             wait_ns = self._next_due_ns - self.clock.now_ns()
@@ -166,7 +171,7 @@ class OpenCVCamera(StreamingCamera):
         return self.is_device and self._capture is not None and self._capture.get(prop) != -1
 
     def capabilities(self) -> CameraCapabilities:
-        import cv2
+        cv2 = _cv2()
 
         notes = []
         exposure = self._supports(cv2.CAP_PROP_EXPOSURE)
@@ -191,13 +196,13 @@ class OpenCVCamera(StreamingCamera):
 
     @property
     def exposure_us(self) -> float:
-        import cv2
+        cv2 = _cv2()
 
         return self._read_property(cv2.CAP_PROP_EXPOSURE, V4L2_EXPOSURE_UNIT_US)
 
     @exposure_us.setter
     def exposure_us(self, value: float) -> None:
-        import cv2
+        cv2 = _cv2()
 
         if not self._supports(cv2.CAP_PROP_EXPOSURE):
             raise SettingUnavailable(f"OpenCV source {self.source!r} has no exposure control")
@@ -207,13 +212,13 @@ class OpenCVCamera(StreamingCamera):
 
     @property
     def gain_db(self) -> float:
-        import cv2
+        cv2 = _cv2()
 
         return self._read_property(cv2.CAP_PROP_GAIN, 1.0)
 
     @gain_db.setter
     def gain_db(self, value: float) -> None:
-        import cv2
+        cv2 = _cv2()
 
         if not self._supports(cv2.CAP_PROP_GAIN):
             raise SettingUnavailable(f"OpenCV source {self.source!r} has no gain control")
@@ -223,7 +228,7 @@ class OpenCVCamera(StreamingCamera):
     @property
     def frame_rate_hz(self) -> float:
         if self.is_device and self._capture is not None:
-            import cv2
+            cv2 = _cv2()
 
             fps = self._capture.get(cv2.CAP_PROP_FPS)
             return math.nan if fps <= 0 else fps
@@ -235,7 +240,7 @@ class OpenCVCamera(StreamingCamera):
             value = check_range("frame_rate_hz", value, (0.01, 1e4), " Hz")
         self._frame_rate_hz = value
         if self.is_device and self._capture is not None and value:
-            import cv2
+            cv2 = _cv2()
 
             self._capture.set(cv2.CAP_PROP_FPS, value)
 
@@ -270,7 +275,7 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     """(H, W) grey from what OpenCV returns (grey, BGR or BGRA, uint8 or uint16)."""
     if image.ndim == 2:
         return image
-    import cv2
+    cv2 = _cv2()
 
     code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
     return cv2.cvtColor(image, code)

@@ -13,9 +13,13 @@ from __future__ import annotations
 import threading
 import urllib.parse
 
-from serial.serialutil import PortNotOpenError, SerialBase, SerialException
-
 from hyplex.devices.instrument_sim import InstrumentSimulator, resolve
+from hyplex.optics.extras import require
+
+_serialutil = require("serial.serialutil", feature="the simulated serial instruments")
+PortNotOpenError = _serialutil.PortNotOpenError
+SerialBase = _serialutil.SerialBase
+SerialException = _serialutil.SerialException
 
 
 class Serial(SerialBase):

@@ -123,7 +123,7 @@ class Recorder:
             self._file.attrs.update(
                 format=FORMAT_NAME,
                 version=FORMAT_VERSION,
-                created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                created=datetime.datetime.now(datetime.UTC).isoformat(),
             )
             self._streams = {name: self._create(name, spec) for name, spec in self.specs.items()}
             self._file.swmr_mode = True  # every dataset exists: from here on, crash-consistent

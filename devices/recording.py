@@ -22,6 +22,7 @@ import numpy as np
 from hyplex.devices.errors import RecordingError, RecordingTruncated
 from hyplex.devices.frame import FRAME_METADATA_DTYPE, Frame, FrameStatus, PixelFormat
 from hyplex.devices.swmr import check_chunks_within, check_superblock, open_swmr_reader
+from hyplex.optics.extras import require
 
 EXPORT_FORMATS = ("png", "tiff")
 
@@ -228,7 +229,7 @@ def export_frames(recording: Recording, folder, fmt="png", start=0, stop=None) -
 
     The files ``frame_%06d.<fmt>`` read back with ``OpenCVCamera("folder/frame_%06d.png")``.
     """
-    import cv2
+    cv2 = require("cv2", feature="exporting frames as images")
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")

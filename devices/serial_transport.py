@@ -23,9 +23,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import serial
-
 from hyplex.devices.errors import GarbledReply, InstrumentError, InstrumentTimeout
+from hyplex.optics.extras import require
+
+serial = require("serial", feature="the serial instruments")
 
 if "hyplex.devices" not in serial.protocol_handler_packages:
     serial.protocol_handler_packages.append("hyplex.devices")  # sim:// (protocol_sim.py)

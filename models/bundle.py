@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -101,7 +101,7 @@ def _provenance() -> dict:
         hyplex_version = version("hyplex")
     except PackageNotFoundError:
         hyplex_version = "0.0.0+unknown"
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     return {
         "hyplex_version": hyplex_version,
         "torch_version": torch.__version__,

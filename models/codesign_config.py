@@ -16,11 +16,11 @@ A TOML file holds the fields of :class:`CodesignConfig` at the top level or in a
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 __all__ = ["ENCODERS", "LEARNING_RATE_DECAYS", "CodesignConfig", "learning_rate_factor",
            "quick_config"]  # fmt: skip

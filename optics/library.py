@@ -36,7 +36,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -446,7 +446,7 @@ def _provenance() -> dict:
     return {
         "hyplex_version": hyplex_version,
         "torch_version": str(torch.__version__),
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -94,7 +94,7 @@ def _header(file, kind: str, attrs: dict | None):
             "version": VERSION,
             "kind": kind,
             "hyplex_version": _package_version(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(),
         }
     )
     for key, value in (attrs or {}).items():

@@ -28,13 +28,13 @@ matters (vegetation's red edge, for one).
 from __future__ import annotations
 
 import csv
-import importlib.util
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from hyplex.optics.extras import MissingExtraError, find_extra
 from hyplex.simulation.envi import read_spectral_library
 from hyplex.simulation.grids import check_wavelengths, extrapolated_bands, hyplex_grid, resample
 
@@ -130,12 +130,9 @@ class SpectralLibrary:
 
 def earthlib_data_dir() -> Path:
     """Folder holding earthlib's ``spectra.sli`` (found without importing earthlib)."""
-    spec = importlib.util.find_spec("earthlib")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "earthlib is not installed: `pip install earthlib` (Python >= 3.11) for the "
-            "labelled material spectra"
-        )
+    spec = find_extra("earthlib", feature="scenes from earthlib's labelled spectra")
+    if not spec.submodule_search_locations:
+        raise MissingExtraError(f"earthlib at {spec.origin} is not a package with data files")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hyplex.optics.extras import require
+
 
 @dataclass
 class SegmentJob:
@@ -220,7 +222,9 @@ def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
         return results
     import logging
 
-    from distributed import Client, LocalCluster, as_completed
+    distributed = require("distributed", feature="batch runs on several workers")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
+    as_completed = distributed.as_completed
 
     from hyplex.optics.library_build import WORKER_ENV
 

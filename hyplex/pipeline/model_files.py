@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -389,7 +389,7 @@ def _provenance() -> dict:
         hyplex_version = version("hyplex")
     except PackageNotFoundError:
         hyplex_version = "0.0.0+unknown"
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     return {"hyplex_version": hyplex_version, "torch_version": torch.__version__,
             "created_utc": created}  # fmt: skip
 

@@ -37,6 +37,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hyplex.optics.extras import require
+
 FORMAT_NAME = "hyplex-decoded"
 FORMAT_VERSION = 1
 PARTIAL_TAG = ".partial"
@@ -114,7 +116,7 @@ def label_palette(n_classes: int) -> np.ndarray:
     """Distinct RGB colours (n_classes, 3) uint8 (class 0 dark grey)."""
     hues = (np.arange(max(n_classes, 1)) * 0.61803398875) % 1.0
     hsv = np.stack([hues * 179, np.full_like(hues, 200), np.full_like(hues, 230)], -1)
-    import cv2
+    cv2 = require("cv2", feature="overlay videos")
 
     rgb = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
     rgb[0] = (60, 60, 60)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hyplex.optics.extras import require
+
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".bmp", ".jpg", ".jpeg")
 
 
@@ -194,7 +196,7 @@ class VideoFileSource:
     """Frames of a video file read with OpenCV, as 8-bit grey (H, W) uint8."""
 
     def __init__(self, path):
-        import cv2
+        cv2 = require("cv2", feature="video and image-folder sources")
 
         self.path, self.name = Path(path), str(path)
         if not self.path.is_file():
@@ -213,7 +215,7 @@ class VideoFileSource:
         return self.n_frames or 0
 
     def __iter__(self) -> Iterator[SourceItem]:
-        import cv2
+        cv2 = require("cv2", feature="video and image-folder sources")
 
         index = 0
         while True:
@@ -241,7 +243,7 @@ class ImageSequenceSource:
         if not paths:
             raise SourceError(f"{text}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
         self.paths, self.name = paths, text
-        import cv2
+        cv2 = require("cv2", feature="video and image-folder sources")
 
         first = cv2.imread(str(paths[0]), cv2.IMREAD_UNCHANGED)
         if first is None:
@@ -252,7 +254,7 @@ class ImageSequenceSource:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[SourceItem]:
-        import cv2
+        cv2 = require("cv2", feature="video and image-folder sources")
 
         for index, path in enumerate(self.paths):
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from hyplex.optics.extras import require
 from hyplex.pipeline.outputs import overlay, rgb_rendering, to_uint8
 from hyplex.viewer.page import PAGE_HTML
 
@@ -161,7 +162,7 @@ class LiveSession:
         return np.repeat(np.repeat(image, scale, 0), scale, 1)
 
     def jpeg(self, view: str, band: int | None = None) -> bytes | None:
-        import cv2
+        cv2 = require("cv2", feature="the live viewer")
 
         image = self.image(view, band)
         if image is None:
@@ -176,11 +177,14 @@ def create_app(session: LiveSession):
     """The FastAPI app of ``session`` (see the module doc)."""
     # No ``from __future__ import annotations`` in this module: FastAPI reads these
     # annotations (Query) at run time to inject the arguments.
-    from fastapi import FastAPI, HTTPException, Query
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+    fastapi = require("fastapi", feature="the live viewer")
+    FastAPI, HTTPException, Query = fastapi.FastAPI, fastapi.HTTPException, fastapi.Query
+    responses = require("fastapi.responses", feature="the live viewer")
+    HTMLResponse, JSONResponse = responses.HTMLResponse, responses.JSONResponse
+    Response, StreamingResponse = responses.Response, responses.StreamingResponse
 
     app = FastAPI(title="hyplex live viewer")
+    RequestValidationError = require("fastapi.exceptions").RequestValidationError  # noqa: N806
 
     @app.exception_handler(RequestValidationError)
     async def bad_query(request, error):
@@ -277,7 +281,7 @@ class ViewerServer:
     """
 
     def __init__(self, session: LiveSession, host: str = "127.0.0.1", port: int = 8000):
-        import uvicorn
+        uvicorn = require("uvicorn", feature="the live viewer")
 
         self.session = session
         self.app = create_app(session)
