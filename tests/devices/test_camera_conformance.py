@@ -21,6 +21,9 @@ from hyplex.devices.opencv_camera import OpenCVCamera
 from hyplex.devices.ring import OverflowPolicy
 from hyplex.devices.sim_camera import SimulatedCamera
 
+# acquisition threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 
 @pytest.fixture(params=["sim", "opencv", "genicam"])
 def camera(request, twin, scene, png_sequence):

@@ -19,6 +19,10 @@ APP_SCRIPT = (
 )
 
 
+# a pty simulator and streaming threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
+
 @pytest.fixture(scope="module")
 def app():
     application = typer.Typer()

@@ -17,6 +17,9 @@ from hyplex.devices.opencv_camera import OpenCVCamera
 from hyplex.devices.recorder import Recorder, Recording, StreamSpec, record
 from hyplex.devices.sim_camera import SimulatedCamera
 
+# writer threads and killed writer processes: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 
 def _frame(index, shape=(6, 8), dtype=np.uint16, **extra):
     return Frame(

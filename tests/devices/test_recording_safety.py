@@ -31,6 +31,9 @@ from hyplex.devices.recorder import Recorder, Recording, StreamSpec
 from hyplex.devices.swmr import superblock_end
 from hyplex.devices.writer_lock import WriterLock, lock_path
 
+# writer processes and SWMR readers: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(180)
+
 SHAPE = (48, 64)
 APP_SCRIPT = (
     "import typer; from hyplex.cli.devices import register; "

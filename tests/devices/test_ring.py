@@ -10,6 +10,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from hyplex.devices.ring import FrameRing, OverflowPolicy, RingClosed
 
+# producer and consumer threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 
 def test_slots_are_preallocated_views_written_in_place():
     ring = FrameRing(3, (4, 5), np.uint16)

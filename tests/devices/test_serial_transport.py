@@ -19,6 +19,9 @@ from hyplex.devices.instruments import (
     attach,
 )
 
+# ptys and reader threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(60)
+
 
 @pytest.fixture
 def mono():

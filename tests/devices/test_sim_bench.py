@@ -6,6 +6,9 @@ import pytest
 from hyplex.devices.sim_bench import WIEN_NM_K, SimulatedBench, planck_shape
 from hyplex.simulation.grids import bin_edges
 
+# instrument simulator threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 
 def test_planck_shape_is_normalised_at_the_wien_peak_on_any_grid():
     grid_a = np.linspace(400, 1000, 31)

@@ -11,6 +11,9 @@ from hyplex.devices.instruments import Monochromator, PowerMeter, SimulatedBench
 from hyplex.devices.recorder import Recording, record
 from hyplex.devices.sim_camera import SimulatedCamera, SimulatedFaults, expected_dn
 
+# acquisition threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 
 def _signal(frame, camera):
     """Mean DN above the dark level (black + dark current)."""

@@ -34,6 +34,9 @@ from hyplex.pipeline.stages import (
 )
 from hyplex.simulation.layout import MosaicLayout
 
+# pipeline stage threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 SHAPE = (96, 128)
 N_BANDS, N_CLASSES = 34, 5
 

@@ -30,6 +30,9 @@ from hyplex.pipeline.stages import Preprocessor
 from hyplex.pipeline.types import PipelineFailed
 from hyplex.simulation.layout import MosaicLayout
 
+# pipeline stage threads: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(120)
+
 SHAPE = (96, 128)
 PITCH = 3.0
 N_BANDS, N_CLASSES = 34, 5

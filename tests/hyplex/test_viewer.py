@@ -16,6 +16,9 @@ from torch import nn
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+# a web server and a headless browser: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(180)
+
 try:
     from selenium import webdriver
 except ImportError:

@@ -45,6 +45,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
+# two torch.distributed processes: a hang fails here, with stacks
+pytestmark = pytest.mark.timeout(300)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
