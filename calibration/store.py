@@ -9,8 +9,9 @@ Layout of a file (format ``hyplex.calibration``, version :data:`FORMAT_VERSION`)
     /<section>/<name>     datasets (arrays) and attrs (scalars, strings), one group per step:
                           dark, flat, defects, emva, registration, sweep, spectral, basis_fit
 
-Writes go to a temporary file in the same folder, flushed and fsynced, then ``os.replace``d
-over the target: a crash leaves the old file or the new one, never half of one.
+Writes are atomic (:func:`hyplex.optics.atomic_io.atomic_path`: a unique temporary in the
+same folder, fsynced, ``os.replace``d over the target, the folder fsynced): a crash leaves
+the old file or the new one, never half of one.
 ``load_calibration`` checks the format, the version, and optionally the camera and layout it
 is about to be used with (:class:`CalibrationMismatch`).
 """
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -29,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hyplex.optics.atomic_io import atomic_path
 from hyplex.simulation.layout import MosaicLayout
 
 FORMAT = "hyplex.calibration"
@@ -115,10 +115,7 @@ def save_calibration(path, calibration: Calibration) -> Path:
     if calibration.status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {calibration.status!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as file:
             p = calibration.provenance
             attrs = {
@@ -144,13 +141,6 @@ def save_calibration(path, calibration: Calibration) -> Path:
                         group.attrs[name] = value
                     else:
                         group.create_dataset(name, data=np.asarray(value))
-            file.flush()
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

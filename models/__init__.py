@@ -19,7 +19,6 @@ module                      what
 ``codesign``, ``..._config`` end-to-end training of encoder and decoders
 ``codesign_library``        a small RCWA response library for quick runs
 ``bundle``, ``report``      design bundles on disk (safetensors) and their PNG report
-``atomic_io``               atomic, fsynced writes of checkpoints and caches
 ``distributed``             DistributedDataParallel under torchrun (gloo / NCCL)
 ==========================  ===========================================================
 

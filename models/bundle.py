@@ -24,7 +24,6 @@ grid; anything else is a :class:`BundleError` saying what is wrong and what was 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from hyplex.models.encoder_capture import CaptureSettings
+from hyplex.optics.atomic_io import atomic_directory
 from hyplex.simulation.layout import MosaicLayout
 
 __all__ = ["FORMAT", "BundleError", "DesignBundle", "default_layout", "save_bundle", "load_bundle"]
@@ -125,9 +125,9 @@ def save_bundle(path, result, layout: MosaicLayout | None = None, report: bool =
                 overwrite: bool = False) -> Path:  # fmt: skip
     """Write the bundle of a :class:`~hyplex.models.codesign.CodesignResult` to directory
     ``path`` (see the module docstring); ``layout`` defaults to :func:`default_layout`.
-    An existing ``path`` is replaced only with ``overwrite``. Returns ``path``."""
-    from safetensors.torch import save_file
-
+    An existing ``path`` is replaced only with ``overwrite``, as a whole (the new bundle is
+    written into a staging folder, fsynced and renamed into place: a crash leaves the old
+    bundle or the new one, :func:`hyplex.optics.atomic_io.atomic_directory`). Returns ``path``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise BundleError(f"{path} exists; pass overwrite=True to replace it")
@@ -138,9 +138,15 @@ def save_bundle(path, result, layout: MosaicLayout | None = None, report: bool =
     layout = default_layout(responses.shape[0]) if layout is None else layout
     if layout.n_filters != responses.shape[0]:
         raise BundleError(f"layout has {layout.n_filters} filters, the design {len(responses)}")
-    staging = path.with_name(path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    with atomic_directory(path, overwrite=overwrite) as staging:
+        _write_bundle(staging, result, config, model, design, responses, layout, report)
+    return path
+
+
+def _write_bundle(staging, result, config, model, design, responses, layout, report) -> None:
+    """The bundle's files, written into the (staging) directory ``staging``."""
+    from safetensors.torch import save_file
+
     arrays = {"wavelengths_nm": np.asarray(result.wavelengths_nm), "responses": responses}
     arrays.update({k: np.asarray(design[k]) for k in _ARRAYS if k in design})
     np.savez(staging / "design.npz", **arrays)
@@ -174,15 +180,6 @@ def save_bundle(path, result, layout: MosaicLayout | None = None, report: bool =
         png = staging / "report.png"
         write_report(png, result.wavelengths_nm, responses, model, result.validation,
                      result.metrics, title)  # fmt: skip
-    if path.exists():
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        staging.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(path)
-    return path
 
 
 def _read_record(path: Path) -> dict:

@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from hyplex.models import distributed
-from hyplex.models.atomic_io import atomic_write
 from hyplex.models.codesign_config import CodesignConfig, learning_rate_factor
 from hyplex.models.data import PatchDataset, SceneSet, generate_scenes, sample_spectra
 from hyplex.models.encoder import (
@@ -48,6 +47,7 @@ from hyplex.models.encoder import (
     temperature_schedule,
 )
 from hyplex.models.encoder_capture import CameraCapture, CaptureSettings
+from hyplex.optics.atomic_io import atomic_write
 from hyplex.optics.threads import apply_thread_policy
 
 __all__ = [
@@ -228,7 +228,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically and durably: a uniquely named temporary file in
     the same directory (no two writers share it), flushed and fsynced, then renamed over
     ``path``; a crash at any point leaves the previous checkpoint intact."""
-    atomic_write(path, lambda handle: torch.save(state, handle), sync_directory=True)
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def _load_checkpoint(path: Path, config: CodesignConfig, world_size: int = 1) -> dict:

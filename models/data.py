@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hyplex.models.atomic_io import atomic_write
+from hyplex.optics.atomic_io import atomic_write
 from hyplex.simulation.grids import check_wavelengths
 
 __all__ = ["SceneSet", "generate_scenes", "PatchDataset", "sample_spectra"]
@@ -170,7 +170,7 @@ def _write_cache(path: Path, scenes: SceneSet) -> None:
         "fake_maps": scenes.fake_maps,
         "class_names": np.array(scenes.class_names),
     }
-    atomic_write(path, lambda handle: np.savez(handle, **arrays), shared=True)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 class PatchDataset(Dataset):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -43,6 +42,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+
+from .atomic_io import atomic_path
 
 __all__ = [
     "FORMAT",
@@ -451,17 +452,16 @@ def _provenance() -> dict:
 
 
 def write_library(path, library: ResponseLibrary, chunk_count: int = 1) -> Path:
-    """Write ``library`` to a new file at ``path`` (atomically: a temporary file is renamed).
+    """Write ``library`` to a new file at ``path`` atomically (:func:`~.atomic_io.atomic_path`).
 
     The stored arrays round-trip exactly through :func:`read_library`. ``chunk_count`` sizes
     the per-chunk ``/solve_seconds`` record of a build. Returns the path.
     """
     _check_consistent(library, "write_library")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     provenance = library.provenance or _provenance()
-    with h5py.File(partial, "w") as handle:
+    # a unique, fsynced temporary renamed over the target (two writers never share one)
+    with atomic_path(path) as partial, h5py.File(partial, "w") as handle:
         attrs = handle.attrs
         attrs["format"] = FORMAT
         attrs["format_version"] = FORMAT_VERSION
@@ -489,7 +489,6 @@ def write_library(path, library: ResponseLibrary, chunk_count: int = 1) -> Path:
             _dataset(handle, "density", density, units="1", axes="design, x, y")
         _dataset(handle, "done", library.done.astype(np.uint8))
         _dataset(handle, "solve_seconds", np.full(max(1, chunk_count), np.nan), units="s")
-    os.replace(partial, path)
     return path
 
 

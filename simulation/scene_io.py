@@ -16,8 +16,9 @@ Layout (every dataset carries ``units`` and ``description`` attributes)::
     /raw                    ([T,] Hr, Wr)      uint16, optional mosaic frames; attrs describe the
                                                camera (exposure_us, adc_bits, layout, ...)
 
-Files are written to a temporary name in the destination folder and renamed over the target
-(``os.replace``), so a reader never sees a half-written file.
+Files are written atomically (:func:`hyplex.optics.atomic_io.atomic_path`: a unique temporary
+in the destination folder, fsynced, renamed over the target), so a reader never sees a
+half-written file and a crash leaves the old one.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from hyplex.optics.atomic_io import atomic_path
 from hyplex.simulation.illuminants import Illuminant
 from hyplex.simulation.scenes import Scene
 
@@ -61,22 +61,9 @@ _UNITS = {
 
 
 def _atomic_write(path, fill) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        with h5py.File(temporary, "w") as file:
-            fill(file)
-        # mkstemp creates 0600; give the file the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        fill(file)
+    return Path(path)
 
 
 def _dataset(file, name, data, chunked=True):
