@@ -161,7 +161,7 @@ def layout(job):
     }
 
 
-def shape_object(axes, shape, s_center, thickness):
+def shape_object(axes, shape, s_center, thickness, period):
     """Meep primitive of one worker shape (cylinder or block) in a layer."""
     material = medium(shape["material"])
     cx, cy = shape["center"]
@@ -176,7 +176,14 @@ def shape_object(axes, shape, s_center, thickness):
         )
     if shape["kind"] == "block":
         sx, sy = shape["size"]
-        # In 2-D the block spans the whole period along the lines (checked by the caller).
+        # A block that spans the period (a 1-D grating's line along y; in 2-D every block
+        # does, checked by the caller) is made infinite along that axis. Spanning exactly one
+        # period leaves faces on the cell boundary, and there the sub-pixel smoothing treats
+        # Ex points that sit on the y = +-Ly/2 face as half inside (measured: TM of a 3-D
+        # grating cell differed from the exact 2-D cell by 0.05 in T; without smoothing, or
+        # with the infinite block, the two agree to 1e-5).
+        sx = mp.inf if sx >= period[0] * (1 - 1e-9) else sx
+        sy = mp.inf if sy >= period[1] * (1 - 1e-9) else sy
         return mp.Block(
             center=axes.vector(cx, cy, s_center),
             size=axes.object_size(sx, sy, thickness),
@@ -211,7 +218,10 @@ def geometry(job, axes, z):
         sc = s_start + thickness / 2
         if thickness > 0:
             objects.append(slab(axes, sc, thickness, medium(layer["background"])))
-            objects.extend(shape_object(axes, shape, sc, thickness) for shape in layer["objects"])
+            objects.extend(
+                shape_object(axes, shape, sc, thickness, job["period_um"])
+                for shape in layer["objects"]
+            )
         s_start += thickness
     return objects
 
