@@ -13,13 +13,13 @@ Choosing ``N``, first that applies:
 1. an explicit number: ``hyplex --threads N ...``, or :func:`configure_threads` ``(N)``;
 2. the environment variable ``HYPLEX_THREADS``;
 3. the free cores: the cores this process may run on (``os.sched_getaffinity``, capped by a
-   cgroup CPU quota) minus the cores other work keeps busy (the 1-minute load average,
-   less this process's own share, rounded), at least 1, and at most ``OMP_NUM_THREADS``
-   when that is set. The load average is Linux's count of runnable tasks: it lags by about
-   a minute, counts the whole host inside a container, and a job that starts together with
-   ours is not seen yet. Erring low costs at most the unused cores; erring high costs the
-   cliff above, so a reading that cannot be had (no ``getloadavg``) counts as idle, and
-   ``HYPLEX_THREADS`` settles any doubt.
+   cgroup CPU quota) minus the cores other work keeps busy, rounded, at least 1, and at most
+   ``OMP_NUM_THREADS`` when that is set. "Busy" is the larger of the 1-minute load average
+   (less this process's own share) and the CPU time other processes take during a 0.1 s
+   look at ``/proc/stat``: the load average lags by about a minute and counts the whole host
+   inside a container, the short look misses work that pauses and catches bursts. Erring
+   low costs at most the idle cores, erring high the cliff above, hence the larger; where
+   neither can be read every core counts as free. ``HYPLEX_THREADS`` settles any doubt.
 
 Giving it (:func:`apply_thread_policy`): ``torch.set_num_threads(N)``, torch's inter-op pool
 to ``N`` (possible once per process, before inter-op work starts), ``numba.set_num_threads``
@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,13 +84,13 @@ class ThreadPolicy:
     threads : compute threads for torch intra-op, torch inter-op, numba and BLAS/OpenMP.
     source : ``"explicit"``, ``"HYPLEX_THREADS"`` or ``"free cores"``.
     cores : cores this process may use (affinity and cgroup quota).
-    load : the 1-minute load average read, less this process's share (None: not read).
+    busy : cores other work kept busy when the policy was chosen (None: not read).
     """
 
     threads: int
     source: str
     cores: int
-    load: float | None = None
+    busy: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,19 +149,65 @@ def _own_cpu_share() -> float:
     return (times.user + times.system) / wall if wall > 1.0 else 0.0
 
 
-def free_cores(cores: int | None = None) -> tuple[int, float | None]:
-    """``(free cores, load)``: usable cores minus those other work keeps busy (>= 1).
+def _cpu_ticks(cpus) -> tuple[int, int] | None:
+    """(busy, total) clock ticks of the CPUs ``cpus`` from ``/proc/stat`` (None elsewhere)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return (busy, total) if total else None
 
-    ``load`` is the 1-minute load average less this process's own share; None where the
-    system has no load average (then every usable core counts as free).
+
+def _busy_now(window_s: float = 0.1) -> float | None:
+    """Cores other processes keep busy right now: ``/proc/stat`` over ``window_s``, less
+    this process's own CPU time in the window (None where it cannot be read)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        return None
+    before, own_before = _cpu_ticks(cpus), os.times()
+    if before is None:
+        return None
+    time.sleep(window_s)
+    after, own_after = _cpu_ticks(cpus), os.times()
+    if after is None or after[1] <= before[1]:
+        return None
+    ticks_per_core = (after[1] - before[1]) / len(cpus)
+    busy = (after[0] - before[0]) / ticks_per_core  # in cores
+    own = (own_after.user + own_after.system - own_before.user - own_before.system) / window_s
+    return max(0.0, busy - own)
+
+
+def free_cores(cores: int | None = None) -> tuple[int, float | None]:
+    """``(free cores, busy)``: usable cores minus those other work keeps busy (>= 1).
+
+    ``busy`` is the larger of two readings, in cores: the 1-minute load average less this
+    process's own share (it lags by a minute), and the CPU time other processes take over
+    the next 0.1 s (``/proc/stat``; it sees a job that just started, and a burst). The
+    larger, because more threads than free cores cost 10-100x and fewer at most the idle
+    cores. None where neither can be read (then every usable core counts as free).
     """
     cores = usable_cores() if cores is None else cores
+    readings = []
     try:
-        load = os.getloadavg()[0]
+        readings.append(max(0.0, os.getloadavg()[0] - _own_cpu_share()))
     except (AttributeError, OSError):
+        pass
+    now = _busy_now()
+    if now is not None:
+        readings.append(now)
+    if not readings:
         return cores, None
-    others = max(0.0, load - _own_cpu_share())
-    return max(1, cores - int(others + 0.5)), others
+    busy = max(readings)
+    return max(1, cores - int(busy + 0.5)), busy
 
 
 def resolve_threads(threads: int | None = None) -> ThreadPolicy:
@@ -171,11 +218,11 @@ def resolve_threads(threads: int | None = None) -> ThreadPolicy:
     value = os.environ.get(ENV_VAR, "").strip()
     if value:
         return ThreadPolicy(_positive_int(value, ENV_VAR), ENV_VAR, cores)
-    free, load = free_cores(cores)
+    free, busy = free_cores(cores)
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) >= 1:
         free = min(free, int(omp))
-    return ThreadPolicy(free, "free cores", cores, None if load is None else round(load, 2))
+    return ThreadPolicy(free, "free cores", cores, None if busy is None else round(busy, 2))
 
 
 def thread_policy() -> ThreadPolicy:

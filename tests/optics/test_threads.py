@@ -46,21 +46,43 @@ def test_a_bad_count_is_refused_with_its_name(clean_env, value):
 
 
 @pytest.mark.parametrize(
-    ("load", "own", "free"),
-    [(0.0, 0.0, 2), (0.4, 0.0, 2), (1.0, 0.0, 1), (1.9, 1.0, 1), (1.2, 1.0, 2), (6.0, 0.0, 1)],
+    ("load", "own", "now", "free"),
+    [
+        (0.0, 0.0, 0.0, 2),
+        (0.4, 0.0, 0.1, 2),
+        (1.0, 0.0, 0.0, 1),  # a job busy for a minute, paused at this moment
+        (0.1, 0.0, 1.0, 1),  # a job that just started: the load average has not seen it
+        (1.9, 1.0, 0.9, 1),
+        (1.2, 1.0, 0.2, 2),  # the load is this process's own
+        (6.0, 0.0, 2.0, 1),
+    ],
 )
-def test_free_cores_leave_the_busy_ones_alone(monkeypatch, load, own, free):
+def test_free_cores_leave_the_busy_ones_alone(monkeypatch, load, own, now, free):
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(threads, "_own_cpu_share", lambda: own)
+    monkeypatch.setattr(threads, "_busy_now", lambda: now)
     assert threads.free_cores(2)[0] == free
 
 
-def test_no_load_average_counts_every_core_as_free(monkeypatch):
+def test_no_reading_counts_every_core_as_free(monkeypatch):
     def missing():
         raise OSError("no load average here")
 
     monkeypatch.setattr(os, "getloadavg", missing)
+    monkeypatch.setattr(threads, "_busy_now", lambda: None)
     assert threads.free_cores(4) == (4, None)
+
+
+def test_a_busy_process_is_seen_at_once(monkeypatch):
+    cpus = os.sched_getaffinity(0)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(spinner.pid, {min(cpus)})
+        busy = max(threads._busy_now(0.3) for _ in range(3))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= 0.7  # one core's worth (others may add more)
 
 
 def test_usable_cores_follow_the_affinity_and_a_cgroup_quota(monkeypatch):
