@@ -35,6 +35,7 @@ import torch
 
 __all__ = [
     "Harmonics",
+    "pixel_fourier_coefficients",
     "pixel_fourier_coefficients_2d",
     "pixel_fourier_coefficients_1d",
     "laurent_matrix",
@@ -131,10 +132,22 @@ def pixel_fourier_coefficients_2d(grid: torch.Tensor, M: int, N: int) -> torch.T
     M, N : int
         Harmonic truncation; the convolution matrix needs orders up to twice of it.
     """
+    return pixel_fourier_coefficients(grid, 2 * M, 2 * N)
+
+
+def pixel_fourier_coefficients(grid: torch.Tensor, max_x: int, max_y: int) -> torch.Tensor:
+    """Exact 2-D Fourier coefficients ``(..., 2 max_x + 1, 2 max_y + 1)`` of a pixel grid.
+
+    Parameters
+    ----------
+    grid : complex tensor ``(..., Nx, Ny)``, piecewise constant over pixels.
+    max_x, max_y : int
+        Orders ``-max_x..max_x`` along x (axis -2) and ``-max_y..max_y`` along y are returned.
+    """
     nx, ny = grid.shape[-2:]
     spectrum = torch.fft.fft2(grid) / (nx * ny)
-    p = torch.arange(-2 * M, 2 * M + 1, device=grid.device)
-    q = torch.arange(-2 * N, 2 * N + 1, device=grid.device)
+    p = torch.arange(-max_x, max_x + 1, device=grid.device)
+    q = torch.arange(-max_y, max_y + 1, device=grid.device)
     picked = spectrum.index_select(-2, torch.remainder(p, nx)).index_select(
         -1, torch.remainder(q, ny)
     )

@@ -18,10 +18,21 @@ Moharam et al., JOSA A 12, 1068 (1995)): in every layer
 
     d/dz' [Ex, Ey] = P [H~x, H~y],  P = [[Kx Ez^-1 Ky, I - Kx Ez^-1 Kx],
                                          [Ky Ez^-1 Ky - I, -Ky Ez^-1 Kx]]
-    d/dz' [H~x, H~y] = Q [Ex, Ey],  Q = [[Kx Ky, Eyy - Kx^2], [Ky^2 - Exx, -Ky Kx]]
+    d/dz' [H~x, H~y] = Q [Ex, Ey],  Q = [[Kx Ky + Eyx, Eyy - Kx^2],
+                                         [Ky^2 - Exx, -Ky Kx - Exy]]
 
-with ``Ez^-1 = [[eps]]^-1`` (Laurent) and ``Exx, Eyy`` from Li's inverse rule
-(see :mod:`hyplex.optics.fourier`). The modes solve ``P Q W = W diag(-kz^2)``. Writing
+with ``Ez^-1 = [[eps]]^-1`` (Laurent) and the in-plane permittivity
+``D = [[Exx, Exy], [Eyx, Eyy]] E`` from a factorisation rule (the derivation of ``Q`` is in
+:mod:`hyplex.optics.patterned`). The rules:
+
+- ``"vector"`` (default), ``"jones"``, ``"normal"``: the normal-vector factorisation
+  (:mod:`hyplex.optics.factorization`, field from :mod:`hyplex.optics.vector_field`); the
+  right rule for curved and free-form edges, and equal to Li's rule for a lamellar grating;
+- ``"li"``: Li's inverse rule for edges along x and y (:mod:`hyplex.optics.fourier`), exact
+  for a binary staircase, so the best choice for boxes, crosses and other axis-aligned cells;
+- ``"laurent"``: the plain rule (``Exx = Eyy = [[eps]]``), as in torcwa; slow for TM.
+
+The modes solve ``P Q W = W diag(-kz^2)``. Writing
 ``lam = -i kz``, a forward mode is ``E = W exp(-lam z')`` with ``H~ = V exp(-lam z')`` and
 ``V = -Q W lam^-1``; a backward mode has the same ``E`` and ``-V``. The branch is ``Im kz > 0``
 (or ``Re kz > 0`` when propagating), so that ``|exp(-lam z')| <= 1`` in every layer.
@@ -38,19 +49,18 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .eig import eig
-from .fourier import (
-    Harmonics,
-    inverse_rule_matrices,
-    laurent_matrix,
-    pixel_fourier_coefficients_2d,
-)
+from .factorization import VECTOR_FACTORIZATIONS
+from .fourier import Harmonics, pixel_fourier_coefficients_2d
 from .geometry import Shape
 from .materials import get_material
 from .parallel import use_safe_threading
+from .patterned import patterned_modes
 from .scattering import Modes, kz_branch, poynting_z, scatter, uniform_modes
+from .vector_field import DEFAULT_SMOOTHING
 
-__all__ = ["Layer", "RCWAResult", "solve"]
+__all__ = ["FACTORIZATIONS", "Layer", "RCWAResult", "solve"]
+
+FACTORIZATIONS = ("li", "laurent", *VECTOR_FACTORIZATIONS)
 
 
 @dataclass
@@ -67,8 +77,12 @@ class Layer:
     pattern : real tensor ``(..., Nx, Ny)`` in [0, 1], or a :class:`~hyplex.optics.geometry.Shape`
         Fill fraction of ``material`` on a pixel grid over the unit cell; axis -2 is x.
         A Shape is rendered on a 128 x 128 grid (anti-aliased edges).
-        Grey values mix linearly in ``eps`` for ``E_z`` and in ``1/eps`` for the in-plane
-        components, which is the correct sub-pixel average for edges along x and y.
+        Grey values mix linearly in ``eps`` (for ``E_z`` and the tangential in-plane field)
+        and in ``1/eps`` (for the normal in-plane field). With the vector factorisations the
+        normal follows the edge, so this is the anisotropic sub-pixel average of Kottke et
+        al. (PRE 77, 036611 (2008)) for edges of any orientation; Li's rule treats every grey
+        pixel as if its edge ran along x and along y, which is right only for axis-aligned
+        edges.
     background : like ``material``
         The material where ``pattern`` is 0 (default air).
     permittivity : complex tensor ``(..., L, Nx, Ny)``, optional
@@ -176,6 +190,8 @@ def _patterned_modes(
     harmonics: Harmonics,
     factorization: str,
     complex_dtype,
+    period: tuple[float, float],
+    smoothing: float,
 ) -> Modes:
     M, N = harmonics.M, harmonics.N
     if layer.permittivity is not None:
@@ -188,6 +204,7 @@ def _patterned_modes(
         _check_finite("permittivity grid", grid)
         eps_coeffs = pixel_fourier_coefficients_2d(grid, M, N)
         inverse_grid = 1.0 / grid
+        field_source = grid  # (..., L, Nx, Ny): one channel per wavelength
     else:
         pattern = layer.pattern.to(device=wavelengths.device)
         eps_fill = _permittivity(layer.material, wavelengths, complex_dtype)[..., None, None]
@@ -199,39 +216,11 @@ def _patterned_modes(
         zeroth[2 * M, 2 * N] = 1.0  # the Fourier coefficients of a constant
         eps_coeffs = eps_back * zeroth + (eps_fill - eps_back) * rho_coeffs
         inverse_grid = 1.0 / eps_back + (1.0 / eps_fill - 1.0 / eps_back) * rho
+        field_source = pattern.unsqueeze(-3)  # (..., 1, Nx, Ny): independent of wavelength
 
-    eps_laurent = laurent_matrix(eps_coeffs, harmonics)
-    if factorization == "li":
-        eps_xx, eps_yy = inverse_rule_matrices(inverse_grid, harmonics)
-    else:
-        eps_xx = eps_yy = eps_laurent
-
-    n = harmonics.count
-    eye = torch.eye(n, dtype=complex_dtype, device=wavelengths.device)
-    # Ez^-1 Kx and Ez^-1 Ky: right multiplication by a diagonal scales columns.
-    ez_inv = torch.linalg.inv(eps_laurent)
-    ez_inv_kx, ez_inv_ky = ez_inv * kx.unsqueeze(-2), ez_inv * ky.unsqueeze(-2)
-    kxk = kx.unsqueeze(-1)  # left multiplication by Kx scales rows
-    kyk = ky.unsqueeze(-1)
-    P = torch.cat(
-        [
-            torch.cat([kxk * ez_inv_ky, eye - kxk * ez_inv_kx], -1),
-            torch.cat([kyk * ez_inv_ky - eye, -kyk * ez_inv_kx], -1),
-        ],
-        -2,
+    return patterned_modes(
+        eps_coeffs, inverse_grid, field_source, kx, ky, harmonics, factorization, period, smoothing
     )
-    kxky = torch.diag_embed(kx * ky)
-    Q = torch.cat(
-        [
-            torch.cat([kxky.expand_as(eps_yy), eps_yy - torch.diag_embed(kx * kx)], -1),
-            torch.cat([torch.diag_embed(ky * ky) - eps_xx, -kxky.expand_as(eps_xx)], -1),
-        ],
-        -2,
-    )
-    omega_sq, W = eig(P @ Q)  # eigenvalues are -kz^2
-    lam = -1j * kz_branch(-omega_sq)
-    V = -(Q @ W) / lam.unsqueeze(-2)
-    return Modes(lam=lam, W=W, V=V)
 
 
 # --------------------------------------------------------------------------- driver
@@ -246,9 +235,10 @@ def solve(
     substrate="SiO2",
     angle_deg: float | torch.Tensor = 0.0,
     azimuth_deg: float | torch.Tensor = 0.0,
-    factorization: str = "li",
+    factorization: str = "vector",
     dtype: torch.dtype = torch.complex128,
     device: torch.device | str | None = None,
+    smoothing: float = DEFAULT_SMOOTHING,
 ) -> RCWAResult:
     """Scatter a plane wave off a stack of uniform and patterned periodic layers.
 
@@ -262,8 +252,21 @@ def solve(
         lossless.
     angle_deg, azimuth_deg : polar angle of incidence in the superstrate (0 <= angle < 90) and
         azimuth of the plane of incidence from the x axis, in degrees.
-    factorization : ``"li"`` (Li's inverse rule, default) or ``"laurent"`` (plain rule, for
-        comparison only: it converges slowly for high-contrast TM).
+    factorization : ``"vector"`` (default), ``"jones"``, ``"normal"``, ``"li"`` or ``"laurent"``.
+        How ``D = eps E`` is factorised in patterned layers (module docstring).
+        ``"vector"``: the normal-vector rule with a smooth doubled-angle normal field blended
+        towards ``I/2`` where the field is weak; best measured on curved and free-form cells
+        (a Si disk reaches 0.005 of the converged T0 at 169 harmonics, see
+        ``benchmarks/rcwa_convergence.py``), conserves energy in lossless layers and keeps
+        mirror symmetry. ``"jones"``: Liu & Fan's complex Jones field from the same normal
+        field (a fictitious gyrotropy; a transposed cell swaps TE and TM only approximately).
+        ``"normal"``: unit normals, discontinuous at field vortices. ``"li"``: Li's staircase
+        rule (1997), exact for binary cells with edges along x and y and the fastest there
+        (crosses, rectangles), slow on curved edges. ``"laurent"``: the plain rule, for
+        comparison (torcwa's).
+    smoothing : float > 0
+        Smoothing of the normal field for the vector rules: ``ell (M + 1)`` with ``ell`` the
+        smoothing length in units of ``sqrt(Lx Ly)`` (see :mod:`hyplex.optics.vector_field`).
     dtype : ``torch.complex128`` (default) or ``torch.complex64``.
     device : where to compute; default: the device of the first tensor input, else CPU.
 
@@ -275,8 +278,10 @@ def solve(
     use_safe_threading()
     if dtype not in (torch.complex64, torch.complex128):
         raise ValueError(f"dtype must be torch.complex64 or torch.complex128, got {dtype}")
-    if factorization not in ("li", "laurent"):
-        raise ValueError(f"factorization must be 'li' or 'laurent', got {factorization!r}")
+    if not (isinstance(smoothing, (int, float)) and smoothing > 0):
+        raise ValueError(f"smoothing must be a number > 0, got {smoothing!r}")
+    if factorization not in FACTORIZATIONS:
+        raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
     if len(layers) == 0:
         raise ValueError("layers is empty; give at least one Layer between the half-spaces")
     layers = list(layers)  # Shapes are rendered in place below, not in the caller's list
@@ -344,6 +349,7 @@ def solve(
     kx = (kx0 + orders[:, 0].to(real_dtype) * lam_col / float(period[0])).to(dtype)
     ky = (ky0 + orders[:, 1].to(real_dtype) * lam_col / float(period[1])).to(dtype)
     k0 = 2 * torch.pi / wavelengths
+    cell = (float(period[0]), float(period[1]))
 
     modes = [uniform_modes(eps_sup, kx, ky)]
     phases = [torch.ones_like(modes[0].lam)]
@@ -351,7 +357,9 @@ def solve(
         if layer.is_uniform:
             m = uniform_modes(_permittivity(layer.material, wavelengths, dtype), kx, ky)
         else:
-            m = _patterned_modes(layer, wavelengths, kx, ky, basis, factorization, dtype)
+            m = _patterned_modes(
+                layer, wavelengths, kx, ky, basis, factorization, dtype, cell, smoothing
+            )
         modes.append(m)
         phases.append(torch.exp(-m.lam * (k0 * d.unsqueeze(-1)).unsqueeze(-1)))
     eps_sub = _permittivity(substrate, wavelengths, dtype)
