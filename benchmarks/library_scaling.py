@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hyplex.optics.extras import require
 from hyplex.optics.library import SolverSettings
 from hyplex.optics.library_build import WORKER_ENV, build_library
 from hyplex.optics.library_spec import LibrarySpec, solve_designs
@@ -47,7 +48,8 @@ def _warm(spec: LibrarySpec) -> float:
 
 def rate(spec: LibrarySpec, workers: int, chunk_size: int, folder: Path, repeats: int) -> float:
     """Best designs/s over ``repeats`` builds on one warm LocalCluster of ``workers`` processes."""
-    from distributed import Client, LocalCluster
+    distributed = require("distributed", feature="benchmarks/library_scaling.py")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster  # noqa: N806
 
     cluster = LocalCluster(
         n_workers=workers,

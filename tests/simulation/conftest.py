@@ -24,6 +24,8 @@ def camera34(grid34):
     return default_camera(grid34, (96, 128), pitch_px=5.5, rotation_deg=1.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def rng():
+    """A fresh generator per test: a shared one would hand each test draws that depend on
+    which tests ran before it (the order is random)."""
     return np.random.default_rng(1234)
