@@ -19,7 +19,9 @@ Choosing ``N``, first that applies:
    look at ``/proc/stat``: the load average lags by about a minute and counts the whole host
    inside a container, the short look misses work that pauses and catches bursts. Erring
    low costs at most the idle cores, erring high the cliff above, hence the larger; where
-   neither can be read every core counts as free. ``HYPLEX_THREADS`` settles any doubt.
+   neither can be read every core counts as free. Under ``torchrun`` the free cores are
+   shared by the ranks on the machine (``LOCAL_WORLD_SIZE``). ``HYPLEX_THREADS`` settles any
+   doubt.
 
 Giving it (:func:`apply_thread_policy`): ``torch.set_num_threads(N)``, torch's inter-op pool
 to ``N`` (possible once per process, before inter-op work starts), ``numba.set_num_threads``
@@ -219,6 +221,9 @@ def resolve_threads(threads: int | None = None) -> ThreadPolicy:
     if value:
         return ThreadPolicy(_positive_int(value, ENV_VAR), ENV_VAR, cores)
     free, busy = free_cores(cores)
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()  # torchrun: ranks on this machine
+    if local.isdigit() and int(local) > 1:
+        free = max(1, free // int(local))
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) >= 1:
         free = min(free, int(omp))

@@ -19,7 +19,7 @@ from hyplex.optics.library_spec import LibrarySpec
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("HYPLEX_THREADS", "OMP_NUM_THREADS"):
+    for name in ("HYPLEX_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -29,6 +29,9 @@ def test_explicit_beats_the_environment_which_beats_the_free_cores(clean_env):
     clean_env.setattr(threads, "free_cores", lambda cores=None: (5, 3.0))
     assert threads.resolve_threads().threads == 5
     assert threads.resolve_threads().source == "free cores"
+    clean_env.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: two ranks share the free cores
+    assert threads.resolve_threads().threads == 2
+    clean_env.delenv("LOCAL_WORLD_SIZE")
     clean_env.setenv("OMP_NUM_THREADS", "2")  # caps the automatic choice
     assert threads.resolve_threads().threads == 2
     clean_env.setenv("HYPLEX_THREADS", "3")
