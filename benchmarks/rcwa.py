@@ -17,13 +17,25 @@ Timed, forward and backward, with one torch intra-op thread (torch's MKL hangs i
 matrices >= ~200 with more): torcwa, one simulation and one ``backward`` per (design,
 wavelength); hyplex ``solve`` on chunks of about ``--chunk`` simulations, with
 ``factorization="laurent"`` (torcwa's physics) on the default batch workers and on
-``HYPLEX_WORKERS=1``, and with the default ``"li"`` (Li's inverse rule). The loss is the sum of
-the unpolarised zeroth-order transmittance T0; gradients are accumulated on the pattern.
+``HYPLEX_WORKERS=1``, with ``"li"`` (Li's inverse rule) and the default ``"vector"``. The
+loss is the sum of the unpolarised zeroth-order transmittance T0; gradients are accumulated
+on the pattern.
 
-Accuracy: T0 (TE and TM) of each solver against hyplex ``li`` at 17 x 17 harmonics on a few
+Accuracy: T0 (TE and TM) of each solver against hyplex ``vector`` at 17 x 17 harmonics on a few
 designs; ``max_abs_dT_vs_torcwa`` compares hyplex ``laurent`` with torcwa on every design (they
 differ by exact pixel Fourier integrals against a sampled DFT). A 300 x 100 nm bar checks the
 polarisation mapping and warms both up. Eig fractions: wall time in each eig autograd Function.
+
+Accuracy-matched speed (``speedup_at_0p005_vs_torcwa``, ``speedup_at_0p005_vs_fmmax``): on a
+few pillars (r = 90/120/150 nm; 120 nm with ``--quick``) and wavelengths, the converged T0 is
+hyplex ``vector`` at M = ``--converged-harmonics`` (checked against ``jones`` at the same
+order: ``converged_check``). Each solver climbs M = 2, 3, ... until two successive orders
+are within 0.005 of it (TE and TM, every design and wavelength); it is then timed there,
+forward + gradient of the same loss. hyplex runs its default rule; torcwa its Laurent rule
+on a sampled DFT; fmmax 1.7.1 its Jones rule (``jones``), in its own venv
+(``--fmmax-python``, default ``.venv-fmmax/bin/python``) through benchmarks/fmmax_peer.py,
+pinned to one core, its jit compile reported apart from the solve. A solver that never gets
+within 0.005 is timed at its highest order and the speedup is marked a lower bound.
 
 Reproduce (the last stdout line is one JSON object; progress goes to stderr)::
 
@@ -41,8 +53,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -205,6 +219,143 @@ def polarization_check(args, dtype) -> float:
     return error
 
 
+TOLERANCE = 0.005
+
+
+def climb(evaluate, reference: torch.Tensor, ladder: list[int], label: str):
+    """Smallest M whose T0 and the next order's are within TOLERANCE of ``reference``.
+
+    ``evaluate(M)`` returns T0 ``(D, L, 2)``. Returns ``(M, reached, errors)``; if no two
+    successive orders get there, the highest order tried and ``reached = False``.
+    """
+    errors, previous_ok = {}, None
+    for M in ladder:
+        errors[M] = (evaluate(M) - reference).abs().max().item()
+        log(f"  {label} M={M:2d}: max |dT0| {errors[M]:.4f}")
+        if errors[M] <= TOLERANCE:
+            if previous_ok is not None:
+                return previous_ok, True, errors
+            previous_ok = M
+        else:
+            previous_ok = None
+    return (previous_ok or ladder[-1]), previous_ok is not None, errors
+
+
+def run_fmmax(python: str, patterns, wavelengths, orders, grad: bool) -> dict:
+    """benchmarks/fmmax_peer.py in fmmax's interpreter, pinned to core 0 (MEEP.md)."""
+    job = {
+        "densities": patterns.tolist(),
+        "wavelengths_nm": wavelengths.tolist(),
+        "orders": list(orders),
+        "grad": grad,
+        "formulation": "jones",
+        "period_nm": PERIOD_NM,
+        "height_nm": HEIGHT_NM,
+        "index": 3.5,
+        "substrate_index": GLASS_INDEX,
+    }
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", XLA_FLAGS=XLA_ONE_CORE)
+    peer = Path(__file__).with_name("fmmax_peer.py")
+    done = subprocess.run(
+        ["taskset", "-c", "0", python, str(peer)],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+XLA_ONE_CORE = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def accuracy_matched(args, dtype) -> dict:
+    """Time to reach 0.005 of the converged T0, each solver at its own needed order."""
+    x, y = pixel_centres(args.grid)
+    radii = [120.0] if args.quick else [90.0, 120.0, 150.0]
+    patterns = torch.stack([(x**2 + y**2 <= r**2).double() for r in radii])
+    wavelengths = wavelength_grid(4 if args.quick else 6)
+    ladder = [2, 3, 4, 5, 6, 7, 8] + ([] if args.quick else [10, 12])
+    top = min(args.converged_harmonics, 10) if args.quick else args.converged_harmonics
+    log(f"accuracy-matched: radii {radii}, {len(wavelengths)} wavelengths, converged M={top}")
+    converged = run_ours(
+        patterns, 3.5, wavelengths, (top,) * 2, torch.complex128, 8, "vector", False
+    )
+    check = run_ours(patterns, 3.5, wavelengths, (top,) * 2, torch.complex128, 8, "jones", False)
+    converged_check = (converged[0] - check[0]).abs().max().item()
+    reference = converged[0]
+    log(f"  converged ({converged[2]:.0f} s), check against jones: {converged_check:.1e}")
+    report = {
+        "accuracy_set": f"r {radii} nm, {len(wavelengths)} wavelengths, Si n 3.5",
+        "converged": f"hyplex vector M={top} ({(2 * top + 1) ** 2} harmonics)",
+        "converged_check": figure(converged_check),
+        "tolerance": TOLERANCE,
+    }
+
+    def ours(M):
+        return run_ours(patterns, 3.5, wavelengths, (M,) * 2, dtype, args.chunk, "vector", False)[0]
+
+    def theirs(M):
+        return run_torcwa(patterns, 3.5, wavelengths, M, dtype, quiet=True)[0]
+
+    M_ours, ok_ours, err_ours = climb(ours, reference, ladder, "hyplex vector")
+    ours_s = run_ours(patterns, 3.5, wavelengths, (M_ours,) * 2, dtype, args.chunk, "vector")[2]
+    M_torcwa, ok_torcwa, err_torcwa = climb(theirs, reference, ladder, "torcwa")
+    torcwa_s = run_torcwa(patterns, 3.5, wavelengths, M_torcwa, dtype, quiet=True)[2]
+    report.update(
+        {
+            "ours_harmonics_at_0p005": (2 * M_ours + 1) ** 2,
+            "ours_reached_0p005": ok_ours,
+            "ours_s_at_0p005": figure(ours_s),
+            "torcwa_harmonics_at_0p005": (2 * M_torcwa + 1) ** 2,
+            "torcwa_reached_0p005": ok_torcwa,
+            "torcwa_max_dT0_by_M": {M: figure(e) for M, e in err_torcwa.items()},
+            "torcwa_s_at_0p005": figure(torcwa_s),
+            "speedup_at_0p005_vs_torcwa": figure(torcwa_s / ours_s),
+            "speedup_at_0p005_vs_torcwa_is_lower_bound": not ok_torcwa,
+        }
+    )
+    log(f"  hyplex M={M_ours} {ours_s:.1f} s; torcwa M={M_torcwa} {torcwa_s:.1f} s")
+    python = args.fmmax_python
+    if python is None or not Path(python).exists():
+        report["fmmax"] = f"not run: no fmmax interpreter at {python}"
+        return report
+    # Search with forward-only jits (cheaper to compile), then time forward + gradient.
+    found = run_fmmax(python, patterns, wavelengths, ladder, grad=False)
+    by_order = {r["M"]: torch.tensor(r["T0"], dtype=torch.float64) for r in found["results"]}
+    M_fmmax, ok_fmmax, err_fmmax = climb(by_order.__getitem__, reference, ladder, "fmmax jones")
+    timed = run_fmmax(python, patterns, wavelengths, [M_fmmax], grad=True)["results"][0]
+    fmmax_s = timed["solve_s"]
+    report.update(
+        {
+            "fmmax": f"fmmax {found['fmmax']} (jax {found['jax']}), Jones formulation, one core",
+            "fmmax_harmonics_at_0p005": (2 * M_fmmax + 1) ** 2,
+            "fmmax_reached_0p005": ok_fmmax,
+            "fmmax_max_dT0_by_M": {M: figure(e) for M, e in err_fmmax.items()},
+            "fmmax_solve_s_at_0p005": figure(fmmax_s),
+            "fmmax_compile_s_at_0p005": figure(timed["compile_s"]),
+            "fmmax_compile_s_forward_by_M": {
+                r["M"]: figure(r["compile_s"]) for r in found["results"]
+            },
+            "ours_1_worker_s_at_0p005": None,
+            "speedup_at_0p005_vs_fmmax": figure(fmmax_s / ours_s),
+            "speedup_at_0p005_vs_fmmax_is_lower_bound": not ok_fmmax,
+        }
+    )
+    os.environ["HYPLEX_WORKERS"] = "1"  # fmmax had one core: so does hyplex here
+    ours_1 = run_ours(patterns, 3.5, wavelengths, (M_ours,) * 2, dtype, args.chunk, "vector")[2]
+    os.environ.pop("HYPLEX_WORKERS")
+    report["ours_1_worker_s_at_0p005"] = figure(ours_1)
+    report["speedup_at_0p005_vs_fmmax_1_worker"] = figure(fmmax_s / ours_1)
+    log(f"  fmmax M={M_fmmax} solve {fmmax_s:.1f} s (+ compile {timed['compile_s']:.0f} s)")
+    return report
+
+
+def figure(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--designs", type=int, default=64)
@@ -217,6 +368,18 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["complex128", "complex64"], default="complex128")
     parser.add_argument("--chunk", type=int, default=50, help="simulations per hyplex call")
     parser.add_argument("--quick", action="store_true", help="4 designs x 8 wavelengths")
+    parser.add_argument(
+        "--converged-harmonics", type=int, default=12, help="M of the converged T0 (vector)"
+    )
+    parser.add_argument(
+        "--fmmax-python",
+        default=None,
+        help="interpreter with fmmax + jax (default .venv-fmmax/bin/python, see README; "
+        "not run with --quick unless given); 'none' to skip",
+    )
+    parser.add_argument(
+        "--skip-accuracy-matched", action="store_true", help="only the fixed-order timing"
+    )
     args = parser.parse_args()
     if args.quick:
         args.designs, args.wavelengths, args.reference_designs = 4, 8, 1
@@ -243,16 +406,14 @@ def main() -> None:
     T_laurent, g_laurent, laurent_s, laurent_eig = timed_ours("laurent", None, setup)
     laurent_1_s = timed_ours("laurent", 1, setup)[2]
     T_li, _, li_s, li_eig = timed_ours("li", None, setup)
+    T_vector, _, vector_s, vector_eig = timed_ours("vector", None, setup)
 
     chosen = torch.linspace(0, args.designs - 1, args.reference_designs).round().long().unique()
     reference_size = f"{2 * args.reference_harmonics + 1}x{2 * args.reference_harmonics + 1}"
-    log(f"reference: hyplex li {reference_size} on designs {chosen.tolist()}")
+    log(f"reference: hyplex vector {reference_size} on designs {chosen.tolist()}")
     reference = (patterns[chosen], args.silicon, wavelengths, (args.reference_harmonics,) * 2)
-    T_reference, _, reference_s = run_ours(*reference, torch.complex128, 10, "li", False)
+    T_reference, _, reference_s = run_ours(*reference, torch.complex128, 10, "vector", False)
     log(f"  reference: {reference_s:.1f} s")
-
-    def figure(value: float) -> float:
-        return float(f"{value:.4g}")
 
     def error(T0: torch.Tensor, reference: torch.Tensor) -> float:
         return figure((T0 - reference).abs().max().item())
@@ -277,21 +438,31 @@ def main() -> None:
         "speedup_vs_torcwa": figure(torcwa_s / laurent_s),
         "speedup_vs_torcwa_1_worker": figure(torcwa_s / laurent_1_s),
         "speedup_li_vs_torcwa": figure(torcwa_s / li_s),
+        "ours_vector_s": figure(vector_s),
+        "speedup_vector_vs_torcwa": figure(torcwa_s / vector_s),
         "torcwa_ms_per_simulation": figure(1e3 * torcwa_s / simulations),
         "ours_laurent_ms_per_simulation": figure(1e3 * laurent_s / simulations),
         "max_abs_dT_vs_torcwa": error(T_laurent, T_torcwa),
         "grad_rel_diff_vs_torcwa": figure(((g_laurent - g_torcwa).norm() / g_torcwa.norm()).item()),
         "grads_finite": bool(g_torcwa.isfinite().all() and g_laurent.isfinite().all()),
         "polarization_check_max_dT": figure(polarization_error),
-        "reference": f"hyplex li {reference_size} on {len(chosen)} designs",
+        "reference": f"hyplex vector {reference_size} on {len(chosen)} designs",
         "reference_s": figure(reference_s),
         "max_abs_dT0_vs_reference_torcwa": error(T_torcwa[chosen], T_reference),
         "max_abs_dT0_vs_reference_ours_li": error(T_li[chosen], T_reference),
         "max_abs_dT0_vs_reference_ours_laurent": error(T_laurent[chosen], T_reference),
+        "max_abs_dT0_vs_reference_ours_vector": error(T_vector[chosen], T_reference),
         "our_eig_fraction": figure(laurent_eig),
         "our_eig_fraction_li": figure(li_eig),
+        "our_eig_fraction_vector": figure(vector_eig),
         "torcwa_eig_fraction": figure(torcwa_eig_fraction),
     }
+    if not args.skip_accuracy_matched:
+        if args.fmmax_python is None and not args.quick:
+            args.fmmax_python = str(Path(__file__).resolve().parents[1] / ".venv-fmmax/bin/python")
+        elif args.fmmax_python is not None and args.fmmax_python.lower() == "none":
+            args.fmmax_python = None
+        report.update(accuracy_matched(args, dtype))
     print(json.dumps(report))
 
 
