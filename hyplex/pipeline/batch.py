@@ -226,19 +226,18 @@ def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
     Client, LocalCluster = distributed.Client, distributed.LocalCluster
     as_completed = distributed.as_completed
 
-    from hyplex.optics.library_build import WORKER_ENV
+    from hyplex.optics.library_build import WORKER_ENV, kept_environ
 
-    with (
-        LocalCluster(
+    with kept_environ():  # Dask's Nanny would leave OMP_NUM_THREADS=1 etc. in os.environ
+        cluster = LocalCluster(
             n_workers=int(workers),
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
             silence_logs=logging.ERROR,
             env=WORKER_ENV,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+        )
+    with cluster, Client(cluster) as client:
         futures = {client.submit(segment_file, job, pure=False): job for job in jobs}
         for future in as_completed(futures):
             try:

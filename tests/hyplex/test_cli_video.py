@@ -100,3 +100,30 @@ def test_segment_needs_a_model_and_valid_bands(app, files):
     assert parse_bands("0:6:2") == (0, 2, 4) and parse_bands("3,1") == (3, 1)
     with pytest.raises(typer.BadParameter, match="bands must be like"):
         parse_bands("a-b")
+
+
+@pytest.mark.timeout(180)
+def test_segment_on_two_dask_workers_matches_one_and_leaves_the_environment(app, files):
+    """Dask's Nanny writes OMP_NUM_THREADS=1, PYTHONHASHSEED, ... into the parent's
+    environment when it starts workers; a batch run must give it back as it was."""
+    import os
+    import shutil
+
+    shutil.copy(files / "clip.h5", files / "clip2.h5")
+    common = ["--reconstructor", str(files / "rec.safetensors"), "--pitch-px", str(PITCH)]
+    common += ["--input-scale-dn", "1000", "--no-video"]
+    inputs = [str(files / "clip.h5"), str(files / "clip2.h5")]
+    before = dict(os.environ)
+    runs = {}
+    for workers in (1, 2):
+        out = files / f"out{workers}"
+        result = CliRunner().invoke(
+            app, ["segment", *inputs, "--out", str(out), "--workers", str(workers), *common]
+        )
+        assert result.exit_code == 0, result.output
+        runs[workers] = [read_decoded(out / f"{name}.labels.h5") for name in ("clip", "clip2")]
+    assert dict(os.environ) == before
+    for one, two in zip(runs[1], runs[2], strict=True):
+        for key in one:
+            if isinstance(one[key], np.ndarray):
+                assert np.array_equal(one[key], two[key], equal_nan=True), key
