@@ -32,8 +32,9 @@ ladder ``r_1 < r_2 < ... < r_K`` this module
      the ladder supports: ``|T_inf(p) - T_inf(p_j)|`` with ``p_j`` the order of the last three
      levels at point ``j`` alone (from (2), clamped to ``order_bounds``). Where the point's
      differences change sign (oscillatory convergence, no order exists) it is the last change
-     ``|T_K - T_{K-1}|``, the conservative choice. With two levels no order can be fitted;
-     ``error`` is then the GCI with ``F_s`` = 3.
+     ``|T_K - T_{K-1}|``, the conservative choice. Where the fitted order had to be clamped
+     (the ladder is not asymptotic) the error is at least the whole correction. With two
+     levels no order can be fitted; ``error`` is then the GCI with ``F_s`` = 3.
 
 References
 ----------
@@ -312,6 +313,7 @@ def extrapolate(
     order: float | None = None,
     assumed_order: float = 1.0,
     order_bounds=DEFAULT_ORDER_BOUNDS,
+    fit_levels: int | None = None,
 ) -> Extrapolation:
     """Richardson-extrapolate a ladder to infinite resolution, with an error estimate.
 
@@ -325,6 +327,9 @@ def extrapolate(
         The order for a two-level ladder (no fit possible): 1 for Meep in Lorentz media
         (no sub-pixel smoothing), 2 where smoothing applies.
     order_bounds : ``(p_min, p_max)`` for the fitted order (clamped with a warning).
+    fit_levels : int >= 3, optional
+        Fit the order on the finest ``fit_levels`` levels only (Roache's three finest grids);
+        coarser levels outside the asymptotic range then cannot bias it. Default: all levels.
 
     Returns
     -------
@@ -346,7 +351,10 @@ def extrapolate(
     elif r.size >= 3:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = fit_order(r, T, order_bounds)
+            if fit_levels is not None and not 3 <= fit_levels <= r.size:
+                raise ValueError(f"fit_levels must lie in [3, {r.size}], got {fit_levels}")
+            levels = slice(-(fit_levels or r.size), None)
+            fit = fit_order(r[levels], T[levels], order_bounds)
         for w in caught:
             notes.append(str(w.message))
             warnings.warn(str(w.message), stacklevel=2)
@@ -368,6 +376,14 @@ def extrapolate(
         with_point = richardson(T[-1], T[-2], q, np.where(np.isnan(p_point), p, p_point))
         last_change = np.abs(T[-1] - T[-2])
         error = np.where(np.isnan(p_point), last_change, np.abs(value - with_point))
+        if fit.clamped:
+            # No order in range: the ladder is not asymptotic, so the extrapolation itself is
+            # in doubt; its whole step beyond the finest level counts as error.
+            error = np.maximum(error, correction)
+            notes.append(
+                "the fitted order was clamped (the ladder is not in its asymptotic range); "
+                "the error includes the whole Richardson correction |T_inf - T_K|"
+            )
         n_bad = int(np.isnan(p_point).sum())
         if n_bad:
             notes.append(

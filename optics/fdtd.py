@@ -621,6 +621,7 @@ def solve_ladder(
     order: float | None = None,
     assumed_order: float = 1.0,
     order_bounds=DEFAULT_ORDER_BOUNDS,
+    fit_levels: int | None = None,
     workers: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
@@ -638,6 +639,7 @@ def solve_ladder(
     assumed_order : the order for a two-rung ladder: 1 for Lorentz media (``cSi_meep``,
         ``aSi_meep``: Meep does not smooth them), 2 for non-dispersive lossless media.
     order_bounds : ``(p_min, p_max)``; fitted orders outside are clamped with a warning.
+    fit_levels : fit the order on the finest ``fit_levels`` (>= 3) rungs only; default all.
 
     Returns
     -------
@@ -670,6 +672,7 @@ def solve_ladder(
                     order=order,
                     assumed_order=assumed_order,
                     order_bounds=order_bounds,
+                    fit_levels=fit_levels,
                 )
             )
 

@@ -111,6 +111,8 @@ def test_order_outside_bounds_is_clamped_with_a_warning():
     with pytest.warns(UserWarning, match="clamped"):
         result = extrapolate(r, T, order_bounds=(0.5, 4.0))
     assert result.order == 4.0 and result.fit.clamped
+    assert np.all(result.error >= result.correction)  # not asymptotic: the whole step counts
+    assert any("clamped" in note for note in result.notes)
     assert result.fit.raw_order == pytest.approx(6.0, abs=1e-3)  # T_inf + 1e-11: round-off
 
 
@@ -137,3 +139,16 @@ def test_bad_input_is_refused():
         fit_order([100.0, 200.0], np.zeros((2, 4)))
     with pytest.raises(ValueError, match="order_bounds"):
         fit_order(LADDERS[0], np.random.default_rng(0).random((3, 4)), order_bounds=(2.0, 1.0))
+
+
+def test_fit_on_the_finest_levels_ignores_a_preasymptotic_coarse_level():
+    r = np.array([50.0, 100.0, 200.0, 400.0])
+    T_inf, T = _sequence(r, 1.0)
+    T[0] += 0.3  # the coarsest level is far off the power law
+    all_levels = extrapolate(r, T)
+    finest = extrapolate(r, T, fit_levels=3)
+    assert abs(finest.order - 1.0) < 1e-8
+    np.testing.assert_allclose(finest.value, T_inf, atol=1e-12)
+    assert np.abs(all_levels.value - T_inf).max() > 1e-3
+    with pytest.raises(ValueError, match="fit_levels"):
+        extrapolate(r, T, fit_levels=2)
