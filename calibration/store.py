@@ -156,13 +156,20 @@ def load_calibration(
     Raises
     ------
     ValueError
-        Not a hyplex calibration file, a newer format version, or a partial file without
-        ``allow_partial``.
+        Not a readable HDF5 file, not a hyplex calibration file, a newer format version, or a
+        partial file without ``allow_partial``.
     CalibrationMismatch
         ``camera_id``, ``sensor_shape`` or ``layout`` differ from the file's.
     """
     path = Path(path)
-    with h5py.File(path, "r") as file:
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:  # not HDF5, truncated, a folder, no permission
+        raise ValueError(
+            f"{path} is not a readable calibration file ({error}); expected an HDF5 file "
+            "written by hyplex calibrate"
+        ) from None
+    with file:
         attrs = dict(file.attrs)
         if attrs.get("format") != FORMAT:
             raise ValueError(
