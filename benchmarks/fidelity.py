@@ -30,8 +30,9 @@ says so. The older keys (``rms_dT``: best RCWA vs the finest single Meep run, ..
     .venv/bin/python benchmarks/fidelity.py            # full ladders (hours on 2 cores)
     .venv/bin/python benchmarks/fidelity.py --quick    # two coarse rungs, gratings + one
                                                         # 3-D cell, a few minutes (a CI test)
-    .venv/bin/python benchmarks/fidelity.py --meep-ladders benchmarks/results/fidelity_meep.npz
-                                                        # the table from stored Meep ladders
+    .venv/bin/python benchmarks/fidelity.py --stored benchmarks/results/fidelity_meep.npz
+                                  # the table from stored Meep ladders and reference spectra,
+                                  # in seconds (what is missing or different is recomputed)
 
 Meep runs are cached (``~/.cache/hyplex/fdtd``), so a rerun only computes what changed.
 ``--save-ladders`` stores every Meep ladder and reference spectrum in one ``.npz`` (small), so
@@ -42,6 +43,7 @@ one JSON line, last on stdout.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -126,7 +128,7 @@ CASES = [
             WIDE_BAND,
             0.0,
             "rcwa",
-            (60, 90, 135),
+            (60, 90, 135, 200),
             (24, 32),
             harmonics=(11, 11),
             quick_harmonics=(4, 4),
@@ -202,7 +204,9 @@ def _reference(case: Case, wavelengths, quick: bool) -> tuple[np.ndarray, str, d
             file=sys.stderr,
             flush=True,
         )
-    factorization = case.factorization or "default"
+    # The name of the factorisation that ran (rcwa.solve's default when the case sets none).
+    default = inspect.signature(rcwa.solve).parameters["factorization"].default
+    factorization = case.factorization or f"{default} (default)"
     check = {
         "harmonics": [M, N],
         "coarser_harmonics": list(coarse),
@@ -210,7 +214,7 @@ def _reference(case: Case, wavelengths, quick: bool) -> tuple[np.ndarray, str, d
         "rms_change_from_coarser": _rms(out[(M, N)], out[coarse]),
         "seconds": round(seconds[(M, N)], 1),
     }
-    return out[(M, N)], f"RCWA M={M} ({factorization})", check
+    return out[(M, N)], f"RCWA M={M}, {factorization}", check
 
 
 def _rms(a, b) -> float:
@@ -219,6 +223,23 @@ def _rms(a, b) -> float:
 
 def _max(a, b) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max())
+
+
+def _stored_reference(stored, case: Case, wavelengths, quick: bool):
+    """The stored reference ``(L, 2)``, label and check of a case, or Nones if absent or if it
+    was computed with other wavelengths or harmonics."""
+    key = f"{case.name}/reference_T"
+    if key not in stored or not np.allclose(stored[f"{case.name}/wavelengths_nm"], wavelengths):
+        return None, None, None
+    check = json.loads(str(stored[f"{case.name}/reference_check"]))
+    harmonics = list(case.quick_harmonics if quick else case.harmonics)
+    default = inspect.signature(rcwa.solve).parameters["factorization"].default
+    factorization = case.factorization or f"{default} (default)"
+    if case.reference == "rcwa" and (
+        check.get("harmonics") != harmonics or check.get("factorization") != factorization
+    ):
+        return None, None, None
+    return stored[key], str(stored[f"{case.name}/reference_label"]), check
 
 
 def _ladder_from_file(stored, case: Case, resolutions, wavelengths):
@@ -252,7 +273,10 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="FDTD cache directory")
     parser.add_argument("--workers", type=int, default=None, help="parallel Meep processes")
     parser.add_argument(
-        "--meep-ladders", type=Path, default=None, help="read Meep ladders from this .npz"
+        "--stored",
+        type=Path,
+        default=None,
+        help="read Meep ladders and reference spectra from this .npz (--save-ladders writes it)",
     )
     parser.add_argument(
         "--save-ladders", type=Path, default=None, help="write ladders and references to .npz"
@@ -260,12 +284,17 @@ def main() -> None:
     parser.add_argument(
         "--meep-only", action="store_true", help="run the Meep ladders, skip the comparison"
     )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="with --stored: fail instead of running Meep or the RCWA for what is not stored",
+    )
     args = parser.parse_args()
     if args.structures:
         cases = [case for case in CASES if case.name in args.structures]
     else:
         cases = [case for case in CASES if case.in_quick or not args.quick]
-    stored = dict(np.load(args.meep_ladders)) if args.meep_ladders else {}
+    stored = dict(np.load(args.stored)) if args.stored else {}
 
     ladders = {}
     for case in cases:
@@ -275,9 +304,11 @@ def main() -> None:
             wavelengths = QUICK_OBLIQUE_WAVELENGTHS
         from_file = _ladder_from_file(stored, case, np.asarray(resolutions, float), wavelengths)
         if from_file is not None:
-            print(f"meep {case.name} {resolutions}: from {args.meep_ladders}", file=sys.stderr)
+            print(f"meep {case.name} {resolutions}: from {args.stored}", file=sys.stderr)
             ladders[case.name] = (wavelengths, np.asarray(resolutions, float), from_file)
             continue
+        if args.offline:
+            sys.exit(f"--offline: no stored Meep ladder for {case.name} at {resolutions} px/um")
         print(f"meep {case.name} {resolutions} px/um ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         ladder = fdtd.solve_ladder(
@@ -304,13 +335,18 @@ def main() -> None:
             {"T": ladder.T_ladder, "R": ladder.R_ladder, "compute_s": ladder.compute_s},
         )
     if args.meep_only:
-        _save(args.save_ladders, cases, ladders, {})
+        _save(args.save_ladders, cases, ladders, {}, {})
         return
 
-    rows, spectra, references = {}, {}, {}
+    rows, spectra, references, checks = {}, {}, {}, {}
     for case in cases:
         wavelengths, resolutions, data = ladders[case.name]
-        reference, label, check = _reference(case, wavelengths, args.quick)
+        reference, label, check = _stored_reference(stored, case, wavelengths, args.quick)
+        if reference is None:
+            if args.offline:
+                sys.exit(f"--offline: no stored reference spectrum for {case.name}")
+            reference, label, check = _reference(case, wavelengths, args.quick)
+        checks[case.name] = (label, check)
         references[case.name] = reference
         for pol, row in zip(case.rows, _row_names(case), strict=True):
             meep = _select(data["T"], pol)  # (K, L)
@@ -360,7 +396,7 @@ def main() -> None:
     verdicts = _verdicts(rows)
     for sentence in verdicts:
         print(sentence, file=sys.stderr)
-    _save(args.save_ladders, cases, ladders, references)
+    _save(args.save_ladders, cases, ladders, references, checks)
     _plot(args.out, rows, spectra)
     worst = max(rows, key=lambda name: rows[name]["rms_dT_vs_extrapolated"])
 
@@ -369,7 +405,7 @@ def main() -> None:
 
     summary = {
         "benchmark": "fidelity",
-        "peer": f"MIT Meep {fdtd.meep_version()} FDTD, Richardson-extrapolated",
+        "peer": f"MIT Meep {_meep_version()} FDTD, Richardson-extrapolated",
         "quick": args.quick,
         "goal": f"max_rms_dT_vs_extrapolated < {GOAL}",
         "rms_dT_vs_extrapolated": per_row("rms_dT_vs_extrapolated", 5),
@@ -399,6 +435,13 @@ def main() -> None:
         "plot": str(args.out),
     }
     print(json.dumps(summary))
+
+
+def _meep_version() -> str:
+    try:
+        return fdtd.meep_version()
+    except fdtd.MeepNotFoundError:  # every ladder came from --stored
+        return "(not installed here; stored ladders)"
 
 
 def _verdicts(rows) -> list[str]:
@@ -431,7 +474,7 @@ def _verdicts(rows) -> list[str]:
     return out
 
 
-def _save(path, cases, ladders, references) -> None:
+def _save(path, cases, ladders, references, checks) -> None:
     if path is None:
         return
     arrays = {}
@@ -446,6 +489,9 @@ def _save(path, cases, ladders, references) -> None:
         arrays[f"{case.name}/compute_s"] = np.asarray(data["compute_s"], float)
         if case.name in references:
             arrays[f"{case.name}/reference_T"] = references[case.name]
+            label, check = checks[case.name]
+            arrays[f"{case.name}/reference_label"] = np.array(label)
+            arrays[f"{case.name}/reference_check"] = np.array(json.dumps(check))
     if path.exists():  # keep the other structures already stored there
         previous = dict(np.load(path))
         previous.update(arrays)
