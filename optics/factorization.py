@@ -28,14 +28,16 @@ The projector comes from the doubled-angle field ``z = |z| exp(2 i theta)`` of
     P_n = 1/2 [ I + c [[cos psi, sin psi], [sin psi, -cos psi]] - i s [[0, 1], [-1, 0]] ].
 
 ``c = 1, s = 0`` is the projector ``n n^T`` on the unit normal ``n = (cos theta, sin theta)``
-(the normal-vector method). Liu & Fan's Jones vectors (S4, Sec. 3.5; fmmax ``normalize_jones``)
-are ``J = exp(i theta) (n cos phi + i n_perp sin phi)`` with ``phi = pi/8 (1 + cos(pi m))``: linear
-(``phi = 0``) where the field magnitude ``m`` is 1, circular where it is 0, which removes the
-vortices of the normal field. ``J J^H`` is the expression above with ``c = cos 2 phi`` and
-``s = sin 2 phi``: its real part blends the normal projector with ``I/2``, its imaginary
-antisymmetric part is a fictitious gyrotropy that breaks mirror symmetry (a transposed pattern
-no longer swaps TE and TM exactly). ``"jones"`` keeps it; ``"vector"`` drops it (``s = 0``,
-``c = cos 2 phi``): the same blend, real and mirror-symmetric.
+(the normal-vector method). Liu & Fan's Jones vectors (S4; fmmax ``vector.normalize_jones``)
+are ``J = exp(i theta) (u cos phi + i u_perp sin phi)`` with ``phi = pi/8 (1 + cos(pi m))``:
+linear (``phi = 0``) where the field magnitude ``m`` is 1, circular where it is 0, which
+removes the vortices of the normal field. Built from the normal ``u = n`` with ``m = |z|``,
+``J J^H`` is the expression above with ``c = cos 2 phi`` and ``s = sin 2 phi`` (Liu & Fan
+build ``J`` from the tangent and take ``P_n = I - J J^H``, which flips the sign of ``s``). Its
+real part blends the normal projector with ``I/2``; its imaginary antisymmetric part is a
+fictitious gyrotropy that breaks mirror symmetry (a transposed pattern no longer swaps TE and
+TM exactly). ``"jones"`` keeps it; ``"vector"`` drops it (``s = 0``, ``c = cos 2 phi``): the
+same blend, real and mirror-symmetric.
 """
 
 from __future__ import annotations

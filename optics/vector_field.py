@@ -1,8 +1,8 @@
 """Normal-vector fields of a unit cell, for the vector Fourier factorisation of the RCWA.
 
 The vector formulations of the Fourier modal method (Schuster, Ruoff, Kerwien, Rafler & Osten,
-JOSA A 24, 2880 (2007); Liu & Fan, S4, CPC 183, 2233 (2012), Sec. 3.5) need, at every point of
-the cell, the direction normal to the material interfaces: the normal component of ``E`` is
+JOSA A 24, 2880 (2007); Liu & Fan, S4, CPC 183, 2233 (2012), eqs. 46-51) need, at every point
+of the cell, the direction normal to the material interfaces: the normal component of ``E`` is
 factorised with the inverse rule, the tangential one with Laurent's rule. The field must be
 defined everywhere (also far from any edge) and should be smooth, because its Fourier series
 enters the permittivity operator. Götz, Schuster et al., Opt. Express 16, 17295 (2008), build
