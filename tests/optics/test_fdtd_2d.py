@@ -152,3 +152,22 @@ def test_asi_grating_ladder_agrees_with_rcwa_li(tmp_path):
     assert extrapolated[1] < 0.5 * finest[1], (extrapolated, finest)
     assert extrapolated.max() < 0.005, extrapolated
     assert 0.6 < ladder.T_order[1] < 1.6  # first order, fitted
+
+
+def test_grid_misalignment_names_interfaces_off_the_grid():
+    """Staircase error depends on sub-pixel positions, so ladders must keep interfaces on the
+    grid: 100 nm layers and 200 nm boxes sit on it at multiples of 10 px/um, not at 135."""
+    from hyplex.optics.fdtd_structure import describe
+
+    layers = [rcwa.Layer(100.0, 3.5, geometry.Rectangle(200.0, 100.0))]
+    structure, _ = describe(layers, np.array([600.0]), (400.0, 400.0), "air", 1.45)
+    for resolution in (40, 80, 120, 160):
+        settings = fdtd.FDTDSettings(resolution=resolution)
+        assert fdtd.grid_misalignment(structure, settings, 3) == []
+    off = fdtd.grid_misalignment(structure, fdtd.FDTDSettings(resolution=135), 3)
+    assert any("bottom" in item for item in off)  # 100 nm = 13.5 px
+    assert any("edge x" in item for item in off)  # x edges at +-100 nm
+    assert any("edge y" in item for item in off)  # y edges at +-50 nm
+    # At 90 px/um only the 50 nm half-height along y misses the grid.
+    off = fdtd.grid_misalignment(structure, fdtd.FDTDSettings(resolution=90), 3)
+    assert off and all("edge y" in item for item in off)
