@@ -14,7 +14,8 @@ directly, not a reconstructed cube, as in Makarenko et al. (CVPR 2022) and the
 Both accept any ``h, w`` (inputs are edge-padded to a multiple of ``2**depth`` and logits are
 cropped back) and store their constructor kwargs in ``.config`` for :func:`build_segmenter`.
 Point barcodes ``(N, C)`` give logits ``(N, n_classes)`` (each a uniform one-pixel map), and
-any real dtype is cast to the model's (:mod:`hyplex.models.decoder_input`).
+any real dtype is cast to the model's (:mod:`hyplex.models.decoder_input`). ``whiten=True``
+decorrelates the input channels first (:mod:`hyplex.models.whitening`).
 
 References
 ----------
@@ -42,6 +43,7 @@ from hyplex.models.layers import (
     crop_to,
     pad_to_multiple,
 )
+from hyplex.models.whitening import BarcodeWhitening
 
 __all__ = [
     "SEGMENTERS",
@@ -95,6 +97,9 @@ class UNet(nn.Module):
         Channels of the first level.
     depth : int
         Number of 2x downsamplings.
+    whiten : bool
+        ZCA-whiten the input channels first (:class:`~hyplex.models.whitening.
+        BarcodeWhitening`): collinear barcodes of broad metasurface filters train slowly.
 
     Notes
     -----
@@ -102,7 +107,14 @@ class UNet(nn.Module):
     smaller than ``2**depth`` pixels cannot be trained (inference is fine).
     """
 
-    def __init__(self, in_channels: int, n_classes: int, base_channels: int = 16, depth: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        base_channels: int = 16,
+        depth: int = 3,
+        whiten: bool = False,
+    ):
         super().__init__()
         _check_config(in_channels, n_classes, base_channels=base_channels, depth=depth)
         self.config = {
@@ -110,7 +122,9 @@ class UNet(nn.Module):
             "n_classes": int(n_classes),
             "base_channels": int(base_channels),
             "depth": int(depth),
+            "whiten": bool(whiten),
         }
+        self.whitening = BarcodeWhitening(in_channels) if whiten else None
         self.in_channels, self.n_classes, self.multiple = int(in_channels), int(n_classes), 2**depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -129,6 +143,8 @@ class UNet(nn.Module):
         """``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``; points
         ``(N, in_channels) -> (N, n_classes)``; any real dtype, cast to the module's."""
         x, points = as_barcode_maps(x, self.in_channels, self, "input")
+        if self.whitening is not None:
+            x = self.whitening(x)
         x, size = pad_to_multiple(x, self.multiple)
         skips = []
         for block in self.encoder:
@@ -176,6 +192,9 @@ class SpectralAttentionSegNet(nn.Module):
         Squeeze-and-excitation bottleneck ratio.
     n_heads : int
         Heads of the bottleneck S-MSA (must divide ``width * 2**depth``).
+    whiten : bool
+        ZCA-whiten the input channels first (:class:`~hyplex.models.whitening.
+        BarcodeWhitening`).
     """
 
     def __init__(
@@ -186,6 +205,7 @@ class SpectralAttentionSegNet(nn.Module):
         depth: int = 2,
         reduction: int = 4,
         n_heads: int = 1,
+        whiten: bool = False,
     ):
         super().__init__()
         _check_config(
@@ -202,8 +222,10 @@ class SpectralAttentionSegNet(nn.Module):
             "depth": int(depth),
             "reduction": int(reduction),
             "n_heads": int(n_heads),
+            "whiten": bool(whiten),
         }
         self.in_channels, self.n_classes, self.multiple = int(in_channels), int(n_classes), 2**depth
+        self.whitening = BarcodeWhitening(in_channels) if whiten else None
         self.band_attention = SqueezeExcitation(in_channels, reduction)
         # Per-pixel spectral embedding: two 1x1 convolutions, i.e. an MLP on each barcode.
         self.spectral_embedding = nn.Sequential(
@@ -238,6 +260,8 @@ class SpectralAttentionSegNet(nn.Module):
         """``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``; points
         ``(N, in_channels) -> (N, n_classes)``; any real dtype, cast to the module's."""
         x, points = as_barcode_maps(x, self.in_channels, self, "input")
+        if self.whitening is not None:
+            x = self.whitening(x)
         x, size = pad_to_multiple(x, self.multiple)
         spectral = self.spectral_embedding(self.band_attention(x))
         x, skips = spectral, []
