@@ -27,7 +27,8 @@ differ by exact pixel Fourier integrals against a sampled DFT). A 300 x 100 nm b
 polarisation mapping and warms both up. Eig fractions: wall time in each eig autograd Function.
 
 Accuracy-matched speed (``speedup_at_0p005_vs_torcwa``, ``speedup_at_0p005_vs_fmmax``): on a
-few pillars (r = 90/120/150 nm; 120 nm with ``--quick``) and wavelengths, the converged T0 is
+few pillars (``--accuracy-radii``, default 90/120/150 nm; 120 nm with ``--quick``) and
+wavelengths (``--accuracy-wavelengths``), the converged T0 is
 hyplex ``vector`` at M = ``--converged-harmonics`` (checked against ``jones`` at the same
 order: ``converged_check``). Each solver climbs M = 2, 3, ... until two successive orders
 are within 0.005 of it (TE and TM, every design and wavelength); it is then timed there,
@@ -39,9 +40,11 @@ within 0.005 is timed at its highest order and the speedup is marked a lower bou
 
 Reproduce (the last stdout line is one JSON object; progress goes to stderr)::
 
-    .venv/bin/python benchmarks/rcwa.py --quick                        # 4 x 8, < 60 s
-    .venv/bin/python benchmarks/rcwa.py --designs 16 --wavelengths 25  # about 6 min
-    .venv/bin/python benchmarks/rcwa.py                                # 64 x 100, ~75 min
+    .venv/bin/python benchmarks/rcwa.py --quick    # 4 x 8; accuracy-matched without fmmax
+    .venv/bin/python benchmarks/rcwa.py --designs 4 --wavelengths 8 \
+        --accuracy-radii 120 --accuracy-wavelengths 4      # the README's row, ~20 min
+    .venv/bin/python benchmarks/rcwa.py --designs 16 --wavelengths 25  # 3 pillars x 6
+    .venv/bin/python benchmarks/rcwa.py                    # 64 x 100 at the same order
 """
 # ruff: noqa: E402  (BLAS and torch thread settings must precede the imports that read them)
 
@@ -273,9 +276,9 @@ XLA_ONE_CORE = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=
 def accuracy_matched(args, dtype) -> dict:
     """Time to reach 0.005 of the converged T0, each solver at its own needed order."""
     x, y = pixel_centres(args.grid)
-    radii = [120.0] if args.quick else [90.0, 120.0, 150.0]
+    radii = [120.0] if args.quick else [float(r) for r in args.accuracy_radii.split(",")]
     patterns = torch.stack([(x**2 + y**2 <= r**2).double() for r in radii])
-    wavelengths = wavelength_grid(4 if args.quick else 6)
+    wavelengths = wavelength_grid(4 if args.quick else args.accuracy_wavelengths)
     ladder = [2, 3, 4, 5, 6, 7, 8] + ([] if args.quick else [10, 12])
     top = min(args.converged_harmonics, 10) if args.quick else args.converged_harmonics
     log(f"accuracy-matched: radii {radii}, {len(wavelengths)} wavelengths, converged M={top}")
@@ -380,6 +383,10 @@ def main() -> None:
     parser.add_argument(
         "--skip-accuracy-matched", action="store_true", help="only the fixed-order timing"
     )
+    parser.add_argument(
+        "--accuracy-radii", default="90,120,150", help="pillar radii (nm) of the accuracy set"
+    )
+    parser.add_argument("--accuracy-wavelengths", type=int, default=6)
     args = parser.parse_args()
     if args.quick:
         args.designs, args.wavelengths, args.reference_designs = 4, 8, 1
