@@ -36,6 +36,7 @@ from .library import (
     open_library,
     read_library,
     read_metadata,
+    read_records,
     write_library,
 )
 from .library_spec import LibrarySpec, check_resources, sample_designs, solve_designs
@@ -157,7 +158,7 @@ def _matches(meta: dict, spec: LibrarySpec, path: Path) -> None:
         )
 
 
-def _create(path: Path, spec: LibrarySpec, chunk_size: int) -> None:
+def _create(path: Path, spec: LibrarySpec, chunk_size: int, records=None) -> None:
     params, thickness = sample_designs(spec)
     n, n_wl = spec.count, len(spec.wavelengths_nm)
     library = ResponseLibrary(
@@ -176,7 +177,7 @@ def _create(path: Path, spec: LibrarySpec, chunk_size: int) -> None:
         t=np.full((n, n_wl, 2, 2), np.nan + 0j) if spec.store_jones else None,
         generation=spec.generation(chunk_size),
     )
-    write_library(path, library, chunk_count=math.ceil(n / chunk_size))
+    write_library(path, library, chunk_count=math.ceil(n / chunk_size), records=records)
 
 
 def _grow(path: Path, spec: LibrarySpec, chunk_size: int) -> None:
@@ -207,7 +208,10 @@ def _grow(path: Path, spec: LibrarySpec, chunk_size: int) -> None:
         generation=dict(old.generation, count=spec.count),
     )
     # The per-chunk solve_seconds restart: a grown file times only chunks solved from now on.
-    write_library(path, grown, chunk_count=math.ceil(spec.count / chunk_size))
+    # The convergence probe still describes the stack; the accuracy sample was drawn from the
+    # old designs, so it is dropped (estimate it again for the grown library).
+    kept = {"convergence_probe": read_records(path)["convergence_probe"]}
+    write_library(path, grown, chunk_count=math.ceil(spec.count / chunk_size), records=kept)
 
 
 # --------------------------------------------------------------------------- driver
@@ -223,6 +227,7 @@ def build_library(
     client=None,
     progress: bool = True,
     on_commit: Callable[[int, int], None] | None = None,
+    records: dict | None = None,
 ) -> BuildReport:
     """Create or resume the library at ``path`` and solve every design not yet done.
 
@@ -239,6 +244,12 @@ def build_library(
     client : an existing ``distributed.Client`` to use instead (not closed).
     progress : show a tqdm bar on stderr.
     on_commit : called as ``on_commit(chunk_index, designs_done)`` after each commit.
+    records : :class:`~hyplex.optics.library.Record` s to store when the file is created
+        (a ``convergence_probe`` that chose the order); a resumed file keeps its own.
+
+    The accuracy estimate is a separate step (it re-solves a sample at the converged order):
+    :func:`hyplex.optics.library_accuracy.estimate_accuracy`, which ``hyplex library build``
+    runs after the build.
 
     Returns
     -------
@@ -263,7 +274,7 @@ def build_library(
     local_workers = min(local_workers, math.ceil(spec.count / chunk_size))
     check_resources(spec, path, chunk_size, local_workers)
     if meta is None:
-        _create(path, spec, chunk_size)
+        _create(path, spec, chunk_size, records)
     elif spec.count > meta["count"]:
         _grow(path, spec, chunk_size)
 

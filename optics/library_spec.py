@@ -41,6 +41,7 @@ from .rcwa import Layer, solve
 __all__ = [
     "LibrarySpec",
     "check_resources",
+    "check_solve_memory",
     "design_bytes",
     "sample_designs",
     "solve_designs",
@@ -155,7 +156,13 @@ def sample_designs(spec: LibrarySpec, count: int | None = None):
     return params, t_low + uniform[:, -1] * (t_high - t_low)
 
 
-def solve_designs(spec: LibrarySpec, params_nm, thickness_nm, jones: bool | None = None):
+def solve_designs(
+    spec: LibrarySpec,
+    params_nm,
+    thickness_nm,
+    jones: bool | None = None,
+    solver: SolverSettings | None = None,
+):
     """RCWA spectra of a batch of designs (no gradients).
 
     Parameters
@@ -164,6 +171,7 @@ def solve_designs(spec: LibrarySpec, params_nm, thickness_nm, jones: bool | None
     params_nm : ``(B, P)`` shape parameters, nm.
     thickness_nm : ``(B,)`` pillar thicknesses, nm.
     jones : also return ``t``; default ``spec.store_jones``.
+    solver : settings to use instead of ``spec.solver`` (a convergence probe's other orders).
 
     Returns
     -------
@@ -173,7 +181,7 @@ def solve_designs(spec: LibrarySpec, params_nm, thickness_nm, jones: bool | None
     jones = spec.store_jones if jones is None else jones
     params = torch.as_tensor(np.asarray(params_nm, dtype=np.float64))
     thickness = torch.as_tensor(np.asarray(thickness_nm, dtype=np.float64))
-    settings = spec.solver
+    settings = spec.solver if solver is None else solver
     with torch.no_grad():
         pattern = SHAPES[spec.family].render_batch(params, spec.period_nm, settings.grid)
         layer = Layer(thickness, spec.material, pattern=pattern, background=spec.superstrate)
@@ -187,9 +195,10 @@ def solve_designs(spec: LibrarySpec, params_nm, thickness_nm, jones: bool | None
             angle_deg=settings.angle_deg,
             azimuth_deg=settings.azimuth_deg,
             factorization=settings.factorization,
+            dtype=settings.dtype,
         )
-        T = result.T.numpy()  # noqa: N806
-        t = result.t.numpy() if jones else None
+        T = result.T.to(torch.float64).numpy()  # noqa: N806
+        t = result.t.to(torch.complex128).numpy() if jones else None
     return T, t
 
 
@@ -206,13 +215,30 @@ def design_bytes(spec: LibrarySpec) -> tuple[int, int]:
     return stored, 2 * (stored + 8 * (n_par + 1))
 
 
-def _solve_bytes(spec: LibrarySpec, batch: int, harmonics=None, grid=None) -> int:
-    solver = spec.solver
+def _solve_bytes(spec: LibrarySpec, batch: int, harmonics=None, grid=None, solver=None) -> int:
+    solver = spec.solver if solver is None else solver
     return rcwa_memory_bytes(
         solver.harmonics if harmonics is None else harmonics,
         solver.grid if grid is None else grid,
         batch=batch,
         wavelengths=len(spec.wavelengths_nm),
+        complex_bytes=8 if solver.precision == "complex64" else 16,
+    )
+
+
+def check_solve_memory(spec: LibrarySpec, solver: SolverSettings, batch: int = 1) -> None:
+    """Refuse an RCWA call of ``batch`` designs with ``solver`` that cannot fit in memory.
+
+    Raises :class:`~hyplex.optics.memory.MemoryBudgetError` naming the harmonics.
+    """
+    needed = _solve_bytes(spec, batch, solver=solver)
+    (m, n), n_wl = solver.harmonics, len(spec.wavelengths_nm)
+    check_memory(
+        needed,
+        f"harmonics={m if m == n else (m, n)} ({(2 * m + 1) * (2 * n + 1):,} orders; the RCWA "
+        f"of {batch} design(s) at {n_wl} wavelengths)",
+        setting="harmonics",
+        value=m,
     )
 
 

@@ -46,9 +46,39 @@ def build(
     material: Annotated[str, typer.Option(help="Pillar material.")] = "cSi",
     substrate: Annotated[str, typer.Option(help="Substrate material.")] = "SiO2",
     superstrate: Annotated[str, typer.Option(help="Medium above and around.")] = "air",
-    harmonics: Annotated[int, typer.Option(min=0, help="Orders -M..M along x and y.")] = 2,
+    harmonics: Annotated[
+        int, typer.Option(min=0, help="Orders -M..M along x and y (see --target-accuracy).")
+    ] = 2,
     grid: Annotated[int, typer.Option(min=4, help="Pattern pixels per side.")] = 64,
-    factorization: Annotated[str, typer.Option(help="'li' or 'laurent'.")] = "li",
+    factorization: Annotated[
+        str, typer.Option(help="vector (default), jones, normal, li or laurent.")
+    ] = "vector",
+    precision: Annotated[str, typer.Option(help="complex128 or complex64 (~2x faster).")] = (
+        "complex128"
+    ),
+    target_accuracy: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Choose the order: the smallest M whose rms T error against converged spectra "
+            "is <= this on a few probe designs (overrides --harmonics; recorded in the file).",
+        ),
+    ] = None,
+    probe_designs: Annotated[int, typer.Option(min=1, help="Designs of the order probe.")] = 3,
+    max_order: Annotated[int, typer.Option(min=1, help="Highest M the probe tries.")] = 12,
+    reference_grid: Annotated[
+        int, typer.Option(min=4, help="Pixels per side of the converged reference.")
+    ] = 128,
+    accuracy: Annotated[
+        bool,
+        typer.Option(
+            help="After the build, re-solve a sample at the converged order and store the error."
+        ),
+    ] = True,
+    accuracy_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of designs re-solved.")
+    ] = 0.01,
+    accuracy_minimum: Annotated[int, typer.Option(min=1, help="At least this many.")] = 5,
     jones: Annotated[bool, typer.Option(help="Also store complex Jones matrices t.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the design list.")] = 0,
     chunk_size: Annotated[int, typer.Option(min=1, help="Designs per RCWA batch/task.")] = 64,
@@ -59,7 +89,15 @@ def build(
     serial: Annotated[bool, typer.Option(help="Solve in this process, without Dask.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Generate (or resume) a library of COUNT designs, batched through the RCWA."""
+    """Generate (or resume) a library of COUNT designs, batched through the RCWA.
+
+    With --target-accuracy the order comes from a convergence probe on a few designs (stored in
+    the file); with --accuracy (default) a seeded 1% sample (--accuracy-fraction, at least
+    --accuracy-minimum designs) is re-solved at the converged order afterwards and the error
+    stored (`hyplex library info` shows it). A rerun resumes both steps.
+    """
+    from dataclasses import replace
+
     from hyplex.cli.checks import memory_bad_parameter, output_file
     from hyplex.optics.library import LibraryError, SolverSettings
     from hyplex.optics.library_build import build_library
@@ -68,6 +106,13 @@ def build(
 
     output_file(out, "--out", "a library file path (.h5)")
     try:
+        solver = SolverSettings(
+            harmonics=(harmonics, harmonics),
+            factorization=factorization,
+            grid=(grid, grid),
+            precision=precision,
+        )
+        reference = _reference(reference_grid, "vector")
         spec = LibrarySpec(
             family=family,
             count=count,
@@ -80,20 +125,31 @@ def build(
             material=material,
             substrate=substrate,
             superstrate=superstrate,
-            solver=SolverSettings(
-                harmonics=(harmonics, harmonics), factorization=factorization, grid=(grid, grid)
-            ),
+            solver=solver,
             store_jones=jones,
             seed=seed,
         )
-        # before anything is allocated: the file in memory and on disk, one chunk's RCWA
-        check_resources(spec, out, chunk_size, 1 if serial else 0 if scheduler else workers)
+        if accuracy and not 0 < accuracy_fraction <= 1:
+            raise ValueError(f"--accuracy-fraction must be in (0, 1], got {accuracy_fraction}")
     except MemoryBudgetError as error:
         raise memory_bad_parameter(error) from None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    records = None
+    if target_accuracy is not None:
+        probe = _order_probe(out, spec, target_accuracy, probe_designs, max_order, reference)
+        spec = replace(spec, solver=probe.library_solver)
+        records = {"convergence_probe": probe.to_record()}
+    try:  # before anything is allocated: the file in memory and on disk, one chunk's RCWA
+        check_resources(spec, out, chunk_size, 1 if serial else 0 if scheduler else workers)
+    except MemoryBudgetError as error:
+        raise memory_bad_parameter(error) from None
     where = "this process" if serial else (scheduler or f"a LocalCluster of {workers} workers")
-    typer.echo(f"building {out}: {count} {family} designs, {wavelengths} wavelengths, on {where}")
+    m = spec.solver.harmonics[0]
+    typer.echo(
+        f"building {out}: {count} {family} designs, {wavelengths} wavelengths, M={m} "
+        f"({spec.solver.factorization}, grid {spec.solver.grid[0]}), on {where}"
+    )
     try:
         report = build_library(
             out,
@@ -103,6 +159,7 @@ def build(
             n_workers=workers,
             serial=serial,
             progress=progress,
+            records=records,
         )
     except MemoryBudgetError as error:  # a resumed file's own chunk size
         raise memory_bad_parameter(error) from None
@@ -112,6 +169,129 @@ def build(
         f"done: {report.computed} designs solved in {report.seconds:.1f} s "
         f"({report.designs_per_second:.2f} designs/s), {report.skipped} already in the file"
     )
+    if accuracy:
+        _accuracy(out, accuracy_fraction, accuracy_minimum, 0, reference, None, probe_designs,
+                  max_order)  # fmt: skip
+
+
+def _reference(grid: int, factorization: str):
+    from hyplex.optics.library import SolverSettings
+
+    return SolverSettings(harmonics=(1, 1), factorization=factorization, grid=(grid, grid))
+
+
+def _order_probe(out, spec, target, designs, max_order, reference):
+    """The probe that picks the order for ``target`` (reused from ``out`` when it has one)."""
+    from hyplex.optics.library import LibraryError, read_records
+    from hyplex.optics.library_probe import DEFAULT_TOLERANCE, ConvergenceProbe, probe_convergence
+
+    if out.exists():
+        try:
+            stored = read_records(out)["convergence_probe"]
+        except LibraryError as error:
+            _fail(error)
+        if stored is not None and stored.summary.get("target") == target:
+            probe = ConvergenceProbe.from_record(stored)
+            typer.echo(f"order M={probe.chosen_order} from the probe stored in {out}")
+            return probe
+    tolerance = min(DEFAULT_TOLERANCE, target / 2)
+    typer.echo(
+        f"probing the order on {designs} designs: reference {reference.factorization} on a "
+        f"{reference.grid[0]} px grid, converged when M -> M+1 changes rms T by <= {tolerance:g}"
+    )
+    try:
+        probe = probe_convergence(
+            spec,
+            designs=designs,
+            reference=reference,
+            tolerance=tolerance,
+            max_order=max_order,
+            target=target,
+            log=lambda line: typer.echo(f"  {line}"),
+        )
+    except LibraryError as error:  # did not converge, or no order meets the target
+        _fail(error)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--target-accuracy'") from error
+    chosen = probe.candidates[-1]
+    typer.echo(
+        f"chose M={probe.chosen_order} ({(2 * probe.chosen_order + 1) ** 2} orders): rms "
+        f"{chosen['rms']:.4f}, max |dT| {chosen['max_abs_dT']:.3f} against the reference at "
+        f"M={probe.converged_order} (target {target}); {chosen['seconds_per_design']:.2f} "
+        "s/design in the probe"
+    )
+    return probe
+
+
+def _accuracy(path, fraction, minimum, seed, reference, tolerance, designs, max_order):
+    from hyplex.optics.library import LibraryError
+    from hyplex.optics.library_accuracy import estimate_accuracy
+    from hyplex.optics.library_probe import DEFAULT_TOLERANCE
+
+    typer.echo(f"accuracy: re-solving {fraction:.1%} of {path.name} (at least {minimum}) ...")
+    try:
+        estimate = estimate_accuracy(
+            path,
+            fraction=fraction,
+            minimum=minimum,
+            seed=seed,
+            reference=reference,
+            tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            probe_designs=designs,
+            max_order=max_order,
+            log=lambda line: typer.echo(f"  {line}"),
+        )
+    except LibraryError as error:
+        _fail(error)
+    typer.echo(_describe_accuracy(estimate.summary()))
+    return estimate
+
+
+def _describe_accuracy(summary: dict | None) -> str:
+    if summary is None:
+        return "accuracy unknown (no estimate stored; run `hyplex library accuracy PATH`)"
+    ref = summary["reference"]
+    return (
+        f"accuracy: rms {summary['rms']:.4f}, max |dT| {summary['max_abs_dT']:.3f} on "
+        f"{summary['designs']} designs against {ref['factorization']} M={ref['harmonics'][0]} "
+        f"on a {ref['grid'][0]} px grid (converged to {summary['tolerance']:g})"
+    )
+
+
+@library_app.command("accuracy")
+def accuracy_command(
+    path: LibraryPath,
+    fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share re-solved.")] = 0.01,
+    minimum: Annotated[int, typer.Option(min=1, help="At least this many designs.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="rms change M -> M+1 counted as converged.")
+    ] = 0.005,
+    reference_factorization: Annotated[str, typer.Option(help="Reference rule.")] = "vector",
+    reference_grid: Annotated[int, typer.Option(min=4, help="Reference pixels per side.")] = 128,
+    probe_designs: Annotated[int, typer.Option(min=1, help="Designs of the order probe.")] = 3,
+    max_order: Annotated[int, typer.Option(min=1, help="Highest M the probe tries.")] = 12,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """(Re)compute a library's accuracy: a seeded sample re-solved at the converged order.
+
+    The converged order comes from the file's convergence probe, else from a new one. Reference
+    spectra are kept in PATH.accuracy-partial.npz as they are solved, so a rerun resumes; the
+    estimate is added to the library atomically.
+    """
+    try:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+        if not tolerance > 0:
+            raise ValueError(f"--tolerance must be > 0, got {tolerance}")
+        reference = _reference(reference_grid, reference_factorization)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    estimate = _accuracy(
+        path, fraction, minimum, seed, reference, tolerance, probe_designs, max_order
+    )
+    if as_json:
+        typer.echo(json.dumps(estimate.summary()))
 
 
 @library_app.command("info")
@@ -145,6 +325,9 @@ def info(
         "generation": meta["generation"],
         "solve_seconds": round(meta["solve_seconds"], 3),
         "nonfinite_designs": [int(i) for i in meta["nonfinite"]],
+        "format_version": meta["format_version"],
+        "accuracy": meta["accuracy"],
+        "convergence_probe": _probe_summary(meta["convergence_probe"]),
         **meta["provenance"],
     }
     bad = meta["nonfinite"]
@@ -161,7 +344,37 @@ def info(
     for key, value in summary.items():
         if key == "nonfinite_designs":
             value = f"{len(value)}" + (f" ({shown})" if bad.size else "")
+        elif key == "accuracy":
+            value = _describe_accuracy(value).removeprefix("accuracy: ")
+        elif key == "convergence_probe":
+            value = _describe_probe(value)
         typer.echo(f"{key:18s} {value}")
+
+
+def _probe_summary(summary: dict | None) -> dict | None:
+    """The probe's outcome without its per-rung table (which `--json` keeps short)."""
+    if summary is None:
+        return None
+    keep = ("converged_order", "tolerance", "target", "chosen_order", "reference", "indices")
+    return {key: summary[key] for key in keep} | {
+        "ladder": [{"M": r["M"], "change_to_next": r["change_to_next"]} for r in summary["ladder"]],
+        "candidates": [
+            {"M": c["M"], "rms": c["rms"], "max_abs_dT": c["max_abs_dT"]}
+            for c in summary["candidates"]
+        ],
+    }
+
+
+def _describe_probe(summary: dict | None) -> str:
+    if summary is None:
+        return "none"
+    text = (
+        f"converged at M={summary['converged_order']} (rms change <= {summary['tolerance']:g}) "
+        f"on {len(summary['indices'])} designs"
+    )
+    if summary["chosen_order"] is not None:
+        text += f"; M={summary['chosen_order']} chosen for target rms {summary['target']:g}"
+    return text
 
 
 @library_app.command("plot")

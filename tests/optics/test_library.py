@@ -284,7 +284,8 @@ def test_cli_build_info_plot(tmp_path):
     path = tmp_path / "cli.h5"
     common = ["--count", "6", "--wavelengths", "3", "--harmonics", "1", "--grid", "12"]
     result = runner.invoke(
-        library_app, ["build", "--out", str(path), *common, "--serial", "--no-progress"]
+        library_app,
+        ["build", "--out", str(path), *common, "--serial", "--no-progress", "--no-accuracy"],
     )
     assert result.exit_code == 0, result.output
     assert "6 designs solved" in result.output
