@@ -48,6 +48,9 @@ from .library import LibraryError, ResponseLibrary, check_same_grid
 
 __all__ = [
     "ROTATION_PERMUTATIONS",
+    "ResidualBlock",
+    "surrogate_from_record",
+    "surrogate_record",
     "SpectralSurrogate",
     "UnpolarisedSpectrum",
     "describe",
@@ -72,7 +75,9 @@ ROTATION_PERMUTATIONS: dict[str, tuple[int, ...]] = {
 }
 
 
-class _Block(nn.Module):
+class ResidualBlock(nn.Module):
+    """``h + Linear(SiLU(Linear(LayerNorm(h))))`` (pre-norm residual block, He et al. 2016)."""
+
     def __init__(self, width: int):
         super().__init__()
         self.norm = nn.LayerNorm(width)
@@ -91,7 +96,7 @@ class _Network(nn.Module):
         frequencies = torch.randn(inputs, int(fourier_features), generator=generator)
         self.register_buffer("frequencies", frequencies * float(fourier_scale))
         self.stem = nn.Linear(inputs + 2 * int(fourier_features), int(hidden))
-        self.body = nn.Sequential(*(_Block(int(hidden)) for _ in range(int(blocks))))
+        self.body = nn.Sequential(*(ResidualBlock(int(hidden)) for _ in range(int(blocks))))
         self.head = nn.Sequential(nn.LayerNorm(int(hidden)), nn.Linear(int(hidden), outputs))
 
     def forward(self, x):
@@ -172,9 +177,9 @@ class SpectralSurrogate(nn.Module):
                 f"{tuple(self.description['parameter_names'])}, got {tuple(params_nm.shape)}"
             )
         members = range(len(self.networks)) if members is None else members
-        x = self._normalised(params_nm, thickness_nm)
+        x = self.normalise(params_nm, thickness_nm)
         if self.permutation is not None:
-            rotated = self._normalised(params_nm[..., self.permutation], thickness_nm)
+            rotated = self.normalise(params_nm[..., self.permutation], thickness_nm)
         spectra = []
         for k in members:
             T = self._spectrum(self.networks[k], x)  # noqa: N806
@@ -183,7 +188,8 @@ class SpectralSurrogate(nn.Module):
             spectra.append(T)  # flip: [TE, TM] -> [TM, TE]
         return torch.stack(spectra)
 
-    def _normalised(self, params_nm, thickness_nm):
+    def normalise(self, params_nm, thickness_nm):
+        """Inputs ``(..., P + 1)`` mapped from the parameter box onto [-1, 1]."""
         inputs = torch.cat([params_nm, thickness_nm.unsqueeze(-1)], -1)
         return 2 * (inputs - self.low) / self.span - 1
 
@@ -261,6 +267,30 @@ def surrogate_paths(path) -> tuple[Path, Path, Path]:
     return path.with_suffix(".safetensors"), path.with_suffix(".pt"), path.with_suffix(".json")
 
 
+def surrogate_record(model: SpectralSurrogate) -> dict:
+    """The JSON config of ``model`` (architecture, box and library) that :func:`save_surrogate`
+    writes and :func:`surrogate_from_record` reads."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **model.architecture,
+        "low": model.low.cpu().tolist(),
+        "high": (model.low + model.span).cpu().tolist(),
+        "library": model.description,
+    }
+
+
+def surrogate_from_record(record: dict) -> SpectralSurrogate:
+    """An untrained :class:`SpectralSurrogate` shaped as ``record`` describes (KeyError,
+    TypeError or ValueError for an incomplete one)."""
+    architecture = {
+        key: record[key]
+        for key in ("hidden", "blocks", "fourier_features", "fourier_scale", "symmetric")
+    }
+    architecture["members"] = record.get("members", 1)  # version 1: one network
+    return SpectralSurrogate(record["library"], record["low"], record["high"], **architecture)
+
+
 def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
     """Write ``name.safetensors`` (state dict) and ``name.json`` (config) for ``path`` = ``name``
     (with or without a suffix); returns both paths. An older ``name.pt`` beside them is
@@ -272,15 +302,7 @@ def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, weights, metadata={"format": FORMAT})
     legacy.unlink(missing_ok=True)
-    record = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **model.architecture,
-        "low": model.low.cpu().tolist(),
-        "high": (model.low + model.span).cpu().tolist(),
-        "library": model.description,
-    }
-    config.write_text(json.dumps(record, indent=1))
+    config.write_text(json.dumps(surrogate_record(model), indent=1))
     return weights, config
 
 
@@ -315,12 +337,7 @@ def load_surrogate(path, device: str | torch.device = "cpu") -> SpectralSurrogat
             f"{config}: surrogate format_version {version!r}, expected one of {_READABLE_VERSIONS}"
         )
     try:
-        architecture = {
-            key: record[key]
-            for key in ("hidden", "blocks", "fourier_features", "fourier_scale", "symmetric")
-        }
-        architecture["members"] = record.get("members", 1)  # version 1: one network
-        model = SpectralSurrogate(record["library"], record["low"], record["high"], **architecture)
+        model = surrogate_from_record(record)
     except (KeyError, TypeError, ValueError) as error:
         raise LibraryError(f"{config}: incomplete surrogate config: {error}") from None
     state = _read_weights(weights)

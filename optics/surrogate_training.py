@@ -31,6 +31,7 @@ __all__ = [
     "SurrogateConfig",
     "TrainingReport",
     "train_surrogate",
+    "fit_members",
     "split",
     "spectrum_mse",
     "fraction_below",
@@ -109,6 +110,8 @@ def fraction_below(mse, threshold: float = MSE_THRESHOLD) -> float:
 
 def mean_spectrum_baseline(train_T, test_T) -> np.ndarray:  # noqa: N803
     """Per-design MSE ``(N_test,)`` of predicting every test design as the mean training one."""
+    if np.shape(test_T)[0] == 0:
+        return np.zeros(0)
     mean = np.asarray(train_T, dtype=np.float64).mean(axis=0, keepdims=True)
     return spectrum_mse(np.broadcast_to(mean, np.shape(test_T)), test_T)
 
@@ -144,10 +147,12 @@ class TrainingReport:
             "best_epoch": self.best_epoch,
             "train_seconds": round(self.seconds, 2),
             "fraction_mse_below_0.005": fraction_below(self.test_mse),
-            "median_mse": float(np.median(self.test_mse)),
-            "mean_mse": float(np.mean(self.test_mse)),
+            "median_mse": float(np.median(self.test_mse)) if self.test_mse.size else None,
+            "mean_mse": float(np.mean(self.test_mse)) if self.test_mse.size else None,
             "baseline_fraction_mse_below_0.005": fraction_below(self.baseline_mse),
-            "baseline_mean_mse": float(np.mean(self.baseline_mse)),
+            "baseline_mean_mse": (
+                float(np.mean(self.baseline_mse)) if self.baseline_mse.size else None
+            ),
         }
 
 
@@ -164,19 +169,33 @@ def split(count: int, config: SurrogateConfig):
 
 
 def train_surrogate(
-    library: ResponseLibrary, config: SurrogateConfig | None = None, progress: bool = False
+    library: ResponseLibrary,
+    config: SurrogateConfig | None = None,
+    progress: bool = False,
+    splits: tuple | None = None,
 ) -> tuple[SpectralSurrogate, TrainingReport]:
     """Fit a :class:`SpectralSurrogate` to the finished designs of ``library``.
 
+    ``splits``: ``(train, validation, test)`` index arrays into ``library.completed()`` to use
+    instead of the config's seeded split (a comparison that must hold the same designs out of
+    several models); ``test`` may be empty.
+
     Returns the model at its best validation epoch (in eval mode, on ``config.device``) and a
-    report with the test split's per-design MSE and the mean-spectrum baseline's.
+    report with the test split's per-design MSE and the mean-spectrum baseline's (empty arrays
+    for an empty test split).
     """
     config = config or SurrogateConfig()
     library = library.completed()
     description = describe(library)
-    train, val, test = split(len(library), config)
+    if splits is None:
+        train, val, test = split(len(library), config)
+    else:
+        train, val, test = (np.asarray(part, dtype=np.int64).reshape(-1) for part in splits)
+        if train.size < 1 or val.size < 1:
+            raise ValueError("splits need at least one training and one validation design")
+        if max(int(part.max(initial=-1)) for part in (train, val, test)) >= len(library):
+            raise ValueError(f"split indices must be < {len(library)} (the finished designs)")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     low, high = _input_box(library)
     model = SpectralSurrogate(
@@ -189,6 +208,27 @@ def train_surrogate(
         seed=config.seed,
         members=config.members,
     ).to(device)
+    report = TrainingReport(train, val, test)
+    fit_members(model, library, train, val, config, report, progress)
+    predicted = model.predict(library.params_nm[test], library.thickness_nm[test])
+    report.test_mse = spectrum_mse(predicted, library.T[test]) if test.size else np.zeros(0)
+    report.baseline_mse = mean_spectrum_baseline(library.T[train], library.T[test])
+    return model, report
+
+
+def fit_members(model, library, train, val, config, report, progress: bool = False) -> None:
+    """Train every member of ``model`` on its own loss and batch order; keep the best epoch.
+
+    ``model`` has ``forward(params, thickness)`` (the ensemble) and ``member_spectra(params,
+    thickness, [k])`` (member ``k``), and ``config.members`` members; ``library`` gives
+    ``params_nm``, ``thickness_nm`` and the target ``T`` (N, L, 2); ``train`` and ``val`` index
+    it. Adam (AdamW with weight decay) under a one-cycle schedule minimises the MSE; the epoch
+    with the best validation MSE of the ensemble is kept and training stops after
+    ``config.patience`` epochs without improvement. Fills ``report.history``,
+    ``report.best_epoch`` and ``report.seconds``; leaves ``model`` in eval mode.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(config.seed)
     params = torch.as_tensor(library.params_nm, dtype=torch.float32, device=device)
     thickness = torch.as_tensor(library.thickness_nm, dtype=torch.float32, device=device)
     target = torch.as_tensor(library.T, dtype=torch.float32, device=device)
@@ -200,15 +240,15 @@ def train_surrogate(
         spectra = model.member_spectra(params[index], thickness[index], [k])[0]
         return torch.mean((spectra - target[index]) ** 2)
 
+    trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser_class = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
     optimiser = optimiser_class(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     steps_per_epoch = math.ceil(train.size / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
     )
-    report = TrainingReport(train, val, test)
     best, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     train_t, val_t = torch.as_tensor(train, device=device), torch.as_tensor(val, device=device)
     began = time.perf_counter()
@@ -244,10 +284,6 @@ def train_surrogate(
     report.seconds = time.perf_counter() - began
     model.load_state_dict(best_state)
     model.eval()
-    predicted = model.predict(library.params_nm[test], library.thickness_nm[test])
-    report.test_mse = spectrum_mse(predicted, library.T[test])
-    report.baseline_mse = mean_spectrum_baseline(library.T[train], library.T[test])
-    return model, report
 
 
 def _input_box(library: ResponseLibrary):

@@ -28,7 +28,9 @@ SPEC = LibrarySpec(
     count=240,
     wavelengths_nm=tuple(np.linspace(500.0, 900.0, 6).tolist()),
     thickness_range_nm=(100.0, 250.0),
-    solver=SolverSettings(harmonics=(1, 1), grid=(16, 16)),
+    # Li's rule, as when these thresholds were set (the default is now the vector rule, whose
+    # M = 1 disks on 16 px are rougher functions of the radius: mean MSE 0.029 against 0.013)
+    solver=SolverSettings(harmonics=(1, 1), grid=(16, 16), factorization="li"),
     seed=1,
 )
 QUICK = SurrogateConfig(
