@@ -289,6 +289,9 @@ def main() -> None:
         "--meep-only", action="store_true", help="run the Meep ladders, skip the comparison"
     )
     parser.add_argument(
+        "--markdown", type=Path, default=None, help="write the table as markdown to this file"
+    )
+    parser.add_argument(
         "--offline",
         action="store_true",
         help="with --stored: fail instead of running Meep or the RCWA for what is not stored",
@@ -449,7 +452,42 @@ def main() -> None:
         "trend": {n: {"meep": r["meep"], "rcwa": r["rcwa"]} for n, r in rows.items()},
         "plot": str(args.out),
     }
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(_markdown(rows, verdicts))
     print(json.dumps(summary))
+
+
+def _markdown(rows, verdicts) -> str:
+    """The table (one line per row) and the verdicts, as markdown."""
+    lines = [
+        "| row | reference (change from coarser) | Meep ladder px/um (s per rung) | order"
+        " | RMS dT finest rung | RMS dT extrapolated | extrapolation error | flags |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        check = row["rcwa"]
+        change = f" ({check['rms_change_from_coarser']:.4f})" if check else ""
+        rungs = ", ".join(f"{m['resolution']:.0f}" for m in row["meep"])
+        seconds = ", ".join(f"{m['seconds_when_computed']:.0f}" for m in row["meep"])
+        order = f"{row['meep_convergence_order']:.2f}" + (
+            "" if row["order_fitted"] else " (assumed)"
+        )
+        flags = [
+            flag
+            for flag, on in (
+                ("error > agreement", row["error_exceeds_agreement"]),
+                ("pre-asymptotic", row["pre_asymptotic"]),
+                ("error > goal", row["meep_extrapolation_error"] > GOAL),
+            )
+            if on
+        ]
+        lines.append(
+            f"| {name} | {row['reference']}{change} | {rungs} ({seconds}) | {order}"
+            f" | {row['rms_dT']:.4f} | {row['rms_dT_vs_extrapolated']:.4f}"
+            f" | {row['meep_extrapolation_error']:.4f} | {', '.join(flags) or '-'} |"
+        )
+    return "\n".join(lines + [""] + [f"- {v}" for v in verdicts]) + "\n"
 
 
 def dip_wavelength(wavelengths: np.ndarray, T: np.ndarray) -> float:
