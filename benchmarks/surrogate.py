@@ -51,12 +51,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyplex.optics.library import SolverSettings, read_library
+from hyplex.optics.library import SolverSettings, read_library, read_metadata
 from hyplex.optics.library_build import build_library
 from hyplex.optics.library_spec import LibrarySpec, solve_designs
 from hyplex.optics.parallel import use_safe_threading
 from hyplex.optics.surrogate import save_surrogate
-from hyplex.optics.surrogate_training import MSE_THRESHOLD, SurrogateConfig, train_surrogate
+from hyplex.optics.surrogate_training import (
+    MSE_THRESHOLD,
+    SurrogateConfig,
+    fraction_below,
+    spectrum_mse,
+    train_surrogate,
+)
 
 REFERENCE = {
     "name": "ALFRED (Peng et al., Light Sci. Appl. 2021), ResNet surrogate",
@@ -110,6 +116,51 @@ def failures_by_input(names, values, mse, low, high, bins: int = 4) -> dict:
     return table
 
 
+def library_accuracy_keys(accuracy: dict | None) -> dict:
+    """The library's own error against converged spectra (its stored estimate; goal <= 0.01),
+    None where the library has none ("accuracy unknown": `hyplex library accuracy LIB`)."""
+    keys = ("rms", "max_abs_dT", "designs", "converged_order")
+    if accuracy is None:
+        return {f"library_accuracy_{k}": None for k in keys} | {"library_accuracy_goal": 0.01}
+    return {f"library_accuracy_{k}": accuracy[k] for k in keys} | {
+        "library_accuracy_goal": 0.01,
+        "library_accuracy_meets_goal": accuracy["rms"] <= 0.01,
+    }
+
+
+def matching_rows(designs, others) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``(i, j)`` with ``designs[i] == others[j]`` exactly (``(N, P + 1)`` arrays of the
+    parameters and thickness): the same design in two libraries of one design list."""
+    where = {row.tobytes(): j for j, row in enumerate(np.ascontiguousarray(others))}
+    pairs = [(i, where[row.tobytes()]) for i, row in enumerate(designs) if row.tobytes() in where]
+    i, j = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+    return i, j
+
+
+def converged_scores(model, library, test, converged_path) -> dict:
+    """ALFRED's figure against converged spectra, on the test designs in ``converged_path``."""
+    if converged_path is None:
+        return {"fraction_mse_below_0.005_vs_converged": None, "test_designs_vs_converged": 0}
+    converged = read_library(converged_path, locking=False).completed()
+    model.check_library(converged)
+    ours = np.column_stack([library.params_nm[test], library.thickness_nm[test]])
+    theirs = np.column_stack([converged.params_nm, converged.thickness_nm])
+    mine, found = matching_rows(ours, theirs)
+    if mine.size == 0:
+        return {"fraction_mse_below_0.005_vs_converged": None, "test_designs_vs_converged": 0}
+    rows = test[mine]
+    predicted = model.predict(library.params_nm[rows], library.thickness_nm[rows])
+    mse = spectrum_mse(predicted, converged.T[found])
+    library_mse = spectrum_mse(library.T[rows], converged.T[found])
+    return {
+        "fraction_mse_below_0.005_vs_converged": fraction_below(mse),
+        "mean_mse_vs_converged": float(np.mean(mse)),
+        "test_designs_vs_converged": int(rows.size),
+        "library_fraction_mse_below_0.005_vs_converged": fraction_below(library_mse),
+        "converged_library": str(converged_path),
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", type=Path, help="library HDF5 (finished designs are used)")
@@ -131,6 +182,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rcwa-designs", type=int, default=32, help="test designs timed")
     parser.add_argument("--save", type=Path, help="write the surrogate (.pt + .json) here")
+    parser.add_argument(
+        "--converged",
+        type=Path,
+        help="a library of the same stack and design list at converged order: the test "
+        "designs found in it are also scored against its spectra",
+    )
     args = parser.parse_args(argv)
     if (args.library is None) == (not args.quick):
         parser.error("give --library PATH or --quick")
@@ -139,6 +196,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = _quick_library(Path(folder)) if args.quick else args.library
         library = read_library(path, locking=False).completed()
+        accuracy = read_metadata(path, locking=False)["accuracy"]
     config = SurrogateConfig(
         hidden=args.hidden,
         blocks=args.blocks,
@@ -192,6 +250,8 @@ def main(argv=None) -> dict:
             model.low.cpu().numpy(),
             (model.low + model.span).cpu().numpy(),
         ),
+        **library_accuracy_keys(accuracy),
+        **converged_scores(model, library, test, args.converged),
         "device": str(next(model.parameters()).device),
         "torch_threads": torch.get_num_threads(),
         "config": config.to_dict(),
