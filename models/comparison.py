@@ -43,8 +43,11 @@ __all__ = [
     "check_library_matches",
     "compare_rows",
     "comparison_table",
+    "baseline_row",
+    "default_scene_cache",
     "fit_linear_projector",
     "format_table",
+    "overlay_scenes",
 ]
 
 ROWS = {
@@ -141,16 +144,28 @@ def check_library_matches(bundle, library) -> None:
         )
 
 
-def _prediction(model, cubes, seed: int, batch_size: int = 4) -> torch.Tensor:
-    """Labels of the first ``batch_size`` scenes with the noise :func:`evaluate` draws for its
-    first batch (same generator seed, same batch)."""
+def _prediction(model, cubes, seed: int, batch_size: int = 4) -> np.ndarray:
+    """Labels ``(S, H, W)`` of every scene, with the noise :func:`evaluate` draws (one
+    generator seeded ``seed``, the same batches in the same order)."""
     from hyplex.models.segmentation import predict_labels
 
     model.eval()
     generator = torch.Generator().manual_seed(int(seed))
+    labels = []
     with torch.no_grad():
-        _, _, logits = model(cubes[:batch_size], generator)
-    return predict_labels(logits)
+        for start in range(0, len(cubes), batch_size):
+            _, _, logits = model(cubes[start : start + batch_size], generator)
+            labels.append(predict_labels(logits))
+    return torch.cat(labels).numpy()
+
+
+def overlay_scenes(scenes: SceneSet, count: int = 2) -> list[int]:
+    """The ``count`` held-out scenes with the most fake (metamer) pixels, then the most object
+    pixels: the scenes where a spectral camera and an RGB one should differ most."""
+    fakes = scenes.fake_maps.reshape(len(scenes), -1).sum(1)
+    objects = (scenes.class_maps != 0).reshape(len(scenes), -1).sum(1)
+    order = sorted(range(len(scenes)), key=lambda i: (-int(fakes[i]), -int(objects[i]), i))
+    return sorted(order[: int(count)])
 
 
 def _row(key, metrics, channels, seconds, segmentation) -> dict:
@@ -163,77 +178,118 @@ def _row(key, metrics, channels, seconds, segmentation) -> dict:
     }
 
 
-def comparison_table(bundle, library, scene_cache=None, log=print, progress=False) -> dict:
+BASELINES = {"rgb": "rgb", "pca_linear": "pca"}  # row key -> CodesignConfig.encoder
+
+
+def baseline_row(key: str, config: dict, library_path, scene_cache=None, progress=False):
+    """Train and score one baseline row (``"rgb"`` or ``"pca_linear"``) with ``config`` (a
+    ``CodesignConfig`` dict; only the encoder changes). Plain arguments and results, so it
+    runs in a worker process too. Returns ``(figures, labels (S, H, W) of the held-out scenes)``.
+    """
+    from hyplex.optics.library import read_library
+
+    began = time.perf_counter()
+    settings = CodesignConfig.from_dict(config).replace(
+        encoder=BASELINES[key], evaluate_initial=False
+    )
+    library = read_library(library_path) if key == "pca_linear" else None
+    result = train_codesign(settings, None, library=library, progress=progress,
+                            scene_cache=scene_cache)  # fmt: skip
+    cubes = result.validation.tensors()[0]
+    noise_seed = settings.seed + 2
+    if key == "rgb":
+        figures = _row(key, result.metrics["final"], result.model.encoder.n_filters,
+                       time.perf_counter() - began, "learned segmenter (own)")  # fmt: skip
+        return figures, _prediction(result.model, cubes, noise_seed)
+    options = scene_options(settings, scene_cache)
+    train = generate_scenes(settings.wavelengths_nm, settings.n_train_scenes, settings.seed,
+                            **options)  # fmt: skip
+    encoder, segmenter = result.model.encoder, result.model.segmenter
+    projector = fit_linear_projector(encoder, train, settings.seed + 3)
+    model = CodesignModel(encoder, projector, segmenter)
+    metrics = evaluate(model, result.validation, noise_seed)
+    figures = _row(key, metrics, encoder.n_filters, time.perf_counter() - began,
+                   "learned segmenter on the same PCA encoder")  # fmt: skip
+    return figures, _prediction(model, cubes, noise_seed)
+
+
+def _one_thread() -> None:
+    """Worker initialiser: one compute thread (two workers share two cores)."""
+    import os
+
+    os.environ["HYPLEX_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _baselines(config: dict, library_path, scene_cache, workers: int, progress: bool) -> dict:
+    arguments = [(key, config, str(library_path), scene_cache) for key in BASELINES]
+    if workers <= 1:
+        return {args[0]: baseline_row(*args, progress=progress) for args in arguments}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no forked torch or numba thread pools
+    with ProcessPoolExecutor(min(workers, len(arguments)), context, _one_thread) as pool:
+        futures = {args[0]: pool.submit(baseline_row, *args) for args in arguments}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def comparison_table(bundle, library_path, scene_cache=None, log=print, progress=False,
+                     workers: int = 1) -> dict:  # fmt: skip
     """Train the baselines with ``bundle``'s config and score the three rows (module docstring).
 
     Parameters
     ----------
     bundle : a :class:`~hyplex.models.bundle.DesignBundle` (``load_bundle``).
-    library : the :class:`~hyplex.optics.library.ResponseLibrary` the design chose from
-        (checked with :func:`check_library_matches`); the PCA baseline chooses from it.
+    library_path : the response library file the design chose from (checked with
+        :func:`check_library_matches`); the PCA baseline chooses from it.
     scene_cache : directory of the scene cache (the design's ``OUT/scene_cache`` saves
         generating the scenes again).
     log : progress messages.
-    progress : tqdm bars of the baseline trainings.
+    progress : tqdm bars of the baseline trainings (inline only).
+    workers : processes for the two baseline trainings (2: both at once, one thread each;
+        the figures equal a one-thread inline run's).
 
     Returns
     -------
     dict
         ``rows`` ({key: figures}), ``failures`` (:func:`compare_rows`), ``config`` (dict),
-        ``predictions`` ({key: (S, H, W) labels of the first held-out scenes} and ``truth``),
-        ``validation`` (the held-out :class:`~hyplex.models.data.SceneSet`), ``seconds``.
+        ``predictions`` ({key: (S, H, W) labels of the held-out scenes} and ``truth``),
+        ``overlay_scenes`` (:func:`overlay_scenes`), ``validation`` (the held-out
+        :class:`~hyplex.models.data.SceneSet`), ``seconds``.
     """
+    from hyplex.optics.library import read_library
+
     began = time.perf_counter()
     config = CodesignConfig.from_dict({**bundle.config, "device": "cpu"})
-    check_library_matches(bundle, library)
+    check_library_matches(bundle, read_library(library_path))
     options = scene_options(config, scene_cache)
     validation = generate_scenes(
         config.wavelengths_nm, config.n_val_scenes, config.seed + 1, **options
     )
     noise_seed = config.seed + 2
     cubes, labels, _ = validation.tensors()
-    rows, predictions = {}, {"truth": labels[:4]}
-
-    trained = {}
-    for key, encoder in (("rgb", "rgb"), ("pca_linear", "pca")):
-        started = time.perf_counter()
-        steps = f"{config.steps} + {config.finetune_steps} steps"
-        log(f"[{key}] training the {encoder} encoder's decoders with the design's config ({steps})")
-        result = train_codesign(
-            config.replace(encoder=encoder, evaluate_initial=False), None, library=library,
-            progress=progress, scene_cache=scene_cache,
-        )  # fmt: skip
-        trained[key] = (result, time.perf_counter() - started)
-
-    result, seconds = trained["rgb"]
-    rows["rgb"] = _row("rgb", result.metrics["final"], result.model.encoder.n_filters, seconds,
-                       "learned segmenter (own)")  # fmt: skip
-    predictions["rgb"] = _prediction(result.model, cubes, noise_seed)
-
-    result, seconds = trained["pca_linear"]
-    started = time.perf_counter()
-    encoder, segmenter = result.model.encoder, result.model.segmenter
-    train = generate_scenes(config.wavelengths_nm, config.n_train_scenes, config.seed, **options)
-    projector = fit_linear_projector(encoder, train, config.seed + 3)
-    model = CodesignModel(encoder, projector, segmenter)
-    metrics = evaluate(model, validation, noise_seed)
-    rows["pca_linear"] = _row(
-        "pca_linear", metrics, encoder.n_filters, seconds + time.perf_counter() - started,
-        "learned segmenter on the same PCA encoder",
-    )  # fmt: skip
-    predictions["pca_linear"] = _prediction(model, cubes, noise_seed)
-
+    steps = f"{config.steps} + {config.finetune_steps} steps"
+    log(f"training the RGB and Hyplex PCA baselines with the design's config ({steps}, "
+        f"{max(1, min(int(workers), 2))} process(es)) ...")  # fmt: skip
+    baselines = _baselines(config.to_dict(), library_path, scene_cache, int(workers), progress)
+    rows = {key: figures for key, (figures, _) in baselines.items()}
+    predictions = {"truth": labels.numpy()}
+    predictions.update({key: labels for key, (_, labels) in baselines.items()})
     started = time.perf_counter()
     model = bundle.model()
     metrics = evaluate(model, validation, noise_seed)
     rows["codesign"] = _row("codesign", metrics, bundle.responses.shape[0],
                             time.perf_counter() - started, "learned segmenter (own)")  # fmt: skip
     predictions["codesign"] = _prediction(model, cubes, noise_seed)
+    for key, row in rows.items():
+        log(f"[{key}] PSNR {row['psnr']:.2f} dB, mIoU {row['miou']:.3f} ({row['seconds']:.0f} s)")
     return {
         "rows": rows,
         "failures": compare_rows(rows),
         "config": config.to_dict(),
         "predictions": predictions,
+        "overlay_scenes": overlay_scenes(validation),
         "validation": validation,
         "seconds": round(time.perf_counter() - began, 1),
     }

@@ -127,16 +127,16 @@ def srgb_rendering(cube, wavelengths_nm, illuminant: str = "D65") -> np.ndarray:
     return xyz_to_srgb(reflectance_to_xyz(np.asarray(cube, dtype=np.float64), grid, light))
 
 
-def write_overlay(path, scenes, predictions: dict, titles: dict, n_scenes: int = 2) -> Path:
+def write_overlay(path, scenes, predictions: dict, titles: dict, indices=(0, 1)) -> Path:
     """Labels over an sRGB rendering, ground truth beside each model's prediction (PNG).
 
     Parameters
     ----------
     scenes : the held-out :class:`~hyplex.models.data.SceneSet`.
-    predictions : ``{key: (S, H, W) labels}`` of the first ``S >= n_scenes`` scenes; the key
-        ``"truth"`` (the class maps) comes first.
+    predictions : ``{key: (S, H, W) labels}`` of the scenes; the key ``"truth"`` (the class
+        maps) comes first.
     titles : ``{key: column title}``.
-    n_scenes : rows of the figure (one scene each).
+    indices : the scenes shown, one figure row each.
     """
     import matplotlib
 
@@ -147,21 +147,22 @@ def write_overlay(path, scenes, predictions: dict, titles: dict, n_scenes: int =
 
     names = list(scenes.class_names)
     colours = plt.get_cmap("tab10")(np.arange(len(names)) % 10)
-    colours[:, 3] = 0.6
+    colours[:, 3] = 0.55
     colours[0, 3] = 0.0  # background: the scene itself shows through
     cmap = ListedColormap(colours)
     keys = ["truth", *(key for key in predictions if key != "truth")]
-    rows = min(int(n_scenes), len(predictions["truth"]))
+    indices = [int(i) for i in indices]
     figure, axes = plt.subplots(
-        rows, len(keys) + 1, figsize=(2.6 * (len(keys) + 1), 2.7 * rows + 0.6), squeeze=False,
-        layout="constrained",
+        len(indices), len(keys) + 1, squeeze=False, layout="constrained",
+        figsize=(2.6 * (len(keys) + 1), 2.7 * len(indices) + 0.6),
     )  # fmt: skip
-    for row in range(rows):
-        image = srgb_rendering(scenes.cubes[row], scenes.wavelengths_nm)
+    for row, index in enumerate(indices):
+        image = srgb_rendering(scenes.cubes[index], scenes.wavelengths_nm)
         axes[row, 0].imshow(image)
-        axes[row, 0].set_title(f"held-out scene {row} (sRGB, D65)", fontsize=8)
+        fakes = int(scenes.fake_maps[index].sum())
+        axes[row, 0].set_title(f"held-out scene {index} (sRGB, D65)\n{fakes} fake px", fontsize=8)
         for column, key in enumerate(keys, start=1):
-            labels = np.asarray(predictions[key][row])
+            labels = np.asarray(predictions[key][index])
             axes[row, column].imshow(image)
             axes[row, column].imshow(labels, cmap=cmap, vmin=0, vmax=len(names) - 1,
                                      interpolation="nearest")  # fmt: skip
@@ -170,7 +171,9 @@ def write_overlay(path, scenes, predictions: dict, titles: dict, n_scenes: int =
         axis.set_axis_off()
     handles = [Patch(color=colours[i][:3], label=name) for i, name in enumerate(names) if i]
     figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
-    figure.suptitle("segmentation on held-out twin scenes: truth vs predicted", fontsize=10)
+    figure.suptitle("segmentation on held-out twin scenes: truth vs predicted "
+                    "(fakes are metamers: the colour of vegetation, another spectrum)",
+                    fontsize=10)  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

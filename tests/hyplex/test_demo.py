@@ -98,7 +98,7 @@ def test_demo_table_on_a_tiny_design(tmp_path):
     register_design(application)
     register_demo_table(application)
     library = tmp_path / "lib.h5"
-    quick_library(library, count=24)
+    quick_library(library, count=24, harmonics=1, grid=16)  # coarse and fast: a test library
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_DESIGN)
     design = tmp_path / "design"
@@ -107,6 +107,7 @@ def test_demo_table_on_a_tiny_design(tmp_path):
     assert result.exit_code == 0, result.output
     out = tmp_path / "demo"
     command = ["demo-table", "--design", str(design / "bundle"), "--out", str(out)]
+    command += ["--workers", "1"]
     result = CliRunner().invoke(application, [*command, "--no-check"])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "table.json").read_text())
@@ -126,8 +127,14 @@ def test_demo_table_on_a_tiny_design(tmp_path):
     assert record["failures"]
     checked = CliRunner().invoke(application, command)
     assert checked.exit_code == 1 and "NOT MET" in checked.output
+    # the baselines trained in two worker processes give the same figures as inline
+    parallel = [*command[:-1], "2", "--out", str(tmp_path / "parallel"), "--no-check"]
+    assert CliRunner().invoke(application, parallel).exit_code == 0
+    again = json.loads((tmp_path / "parallel" / "table.json").read_text())["rows"]
+    for key, row in record["rows"].items():
+        assert {k: row[k] for k in COLUMNS} == {k: again[key][k] for k in COLUMNS}
     # another library than the design's is refused
     other = tmp_path / "other.h5"
-    quick_library(other, count=24, seed=5)
+    quick_library(other, count=24, harmonics=1, grid=16, seed=5)
     refused = CliRunner().invoke(application, [*command, "--library", str(other)])
     assert refused.exit_code != 0 and "not the one" in refused.output
