@@ -25,7 +25,10 @@ ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="TOML file of CodesignConfig settings.")
 ]
 Quick = Annotated[
-    bool, typer.Option("--quick", help="A few-minute CPU run (34 bands, 16 px patches).")
+    bool,
+    typer.Option(
+        "--quick", help="The demo's run: 1500 + 300 steps, about a minute on one CPU thread."
+    ),
 ]
 Library = Annotated[Path | None, typer.Option(help="Response library (HDF5) to choose from.")]
 Out = Annotated[Path, typer.Option(help="Directory of the checkpoint and the bundle.")]
