@@ -84,6 +84,7 @@ class AccuracyEstimate:
     seed: int
     seconds_per_design: float = float("nan")
     computed_utc: str = ""
+    reference_order_source: str = "probe"  # or "given" (estimate_accuracy(reference_order=))
 
     @property
     def rms(self) -> float:
@@ -111,6 +112,7 @@ class AccuracyEstimate:
                 None if math.isnan(self.seconds_per_design) else self.seconds_per_design
             ),
             "computed_utc": self.computed_utc,
+            "reference_order_source": self.reference_order_source,
         }
 
     def to_record(self) -> Record:
@@ -140,6 +142,7 @@ class AccuracyEstimate:
             if s["seconds_per_design"] is None
             else s["seconds_per_design"],
             computed_utc=s["computed_utc"],
+            reference_order_source=s.get("reference_order_source", "probe"),
         )
 
 
@@ -164,7 +167,7 @@ def accuracy_sample(done_indices, fraction: float, minimum: int, seed: int) -> n
 
 
 def _reference_order(path, spec, reference, tolerance, probe_designs, max_order, seed, log):
-    """(converged settings, probe) from the file's probe when it fits, else a new probe."""
+    """(probe, whether it is new) from the file's probe when it fits, else a new probe."""
     stored = read_records(path, locking=False)["convergence_probe"]
     if stored is not None:
         probe = ConvergenceProbe.from_record(stored)
@@ -201,6 +204,7 @@ def estimate_accuracy(
     tolerance: float = DEFAULT_TOLERANCE,
     probe_designs: int = 3,
     max_order: int = 12,
+    reference_order: int | None = None,
     log=None,
 ) -> AccuracyEstimate:
     """(Re)compute a library's accuracy estimate and store it in the file (module docstring).
@@ -213,6 +217,8 @@ def estimate_accuracy(
     reference : factorisation, grid and precision of the reference (harmonics ignored).
     tolerance, probe_designs, max_order : the convergence probe, when the file has no probe
         with this reference and a tolerance at least as tight.
+    reference_order : skip the probe and take this converged order (e.g. the one a probe of
+        another library of the same stack found); recorded as given, not probed.
     log : ``log(str)`` for progress lines.
 
     Returns the estimate, also stored as the file's ``accuracy`` record (atomically; a file
@@ -227,9 +233,18 @@ def estimate_accuracy(
         raise LibraryError(f"{path}: cannot re-solve its designs: {error}") from None
     library = read_library(path, nonfinite="drop")
     indices = accuracy_sample(np.flatnonzero(library.done), fraction, minimum, seed)
-    probe, new_probe = _reference_order(
-        path, spec, reference, tolerance, probe_designs, max_order, seed, log
-    )
+    if reference_order is None:
+        probe, new_probe = _reference_order(
+            path, spec, reference, tolerance, probe_designs, max_order, seed, log
+        )
+    else:  # an order given: no probe, no probe spectra to reuse
+        if int(reference_order) < 1:
+            raise ValueError(f"reference_order must be >= 1, got {reference_order}")
+        order = (int(reference_order),) * 2
+        probe = ConvergenceProbe(
+            np.zeros(0, np.int64), replace(reference, harmonics=order), tolerance
+        )
+        new_probe = False
     settings = probe.reference
     n_wl = library.wavelengths_nm.size
     key = json.dumps({"indices": indices.tolist(), "reference": settings.to_dict()})
@@ -241,6 +256,8 @@ def estimate_accuracy(
                 T_ref = saved["T_reference"].copy()  # noqa: N806
                 log(f"resuming: {int(np.isfinite(T_ref[:, 0, 0]).sum())} designs from {sidecar}")
     for row, index in enumerate(indices):  # the probe solved some of them already
+        if probe.ladder_T is None:  # an order given, nothing solved yet
+            break
         hit = np.flatnonzero(probe.indices == index)
         if hit.size and not np.isfinite(T_ref[row]).all():
             T_ref[row] = probe.reference_T[hit[0]]
@@ -273,6 +290,7 @@ def estimate_accuracy(
         seed=int(seed),
         seconds_per_design=(time.perf_counter() - began) / solved if solved else float("nan"),
         computed_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        reference_order_source="probe" if reference_order is None else "given",
     )
     records = {"accuracy": estimate.to_record()}
     if new_probe and read_records(path, locking=False)["convergence_probe"] is None:

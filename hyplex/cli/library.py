@@ -223,7 +223,7 @@ def _order_probe(out, spec, target, designs, max_order, reference):
     return probe
 
 
-def _accuracy(path, fraction, minimum, seed, reference, tolerance, designs, max_order):
+def _accuracy(path, fraction, minimum, seed, reference, tolerance, designs, max_order, order=None):
     from hyplex.optics.library import LibraryError
     from hyplex.optics.library_accuracy import estimate_accuracy
     from hyplex.optics.library_probe import DEFAULT_TOLERANCE
@@ -239,6 +239,7 @@ def _accuracy(path, fraction, minimum, seed, reference, tolerance, designs, max_
             tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
             probe_designs=designs,
             max_order=max_order,
+            reference_order=order,
             log=lambda line: typer.echo(f"  {line}"),
         )
     except LibraryError as error:
@@ -271,6 +272,14 @@ def accuracy_command(
     reference_grid: Annotated[int, typer.Option(min=4, help="Reference pixels per side.")] = 128,
     probe_designs: Annotated[int, typer.Option(min=1, help="Designs of the order probe.")] = 3,
     max_order: Annotated[int, typer.Option(min=1, help="Highest M the probe tries.")] = 12,
+    reference_order: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Skip the probe: the converged M (e.g. what a probe of another library of "
+            "this stack found, `hyplex library info`).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """(Re)compute a library's accuracy: a seeded sample re-solved at the converged order.
@@ -288,8 +297,9 @@ def accuracy_command(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     estimate = _accuracy(
-        path, fraction, minimum, seed, reference, tolerance, probe_designs, max_order
-    )
+        path, fraction, minimum, seed, reference, tolerance, probe_designs, max_order,
+        reference_order,
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(estimate.summary()))
 

@@ -80,9 +80,10 @@ def test_solver_settings_defaults_and_old_json():
 
 def test_probe_converges_and_picks_the_smallest_order_meeting_the_target(probe):
     changes = [r["change_to_next"] for r in probe.ladder if r["change_to_next"] is not None]
-    # M_c is the first rung whose change to the next is within the tolerance
+    # M_c is the order reached by the first step within the tolerance, the ladder's last rung
     first = next(i for i, c in enumerate(changes) if c <= PROBE["tolerance"])
-    assert probe.converged_order == probe.ladder[first]["M"]
+    assert probe.converged_order == probe.ladder[first + 1]["M"] == probe.ladder[-1]["M"]
+    assert all(c > PROBE["tolerance"] for c in changes[:first])
     assert probe.reference.harmonics == (probe.converged_order,) * 2
     # the choice is the smallest candidate within the target, every smaller one misses it
     errors = {c["M"]: c["rms"] for c in probe.candidates}
@@ -145,6 +146,14 @@ def test_stored_estimate_is_recomputed_and_matches(built, probe, tmp_path):
     assert read_metadata(built)["format_version"] == FORMAT_VERSION
     # the library's designs are untouched by adding the record
     np.testing.assert_array_equal(read_library(built).T, library.T)
+    # an order given instead of probed (another library's probe) gives the same reference
+    copy = tmp_path / "given.h5"
+    copy.write_bytes(built.read_bytes())
+    order = estimate.reference.harmonics[0]
+    given = estimate_accuracy(copy, fraction=0.2, minimum=3, seed=4, reference=REFERENCE,
+                              reference_order=order)  # fmt: skip
+    np.testing.assert_array_equal(given.T_reference, estimate.T_reference)
+    assert given.summary()["reference_order_source"] == "given"
 
 
 def test_a_killed_estimate_resumes_and_leaves_the_file_alone(built, tmp_path, monkeypatch):
