@@ -285,6 +285,9 @@ def _jobs_for(structure, symmetry, wavelengths_nm, settings, angle_deg, version,
         "worker": WORKER.read_bytes().decode(),  # any change to the worker invalidates
     }
     del base["use_symmetry"]  # what it changes is in mirror_x / mirror_y
+    # One key per grid: 80 and 80.0 px/um are the same run (JSON would tell them apart).
+    if float(settings.resolution).is_integer():
+        base["resolution"] = int(settings.resolution)
     mirrors = settings.use_symmetry and not oblique and dimensions > 1
     base["mirror_x"] = bool(mirrors and symmetry["mirror_x"])
     base["mirror_y"] = bool(mirrors and symmetry["mirror_y"] and dimensions == 3)

@@ -60,6 +60,19 @@ def test_2d_film_ladder_matches_the_tmm(tmp_path, angle_deg):
     assert np.abs(ladder.R - (1 - exact)).max() < 1e-3  # lossless: R = 1 - T
     assert ladder.order_fitted
     assert np.all((ladder.T_order > 1.5) & (ladder.T_order < 2.6)), ladder.T_order
+    # The ladder's rungs are the same cache entries as single runs at integer resolutions.
+    single = fdtd.solve(
+        FILM,
+        wavelengths,
+        50.0,
+        substrate=1.45,
+        settings=fdtd.FDTDSettings(resolution=100, dimensions=2),
+        angle_deg=angle_deg,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    assert single.cached
+    np.testing.assert_array_equal(single.T, ladder.T_ladder[1])
     if angle_deg:
         # TE and TM differ at 30 degrees, and each wavelength is its own Meep run.
         assert np.abs(exact[:, 0] - exact[:, 1]).max() > 0.05
