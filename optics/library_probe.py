@@ -14,13 +14,18 @@ library's ``L`` wavelengths; means run over designs, wavelengths and polarisatio
     ladder        T(M) for M = m0, m0 + 1, ..., solved with the reference settings
                   (``reference``: by default the normal-vector factorisation on a 128 x 128
                   grid, whose grey edge pixels converge with the grid, see below)
-    converged     M_c = the first rung with rms(T(M_c), T(M_c + 1)) <= tolerance; T(M_c) is
-                  the reference, and (factorisation, M_c, grid) is stored as its settings
+    converged     the ladder stops at the first step whose change is within the tolerance,
+                  rms(T(M_c - 1), T(M_c)) <= tolerance; M_c, the higher order of that pair,
+                  is the converged order, T(M_c) the reference, and (factorisation, M_c,
+                  grid, precision) is stored as its settings
     chosen        for a target e, the smallest M whose spectra with the *library's* settings
                   (its factorisation, grid, precision) satisfy rms(T_lib(M), T(M_c)) <= e
 
-The reference error is estimated by the last step, rms(T(M_c) - T(M_c + 1)) <= tolerance,
-so a target should be a few times the tolerance (the defaults are 0.01 and 0.005). A
+The reference is uncertain by about its last step (<= tolerance; less where the ladder
+converges geometrically), so a target should be a few times the tolerance (the defaults are
+0.01 and 0.005); a target below the tolerance is refused. Taking the higher order of the pair
+as the reference also means that a library built with the reference's own settings one order
+below it is measured against something it is not (its error is that last step). A
 probe that does not converge below ``max_order``, or a target no candidate meets, raises
 :class:`ConvergenceError` with the table measured so far.
 
@@ -59,7 +64,7 @@ __all__ = [
 
 #: The reference formulation: the normal-vector rule on a fine grid (module docstring).
 DEFAULT_REFERENCE = SolverSettings(harmonics=(1, 1), factorization="vector", grid=(128, 128))
-#: Largest rms change from M_c to M_c + 1 that counts as converged.
+#: Largest rms change from M_c - 1 to M_c that counts as converged.
 DEFAULT_TOLERANCE = 0.005
 
 
@@ -86,7 +91,8 @@ class ConvergenceProbe:
     indices : ``(k,)`` probe designs, rows of the spec's design list.
     reference : the reference settings, ``harmonics`` = ``(M_c, M_c)`` once converged.
     tolerance : the rms change per order that counts as converged.
-    ladder : ``[{"M", "seconds_per_design", "change_to_next", "max_change_to_next"}]``.
+    ladder : ``[{"M", "seconds_per_design", "change_to_next", "max_change_to_next"}]``; the
+        last rung is the converged order (``change_to_next`` None).
     ladder_T : ``(n_rungs, k, L, 2)`` the ladder's spectra.
     converged_order : ``M_c``, or None if the ladder never converged.
     candidates : ``[{"M", "rms", "max_abs_dT", "seconds_per_design"}]`` with the library's
@@ -272,7 +278,7 @@ def probe_convergence(
         log(f"M={order} -> {order + 1}: rms change {change:.4f}")
         order += 1
         if change <= tolerance:
-            result.converged_order = order - 1
+            result.converged_order = order
             break
     result.ladder_T = np.stack(spectra)
     result.reference = replace(reference, harmonics=(result.converged_order,) * 2)
@@ -282,7 +288,7 @@ def probe_convergence(
     result.target, result.library_solver = float(target), spec.solver
     truth = result.reference_T
     same = replace(spec.solver, harmonics=(0, 0)) == replace(reference, harmonics=(0, 0))
-    # with the reference's own settings, M_c is the reference (error <= tolerance <= target)
+    # with the reference's own settings M_c - 1 is within the tolerance (<= target) of M_c
     for m in range(1, (result.converged_order if same else int(max_order)) + 1):
         settings = replace(spec.solver, harmonics=(m, m))
         rungs = [r["M"] for r in result.ladder]
