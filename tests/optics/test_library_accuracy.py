@@ -126,6 +126,9 @@ def built(tmp_path_factory, probe):
 
 
 def test_stored_estimate_is_recomputed_and_matches(built, probe, tmp_path):
+    # on a copy: the module's library keeps no record, whatever order the tests run in
+    original, built = built, tmp_path / "estimated.h5"
+    built.write_bytes(original.read_bytes())
     estimate = estimate_accuracy(built, fraction=0.2, minimum=3, seed=4, reference=REFERENCE)
     assert estimate.indices.size == 4  # ceil(0.2 * 16)
     assert estimate.reference == probe.reference  # the file's probe gave the order
@@ -159,7 +162,10 @@ def test_stored_estimate_is_recomputed_and_matches(built, probe, tmp_path):
 def test_a_killed_estimate_resumes_and_leaves_the_file_alone(built, tmp_path, monkeypatch):
     path = tmp_path / "copy.h5"
     path.write_bytes(built.read_bytes())
-    before = read_records(path)["accuracy"]
+    assert read_records(path)["accuracy"] is None  # the module's library has no record...
+    estimate_accuracy(path, fraction=0.2, minimum=3, seed=4, reference=REFERENCE)
+    before = read_records(path)["accuracy"]  # ...this copy has one, which a kill must keep
+    assert before is not None
     real, calls = library_accuracy.solve_designs, []
 
     def dies_on_the_second(*args, **kwargs):
