@@ -16,10 +16,11 @@ One module per concept:
 
 from hyplex.pipeline.engine import Pipeline
 from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
-from hyplex.pipeline.types import FrameResult, PipelineConfig, PipelineSummary
+from hyplex.pipeline.types import FrameResult, PipelineConfig, PipelineFailed, PipelineSummary
 
 __all__ = [
     "Pipeline",
+    "PipelineFailed",
     "PipelineConfig",
     "PipelineSummary",
     "FrameResult",
