@@ -52,8 +52,8 @@ import torch
 
 from hyplex.models.codesign import CodesignModel, evaluate, train_codesign
 from hyplex.models.codesign_config import CodesignConfig
+from hyplex.models.comparison import fit_linear_projector
 from hyplex.models.data import generate_scenes
-from hyplex.models.reconstruction import LinearDecoder
 
 PEER = "Hyplex PCA-target + linear projector, CVPR 2022"
 GOALS = {
@@ -144,29 +144,6 @@ def scene_set(config: CodesignConfig, scene_cache, held_out: bool = False):
         fake_fraction=config.fake_fraction,
         cache_dir=scene_cache,
     )
-
-
-@torch.no_grad()
-def fit_linear_projector(encoder, scenes, seed: int, max_pixels: int = 65536) -> LinearDecoder:
-    """The Hyplex reference decoder: ``LinearDecoder.fit`` (closed-form ridge) of training-pixel
-    spectra on their noisy barcodes through ``encoder`` (noise drawn from ``seed``).
-
-    ``scenes`` is a :class:`~hyplex.models.data.SceneSet`; at most ``max_pixels`` pixels, drawn
-    with ``seed``, are used.
-    """
-    flat = scenes.cubes.reshape(-1, scenes.cubes.shape[-1])
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(flat), size=min(max_pixels, len(flat)), replace=False)
-    spectra = torch.as_tensor(flat[pick], dtype=torch.float32)
-    device = next(iter(encoder.state_dict().values())).device
-    generator = torch.Generator(device).manual_seed(int(seed))
-    was_training = encoder.training
-    encoder.eval()
-    cube = spectra.to(device)[:, :, None, None]  # pixels as 1 x 1 scenes: (N, L, 1, 1)
-    barcodes = encoder(cube, generator)[:, :, 0, 0].cpu()
-    encoder.train(was_training)
-    decoder = LinearDecoder(encoder.n_filters, spectra.shape[1])
-    return decoder.fit(barcodes, spectra).to(device)
 
 
 def _design_summary(result) -> dict:
