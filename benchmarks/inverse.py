@@ -59,7 +59,7 @@ from hyplex.optics import inverse
 from hyplex.optics.library import ResponseLibrary, SolverSettings, read_library
 from hyplex.optics.library_build import build_library
 from hyplex.optics.library_spec import LibrarySpec
-from hyplex.optics.surrogate import SpectralSurrogate, load_surrogate, save_surrogate
+from hyplex.optics.surrogate import UnpolarisedSpectrum, load_surrogate, save_surrogate
 from hyplex.optics.surrogate_training import SurrogateConfig, train_surrogate
 
 PEER = "particle swarm (inertia-weight PSO, Shi & Eberhart 1998; the ALFRED baseline)"
@@ -98,23 +98,6 @@ def targets(wavelengths: np.ndarray, forward, seed: int) -> dict[str, np.ndarray
     for k in range(2):
         out[f"reachable {k}"] = np.clip(reachable[k], 0.0, 1.0)
     return out
-
-
-class UnpolarisedSurrogate(torch.nn.Module):
-    """Designs ``(..., P + 1)`` in nm (shape parameters, thickness) -> unpolarised ``T (..., L)``
-    from a :class:`SpectralSurrogate`: the mean of its TE and TM, read at the wavelengths
-    ``surrogate.wavelengths_nm[indices]`` (the form :func:`hyplex.optics.inverse.design` takes).
-    """
-
-    def __init__(self, surrogate: SpectralSurrogate, indices):
-        super().__init__()
-        self.surrogate = surrogate.eval()
-        self.indices = [int(i) for i in indices]
-        self.wavelengths_nm = surrogate.wavelengths_nm[self.indices]
-
-    def forward(self, params: torch.Tensor) -> torch.Tensor:
-        T = self.surrogate(params[..., :-1], params[..., -1])  # noqa: N806 - (..., L_all, 2)
-        return T[..., self.indices, :].mean(-1)
 
 
 def quick_library(folder: Path) -> Path:
@@ -207,7 +190,7 @@ def main(argv=None) -> dict:
             save_surrogate(model, args.save_surrogate)
     model = model.to("cpu").eval()
     training_s = time.perf_counter() - start
-    surrogate = UnpolarisedSurrogate(model, indices)
+    surrogate = UnpolarisedSpectrum(model, indices)
     space = inverse.DesignSpace(
         family, settings["period_nm"], settings["thickness_bounds_nm"], settings["min_feature_nm"]
     )
