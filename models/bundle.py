@@ -354,10 +354,16 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
     modules = {}
     for part, build in (("reconstructor", build_reconstructor), ("segmenter", build_segmenter)):
         spec = record[part]
+        prefix = f"{part}."
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
+            # first on the meta device (no memory): a config that asks for a network other
+            # than the stored tensors' (a width of 10^6 in a hostile file) fails here, before
+            # any allocation
+            with torch.device("meta"):
+                skeleton = build(spec["name"], **spec["config"]).state_dict()
+            _check_state_shapes(path, part, skeleton, state)
             module = build(spec["name"], **spec["config"])
-            prefix = f"{part}."
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise BundleError(
@@ -378,6 +384,23 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
         config=config,
         metrics=record["metrics"],
     )
+
+
+def _check_state_shapes(path: Path, part: str, expected: dict, state: dict) -> None:
+    """The stored tensors of ``part`` against the state dict its config builds (names and
+    shapes), so a mismatch is a :class:`BundleError` before the real network is allocated."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise BundleError(
+            f"{path}: the {part} weights do not fit its config (missing "
+            f"{missing[:5] or 'none'}, unexpected {extra[:5] or 'none'})"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise BundleError(
+                f"{path}: the {part} tensor {key} has shape {tuple(state[key].shape)}, its "
+                f"config builds {tuple(tensor.shape)}"
+            )
 
 
 def _tuples(values: dict) -> dict:

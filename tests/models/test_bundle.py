@@ -141,6 +141,14 @@ def _set(section, key, value):
     return edit
 
 
+def _widen_segmenter(record):
+    """A hostile bundle.json: the segmenter's width raised to 200,000 channels (terabytes of
+    weights if built for real), the stored tensors left as they are."""
+    config = record["segmenter"]["config"]
+    key = next(k for k in ("base_channels", "width", "hidden") if k in config)
+    config[key] = 200_000
+
+
 def _nan(responses):
     responses[0, 0] = np.nan
     return responses
@@ -206,6 +214,10 @@ TAMPERINGS = {
     "segmenter for other filters": (
         lambda c: _rebuild_decoder(c, "segmenter", in_channels=8),
         r"segmenter config has in_channels = 8, expected 9 \(F = 9 filters\)",
+    ),
+    "a config for a 10^12-parameter segmenter": (
+        lambda c: _edit_record(c, _widen_segmenter),
+        r"segmenter tensor \S+ has shape \(\d+, .*\), its config builds \(200000, ",
     ),
 }
 
