@@ -59,8 +59,11 @@ class CodesignConfig:
         exponentially over ``steps`` (Jang et al., ICLR 2017).
     distinct_designs : hardening never picks one library design for two filters.
     refine_with_rcwa, refine_harmonics, refine_grid : after hardening a surrogate encoder,
-        recompute its spectra with the RCWA (orders ``-M..M``, an ``N x N`` cell raster) before
-        the decoders are fine-tuned and scored.
+        recompute its spectra with the RCWA (orders ``-M..M``, an ``N x N`` cell raster, the
+        normal-vector factorisation) before the decoders are fine-tuned and scored. The
+        defaults, M = 8 on 128 px, are the order ``hyplex library build --target-accuracy
+        0.01`` chose for the quick c-Si stack (rms 0.007 from the converged M = 10; M = 2 was
+        off by up to 0.6); the probe measured 22 s per design at 18 wavelengths on one core.
     capture : :class:`~hyplex.models.encoder_capture.CaptureSettings` fields.
     classes, fake_classes, fake_fraction, n_objects, scene_size : scenes (``make_scene``).
     n_train_scenes, n_val_scenes : scene counts of the training and held-out sets.
@@ -98,8 +101,8 @@ class CodesignConfig:
     gumbel: bool = True
     distinct_designs: bool = False
     refine_with_rcwa: bool = True
-    refine_harmonics: int = 2
-    refine_grid: int = 64
+    refine_harmonics: int = 8
+    refine_grid: int = 128
     capture: dict = field(default_factory=dict)
     classes: tuple[str, ...] = ("vegetation", "soil", "paint", "metal")
     fake_classes: tuple[str, ...] = ("vegetation",)

@@ -273,10 +273,15 @@ class SurrogateGeometryEncoder(SpectralEncoder):
         return super().harden()
 
     @torch.no_grad()
-    def refine_with_rcwa(self, harmonics: int = 2, grid=(64, 64), min_feature_nm=0.0) -> dict:
+    def refine_with_rcwa(
+        self, harmonics: int = 2, grid=(64, 64), min_feature_nm=0.0, factorization="vector"
+    ) -> dict:
         """Recompute the responses with the RCWA (:class:`hyplex.optics.design_space.
-        RCWASpectrum`) on the surrogate's grid, then resample; they replace the surrogate's
-        from now on. Returns ``{"rms_surrogate_vs_rcwa": float, "responses": (F, L)}``."""
+        RCWASpectrum`, orders ``-harmonics..harmonics`` per axis on a ``grid`` px cell with the
+        given Fourier ``factorization``) on the surrogate's grid, then resample; they replace
+        the surrogate's from now on. Low orders are far from converged on curved or thin
+        shapes (README, "Convergence"): refine at the order the library was solved with or
+        above. Returns ``{"rms_surrogate_vs_rcwa": float, "responses": (F, L)}``."""
         from hyplex.optics.design_space import DesignSpace, RCWASpectrum
 
         info = self.surrogate.description
@@ -292,6 +297,7 @@ class SurrogateGeometryEncoder(SpectralEncoder):
             info.get("superstrate", "air"),
             harmonics=int(harmonics),
             grid=tuple(grid),
+            factorization=factorization,
         )
         self.refined = torch.zeros(0, device=self.latent.device)
         surrogate = self.responses().detach()

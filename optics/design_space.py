@@ -116,6 +116,8 @@ class RCWASpectrum:
     superstrate: object = "air"
     harmonics: int = 3
     grid: tuple[int, int] = (48, 48)
+    #: Fourier factorisation of :func:`hyplex.optics.rcwa.solve` (default: its normal-vector rule).
+    factorization: str = "vector"
 
     def __call__(self, params: torch.Tensor) -> torch.Tensor:
         pattern = self.space.shape_class.render_batch(
@@ -129,5 +131,6 @@ class RCWASpectrum:
             harmonics=self.harmonics,
             superstrate=self.superstrate,
             substrate=self.substrate,
+            factorization=self.factorization,
         )
         return result.unpolarized("T")

@@ -82,13 +82,15 @@ def test_surrogate_gradients_reach_geometry_and_stay_in_bounds(library, capture)
 
 
 def test_refine_with_rcwa_matches_the_library_solver(library, capture):
+    from hyplex.optics.library import SolverSettings
     from hyplex.optics.library_spec import LibrarySpec, solve_designs
 
     encoder = SurrogateGeometryEncoder(_surrogate(library), GRID, 2, capture, seed=1)
-    result = encoder.refine_with_rcwa(harmonics=1, grid=(32, 32))
+    result = encoder.refine_with_rcwa(harmonics=1, grid=(32, 32), factorization="li")
     geometry = encoder.geometry_nm().detach().double().numpy()
-    spec = LibrarySpec.from_library(library)
-    T, _ = solve_designs(spec, geometry[:, :-1], geometry[:, -1])  # noqa: N806
+    spec = LibrarySpec.from_library(library)  # the library's stack, at the refine's settings
+    solver = SolverSettings(harmonics=(1, 1), grid=(32, 32), factorization="li")
+    T, _ = solve_designs(spec, geometry[:, :-1], geometry[:, -1], solver=solver)  # noqa: N806
     expected = np.clip(T.mean(-1) @ resample_matrix(library.wavelengths_nm, GRID), 0, 1)
     np.testing.assert_allclose(result["responses"], expected, atol=2e-4)
     torch.testing.assert_close(encoder.responses().double(), torch.as_tensor(expected),
