@@ -90,13 +90,19 @@ def test_dropped_and_incomplete_frames_are_counted(twin, scene):
 
 
 def test_slow_host_on_a_real_clock_loses_frames_in_the_device(twin, scene):
-    """The device keeps 2 frames: a host reading nothing for 0.5 s at 100 fps loses most."""
+    """The device keeps 2 frames: a host reading nothing for 1 s at 100 fps loses most.
+
+    Rendering stalls the simulated device (no frame is lost to the simulation's own cost), so
+    the first render's one-off work (numba compilation, seconds on a loaded machine) would eat
+    the host's idle time: one snap before streaming does it, and the wait has a 10x margin
+    over the 10 frames asserted."""
     with SimulatedCamera(scene, twin, frame_rate_hz=100.0, device_buffers=2) as camera:
         camera.exposure_us = 1000
+        camera.snap()
         camera.start(n=None, policy="block", buffer_frames=2)
         import time
 
-        time.sleep(0.5)
+        time.sleep(1.0)
         frames = [camera.read(timeout=2.0) for _ in range(6)]
         camera.stop()
     assert camera.stats.dropped_device > 10
