@@ -110,6 +110,19 @@ def _pillar(shape) -> tuple:
 # here; 200 would cost ~1 h per structure on 2 cores); without smoothing the staircase error
 # depends on sub-pixel positions, and a ladder that moves them (60/90/135 did) is not a power
 # law.
+# The 1-D gratings' Meep ladders (px/um), as recorded in benchmarks/results/fidelity.md (one
+# Meep process at a time on 2 cores, one of them busy). Every rung is on the grid. What a longer
+# run would add: 800 px/um at normal incidence (c-Si's sharp resonances: its TE ladder is not
+# asymptotic at 100/200/400; ~35-90 min per material on one core), and 200 px/um for c-Si at 30
+# degrees (one Meep run per wavelength and polarisation: 100 px/um took 481 s, 200 about 1 h),
+# whose 150 px/um rung was the finest that fitted (a third rung, so the order is fitted, not
+# assumed).
+_GRATING_LADDERS = {
+    ("aSi_meep", 0.0): (100, 200, 400),
+    ("cSi_meep", 0.0): (100, 200, 400),
+    ("aSi_meep", 30.0): (50, 100, 200),
+    ("cSi_meep", 30.0): (50, 100, 150, 200),
+}
 CASES = [
     Case(
         "film",
@@ -154,9 +167,7 @@ CASES = [
             OBLIQUE_BAND if angle else GRATING_BAND,
             angle,
             "rcwa",
-            # c-Si's sharp resonances need 800 px/um at normal incidence; at 30 degrees (one run
-            # per wavelength) 400 px/um and up is beyond 2 cores (~10 h per material).
-            (50, 100, 200) if angle else (100, 200, 400, 800),
+            _GRATING_LADDERS[material, angle],  # see above: what a longer run would add
             (25, 50) if angle else (50, 100),
             harmonics=(100, 0),
             quick_harmonics=(40, 0),
