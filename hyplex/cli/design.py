@@ -4,9 +4,10 @@ Registered in ``hyplex.cli`` by ``register(app)``. Trains
 (:func:`hyplex.models.codesign.train_codesign`), then writes a design bundle
 (:func:`hyplex.models.bundle.save_bundle`) to ``OUT/bundle``; the checkpoint is
 ``OUT/checkpoint.pt`` (``--resume`` continues it). Without a library (``--library`` or
-``library_path`` in the config) the library encoders use a small RCWA library solved on the
-spot into ``OUT/quick_library.h5`` (:mod:`hyplex.models.codesign_library`, ~10 s; by rank 0
-alone under torchrun, :func:`shared_quick_library`), so even
+``library_path`` in the config) the library encoders use the quick RCWA library of 384
+c-Si rectangles solved at a converged order, copied from the file that ships with hyplex into
+``OUT/quick_library.h5`` (:mod:`hyplex.models.codesign_library`; by rank 0 alone under
+torchrun, :func:`shared_quick_library`), so even
 ``--quick`` trains a fabricable design. Data parallel:
 ``torchrun --nproc_per_node 2 $(which hyplex) design ...`` (gloo on CPU, NCCL on CUDA).
 """
