@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml | system-deps
 # the demo table trains its two baselines in two one-thread processes.
 demo: $(STAMP)
 	$(VENV)/bin/hyplex demo --out out/demo_transmission.png
-	# co-design a realizable 9-filter encoder with its decoders (about 1.5 min)
+	# co-design a realizable 9-filter encoder with its decoders (about 1 min)
 	HYPLEX_THREADS=1 $(VENV)/bin/hyplex design --quick --out out/design
 	# against RGB and the Hyplex PCA + linear baseline on held-out scenes: table + overlay PNG
 	$(PY) -m hyplex.cli.demo_table --design out/design/bundle --out out/demo

@@ -116,7 +116,9 @@ def design(
     library_data = None
     if settings.encoder in ("library", "pca") and not settings.library_path:
         if context.is_main:
-            typer.echo(f"no library given: solving a quick RCWA library into {out}", err=True)
+            typer.echo(
+                f"no library given: the quick RCWA library (M = 8, shipped) into {out}", err=True
+            )
         library_data = shared_quick_library(out / "quick_library.h5", context)
     typer.echo(
         f"co-design: encoder {settings.encoder}, {settings.bands} bands "
