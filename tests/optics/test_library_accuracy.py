@@ -230,3 +230,26 @@ def test_cli_accuracy_and_info(built, tmp_path):
     assert "accuracy           rms" in info.output and "chosen for target rms 0.006" in info.output
     bad = CliRunner().invoke(library_app, ["accuracy", str(path), "--fraction", "0"])
     assert bad.exit_code == 2 and "--fraction must be in (0, 1]" in bad.output
+
+
+def test_cli_accuracy_warns_when_a_library_misses_the_goal(tmp_path):
+    """Li's rule at M = 1 on grey-edged rectangles is far from converged spectra: the accuracy
+    step says so, with the option that fixes it; a library within 0.01 gets no warning."""
+    li = replace(SPEC, count=8, solver=replace(SPEC.solver, factorization="li"))
+    path = tmp_path / "li.h5"
+    build_library(path, li, serial=True, progress=False)
+    options = ["--fraction", "0.5", "--minimum", "2", "--reference-order", "3",
+               "--reference-grid", "20"]  # fmt: skip
+    result = CliRunner().invoke(library_app, ["accuracy", str(path), *options])
+    assert result.exit_code == 0, result.output
+    rms_value = read_accuracy(path).rms
+    assert rms_value > 0.01
+    assert f"off by rms {rms_value:.3f} from converged spectra" in result.output
+    assert "--target-accuracy 0.01" in result.output
+    # the reference's own settings one order up: within 0.01, no warning
+    close = replace(SPEC, count=8, solver=replace(REFERENCE, harmonics=(3, 3)))
+    path = tmp_path / "close.h5"
+    build_library(path, close, serial=True, progress=False)
+    result = CliRunner().invoke(library_app, ["accuracy", str(path), *options])
+    assert result.exit_code == 0 and read_accuracy(path).rms <= 0.01, result.output
+    assert "warning" not in result.output
