@@ -96,14 +96,20 @@ def _spec_of(path: Path):
     return LibrarySpec.from_library(read_metadata(path))
 
 
-def _copy_shipped(path: Path, spec, chunk_size: int) -> bool:
-    """Write the shipped library's first ``spec.count`` designs to ``path`` if they are what
-    ``spec`` asks for; returns whether it did."""
+def _shipped_covers(spec) -> bool:
+    """Whether ``spec``'s designs are the first ``spec.count`` of the shipped library."""
     if not SHIPPED_LIBRARY.exists():
         return False
     shipped = _spec_of(SHIPPED_LIBRARY)
-    if spec.count > shipped.count or replace(shipped, count=spec.count) != spec:
+    return spec.count <= shipped.count and replace(shipped, count=spec.count) == spec
+
+
+def _copy_shipped(path: Path, spec, chunk_size: int) -> bool:
+    """Write the shipped library's first ``spec.count`` designs to ``path`` if they are what
+    ``spec`` asks for; returns whether it did."""
+    if not _shipped_covers(spec):
         return False
+    shipped = _spec_of(SHIPPED_LIBRARY)
     library: ResponseLibrary = read_library(SHIPPED_LIBRARY).subset(np.arange(spec.count))
     library.generation = dict(library.generation, count=spec.count, chunk_size=chunk_size)
     records = read_records(SHIPPED_LIBRARY)
@@ -129,11 +135,21 @@ def quick_library(path, progress: bool = False, **spec_options) -> ResponseLibra
     chunk_size = 64 if spec.solver.harmonics[0] <= 3 else 8
     if path.exists():
         try:
-            stored = replace(_spec_of(path), count=spec.count)
+            stored = _spec_of(path)
         except (LibraryError, KeyError, TypeError, ValueError):
             stored = None  # build_library says what is wrong with it
-        if stored is not None and stored != spec and replace(stored, solver=spec.solver) == spec:
-            log.warning("%s: a quick library solved with %s; replacing it", path, stored.solver)
+        same_designs = stored is not None and replace(stored, count=spec.count) == spec
+        # an old low-order file of the same designs: solved again (or copied) at this order
+        old_solver = (
+            stored is not None
+            and stored.solver != spec.solver
+            and replace(stored, count=spec.count, solver=spec.solver) == spec
+        )
+        # another count of the shipped designs: a fresh copy, not hours of growing or a refusal
+        other_count = same_designs and stored.count != spec.count and _shipped_covers(spec)
+        if old_solver or other_count:
+            why = f"solved with {stored.solver}" if old_solver else f"of {stored.count} designs"
+            log.warning("%s: a quick library %s; replacing it", path, why)
             path.unlink()
     if not path.exists() and not _copy_shipped(path, spec, chunk_size):
         log.info("solving %d quick-library designs at M=%d", spec.count, spec.solver.harmonics[0])

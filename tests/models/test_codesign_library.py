@@ -64,3 +64,35 @@ def test_an_old_low_order_quick_library_is_replaced(tmp_path):
     library = quick_library(path, count=8)
     assert library.solver == QUICK_SOLVER
     np.testing.assert_array_equal(library.T, read_library(SHIPPED_LIBRARY).T[:8])
+
+
+def test_a_copied_library_opens_without_the_memory_to_solve_it(tmp_path, monkeypatch):
+    """Serving the shipped file solves nothing, so it must not need the ~6 GB one M = 8 chunk
+    takes: with 1 GB 'available' the copy and a reuse succeed (a build with designs left to
+    solve is still refused up front)."""
+    from hyplex.optics.memory import MemoryBudgetError
+
+    monkeypatch.setenv("HYPLEX_MEMORY_BYTES", str(10**9))
+    library = quick_library(tmp_path / "lib.h5", count=16)
+    again = quick_library(tmp_path / "lib.h5", count=16)
+    np.testing.assert_array_equal(again.T, library.T)
+    with pytest.raises(MemoryBudgetError, match="chunk_size"):
+        quick_library(tmp_path / "other.h5", count=16, seed=3)  # not shipped: to be solved
+
+
+def test_another_count_of_the_shipped_designs_is_copied_again(tmp_path, monkeypatch):
+    """A smaller (or larger) quick library already at the path is replaced by the shipped
+    prefix, never grown by solving designs the shipped file holds."""
+    from hyplex.optics import library_build
+
+    def no_solving(*args, **kwargs):
+        raise AssertionError("a shipped design was solved")
+
+    monkeypatch.setattr(library_build, "_solve_chunk", no_solving)
+    path = tmp_path / "lib.h5"
+    quick_library(path, count=8)
+    grown = quick_library(path, count=24)
+    np.testing.assert_array_equal(grown.T, read_library(SHIPPED_LIBRARY).T[:24])
+    assert read_metadata(path)["accuracy"]["parent"]["designs"] == 384
+    shrunk = quick_library(path, count=4)
+    assert len(shrunk) == 4
