@@ -23,9 +23,18 @@ def twin():
 
 @pytest.fixture(scope="session")
 def scene(twin):
+    """The shared scene, with the twin's renderer warmed on it once.
+
+    On a fresh checkout the first frame a simulated camera renders compiles its numba kernels
+    (seconds on a loaded 2-core machine; a clean-clone CI run timed out at 5 s waiting for it
+    in a streaming test). One snap of a throwaway camera here does it before any test reads a
+    stream, whatever order the tests run in; it draws from its own noise stream only."""
     from hyplex.simulation.scenes import make_scene
 
-    return make_scene((48, 64), twin.wavelengths_nm, n_objects=3, seed=1)
+    scene = make_scene((48, 64), twin.wavelengths_nm, n_objects=3, seed=1)
+    with SimulatedCamera(scene, twin, clock=VirtualClock()) as camera:
+        camera.snap()
+    return scene
 
 
 @pytest.fixture
