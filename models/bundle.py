@@ -34,6 +34,7 @@ import torch
 
 from hyplex.models.encoder_capture import CaptureSettings
 from hyplex.optics.atomic_io import atomic_directory
+from hyplex.optics.untrusted import check_config_limits, check_state_shapes
 from hyplex.simulation.layout import MosaicLayout
 
 __all__ = ["FORMAT", "BundleError", "DesignBundle", "default_layout", "save_bundle", "load_bundle"]
@@ -360,12 +361,13 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
             # first on the meta device (no memory): a config that asks for a network other
             # than the stored tensors' (a width of 10^6 in a hostile file) fails here, before
             # any allocation
+            check_config_limits(spec["config"], "bundle.json")
             with torch.device("meta"):
                 skeleton = build(spec["name"], **spec["config"]).state_dict()
-            _check_state_shapes(path, part, skeleton, state)
+            check_state_shapes(skeleton, state)
             module = build(spec["name"], **spec["config"])
             module.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as error:
             raise BundleError(
                 f"{path}: the {part} weights do not fit its config: {error}"
             ) from None
@@ -384,23 +386,6 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
         config=config,
         metrics=record["metrics"],
     )
-
-
-def _check_state_shapes(path: Path, part: str, expected: dict, state: dict) -> None:
-    """The stored tensors of ``part`` against the state dict its config builds (names and
-    shapes), so a mismatch is a :class:`BundleError` before the real network is allocated."""
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
-        raise BundleError(
-            f"{path}: the {part} weights do not fit its config (missing "
-            f"{missing[:5] or 'none'}, unexpected {extra[:5] or 'none'})"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise BundleError(
-                f"{path}: the {part} tensor {key} has shape {tuple(state[key].shape)}, its "
-                f"config builds {tuple(tensor.shape)}"
-            )
 
 
 def _tuples(values: dict) -> dict:

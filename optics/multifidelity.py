@@ -47,6 +47,7 @@ from .surrogate_training import (
     mean_spectrum_baseline,
     spectrum_mse,
 )
+from .untrusted import check_config_limits, check_state_shapes
 
 __all__ = [
     "MultiFidelitySurrogate",
@@ -226,13 +227,14 @@ def save_multifidelity(model: MultiFidelitySurrogate, path) -> tuple[Path, Path]
     """Write ``name.safetensors`` (both networks' tensors) and ``name.json``; returns both."""
     from safetensors.torch import save_file
 
-    from .atomic_io import atomic_write
+    from .atomic_io import atomic_path, atomic_write
 
     path = Path(path)
     weights, config = path.with_suffix(".safetensors"), path.with_suffix(".json")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, weights, metadata={"format": FORMAT})
+    with atomic_path(weights) as temporary:
+        save_file(state, temporary, metadata={"format": FORMAT})
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -254,8 +256,19 @@ def load_multifidelity(path, device: str | torch.device = "cpu") -> MultiFidelit
         record = json.loads(config.read_text())
         if record.get("format") != FORMAT or record.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"not a {FORMAT} version {FORMAT_VERSION} config")
+        state = load_file(weights, device="cpu")
+        # sizes checked before anything is allocated (hyplex.optics.untrusted)
+        check_config_limits(record["low"], f"{config} (low)")
+        check_config_limits(record["correction"], f"{config} (correction)")
+        with torch.device("meta"):
+            skeleton = MultiFidelitySurrogate(
+                surrogate_from_record(record["low"]), **record["correction"]
+            ).state_dict()
+        check_state_shapes(skeleton, state, str(weights))
         model = MultiFidelitySurrogate(surrogate_from_record(record["low"]), **record["correction"])
-        model.load_state_dict(load_file(weights, device="cpu"))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
+        model.load_state_dict(state)
+    except (
+        OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError, SafetensorError
+    ) as error:  # fmt: skip
         raise LibraryError(f"{path}: not a loadable multi-fidelity surrogate: {error}") from None
     return model.to(device).eval()

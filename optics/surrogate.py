@@ -44,7 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic_io import atomic_path, atomic_write
 from .library import LibraryError, ResponseLibrary, check_same_grid
+from .untrusted import check_config_limits, check_state_shapes
 
 __all__ = [
     "ROTATION_PERMUTATIONS",
@@ -150,12 +152,12 @@ class SpectralSurrogate(nn.Module):
             "members": int(members),
         }
         inputs, outputs = len(description["parameter_names"]) + 1, 2 * self.wavelengths_nm.size
-        low = torch.as_tensor(np.asarray(low, dtype=np.float32))
-        span = torch.as_tensor(np.asarray(high, dtype=np.float32)) - low
-        if low.shape != (inputs,) or not (span > 0).all():
+        # checked in numpy, so that the network can also be built on torch's meta device
+        low, high = (np.asarray(v, dtype=np.float32) for v in (low, high))
+        if low.shape != (inputs,) or high.shape != (inputs,) or not (high - low > 0).all():
             raise ValueError(f"low < high must both have shape ({inputs},) (parameters, thickness)")
-        self.register_buffer("low", low)
-        self.register_buffer("span", span)
+        self.register_buffer("low", torch.as_tensor(low))
+        self.register_buffer("span", torch.as_tensor(high - low))
         permutation = ROTATION_PERMUTATIONS.get(description.get("family")) if symmetric else None
         self.permutation = list(permutation) if permutation else None
         self.networks = nn.ModuleList(
@@ -300,9 +302,11 @@ def save_surrogate(model: SpectralSurrogate, path) -> tuple[Path, Path]:
     weights, legacy, config = surrogate_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, weights, metadata={"format": FORMAT})
+    with atomic_path(weights) as temporary:  # a crash leaves the old pair, never half a file
+        save_file(state, temporary, metadata={"format": FORMAT})
     legacy.unlink(missing_ok=True)
-    config.write_text(json.dumps(surrogate_record(model), indent=1))
+    text = json.dumps(surrogate_record(model), indent=1).encode()
+    atomic_write(config, lambda handle: handle.write(text))
     return weights, config
 
 
@@ -336,16 +340,13 @@ def load_surrogate(path, device: str | torch.device = "cpu") -> SpectralSurrogat
         raise LibraryError(
             f"{config}: surrogate format_version {version!r}, expected one of {_READABLE_VERSIONS}"
         )
-    try:
-        model = surrogate_from_record(record)
-    except (KeyError, TypeError, ValueError) as error:
-        raise LibraryError(f"{config}: incomplete surrogate config: {error}") from None
     state = _read_weights(weights)
     if version == 1:  # one network, its modules at the top level
         state = {
             key if key in ("low", "span") else f"networks.0.{key}": value
             for key, value in state.items()
         }
+    model = _build_checked(record, state, config)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -353,6 +354,23 @@ def load_surrogate(path, device: str | torch.device = "cpu") -> SpectralSurrogat
             f"{weights}: weights do not fit the configured network: {error}"
         ) from None
     return model.to(device).eval()
+
+
+def _build_checked(record: dict, state: dict, where) -> SpectralSurrogate:
+    """The network ``record`` describes, built only after its sizes are checked: the config's
+    integers against :mod:`hyplex.optics.untrusted`'s caps, then a ``meta``-device build
+    (no memory) against the stored tensors' names and shapes. A config asking for more than
+    its file holds is a :class:`LibraryError`, not gigabytes of allocation."""
+    try:
+        check_config_limits(record, str(where))
+        with torch.device("meta"):
+            skeleton = surrogate_from_record(record).state_dict()
+        check_state_shapes(skeleton, state)
+        return surrogate_from_record(record)
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise LibraryError(
+            f"{where}: the weights do not fit the configured network: {error}"
+        ) from None
 
 
 def _read_weights(path: Path) -> dict:

@@ -50,6 +50,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hyplex.optics.untrusted import check_config_limits
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -186,6 +188,10 @@ def _check_config(path: Path, record) -> dict:
             f"{path}: config must be an object of constructor arguments (numbers, strings, "
             f"booleans), got {config!r}"
         )
+    try:
+        check_config_limits(config, str(path))
+    except ValueError as error:
+        raise ModelFileError(str(error)) from None
     return {"role": role, "name": name, "config": dict(config)}
 
 
@@ -222,7 +228,7 @@ def _build(record: dict, path, device=None) -> nn.Module:
             return cls(**record["config"])
         with torch.device(device):
             return cls(**record["config"])
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
         raise ModelFileError(
             f"{path}: config {record['config']!r} does not build a {record['name']!r} "
             f"{role}: {error}"

@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import pickle
+import time
 import zipfile
 from dataclasses import asdict
 
@@ -477,7 +478,8 @@ def test_a_config_cannot_ask_for_more_than_the_file_holds(tmp_path):
                                    tmp_path / "small")  # fmt: skip
     record = json.loads(config.read_text())
     for change, words in (
-        ({"config": {"n_filters": 9, "n_bands": 10**9}}, "shape"),  # checked on the meta device
+        ({"config": {"n_filters": 9, "n_bands": 10**9}}, "n_bands = 1000000000 is more than"),
+        ({"config": {"n_filters": 9, "n_bands": 60_000}}, "shape"),  # under the caps: meta
         ({"name": "os.system"}, "not a known architecture"),
         ({"config": {"n_filters": 9, "n_bands": 4, "evil": 1}}, "does not build"),
         ({"role": "segmenter"}, "does not fit architecture"),
@@ -486,6 +488,30 @@ def test_a_config_cannot_ask_for_more_than_the_file_holds(tmp_path):
         config.write_text(json.dumps({**record, **change}))
         with pytest.raises(ModelFileError, match=words):
             load_decoder(weights)
+
+
+def test_a_structural_config_is_refused_before_anything_is_built(tmp_path):
+    """Counts of repeated modules are capped before the meta build (which holds no storage
+    but still makes every module: 10,000 MST stages took 84 s and 2.6 GB), and a U-Net
+    depth that overflows its 2**depth channels is a clear error, not a traceback."""
+    mst = build_reconstructor("mst", in_channels=9, n_bands=4, width=8, n_blocks=1, n_stages=1)
+    weights, config = save_decoder(mst, tmp_path / "mst")
+    record = json.loads(config.read_text())
+    config.write_text(json.dumps(record | {"config": record["config"] | {"n_stages": 10**6}}))
+    began = time.perf_counter()
+    with pytest.raises(ModelFileError, match="n_stages = 1000000 is more than 64"):
+        load_decoder(weights)
+    assert time.perf_counter() - began < 5.0
+    unet = build_segmenter("unet", in_channels=9, n_classes=3, base_channels=4, depth=1)
+    weights, config = save_decoder(unet, tmp_path / "unet")
+    record = json.loads(config.read_text())
+    config.write_text(json.dumps(record | {"config": record["config"] | {"depth": 200}}))
+    with pytest.raises(ModelFileError, match="depth = 200 is more than 12"):
+        load_decoder(weights)
+    huge = record["config"] | {"base_channels": 2**16, "depth": 12}  # under the caps: meta
+    config.write_text(json.dumps(record | {"config": huge}))
+    with pytest.raises(ModelFileError, match="does not build|do not fit"):
+        load_decoder(weights)
 
 
 def test_convert_weights_then_segment(tmp_path, recording):

@@ -141,12 +141,15 @@ def _set(section, key, value):
     return edit
 
 
-def _widen_segmenter(record):
-    """A hostile bundle.json: the segmenter's width raised to 200,000 channels (terabytes of
-    weights if built for real), the stored tensors left as they are."""
-    config = record["segmenter"]["config"]
-    key = next(k for k in ("base_channels", "width", "hidden") if k in config)
-    config[key] = 200_000
+def _widen_segmenter(width):
+    """A hostile bundle.json: the segmenter's width raised to ``width`` channels (terabytes of
+    weights at 200,000 if built for real), the stored tensors left as they are."""
+
+    def edit(record):
+        config = record["segmenter"]["config"]
+        config[next(k for k in ("base_channels", "width") if k in config)] = width
+
+    return edit
 
 
 def _nan(responses):
@@ -216,8 +219,18 @@ TAMPERINGS = {
         r"segmenter config has in_channels = 8, expected 9 \(F = 9 filters\)",
     ),
     "a config for a 10^12-parameter segmenter": (
-        lambda c: _edit_record(c, _widen_segmenter),
-        r"segmenter tensor \S+ has shape \(\d+, .*\), its config builds \(200000, ",
+        lambda c: _edit_record(c, _widen_segmenter(200_000)),
+        r"segmenter weights do not fit its config: bundle.json: base_channels = 200000 is more",
+    ),
+    "a config wider than its tensors, under the caps": (
+        lambda c: _edit_record(c, _widen_segmenter(60_000)),
+        r"segmenter weights do not fit its config: tensor \S+ has shape \(\d+, .*\), the "
+        r"configured network has "
+        r"\(60000, ",
+    ),
+    "a config for a million stages": (
+        lambda c: _edit_record(c, lambda r: r["reconstructor"]["config"].update(n_stages=10**6)),
+        r"n_stages = 1000000 is more than 64",
     ),
 }
 

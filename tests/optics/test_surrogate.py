@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -131,6 +132,26 @@ def test_training_is_seeded(library):
         assert torch.equal(x, y), name
     _, rc = train_surrogate(library, dataclasses.replace(quick, seed=1))
     assert not np.array_equal(ra.test_index, rc.test_index)
+
+
+def test_a_hostile_config_is_refused_before_allocation(trained, tmp_path):
+    """A 500-byte JSON could ask for a network of gigabytes beside small weights: the counts
+    are capped, and widths under the caps are built on the meta device and compared with the
+    stored tensors before anything real is allocated."""
+    model, _ = trained
+    _, config = save_surrogate(model, tmp_path / "net")
+    record = json.loads(config.read_text())
+    for change, words in (
+        # ~1e12 floats if built for real
+        ({"hidden": 60_000, "members": 64}, "weights do not fit.*(shape|missing)"),
+        ({"blocks": 10**6}, "blocks = 1000000 is more than 64"),
+        ({"hidden": 10**9}, "hidden = 1000000000 is more than 65,536"),
+    ):
+        config.write_text(json.dumps(record | change))
+        began = time.perf_counter()
+        with pytest.raises(LibraryError, match=words):
+            load_surrogate(tmp_path / "net")
+        assert time.perf_counter() - began < 10.0
 
 
 def test_save_load_round_trip_and_checks(trained, library, tmp_path):

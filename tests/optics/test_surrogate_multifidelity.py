@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,6 +108,16 @@ def test_rotation_symmetry_save_load_and_frozen_low(models, tmp_path):
         back.predict(params.numpy(), thickness.numpy()),
         corrected.predict(params.numpy(), thickness.numpy()),
     )
+    record = json.loads((tmp_path / "mf.json").read_text())
+    hostile = (  # sizes checked before anything real is built
+        ({"correction": record["correction"] | {"hidden": 60_000}}, "shape|missing"),
+        ({"correction": record["correction"] | {"blocks": 10**6}}, "blocks = 1000000 is more"),
+        ({"low": record["low"] | {"members": 10**4}}, "members = 10000 is more than 64"),
+    )
+    for change, words in hostile:
+        (tmp_path / "mf.json").write_text(json.dumps(record | change))
+        with pytest.raises(LibraryError, match=words):
+            load_multifidelity(tmp_path / "mf")
     (tmp_path / "mf.json").write_text("{}")
     with pytest.raises(LibraryError, match="not a loadable multi-fidelity surrogate"):
         load_multifidelity(tmp_path / "mf")
