@@ -182,6 +182,8 @@ def _reference(grid: int, factorization: str):
 
 def _order_probe(out, spec, target, designs, max_order, reference):
     """The probe that picks the order for ``target`` (reused from ``out`` when it has one)."""
+    from dataclasses import replace
+
     from hyplex.optics.library import LibraryError, read_records
     from hyplex.optics.library_probe import DEFAULT_TOLERANCE, ConvergenceProbe, probe_convergence
 
@@ -192,6 +194,15 @@ def _order_probe(out, spec, target, designs, max_order, reference):
             _fail(error)
         if stored is not None and stored.summary.get("target") == target:
             probe = ConvergenceProbe.from_record(stored)
+            # the stored probe answers only for the same library and reference settings
+            unordered = lambda settings: replace(settings, harmonics=(0, 0))  # noqa: E731
+            asked = (unordered(spec.solver), unordered(reference))
+            if asked != (unordered(probe.library_solver), unordered(probe.reference)):
+                _fail(
+                    f"{out} holds a library whose order was probed for {probe.library_solver} "
+                    f"against {probe.reference}; the options ask for {spec.solver} against "
+                    f"{reference}: use another --out, or the file's settings to resume it"
+                )
             typer.echo(f"order M={probe.chosen_order} from the probe stored in {out}")
             return probe
     tolerance = min(DEFAULT_TOLERANCE, target / 2)

@@ -255,3 +255,22 @@ def test_cli_accuracy_warns_when_a_library_misses_the_goal(tmp_path):
     result = CliRunner().invoke(library_app, ["accuracy", str(path), *options])
     assert result.exit_code == 0 and 0 < read_accuracy(path).rms <= 0.01, result.output
     assert "warning" not in result.output
+
+
+def test_cli_build_reuses_a_stored_probe_only_for_its_own_settings(tmp_path):
+    """`library build --target-accuracy` on an existing file takes the order from the file's
+    probe, but only if the options ask for the settings that probe answered; other settings
+    are an error naming both, not a silent swap to the stored ones."""
+    out = tmp_path / "lib.h5"
+    options = ["build", "--out", str(out), "--count", "8", "--wavelengths", "2",
+               "--wavelength-start-nm", "550", "--wavelength-stop-nm", "750",
+               "--thickness-min-nm", "60", "--thickness-max-nm", "120", "--grid", "20",
+               "--reference-grid", "20", "--target-accuracy", "0.05", "--probe-designs", "2",
+               "--max-order", "12", "--serial", "--no-progress", "--no-accuracy"]  # fmt: skip
+    first = CliRunner().invoke(library_app, [*options, "--precision", "complex64"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(library_app, [*options, "--precision", "complex64"])
+    assert again.exit_code == 0 and "from the probe stored in" in again.output, again.output
+    other = CliRunner().invoke(library_app, [*options, "--precision", "complex128"])
+    assert other.exit_code == 1
+    assert "whose order was probed for" in other.output and "complex128" in other.output
