@@ -25,6 +25,7 @@ estimated, has no record: :func:`read_accuracy` returns None, "accuracy unknown"
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -247,7 +248,19 @@ def estimate_accuracy(
         new_probe = False
     settings = probe.reference
     n_wl = library.wavelengths_nm.size
-    key = json.dumps({"indices": indices.tolist(), "reference": settings.to_dict()})
+    # the sample's designs and stack are part of the key: a partial file left beside a library
+    # that was rebuilt with another seed or stack must not lend its spectra to other designs
+    designs = np.column_stack([library.params_nm[indices], library.thickness_nm[indices]])
+    key = json.dumps(
+        {
+            "indices": indices.tolist(),
+            "reference": settings.to_dict(),
+            "designs": hashlib.sha256(np.ascontiguousarray(designs, np.float64)).hexdigest(),
+            "stack": [spec.material, spec.substrate, spec.superstrate, spec.period_nm],
+            "wavelengths_nm": library.wavelengths_nm.tolist(),
+        },
+        default=str,
+    )
     T_ref = np.full((indices.size, n_wl, 2), np.nan)  # noqa: N806
     sidecar = _sidecar(path)
     if sidecar.exists():

@@ -274,3 +274,36 @@ def test_cli_build_reuses_a_stored_probe_only_for_its_own_settings(tmp_path):
     other = CliRunner().invoke(library_app, [*options, "--precision", "complex128"])
     assert other.exit_code == 1
     assert "whose order was probed for" in other.output and "complex128" in other.output
+
+
+def test_a_partial_estimate_is_not_lent_to_another_library_at_the_same_path(
+    built, tmp_path, monkeypatch
+):
+    """A killed estimate leaves PATH.accuracy-partial.npz; if PATH is then rebuilt with other
+    designs (another seed, same count), their estimate must not reuse those spectra."""
+    path = tmp_path / "lib.h5"
+    path.write_bytes(built.read_bytes())
+    real, calls = library_accuracy.solve_designs, []
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    options = {"fraction": 0.5, "minimum": 3, "seed": 9, "reference": REFERENCE,
+               "reference_order": 2}  # fmt: skip
+    monkeypatch.setattr(library_accuracy, "solve_designs", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        estimate_accuracy(path, **options)
+    monkeypatch.setattr(library_accuracy, "solve_designs", real)
+    assert path.with_name(path.name + ".accuracy-partial.npz").exists()
+    path.unlink()
+    other = replace(SPEC, seed=2, solver=read_metadata(built)["solver"])
+    build_library(path, other, serial=True, progress=False)
+    clean = tmp_path / "clean.h5"
+    build_library(clean, other, serial=True, progress=False)
+    np.testing.assert_array_equal(
+        estimate_accuracy(path, **options).T_reference,
+        estimate_accuracy(clean, **options).T_reference,
+    )
