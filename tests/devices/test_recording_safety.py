@@ -218,7 +218,7 @@ def test_a_truncated_closed_recording_fails_fast(tmp_path, size):
     start = time.monotonic()
     with pytest.raises(RecordingTruncated, match=f"truncated: {path.stat().st_size} bytes"):
         Recording(path)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 5.0  # a hang was > 300 s; margin for a loaded machine
 
 
 KILLED_WRITER = textwrap.dedent(
