@@ -12,6 +12,8 @@ far above any network hyplex trains:
     doubling depths (``depth``, ``levels``: channels grow as 2**depth)                <= 12
     every other integer (widths, channel and band counts, features)                   <= 65,536
 
+(a ``seed`` sizes nothing and is not capped).
+
 Widths under the cap can still describe a network far larger than its file; the callers then
 build on the ``meta`` device and compare shapes with the stored tensors before allocating.
 """
@@ -27,6 +29,7 @@ MAX_DEPTH = 12
 MAX_SIZE = 1 << 16
 _COUNTS = frozenset({"n_stages", "n_blocks", "blocks", "members", "n_heads"})
 _DEPTHS = frozenset({"depth", "levels"})
+_UNSIZED = frozenset({"seed"})  # integers that size nothing
 
 
 def check_config_limits(config: Mapping, where: str) -> None:
@@ -38,6 +41,8 @@ def check_config_limits(config: Mapping, where: str) -> None:
         Naming ``where`` (the file), the key, its value and the cap.
     """
     for key, value in config.items():
+        if key in _UNSIZED:
+            continue
         items = value if isinstance(value, list | tuple) else (value,)
         limit = MAX_COUNT if key in _COUNTS else MAX_DEPTH if key in _DEPTHS else MAX_SIZE
         for item in items:
