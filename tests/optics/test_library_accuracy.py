@@ -159,6 +159,19 @@ def test_stored_estimate_is_recomputed_and_matches(built, probe, tmp_path):
     assert given.summary()["reference_order_source"] == "given"
 
 
+def _killed_on_call(n: int, solve):
+    """``solve`` that raises KeyboardInterrupt (a Ctrl-C) on its ``n``-th call."""
+    calls = []
+
+    def solve_or_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return solve(*args, **kwargs)
+
+    return solve_or_die
+
+
 def test_a_killed_estimate_resumes_and_leaves_the_file_alone(built, tmp_path, monkeypatch):
     path = tmp_path / "copy.h5"
     path.write_bytes(built.read_bytes())
@@ -166,14 +179,8 @@ def test_a_killed_estimate_resumes_and_leaves_the_file_alone(built, tmp_path, mo
     estimate_accuracy(path, fraction=0.2, minimum=3, seed=4, reference=REFERENCE)
     before = read_records(path)["accuracy"]  # ...this copy has one, which a kill must keep
     assert before is not None
-    real, calls = library_accuracy.solve_designs, []
-
-    def dies_on_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
+    real = library_accuracy.solve_designs
+    dies_on_the_second = _killed_on_call(2, real)
     monkeypatch.setattr(library_accuracy, "solve_designs", dies_on_the_second)
     options = {"fraction": 0.5, "minimum": 3, "seed": 9, "reference": REFERENCE}
     with pytest.raises(KeyboardInterrupt):
@@ -183,7 +190,6 @@ def test_a_killed_estimate_resumes_and_leaves_the_file_alone(built, tmp_path, mo
     after = read_records(path)["accuracy"]  # the old record, untouched
     assert after.summary == before.summary
     monkeypatch.setattr(library_accuracy, "solve_designs", real)
-    calls.clear()
     resumed = estimate_accuracy(path, **options)
     assert not sidecar.exists()
     clean_path = tmp_path / "clean.h5"
@@ -283,14 +289,8 @@ def test_a_partial_estimate_is_not_lent_to_another_library_at_the_same_path(
     designs (another seed, same count), their estimate must not reuse those spectra."""
     path = tmp_path / "lib.h5"
     path.write_bytes(built.read_bytes())
-    real, calls = library_accuracy.solve_designs, []
-
-    def dies_on_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
+    real = library_accuracy.solve_designs
+    dies_on_the_second = _killed_on_call(2, real)
     options = {"fraction": 0.5, "minimum": 3, "seed": 9, "reference": REFERENCE,
                "reference_order": 2}  # fmt: skip
     monkeypatch.setattr(library_accuracy, "solve_designs", dies_on_the_second)
