@@ -37,6 +37,10 @@ from .library import LibraryError, ResponseLibrary
 from .surrogate import (
     ResidualBlock,
     SpectralSurrogate,
+    architecture_record,
+    fourier_encode,
+    predict_in_batches,
+    seeded_frequencies,
     surrogate_from_record,
     surrogate_record,
 )
@@ -65,9 +69,8 @@ class _Correction(nn.Module):
 
     def __init__(self, inputs, outputs, hidden, blocks, fourier_features, fourier_scale, seed):
         super().__init__()
-        generator = torch.Generator().manual_seed(int(seed))
-        frequencies = torch.randn(inputs, int(fourier_features), generator=generator)
-        self.register_buffer("frequencies", frequencies * float(fourier_scale))
+        frequencies = seeded_frequencies(inputs, fourier_features, fourier_scale, seed)
+        self.register_buffer("frequencies", frequencies)
         self.stem = nn.Linear(inputs + 2 * int(fourier_features) + outputs, int(hidden))
         self.body = nn.Sequential(*(ResidualBlock(int(hidden)) for _ in range(int(blocks))))
         self.norm = nn.LayerNorm(int(hidden))
@@ -76,11 +79,7 @@ class _Correction(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x, low):
-        features = [x]
-        if self.frequencies.shape[1]:
-            phase = torch.pi * (x @ self.frequencies)
-            features += [torch.sin(phase), torch.cos(phase)]
-        h = self.body(self.stem(torch.cat([*features, low], -1)))
+        h = self.body(self.stem(torch.cat([fourier_encode(x, self.frequencies), low], -1)))
         return self.head(self.norm(h))
 
 
@@ -114,15 +113,9 @@ class MultiFidelitySurrogate(nn.Module):
             parameter.requires_grad_(False)
         self.description = low.description
         self.wavelengths_nm = low.wavelengths_nm
-        self.architecture = {
-            "hidden": int(hidden),
-            "blocks": int(blocks),
-            "fourier_features": int(fourier_features),
-            "fourier_scale": float(fourier_scale),
-            "symmetric": bool(symmetric),
-            "members": int(members),
-            "seed": int(seed),
-        }
+        self.architecture = architecture_record(
+            hidden, blocks, fourier_features, fourier_scale, symmetric, members, seed=seed
+        )
         inputs, outputs = low.low.numel(), 2 * self.wavelengths_nm.size
         self.permutation = low.permutation if symmetric else None
         self.networks = nn.ModuleList(
@@ -158,17 +151,11 @@ class MultiFidelitySurrogate(nn.Module):
             spectra.append(base + delta)
         return torch.stack(spectra)
 
-    @torch.no_grad()
     def predict(self, params_nm, thickness_nm, batch_size: int = 4096) -> np.ndarray:
-        """Numpy convenience: ``T (N, L, 2)`` float64, clipped to [0, 1]."""
-        self.eval()
-        params = torch.as_tensor(np.asarray(params_nm, dtype=np.float32))
-        thickness = torch.as_tensor(np.asarray(thickness_nm, dtype=np.float32))
-        parts = [
-            self(p, d).cpu()
-            for p, d in zip(params.split(batch_size), thickness.split(batch_size), strict=True)
-        ]
-        return torch.cat(parts).double().clamp(0.0, 1.0).numpy()
+        """Numpy convenience: ``T (N, L, 2)`` float64, clipped to [0, 1] (the correction is
+        not bounded as the sigmoid of the low-order surrogate is)."""
+        T = predict_in_batches(self, params_nm, thickness_nm, self.low.low.device, batch_size)  # noqa: N806
+        return np.clip(T, 0.0, 1.0)
 
 
 def train_multifidelity(

@@ -51,6 +51,10 @@ from .untrusted import check_config_limits, check_state_shapes
 __all__ = [
     "ROTATION_PERMUTATIONS",
     "ResidualBlock",
+    "architecture_record",
+    "fourier_encode",
+    "predict_in_batches",
+    "seeded_frequencies",
     "surrogate_from_record",
     "surrogate_record",
     "SpectralSurrogate",
@@ -89,22 +93,64 @@ class ResidualBlock(nn.Module):
         return h + self.inner(self.norm(h))
 
 
+def seeded_frequencies(inputs: int, features: int, scale: float, seed: int) -> torch.Tensor:
+    """``(inputs, features)`` random Fourier frequencies ~ N(0, scale^2), drawn with ``seed``
+    (Tancik et al., NeurIPS 2020); a member's network and its correction each own one."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(int(inputs), int(features), generator=generator) * float(scale)
+
+
+def fourier_encode(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    """``[x, sin(pi x B), cos(pi x B)]`` for inputs ``x (..., P + 1)`` in [-1, 1] and
+    frequencies ``B (P + 1, F)``; ``x`` alone when ``F = 0``."""
+    if not frequencies.shape[1]:
+        return x
+    phase = torch.pi * (x @ frequencies)
+    return torch.cat([x, torch.sin(phase), torch.cos(phase)], -1)
+
+
+def architecture_record(
+    hidden, blocks, fourier_features, fourier_scale, symmetric, members, **extra
+) -> dict:
+    """The JSON-ready architecture of a surrogate (or of a correction, with its ``seed``)."""
+    return {
+        "hidden": int(hidden),
+        "blocks": int(blocks),
+        "fourier_features": int(fourier_features),
+        "fourier_scale": float(fourier_scale),
+        "symmetric": bool(symmetric),
+        "members": int(members),
+        **{key: int(value) for key, value in extra.items()},
+    }
+
+
+@torch.no_grad()
+def predict_in_batches(model: nn.Module, params_nm, thickness_nm, device, batch_size=4096):
+    """``model(params, thickness)`` over ``(N, P)`` and ``(N,)`` in nm, ``batch_size`` designs
+    at a time on ``device``: ``T (N, L, 2)`` float64 numpy (the model set to eval mode)."""
+    model.eval()
+    params = torch.as_tensor(np.asarray(params_nm, dtype=np.float32))
+    thickness = torch.as_tensor(np.asarray(thickness_nm, dtype=np.float32))
+    parts = [
+        model(p.to(device), d.to(device)).cpu()
+        for p, d in zip(params.split(batch_size), thickness.split(batch_size), strict=True)
+    ]
+    return torch.cat(parts).double().numpy()
+
+
 class _Network(nn.Module):
     """One member: normalised inputs ``x (..., P + 1)`` in [-1, 1] -> ``sigmoid`` outputs."""
 
     def __init__(self, inputs, outputs, hidden, blocks, fourier_features, fourier_scale, seed):
         super().__init__()
-        generator = torch.Generator().manual_seed(int(seed))
-        frequencies = torch.randn(inputs, int(fourier_features), generator=generator)
-        self.register_buffer("frequencies", frequencies * float(fourier_scale))
+        frequencies = seeded_frequencies(inputs, fourier_features, fourier_scale, seed)
+        self.register_buffer("frequencies", frequencies)
         self.stem = nn.Linear(inputs + 2 * int(fourier_features), int(hidden))
         self.body = nn.Sequential(*(ResidualBlock(int(hidden)) for _ in range(int(blocks))))
         self.head = nn.Sequential(nn.LayerNorm(int(hidden)), nn.Linear(int(hidden), outputs))
 
     def forward(self, x):
-        if self.frequencies.shape[1]:
-            phase = torch.pi * (x @ self.frequencies)
-            x = torch.cat([x, torch.sin(phase), torch.cos(phase)], -1)
+        x = fourier_encode(x, self.frequencies)
         return torch.sigmoid(self.head(self.body(self.stem(x))))
 
 
@@ -143,14 +189,9 @@ class SpectralSurrogate(nn.Module):
             raise ValueError(f"members must be >= 1, got {members}")
         self.description = dict(description)
         self.wavelengths_nm = np.asarray(description["wavelengths_nm"], dtype=np.float64)
-        self.architecture = {
-            "hidden": int(hidden),
-            "blocks": int(blocks),
-            "fourier_features": int(fourier_features),
-            "fourier_scale": float(fourier_scale),
-            "symmetric": bool(symmetric),
-            "members": int(members),
-        }
+        self.architecture = architecture_record(
+            hidden, blocks, fourier_features, fourier_scale, symmetric, members
+        )
         inputs, outputs = len(description["parameter_names"]) + 1, 2 * self.wavelengths_nm.size
         # checked in numpy, so that the network can also be built on torch's meta device
         low, high = (np.asarray(v, dtype=np.float32) for v in (low, high))
@@ -198,17 +239,9 @@ class SpectralSurrogate(nn.Module):
     def _spectrum(self, network, x):
         return network(x).unflatten(-1, (self.wavelengths_nm.size, 2))
 
-    @torch.no_grad()
     def predict(self, params_nm, thickness_nm, batch_size: int = 4096) -> np.ndarray:
         """Numpy convenience: ``T (N, L, 2)`` float64 for ``(N, P)`` and ``(N,)`` in nm."""
-        self.eval()
-        params = torch.as_tensor(np.asarray(params_nm, dtype=np.float32))
-        thickness = torch.as_tensor(np.asarray(thickness_nm, dtype=np.float32))
-        parts = [
-            self(p.to(self.low.device), d.to(self.low.device)).cpu()
-            for p, d in zip(params.split(batch_size), thickness.split(batch_size), strict=True)
-        ]
-        return torch.cat(parts).double().numpy()
+        return predict_in_batches(self, params_nm, thickness_nm, self.low.device, batch_size)
 
     def check_library(self, library: ResponseLibrary) -> None:
         """Raise :class:`LibraryError` unless ``library`` has this surrogate's grid and stack."""
