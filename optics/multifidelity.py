@@ -47,9 +47,9 @@ from .surrogate import (
 from .surrogate_training import (
     SurrogateConfig,
     TrainingReport,
-    fit_members,
-    mean_spectrum_baseline,
-    spectrum_mse,
+    fit_and_score,
+    network_options,
+    resolve_splits,
 )
 from .untrusted import check_config_limits, check_state_shapes
 
@@ -179,35 +179,14 @@ def train_multifidelity(
     Returns the model (eval mode) and a report with the test designs' MSE against the
     converged spectra (and the mean-spectrum baseline's).
     """
-    from .surrogate_training import split as seeded_split
-
     config = config or SurrogateConfig(hidden=128, blocks=2, fourier_features=32, members=1)
     library = library.completed()
     low.check_library(library)
-    train, val, test = (
-        seeded_split(len(library), config)
-        if splits is None
-        else (np.asarray(part, dtype=np.int64).reshape(-1) for part in splits)
-    )
+    splits = resolve_splits(len(library), config, splits)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
-    model = MultiFidelitySurrogate(
-        low.to(device),
-        **{k: getattr(config, k) for k in ("hidden", "blocks", "fourier_features")},
-        fourier_scale=config.fourier_scale,
-        symmetric=config.symmetric,
-        members=config.members,
-        seed=config.seed,
-    ).to(device)
-    report = TrainingReport(train, val, test)
-    fit_members(model, library, train, val, config, report, progress)
-    if test.size:
-        predicted = model.predict(library.params_nm[test], library.thickness_nm[test])
-        report.test_mse = spectrum_mse(predicted, library.T[test])
-        report.baseline_mse = mean_spectrum_baseline(library.T[train], library.T[test])
-    else:
-        report.test_mse = report.baseline_mse = np.zeros(0)
-    return model, report
+    model = MultiFidelitySurrogate(low.to(device), **network_options(config)).to(device)
+    return model, fit_and_score(model, library, splits, config, progress)
 
 
 def save_multifidelity(model: MultiFidelitySurrogate, path) -> tuple[Path, Path]:

@@ -32,6 +32,9 @@ __all__ = [
     "TrainingReport",
     "train_surrogate",
     "fit_members",
+    "fit_and_score",
+    "network_options",
+    "resolve_splits",
     "split",
     "spectrum_mse",
     "fraction_below",
@@ -186,34 +189,44 @@ def train_surrogate(
     """
     config = config or SurrogateConfig()
     library = library.completed()
-    description = describe(library)
-    if splits is None:
-        train, val, test = split(len(library), config)
-    else:
-        train, val, test = (np.asarray(part, dtype=np.int64).reshape(-1) for part in splits)
-        if train.size < 1 or val.size < 1:
-            raise ValueError("splits need at least one training and one validation design")
-        if max(int(part.max(initial=-1)) for part in (train, val, test)) >= len(library):
-            raise ValueError(f"split indices must be < {len(library)} (the finished designs)")
+    train, val, test = resolve_splits(len(library), config, splits)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
     low, high = _input_box(library)
-    model = SpectralSurrogate(
-        description,
-        low,
-        high,
-        **{k: getattr(config, k) for k in ("hidden", "blocks", "fourier_features")},
-        fourier_scale=config.fourier_scale,
-        symmetric=config.symmetric,
-        seed=config.seed,
-        members=config.members,
-    ).to(device)
+    model = SpectralSurrogate(describe(library), low, high, **network_options(config))
+    return model, fit_and_score(model.to(device), library, (train, val, test), config, progress)
+
+
+def resolve_splits(count: int, config: SurrogateConfig, splits: tuple | None = None) -> tuple:
+    """``(train, validation, test)`` index arrays over ``count`` finished designs: the given
+    ``splits`` (checked: a training and a validation design at least, indices in range) or
+    the config's seeded :func:`split`."""
+    if splits is None:
+        return split(count, config)
+    train, val, test = (np.asarray(part, dtype=np.int64).reshape(-1) for part in splits)
+    if train.size < 1 or val.size < 1:
+        raise ValueError("splits need at least one training and one validation design")
+    if max(int(part.max(initial=-1)) for part in (train, val, test)) >= count:
+        raise ValueError(f"split indices must be < {count} (the finished designs)")
+    return train, val, test
+
+
+def network_options(config: SurrogateConfig) -> dict:
+    """The constructor arguments of a surrogate's (or a correction's) networks in ``config``."""
+    names = ("hidden", "blocks", "fourier_features", "fourier_scale", "symmetric", "members")
+    return {name: getattr(config, name) for name in names} | {"seed": config.seed}
+
+
+def fit_and_score(model, library, splits: tuple, config, progress: bool = False):
+    """:func:`fit_members` on ``splits = (train, val, test)``, then the test designs' MSE and
+    the mean-spectrum baseline's: the :class:`TrainingReport`."""
+    train, val, test = splits
     report = TrainingReport(train, val, test)
     fit_members(model, library, train, val, config, report, progress)
     predicted = model.predict(library.params_nm[test], library.thickness_nm[test])
     report.test_mse = spectrum_mse(predicted, library.T[test]) if test.size else np.zeros(0)
     report.baseline_mse = mean_spectrum_baseline(library.T[train], library.T[test])
-    return model, report
+    return report
 
 
 def fit_members(model, library, train, val, config, report, progress: bool = False) -> None:
