@@ -8,6 +8,7 @@ pillar at normal incidence).
 
 import pytest
 import torch
+from rcwa_patterns import disk, l_shape
 
 from hyplex.optics import geometry
 from hyplex.optics.fourier import Harmonics
@@ -17,19 +18,6 @@ from hyplex.optics.vector_field import doubled_angle_field
 
 F64 = torch.float64
 VECTOR_RULES = ("vector", "jones", "normal")
-
-
-def disk(n: int = 32, radius_fraction: float = 0.3) -> torch.Tensor:
-    x = (torch.arange(n, dtype=F64) + 0.5) / n - 0.5
-    X, Y = torch.meshgrid(x, x, indexing="ij")
-    return ((X**2 + Y**2) <= radius_fraction**2).to(F64)
-
-
-def l_shape(n: int = 24) -> torch.Tensor:
-    p = torch.zeros(n, n, dtype=F64)
-    p[4:20, 4:9] = 1
-    p[4:9, 4:16] = 1
-    return p
 
 
 def stripes(nx: int = 30, ny: int = 16) -> torch.Tensor:

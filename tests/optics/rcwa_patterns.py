@@ -1,0 +1,20 @@
+"""Unit-cell patterns shared by the RCWA tests (test_rcwa.py, test_rcwa_vector.py)."""
+
+import torch
+
+F64 = torch.float64
+
+
+def disk(n: int = 32, radius_fraction: float = 0.3) -> torch.Tensor:
+    """Fill fraction of a centred disk on an (n, n) grid (radius as a fraction of the period)."""
+    x = (torch.arange(n, dtype=F64) + 0.5) / n - 0.5
+    X, Y = torch.meshgrid(x, x, indexing="ij")  # noqa: N806
+    return ((X**2 + Y**2) <= radius_fraction**2).to(F64)
+
+
+def l_shape(n: int = 24) -> torch.Tensor:
+    """An L-shaped, mirror-asymmetric island."""
+    p = torch.zeros(n, n, dtype=F64)
+    p[4:20, 4:9] = 1
+    p[4:9, 4:16] = 1
+    return p
