@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from rcwa_patterns import disk, l_shape
+from rcwa_patterns import disk, fd_check, l_shape
 
 from hyplex.optics.rcwa import Layer, solve
 from hyplex.optics.thinfilm import stack_response
@@ -122,17 +122,6 @@ def test_li_factorisation_converges_faster_than_laurent():
 # ----------------------------------------------------------------- gradients
 
 
-def _fd_check(f, x: torch.Tensor, direction: torch.Tensor, h: float, rtol: float = 1e-4):
-    x = x.detach().clone().requires_grad_(True)
-    y = f(x)
-    (grad,) = torch.autograd.grad(y, x)
-    assert torch.isfinite(grad).all()
-    analytic = (grad * direction).sum()
-    with torch.no_grad():
-        numeric = (f(x + h * direction) - f(x - h * direction)) / (2 * h)
-    assert abs(analytic - numeric) <= rtol * abs(numeric) + 1e-10, (analytic, numeric)
-
-
 WL = torch.tensor([520.0, 610.0, 770.0], dtype=F64)
 
 
@@ -145,7 +134,7 @@ def test_gradient_wrt_pattern_symmetric_pillar_normal_incidence():
         def f(p):
             return solve([Layer(160.0, 3.5, pattern=p)], WL, 400.0, harmonics=2).T.sum()
 
-        _fd_check(f, base, direction, h=1e-5)
+        fd_check(f, base, direction, h=1e-5)
 
 
 def test_gradient_wrt_thickness_wavelength_and_index():
@@ -161,9 +150,9 @@ def test_gradient_wrt_thickness_wavelength_and_index():
         layers = [Layer(140.0, n.expand(len(WL)).to(torch.complex128), pattern=disk(16))]
         return solve(layers, WL, 400.0, harmonics=2, angle_deg=20.0).T0.sum()
 
-    _fd_check(thickness, torch.tensor(140.0, dtype=F64), torch.tensor(1.0, dtype=F64), 1e-4)
-    _fd_check(wavelength, WL, torch.ones(3, dtype=F64), 1e-4)
-    _fd_check(index, torch.tensor(3.3, dtype=F64), torch.tensor(1.0, dtype=F64), 1e-6)
+    fd_check(thickness, torch.tensor(140.0, dtype=F64), torch.tensor(1.0, dtype=F64), 1e-4)
+    fd_check(wavelength, WL, torch.ones(3, dtype=F64), 1e-4)
+    fd_check(index, torch.tensor(3.3, dtype=F64), torch.tensor(1.0, dtype=F64), 1e-6)
 
 
 def test_complex_transmission_phase_is_differentiable():

@@ -8,7 +8,7 @@ pillar at normal incidence).
 
 import pytest
 import torch
-from rcwa_patterns import disk, l_shape
+from rcwa_patterns import disk, fd_check, l_shape
 
 from hyplex.optics import geometry
 from hyplex.optics.fourier import Harmonics
@@ -174,16 +174,6 @@ def test_jones_rule_breaks_mirror_symmetry_only_slightly():
 # ----------------------------------------------------------------- gradients
 
 
-def _fd_check(f, x: torch.Tensor, direction: torch.Tensor, h: float, rtol: float = 1e-4):
-    x = x.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(f(x), x)
-    assert torch.isfinite(grad).all()
-    analytic = (grad * direction).sum()
-    with torch.no_grad():
-        numeric = (f(x + h * direction) - f(x - h * direction)) / (2 * h)
-    assert abs(analytic - numeric) <= rtol * abs(numeric) + 1e-10, (analytic, numeric)
-
-
 WL = torch.tensor([520.0, 610.0, 770.0], dtype=F64)
 
 
@@ -198,7 +188,7 @@ def test_pattern_gradient_of_a_c4_pillar_at_normal_incidence(rule):
             layers = [Layer(160.0, 3.5, pattern=p)]
             return solve(layers, WL, 400.0, harmonics=2, factorization=rule).T0.sum()
 
-        _fd_check(f, base, direction, h=1e-5)
+        fd_check(f, base, direction, h=1e-5)
 
 
 def test_gradient_with_respect_to_the_disk_radius():
@@ -209,7 +199,7 @@ def test_gradient_with_respect_to_the_disk_radius():
         layers = [Layer(180.0, 3.5, pattern=pattern)]
         return solve(layers, WL, 400.0, harmonics=3, substrate=1.45).unpolarized("T0").sum()
 
-    _fd_check(f, torch.tensor(113.0, dtype=F64), torch.tensor(1.0, dtype=F64), h=1e-3)
+    fd_check(f, torch.tensor(113.0, dtype=F64), torch.tensor(1.0, dtype=F64), h=1e-3)
 
 
 def test_gradient_with_respect_to_thickness_and_a_raw_permittivity_grid():
@@ -218,7 +208,7 @@ def test_gradient_with_respect_to_thickness_and_a_raw_permittivity_grid():
     def thickness(d):
         return solve([Layer(d, 3.5, pattern=pattern)], WL, 400.0, harmonics=2).T.sum()
 
-    _fd_check(thickness, torch.tensor(140.0, dtype=F64), torch.tensor(1.0, dtype=F64), 1e-4)
+    fd_check(thickness, torch.tensor(140.0, dtype=F64), torch.tensor(1.0, dtype=F64), 1e-4)
 
     eps = torch.tensor([3.6**2, 3.5**2, 3.4**2], dtype=F64)[:, None, None]
 
@@ -228,7 +218,7 @@ def test_gradient_with_respect_to_thickness_and_a_raw_permittivity_grid():
 
     base = 0.05 + 0.9 * pattern
     direction = torch.rand(16, 16, generator=torch.Generator().manual_seed(1), dtype=F64)
-    _fd_check(grid, base, direction, h=1e-5)
+    fd_check(grid, base, direction, h=1e-5)
 
 
 def test_uniform_pattern_has_a_finite_gradient():
