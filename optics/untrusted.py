@@ -54,8 +54,9 @@ def check_config_limits(config: Mapping, where: str) -> None:
 
 
 def check_state_shapes(expected: Mapping, state: Mapping, where: str = "") -> None:
-    """The tensors of ``state`` against a (meta-built) ``expected`` state dict: the same
-    names and shapes, else a ValueError naming the first differences (after ``where: ``)."""
+    """The tensors of ``state`` (or their shapes, as a safetensors header gives them) against
+    a (meta-built) ``expected`` state dict: the same names and shapes, else a ValueError naming
+    the first differences (after ``where: ``)."""
     prefix = f"{where}: " if where else ""
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
@@ -64,8 +65,10 @@ def check_state_shapes(expected: Mapping, state: Mapping, where: str = "") -> No
             f"{missing[:5] or 'none'}, unexpected {extra[:5] or 'none'})"
         )
     for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
+        stored = state[key]
+        shape = tuple(stored.shape if hasattr(stored, "shape") else stored)
+        if shape != tuple(tensor.shape):
             raise ValueError(
-                f"{prefix}tensor {key} has shape {tuple(state[key].shape)}, the configured "
-                f"network has {tuple(tensor.shape)}"
+                f"{prefix}tensor {key} has shape {shape}, the configured network has "
+                f"{tuple(tensor.shape)}"
             )

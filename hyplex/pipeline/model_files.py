@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hyplex.optics.untrusted import check_config_limits
+from hyplex.optics.untrusted import check_config_limits, check_state_shapes
 
 __all__ = [
     "FORMAT",
@@ -277,20 +277,12 @@ def _check_header(weights: Path, expected: dict) -> None:
         raise ModelFileError(
             f"{weights}: {describe_file(weights)}, not a readable safetensors file ({error})"
         ) from None
-    missing = sorted(set(expected) - set(header))
-    extra = sorted(set(header) - set(expected))
-    if missing or extra:
-        raise ModelFileError(
-            f"{weights}: the tensors do not fit the config's network (missing "
-            f"{missing[:5] or 'none'}, unexpected {extra[:5] or 'none'})"
-        )
+    try:
+        check_state_shapes(expected, {key: shape for key, (shape, _) in header.items()})
+    except ValueError as error:
+        raise ModelFileError(f"{weights}: {error}") from None
     for key, tensor in expected.items():
-        shape, dtype = header[key]
-        if shape != tuple(tensor.shape):
-            raise ModelFileError(
-                f"{weights}: tensor {key} has shape {shape}, the config's network expects "
-                f"{tuple(tensor.shape)}"
-            )
+        dtype = header[key][1]
         floating = dtype.startswith(("F", "BF"))
         if floating != tensor.is_floating_point():
             raise ModelFileError(

@@ -29,5 +29,7 @@ def test_state_shapes_name_the_difference():
     check_state_shapes(expected, {"a": torch.zeros(2, 3), "b": torch.zeros(4)})
     with pytest.raises(ValueError, match=r"f.json: tensor a has shape \(3, 2\)"):
         check_state_shapes(expected, {"a": torch.zeros(3, 2), "b": torch.zeros(4)}, "f.json")
+    with pytest.raises(ValueError, match=r"tensor b has shape \(5,\)"):  # a header's shapes
+        check_state_shapes(expected, {"a": (2, 3), "b": (5,)})
     with pytest.raises(ValueError, match=r"missing \['b'\], unexpected \['c'\]"):
         check_state_shapes(expected, {"a": torch.zeros(2, 3), "c": torch.zeros(4)})
