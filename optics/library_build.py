@@ -271,10 +271,7 @@ def build_library(
             )
     # before anything is allocated: the file, the disk and one chunk's RCWA per local worker
     local_workers = 1 if serial else 0 if (scheduler or client is not None) else n_workers
-    # only designs left to solve need RCWA memory: a finished file is read, not solved (a
-    # shipped M = 8 library must open on a machine without the ~6 GB one chunk of it needs)
-    pending = spec.count - (int(meta["done"]) if meta is not None else 0)
-    local_workers = min(local_workers, math.ceil(pending / chunk_size))
+    local_workers = min(local_workers, math.ceil(spec.count / chunk_size))
     check_resources(spec, path, chunk_size, local_workers)
     if meta is None:
         _create(path, spec, chunk_size, records)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .geometry import SHAPES, get_shape
-from .library import LibraryError, ResponseLibrary, SolverSettings
+from .library import LibraryError, ResponseLibrary, SolverSettings, read_metadata
 from .materials import get_material
 from .memory import (
     available_memory_bytes,
@@ -242,12 +242,24 @@ def check_solve_memory(spec: LibrarySpec, solver: SolverSettings, batch: int = 1
     )
 
 
+def _designs_done(path) -> int:
+    """Designs already solved in the library at ``path`` (0 if there is none, or no library)."""
+    if path is None or not Path(path).is_file():
+        return 0
+    try:
+        return int(read_metadata(path, locking=False)["done"])
+    except (LibraryError, OSError, KeyError, ValueError):
+        return 0  # not a library: the build says what is wrong with it
+
+
 def check_resources(spec: LibrarySpec, path=None, chunk_size: int = 128, workers: int = 1):
     """Refuse, before anything is allocated, a build that cannot fit this machine.
 
     Checks the memory of creating the file (``count`` designs), the disk it takes at ``path``
     (if given; a file already there counts as space already taken), and the RCWA of one chunk
-    on each of ``workers`` local processes (``workers=0``: the solves run elsewhere).
+    on each of ``workers`` local processes (``workers=0``: the solves run elsewhere; none
+    either when the library at ``path`` already holds every design: a finished file, such as
+    the shipped M = 8 quick library, opens on a machine without the ~6 GB a chunk of it needs).
 
     Raises
     ------
@@ -277,7 +289,8 @@ def check_resources(spec: LibrarySpec, path=None, chunk_size: int = 128, workers
             setting="count",
             value=count,
         )
-    if workers < 1:
+    pending = count - _designs_done(path)
+    if workers < 1 or pending < 1:  # a finished file is read, not solved: no RCWA memory
         return
     batch = min(int(chunk_size), count)
     if workers * _solve_bytes(spec, batch) <= available:

@@ -78,6 +78,18 @@ def test_a_copied_library_opens_without_the_memory_to_solve_it(tmp_path, monkeyp
     np.testing.assert_array_equal(again.T, library.T)
     with pytest.raises(MemoryBudgetError, match="chunk_size"):
         quick_library(tmp_path / "other.h5", count=16, seed=3)  # not shipped: to be solved
+    # the command line's own check before it starts agrees: resuming the finished file is fine
+    from typer.testing import CliRunner
+
+    from hyplex.cli.library import library_app
+
+    options = ["build", "--out", str(tmp_path / "lib.h5"), "--count", "16",
+               "--wavelength-start-nm", "390", "--wavelength-stop-nm", "740",
+               "--wavelengths", "18", "--thickness-min-nm", "60", "--thickness-max-nm", "300",
+               "--harmonics", "8", "--grid", "128", "--precision", "complex64",
+               "--chunk-size", "8", "--no-accuracy", "--serial", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(library_app, options)
+    assert result.exit_code == 0 and "16 already in the file" in result.output, result.output
 
 
 def test_another_count_of_the_shipped_designs_is_copied_again(tmp_path, monkeypatch):
