@@ -9,8 +9,17 @@ motorised stage      ``Stage``            ``StageSimulator``            GRBL 1.1
 optical power meter  ``PowerMeter``       ``PowerMeterSimulator``       Thorlabs PM100 (SCPI)
 ===================  ===================  ============================  ========================
 
-Drivers hold a :class:`SerialTransport` (lock, terminators, timeouts and retries, clear
-errors). Simulators are reachable as ``sim://<kind>`` ports (:func:`attach`), through a
+Drivers hold a line transport (lock, terminators, timeouts and retries, echo, clear
+errors) that the instrument's URL picks (:func:`hyplex.devices.transport.open_transport`):
+``/dev/ttyUSB0`` or ``COM3`` (pyserial), ``ASRL/dev/ttyUSB0::INSTR``, ``USB0::...::INSTR``,
+``TCPIP::host::INSTR`` (VISA, pyvisa-py), ``sim://<kind>`` (a simulator). Open a driver by
+kind and URL with :func:`open_instrument`::
+
+    with open_instrument("monochromator", "/dev/ttyUSB0", clock=clock) as mono:
+        mono.go_to(550.0)
+    meter = open_instrument("power_meter", "USB0::0x1313::0x8072::P2000000::INSTR")
+
+Simulators are reachable as ``sim://<kind>`` ports (:func:`attach`), through a
 pseudo-terminal (:class:`PtyBridge`) and from ``hyplex sim-device``.
 :class:`SimulatedBench` wires them to a light source the simulated camera sees.
 """
@@ -31,13 +40,60 @@ from hyplex.devices.pty_bridge import PtyBridge
 from hyplex.devices.serial_transport import SerialTransport
 from hyplex.devices.sim_bench import SimulatedBench
 from hyplex.devices.stage import Stage, StageSimulator
+from hyplex.devices.transport import Instrument, LineTransport, open_transport
+
+#: kind (as in ``sim://<kind>`` and ``hyplex sim-device``) -> driver class
+DRIVER_CLASSES: dict[str, type[Instrument]] = {
+    "monochromator": Monochromator,
+    "filterwheel": FilterWheel,
+    "stage": Stage,
+    "powermeter": PowerMeter,
+}
+
+
+def _normalised_kind(kind: str) -> str:
+    return str(kind).lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+def open_instrument(kind: str, url: str, **options) -> Instrument:
+    """The driver of ``kind`` connected at ``url``, whatever the transport.
+
+    Parameters
+    ----------
+    kind : str
+        ``"monochromator"``, ``"power_meter"``, ``"filter_wheel"`` or ``"stage"`` (case,
+        ``_``, ``-`` and blanks ignored: ``"powermeter"`` and ``"power meter"`` work too).
+    url : str
+        ``/dev/ttyUSB0``, ``COM3``, ``socket://host:port`` (pyserial);
+        ``ASRL/dev/ttyUSB0::INSTR``, ``USB0::...::INSTR``, ``TCPIP::host::INSTR`` (VISA);
+        ``sim://<kind>[?id=N]`` (a simulator, see :func:`attach`).
+    **options
+        Passed to the driver: ``timeout_s``, ``retries``, ``clock``, ``poll_s``, ``echo``,
+        ``visa_backend``.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind (the message lists the known ones) or an empty URL.
+    InstrumentError
+        The instrument cannot be opened or does not answer its first command.
+    """
+    key = _normalised_kind(kind)
+    if key not in DRIVER_CLASSES:
+        known = sorted(DRIVER_CLASSES)
+        raise ValueError(f"unknown instrument kind {kind!r}; expected one of {known}")
+    return DRIVER_CLASSES[key](url, **options)
+
 
 __all__ = [
+    "DRIVER_CLASSES",
     "SIMULATOR_CLASSES",
     "FilterWheel",
     "FilterWheelSimulator",
+    "Instrument",
     "InstrumentSimulator",
     "LineFaults",
+    "LineTransport",
     "Monochromator",
     "MonochromatorSimulator",
     "PowerMeter",
@@ -48,5 +104,7 @@ __all__ = [
     "Stage",
     "StageSimulator",
     "attach",
+    "open_instrument",
+    "open_transport",
     "simulator_class",
 ]

@@ -1,0 +1,87 @@
+"""The VISA transport and the URL opener: the same drivers over pyvisa (pyvisa-py's ASRL path
+to a simulator on a pseudo-terminal, and pyvisa-sim), with the serial transport's retries
+and errors."""
+
+import sys
+
+import pytest
+
+from hyplex.devices.clock import VirtualClock
+from hyplex.devices.errors import GarbledReply, InstrumentError, InstrumentTimeout
+from hyplex.devices.instruments import (
+    Monochromator,
+    MonochromatorSimulator,
+    PtyBridge,
+    SerialTransport,
+    attach,
+    open_instrument,
+)
+from hyplex.devices.transport import is_serial_line, is_visa_resource, transport_kind
+
+pytest.importorskip("pyvisa_py")
+pytestmark = pytest.mark.timeout(60)
+pty_only = pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+
+
+@pytest.mark.parametrize(
+    "url, kind, serial_line",
+    [
+        ("ASRL/dev/ttyUSB0::INSTR", "visa", True),
+        ("ASRL3::INSTR", "visa", True),
+        ("USB0::0x1313::0x8072::P2000000::INSTR", "visa", False),
+        ("TCPIP::192.168.1.5::INSTR", "visa", False),
+        ("TCPIP0::lab-meter::5025::SOCKET", "visa", False),
+        ("GPIB0::5::INSTR", "visa", False),
+        ("/dev/ttyUSB0", "serial", True),
+        ("COM3", "serial", True),
+        ("socket://localhost:7777", "serial", True),
+        ("sim://monochromator?id=3", "sim", True),
+    ],
+)
+def test_the_url_picks_the_transport(url, kind, serial_line):
+    assert transport_kind(url) == kind
+    assert is_visa_resource(url) == (kind == "visa")
+    assert is_serial_line(url) == serial_line
+
+
+def test_open_instrument_by_kind_and_url():
+    clock = VirtualClock()
+    simulator = MonochromatorSimulator(clock)
+    for kind in ("monochromator", "Monochromator", "mono-chromator"):
+        with open_instrument(kind, attach(simulator), clock=clock) as driver:
+            assert isinstance(driver, Monochromator)
+            assert isinstance(driver.transport, SerialTransport)
+            assert driver.go_to(555.0) == pytest.approx(555.0)
+    with pytest.raises(ValueError, match=r"unknown instrument kind 'laser'.*monochromator"):
+        open_instrument("laser", "sim://monochromator")
+    with pytest.raises(ValueError, match="non-empty"):
+        open_instrument("monochromator", "")
+
+
+def test_a_missing_visa_resource_is_a_clear_error():
+    with pytest.raises(InstrumentError, match=r"power meter: cannot open VISA resource.*ASRL"):
+        open_instrument("power_meter", "ASRL/dev/no-such-tty-hyplex::INSTR", timeout_s=0.2)
+
+
+@pty_only
+def test_the_monochromator_over_visa_asrl_on_a_pty():
+    simulator = MonochromatorSimulator()  # real clock: the pty is real
+    with PtyBridge(simulator, chunk_bytes=4, chunk_delay_s=0.001) as bridge:
+        url = f"ASRL{bridge.port}::INSTR"
+        with open_instrument("monochromator", url, timeout_s=0.3, poll_s=0.01) as driver:
+            assert type(driver.transport).__name__ == "VisaTransport"
+            assert driver.go_to(510.0) == pytest.approx(510.0)
+            driver.open_shutter()
+            assert driver.shutter_open
+            simulator.faults.silent = 1  # a lost reply is retried
+            assert driver.wavelength_nm == pytest.approx(510.0)
+            simulator.faults.garbled = 1
+            assert driver.wavelength_nm == pytest.approx(510.0)
+            simulator.faults.silent = 3
+            with pytest.raises(InstrumentTimeout, match=r"monochromator at ASRL.*'WAVE\?'"):
+                _ = driver.wavelength_nm
+            simulator.faults.garbled = 6
+            with pytest.raises(GarbledReply, match="monochromator"):
+                _ = driver.wavelength_nm
+            simulator.faults.garbled = 0
+            assert driver.wavelength_nm == pytest.approx(510.0)
