@@ -7,19 +7,14 @@ import numpy as np
 from hyplex.simulation import kernels
 from hyplex.simulation.layout import MosaicLayout
 
-#: Row bands the binning kernel splits a frame into. Fixed, not the thread count, so that the
-#: float64 partial sums are merged in the same order on any machine: a barcode is then
-#: bitwise the same at 1, 2 or 16 threads (numba spreads the bands over its threads). 16
-#: bands cost ~10% over 2 on a full 4000 x 3000 frame (the per-band sums are zeroed and merged).
-BINNING_CHUNKS = 16
-
 
 class BarcodeExtractor:
     """Averages the pixels of each sub-filter of each metapixel.
 
-    The per-pixel slot map is built once (``MosaicLayout.slot_map``) and reused for every frame,
-    as a calibrated registration would be; binning is then one pass over the frame
-    (``kernels.bin_by_slot``).
+    The per-pixel slot map is built once (``MosaicLayout.slot_map``) and run-length encoded
+    (``kernels.slot_runs``), as a calibrated registration would be; binning is then one pass
+    over the frame's used pixels (``kernels.bin_runs``). Assigning ``slots`` (e.g. to drop
+    defect pixels: -1) re-encodes the runs.
 
     Parameters
     ----------
@@ -34,8 +29,22 @@ class BarcodeExtractor:
         self.layout = layout
         self.sensor_shape = tuple(int(v) for v in sensor_shape)
         self.margin = float(margin)
-        self.slots = layout.slot_map(self.sensor_shape, self.margin)
         self.n_slots = layout.metapixels[0] * layout.metapixels[1] * layout.n_filters
+        self.slots = layout.slot_map(self.sensor_shape, self.margin)
+
+    @property
+    def slots(self) -> np.ndarray:
+        """Slot of every pixel, int32 (H, W), -1 where skipped; assigning one re-encodes the
+        runs the binning reads (ValueError on another shape or slots out of range)."""
+        return self._slots
+
+    @slots.setter
+    def slots(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self.sensor_shape:
+            raise ValueError(f"slots must have shape {self.sensor_shape}, got {value.shape}")
+        self.runs = kernels.slot_runs(value, self.n_slots)
+        self._slots = value
 
     def __call__(self, raw, return_counts: bool = False):
         """Barcodes (h, w, n_filters) float32 of ``raw`` (H, W) (uint16 or float32; other real
@@ -49,9 +58,7 @@ class BarcodeExtractor:
             raise ValueError(f"raw frame must be real numbers, got dtype {frame.dtype}")
         if frame.dtype not in (np.uint16, np.float32):  # two compiled variants suffice
             frame = frame.astype(np.float32)
-        means, counts = kernels.bin_by_slot(
-            np.ascontiguousarray(frame), self.slots, self.n_slots, BINNING_CHUNKS
-        )
+        means, counts = kernels.bin_runs(np.ascontiguousarray(frame), self.runs)
         shape = (*self.layout.metapixels, self.layout.n_filters)
         if return_counts:
             return means.reshape(shape), counts.reshape(shape)

@@ -5,7 +5,9 @@ input once. ``fastmath`` is limited to ``{"reassoc", "contract"}`` and only in t
 products: reassociation lets LLVM vectorise the sum over bands and contraction fuses
 multiply-adds. Both change only the rounding order of a sum of L products, whose error bound,
 L * eps * sum |c_i w_i|, is the same for every order; no flag that assumes away NaN, infinity or
-signed zeros is used. The plain numpy formulations live in ``kernels_numpy.py``.
+signed zeros is used. The plain numpy formulations live in ``kernels_numpy.py``; metapixel
+binning (per-pixel map and run-length map) lives in ``kernels_binning.py`` and the sensor's
+random numbers and frame in ``kernels_sensor.py``; both are re-exported here.
 
 The public kernels (:func:`project_mosaic`, :func:`project_all_filters`, :func:`gather_mosaic`,
 :func:`bin_by_slot`, :func:`sensor_frame`) are thin Python wrappers that check shapes and
@@ -30,6 +32,8 @@ import sys
 import numpy as np
 from numba import njit, prange
 
+from hyplex.simulation import kernels_binning
+from hyplex.simulation.kernels_binning import SlotRuns, slot_runs
 from hyplex.simulation.kernels_sensor import (
     ZIGGURAT,
     frame_key,
@@ -39,8 +43,10 @@ from hyplex.simulation.kernels_sensor import (
 
 __all__ = [
     "ZIGGURAT",
+    "SlotRuns",
     "assign",
     "bin_by_slot",
+    "bin_runs",
     "build_filter_maps",
     "build_slot_map",
     "frame_key",
@@ -49,6 +55,7 @@ __all__ = [
     "project_all_filters",
     "project_mosaic",
     "sensor_frame",
+    "slot_runs",
     "ziggurat_tables",
 ]
 
@@ -347,64 +354,8 @@ def _build_slot_map(height, width, p, margin):
     return slots
 
 
-@njit(parallel=True, cache=True)
-def _bin_by_slot(raw, slots, n_slots, chunks):
-    height, width = raw.shape
-    sums = np.zeros((chunks, n_slots), np.float64)
-    counts = np.zeros((chunks, n_slots), np.int32)
-    bad = np.zeros(chunks, np.int64)
-    for chunk in prange(chunks):
-        for row in range(chunk * height // chunks, (chunk + 1) * height // chunks):
-            current, run_sum, run_count = -1, 0.0, 0
-            for col in range(width):
-                slot = slots[row, col]
-                if slot != current:
-                    if current >= 0:
-                        sums[chunk, current] += run_sum
-                        counts[chunk, current] += run_count
-                    if slot < -1 or slot >= n_slots:  # out of range: reported, never written
-                        bad[chunk] += 1
-                        slot = -1
-                    current, run_sum, run_count = slot, 0.0, 0
-                run_sum += raw[row, col]
-                run_count += 1
-            if current >= 0:
-                sums[chunk, current] += run_sum
-                counts[chunk, current] += run_count
-    means = np.empty(n_slots, np.float32)
-    total = np.zeros(n_slots, np.int32)
-    for slot in prange(n_slots):
-        value = 0.0
-        for chunk in range(chunks):
-            value += sums[chunk, slot]
-            total[slot] += counts[chunk, slot]
-        means[slot] = value / total[slot] if total[slot] > 0 else np.nan
-    return means, total, bad
-
-
-@keeps_torch_threads
-def bin_by_slot(raw, slots, n_slots, chunks):
-    """Mean (float32) and count (int32) of the raw values in each slot, shape (n_slots,).
-
-    A scatter-add. Along a row the slot stays the same for ~pitch pixels, so a run's sum is
-    kept in a register and stored once (no store-to-load chains through memory). Rows are
-    split into ``chunks`` (one per thread), each with private float64 sums (no write races; a
-    chunk touches a band of metapixel rows, so its sums stay in cache), merged at the end.
-    Slots without pixels are NaN. ``slots`` (H, W) integers in -1..n_slots-1 (-1: skipped);
-    ValueError on other shapes or values.
-    """
-    _require(np.ndim(raw) == 2, f"raw must be a 2-D frame, got shape {np.shape(raw)}")
-    _require(
-        np.shape(slots) == np.shape(raw) and np.issubdtype(np.asarray(slots).dtype, np.integer),
-        f"slots must be integers of the frame's shape {np.shape(raw)}, got {np.shape(slots)}",
-    )
-    n_slots, chunks = int(n_slots), int(chunks)
-    _require(n_slots >= 0, f"n_slots must be >= 0, got {n_slots}")
-    chunks = max(1, min(chunks, np.shape(raw)[0]))
-    means, total, bad = _bin_by_slot(raw, slots, n_slots, chunks)
-    if bad.sum():
-        raise ValueError(f"slots must lie in -1..{n_slots - 1} (n_slots = {n_slots})")
-    return means, total
+bin_by_slot = keeps_torch_threads(kernels_binning.bin_by_slot)
+bin_runs = keeps_torch_threads(kernels_binning.bin_runs)
 
 
 @keeps_torch_threads
