@@ -5,7 +5,8 @@ A bundle is a directory (format ``hyplex-design-bundle``, version 1)::
     bundle.json            format, version, provenance, wavelengths_nm, encoder description
                            (kind, family, parameter names, library indices), mosaic layout
                            (MosaicLayout fields), capture settings, decoder names + configs,
-                           class names, held-out metrics
+                           class names, held-out metrics, profile ("full" or "realtime":
+                           the decoders' profile, hyplex.models.realtime; absent = "full")
     design.npz             wavelengths_nm (L,), responses (F, L) and, as the encoder has them,
                            library_indices (F,), params_nm (F, P), thickness_nm (F,),
                            geometry_nm (F, P + 1); read with allow_pickle=False
@@ -19,6 +20,8 @@ A bundle is a directory (format ``hyplex-design-bundle``, version 1)::
 the responses, the layout, the decoder configs; the segmenter's classes and ``class_names``;
 transmissions in [0, 1]) and, given ``wavelengths_nm``, that the bundle was trained on that
 grid; anything else is a :class:`BundleError` saying what is wrong and what was expected.
+Given ``profile``, a bundle of the other profile is a :class:`BundleError` naming both, before
+any decoder is built (not a shape error from inside a network).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 
 from hyplex.models.encoder_capture import CaptureSettings
+from hyplex.models.realtime import PROFILES, profile_of
 from hyplex.optics.atomic_io import atomic_directory
 from hyplex.optics.untrusted import check_config_limits, check_state_shapes
 from hyplex.simulation.layout import MosaicLayout
@@ -77,6 +81,7 @@ class DesignBundle:
     class_names: list[str]
     config: dict
     metrics: dict
+    profile: str = "full"
 
     def encoder(self):
         """The fabricated encoder as a :class:`~hyplex.models.encoder.FixedResponseEncoder`."""
@@ -171,6 +176,7 @@ def _write_bundle(staging, result, config, model, design, responses, layout, rep
         "segmenter": {"name": config.segmenter, "config": model.segmenter.config},
         "class_names": list(result.class_names),
         "metrics": result.metrics,
+        "profile": profile_of(config.reconstructor, config.segmenter),
     }
     (staging / "bundle.json").write_text(json.dumps(_jsonable(record), indent=1))
     (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
@@ -232,6 +238,11 @@ def _read_record(path: Path) -> dict:
             f"{path}/bundle.json: wavelengths_nm must be a list of finite numbers (nm), got "
             f"{record['wavelengths_nm']!r}"
         )
+    profile = record.setdefault("profile", "full")  # bundles before the profiles were full
+    if profile not in PROFILES:
+        raise BundleError(
+            f"{path}/bundle.json: profile must be one of {list(PROFILES)}, got {profile!r}"
+        )
     n_filters = record["n_filters"]
     if isinstance(n_filters, bool) or not isinstance(n_filters, int) or n_filters < 1:
         raise BundleError(
@@ -285,7 +296,7 @@ def _check_decoder_sizes(path: Path, record: dict, n_filters: int, n_bands: int)
                 )
 
 
-def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
+def load_bundle(path, wavelengths_nm=None, device="cpu", profile=None) -> DesignBundle:
     """Read a bundle written by :func:`save_bundle`.
 
     Parameters
@@ -294,6 +305,8 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
     wavelengths_nm : ``(L,)`` grid the caller works on; a bundle trained on another grid is a
         :class:`BundleError` (its decoders output other bands).
     device : where the decoders go.
+    profile : ``"full"``, ``"realtime"`` or None (either): the decoder profile the caller
+        needs (:mod:`hyplex.models.realtime`); a bundle of the other one is a BundleError.
 
     Raises
     ------
@@ -310,7 +323,16 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
     from hyplex.models.segmentation import build_segmenter
 
     path = Path(path)
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)} or None, got {profile!r}")
     record = _read_record(path)
+    if profile is not None and record["profile"] != profile:
+        other = "hyplex design --profile " + profile
+        raise BundleError(
+            f"{path} is a {record['profile']} bundle (decoders {record['reconstructor']['name']}"
+            f" + {record['segmenter']['name']}), but a {profile} bundle is required here; "
+            f"train one with `{other}` or ask for the {record['profile']} profile"
+        )
     grid = np.asarray(record["wavelengths_nm"], dtype=np.float64)
     n_filters = record["n_filters"]
     if wavelengths_nm is not None:
@@ -385,6 +407,7 @@ def load_bundle(path, wavelengths_nm=None, device="cpu") -> DesignBundle:
         class_names=list(record["class_names"]),
         config=config,
         metrics=record["metrics"],
+        profile=record["profile"],
     )
 
 

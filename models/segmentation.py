@@ -43,6 +43,7 @@ from hyplex.models.layers import (
     crop_to,
     pad_to_multiple,
 )
+from hyplex.models.realtime import SeparableSegNet
 from hyplex.models.whitening import BarcodeWhitening
 
 __all__ = [
@@ -281,6 +282,7 @@ class SpectralAttentionSegNet(nn.Module):
 SEGMENTERS: dict[str, type[nn.Module]] = {
     "unet": UNet,
     "attention": SpectralAttentionSegNet,
+    "separable": SeparableSegNet,  # the real-time profile (hyplex.models.realtime)
 }
 
 

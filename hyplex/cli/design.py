@@ -36,6 +36,15 @@ Out = Annotated[Path, typer.Option(help="Directory of the checkpoint and the bun
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: CUDA when present).")]
 Steps = Annotated[int | None, typer.Option(help="Override the number of training steps.")]
+Profile = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        help="full (MST++ and U-Net decoders) or realtime (linear reconstruction and a "
+        "depthwise-separable segmenter sized for 30 fps full frames on 2 CPU cores; "
+        "hyplex.models.realtime). Recorded in the bundle.",
+    ),
+]
 
 
 def resolve_config(config_file=None, quick=False, library=None, device=None, steps=None):
@@ -95,6 +104,7 @@ def design(
     resume: Resume = False,
     device: Device = None,
     steps: Steps = None,
+    profile: Profile = "full",
 ) -> None:
     """Co-design a metasurface encoder with reconstruction and segmentation decoders."""
     from hyplex.cli.checks import output_dir
@@ -108,6 +118,14 @@ def design(
         settings = resolve_config(config, quick, library, device, steps)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    if profile not in ("full", "realtime"):
+        raise typer.BadParameter(
+            f"--profile must be full or realtime, got {profile!r}", param_hint="'--profile'"
+        )
+    if profile == "realtime":  # same scenes, encoder and steps; the real-time decoders
+        from hyplex.models.realtime import realtime_codesign_settings
+
+        settings = realtime_codesign_settings(settings)
     out.mkdir(parents=True, exist_ok=True)
     try:  # first: under torchrun the ranks must agree on who writes what
         context = distributed.init_distributed(settings.device)

@@ -1,0 +1,274 @@
+"""The real-time decoder profile: decoders sized for 30 fps full frames on 2 CPU cores.
+
+A 4000 x 3000 frame of 3 x 3 metapixels at a 7.287 px pitch is about 1333 x 1000 barcodes of
+9 values. At 30 fps a 2-core CPU has 33 ms per frame for every stage, so the decoders of
+the real-time profile spend their work where it pays:
+
+::
+
+    barcodes (B, 9, h, w)
+      reconstruction: LinearDecoder  s = W b + c (1x1 conv, 9 -> L)   [Hyplex, CVPR 2022]
+      segmentation:   SeparableSegNet
+        whiten (ZCA, folded into the 1x1 convs at inference)
+        pixel branch (full resolution):   1x1 conv 9 -> K                  -> logits_pixel
+        context branch (1/f resolution): avg-pool f x f -> 1x1 conv 9 -> C, BN, ReLU
+            -> [depthwise 3x3 + BN + ReLU -> pointwise 1x1 + BN + ReLU] x n_blocks
+            -> 1x1 conv C -> K -> nearest x f                           -> logits_context
+        logits = logits_pixel + logits_context
+
+* The depthwise-separable blocks factor a 3x3 convolution into a depthwise 3x3 and a
+  pointwise 1x1 (Howard et al., "MobileNets: Efficient Convolutional Neural Networks for
+  Mobile Vision Applications", arXiv:1704.04861, sec. 3.1, eq. 1-4: the cost ratio to a full
+  3x3 is ``1/N + 1/9``). The spatial context is computed at ``1/f`` of the resolution
+  (f = 4 by default: 1/16 of the pixels), while the per-pixel branch keeps the spectral
+  decision at full resolution (a material is decided by its own barcode).
+* Inference folds BatchNorm into the preceding convolution (:func:`fuse_conv_bn`, the
+  standard fold ``w' = w gamma / sqrt(var + eps)``, ``b' = beta + (b - mean) gamma /
+  sqrt(var + eps)``; Jacob et al., "Quantization and Training with Integer-Arithmetic-Only
+  Inference", CVPR 2018, sec. 3.2) and the ZCA whitening (an affine map ``W (x - mu)``) into
+  the first 1x1 convolutions: :meth:`SeparableSegNet.fused` returns a module with no
+  normalisation layer left, computing the same function (tested).
+* The reconstruction is the Hyplex linear projector (9 -> L per pixel). Its cube is of rank
+  at most 9 + 1 per frame, so the engine can keep it factored (``barcodes`` x ``W^T + c``)
+  and materialise bands on demand; :func:`realtime_codesign_settings` trains it jointly with
+  the encoder as the full profile trains its MST++.
+
+:func:`realtime_codesign_settings` turns a full-profile
+:class:`~hyplex.models.codesign_config.CodesignConfig` into the real-time one (same scenes,
+encoder, steps; other decoders), so the accuracy cost of the profile is measured against the
+full profile on the same held-out scenes (``benchmarks/video.py --profile realtime``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyplex.models.decoder_input import as_barcode_maps, restore_points
+from hyplex.models.whitening import BarcodeWhitening
+
+__all__ = [
+    "PROFILES",
+    "REALTIME_RECONSTRUCTOR",
+    "REALTIME_SEGMENTER",
+    "SeparableSegNet",
+    "fuse_conv_bn",
+    "profile_of",
+    "realtime_codesign_settings",
+]
+
+PROFILES = ("full", "realtime")
+REALTIME_RECONSTRUCTOR = ("linear", {})
+REALTIME_SEGMENTER = ("separable", {"width": 16, "n_blocks": 2, "factor": 4, "whiten": True})
+
+
+def _positive(**values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+
+@torch.no_grad()
+def fuse_conv_bn(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution computing ``norm(conv(x))`` of a BatchNorm in eval mode.
+
+    Parameters
+    ----------
+    conv : torch.nn.Conv2d
+        Weight ``(C_out, C_in / groups, k, k)``, bias optional.
+    norm : torch.nn.BatchNorm2d
+        ``C_out`` channels with running statistics.
+
+    Returns
+    -------
+    torch.nn.Conv2d
+        A new convolution with a bias: ``w' = w g``, ``b' = beta + (b - mean) g`` with
+        ``g = gamma / sqrt(var + eps)`` per output channel.
+    """
+    if conv.out_channels != norm.num_features:
+        raise ValueError(
+            f"conv has {conv.out_channels} output channels, the BatchNorm "
+            f"{norm.num_features}; expected them equal"
+        )
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    ).to(conv.weight)
+    fused.weight.copy_(conv.weight * scale[:, None, None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    fused.bias.copy_(norm.bias + (bias - norm.running_mean) * scale)
+    return fused
+
+
+@torch.no_grad()
+def _fold_affine_input(conv: nn.Conv2d, matrix: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
+    """A 1x1 convolution computing ``conv(matrix @ (x - shift))`` (whitening folded in)."""
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True).to(conv.weight)
+    weight = conv.weight[:, :, 0, 0] @ matrix.to(conv.weight)  # (out, in)
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels).to(weight)
+    fused.weight.copy_(weight[:, :, None, None])
+    fused.bias.copy_(bias - weight @ shift.to(weight))
+    return fused
+
+
+class SeparableSegNet(nn.Module):
+    """The real-time segmenter (see the module doc): a full-resolution per-pixel classifier
+    plus depthwise-separable context at ``1 / factor`` of the resolution.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (9 barcodes).
+    n_classes : int
+        Classes including background 0, >= 2.
+    width : int
+        Channels ``C`` of the context branch.
+    n_blocks : int
+        Depthwise-separable blocks of the context branch.
+    factor : int
+        Downsampling of the context branch (average pooling, ``factor`` x ``factor``).
+    whiten : bool
+        ZCA-whiten the input channels (:class:`~hyplex.models.whitening.BarcodeWhitening`).
+
+    Notes
+    -----
+    Forward: ``(B, in_channels, h, w) -> logits (B, n_classes, h, w)`` for any ``h, w``
+    (the context is edge-padded to a multiple of ``factor`` and cropped back); points
+    ``(N, in_channels) -> (N, n_classes)``. Cost per metapixel at width 16, 2 blocks, f = 4:
+    about ``2 (9 K) + 2 (9 C + n (9 C + C^2) + C K) / f^2`` multiply-adds, 0.19 kFLOP for
+    K = 6 (the UNet of the full profile, base 8 depth 2: about 10 kFLOP).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: int = 16,
+        n_blocks: int = 2,
+        factor: int = 4,
+        whiten: bool = False,
+    ):
+        super().__init__()
+        _positive(
+            in_channels=in_channels, n_classes=n_classes, width=width, n_blocks=n_blocks,
+            factor=factor,
+        )  # fmt: skip
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2; got {n_classes}")
+        self.config = {
+            "in_channels": int(in_channels),
+            "n_classes": int(n_classes),
+            "width": int(width),
+            "n_blocks": int(n_blocks),
+            "factor": int(factor),
+            "whiten": bool(whiten),
+        }
+        self.in_channels, self.n_classes, self.factor = int(in_channels), int(n_classes), factor
+        self.whitening = BarcodeWhitening(in_channels) if whiten else None
+        self.pixel_head = nn.Conv2d(in_channels, n_classes, 1)
+        self.context_in = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.context_norm = nn.BatchNorm2d(width)
+        self.blocks = nn.ModuleList()
+        for _ in range(n_blocks):
+            self.blocks.append(
+                nn.ModuleDict(
+                    {
+                        "depthwise": nn.Conv2d(width, width, 3, 1, 1, groups=width, bias=False),
+                        "depthwise_norm": nn.BatchNorm2d(width),
+                        "pointwise": nn.Conv2d(width, width, 1, bias=False),
+                        "pointwise_norm": nn.BatchNorm2d(width),
+                    }
+                )
+            )
+        self.context_head = nn.Conv2d(width, n_classes, 1)
+        self.is_fused = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (see the class doc)."""
+        x, points = as_barcode_maps(x, self.in_channels, self, "input")
+        if self.whitening is not None:
+            x = self.whitening(x)
+        height, width = x.shape[-2:]
+        logits = self.pixel_head(x)
+        if points:
+            context = x  # one pixel: its own context
+        else:
+            pad_h, pad_w = (-height) % self.factor, (-width) % self.factor
+            padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+            context = F.avg_pool2d(padded, self.factor) if self.factor > 1 else padded
+        c = self.context_in(context)
+        c = F.relu(c if self.context_norm is None else self.context_norm(c))
+        for block in self.blocks:
+            c = block["depthwise"](c)
+            c = F.relu(c if "depthwise_norm" not in block else block["depthwise_norm"](c))
+            c = block["pointwise"](c)
+            c = F.relu(c if "pointwise_norm" not in block else block["pointwise_norm"](c))
+        c = self.context_head(c)
+        if not points and self.factor > 1:
+            # nearest: the pixel branch carries the edges at full resolution, and nearest
+            # upsampling costs a third of bilinear on the CPU at 1333 x 1000
+            c = F.interpolate(c, scale_factor=self.factor, mode="nearest")
+            c = c[..., :height, :width]
+        return restore_points(logits + c, points)
+
+    @torch.no_grad()
+    def fused(self) -> SeparableSegNet:
+        """An inference copy (eval mode) with every BatchNorm folded into its convolution and
+        the whitening folded into the first 1x1 convolutions: the same function with fewer
+        passes over memory. The copy cannot be trained further (``is_fused``)."""
+        source = copy.deepcopy(self).eval()
+        if source.is_fused:
+            return source
+        if source.whitening is not None:
+            matrix = source.whitening.matrix(source.whitening.running_cov)
+            shift = source.whitening.running_mean
+            source.pixel_head = _fold_affine_input(source.pixel_head, matrix, shift)
+            source.context_in = _fold_affine_input(source.context_in, matrix, shift)
+            # avg-pooling is linear and commutes with the per-pixel affine whitening
+            source.whitening = None
+        source.context_in = fuse_conv_bn(source.context_in, source.context_norm)
+        source.context_norm = None
+        for block in source.blocks:
+            block["depthwise"] = fuse_conv_bn(block["depthwise"], block["depthwise_norm"])
+            block["pointwise"] = fuse_conv_bn(block["pointwise"], block["pointwise_norm"])
+            del block["depthwise_norm"], block["pointwise_norm"]
+        source.is_fused = True
+        return source
+
+
+def profile_of(reconstructor: str, segmenter: str) -> str:
+    """``"realtime"`` when both decoder names are those of the real-time profile, else
+    ``"full"`` (the profile a bundle records, ``hyplex.models.bundle``)."""
+    realtime = reconstructor == REALTIME_RECONSTRUCTOR[0] and segmenter == REALTIME_SEGMENTER[0]
+    return "realtime" if realtime else "full"
+
+
+def realtime_codesign_settings(config):
+    """The real-time profile of a co-design configuration: the same scenes, encoder, steps and
+    seeds, with the decoders of :data:`REALTIME_RECONSTRUCTOR` and :data:`REALTIME_SEGMENTER`.
+
+    Parameters
+    ----------
+    config : hyplex.models.codesign_config.CodesignConfig
+
+    Returns
+    -------
+    CodesignConfig
+    """
+    return config.replace(
+        reconstructor=REALTIME_RECONSTRUCTOR[0],
+        reconstructor_config=dict(REALTIME_RECONSTRUCTOR[1]),
+        segmenter=REALTIME_SEGMENTER[0],
+        segmenter_config=dict(REALTIME_SEGMENTER[1]),
+    )

@@ -1,0 +1,206 @@
+"""The real-time decoder profile (hyplex.models.realtime) and its bundles."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hyplex.models.bundle import BundleError, load_bundle, save_bundle
+from hyplex.models.realtime import (
+    SeparableSegNet,
+    fuse_conv_bn,
+    profile_of,
+    realtime_codesign_settings,
+)
+from hyplex.models.segmentation import UNet, build_segmenter
+
+torch.set_num_threads(1)
+
+
+def _trained_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm and the whitening non-trivial running statistics and affine
+    parameters (as training would), so that a fold that ignored them would show."""
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            mixing = torch.randn(9, 9, generator=generator)
+            x = torch.einsum("oc,bchw->bohw", mixing, torch.rand(2, 9, 24, 20, generator=generator))
+            model(x + 3.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.5, 0.5, generator=generator)
+    return model.eval()
+
+
+def test_conv_bn_fold_is_the_same_function():
+    generator = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+    norm = torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1, generator=generator)
+        norm.running_var.uniform_(0.2, 3, generator=generator)
+        norm.weight.uniform_(0.5, 2, generator=generator)
+        norm.bias.uniform_(-1, 1, generator=generator)
+    norm.eval()
+    x = torch.randn(2, 4, 7, 9, generator=generator)
+    fused = fuse_conv_bn(conv, norm)
+    torch.testing.assert_close(fused(x), norm(conv(x)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="conv has 4 output channels, the BatchNorm 5"):
+        fuse_conv_bn(conv, torch.nn.BatchNorm2d(5))
+
+
+@pytest.mark.parametrize("shape", [(24, 20), (23, 17)])
+def test_fused_segmenter_computes_the_same_logits(shape):
+    """BatchNorm and the ZCA whitening are folded into the convolutions: no normalisation
+    layer is left and the logits agree (odd sizes: padded context, cropped back)."""
+    model = _trained_statistics(SeparableSegNet(9, 5, width=8, n_blocks=2, factor=4, whiten=True))
+    fused = model.fused()
+    kinds = {type(m).__name__ for m in fused.modules()}
+    assert "BatchNorm2d" not in kinds and "BarcodeWhitening" not in kinds and fused.is_fused
+    x = torch.rand(2, 9, *shape, generator=torch.Generator().manual_seed(2)) + 3.0
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    assert got.shape == (2, 5, *shape)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    points = torch.rand(6, 9, generator=torch.Generator().manual_seed(3)) + 3.0
+    with torch.no_grad():
+        torch.testing.assert_close(fused(points), model(points), rtol=1e-4, atol=1e-4)
+    assert fused(points).shape == (6, 5)
+
+
+def test_segmenter_is_far_cheaper_than_the_full_profile():
+    """The point of the profile: multiply-adds per metapixel, counted from the layers, are a
+    small fraction of the full profile's U-Net (base 8, depth 2)."""
+
+    def macs_per_pixel(model, size=64):
+        total = 0
+
+        def hook(module, inputs, output):
+            nonlocal total
+            kernel = module.weight[0].numel()  # (C_in / groups) * k * k
+            total += kernel * output.numel()
+
+        handles = [
+            m.register_forward_hook(hook)
+            for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+        ]
+        with torch.no_grad():
+            model(torch.rand(1, 9, size, size))
+        for handle in handles:
+            handle.remove()
+        return total / size**2
+
+    realtime = SeparableSegNet(9, 6, **{"width": 16, "n_blocks": 2, "factor": 4}).eval().fused()
+    full = UNet(9, 6, base_channels=8, depth=2).eval()
+    assert macs_per_pixel(realtime) < 0.05 * macs_per_pixel(full)
+
+
+def test_segmenter_learns_a_spatial_rule_the_pixel_branch_cannot(adam):
+    """The context branch matters: a class defined by a neighbourhood (a pixel is class 1
+    where the mean of its 8 x 8 block is high, whatever its own value) is learnt by the net
+    and not by its per-pixel branch alone."""
+    generator = torch.Generator().manual_seed(4)
+    blocks = torch.rand(8, 1, 4, 4, generator=generator)
+    labels = (blocks > 0.5).long().repeat_interleave(8, 2).repeat_interleave(8, 3)[:, 0]
+    x = torch.rand(8, 9, 32, 32, generator=generator)  # pixel values: noise
+    x[:, :1] += 0.6 * (labels[:, None].float() - 0.5) + 0.8 * torch.rand(
+        8, 1, 32, 32, generator=generator
+    )
+    scores = {}
+    for name, blocks_used in (("context", 2), ("pixel only", 0)):
+        torch.manual_seed(0)
+        model = SeparableSegNet(9, 2, width=8, n_blocks=max(blocks_used, 1), factor=4)
+        if blocks_used == 0:
+            model.context_head.weight.data.zero_()
+            model.context_head.bias.data.zero_()
+            parameters = list(model.pixel_head.parameters())
+        else:
+            parameters = list(model.parameters())
+        optimiser = adam(parameters, 0.02)
+        for _ in range(150):
+            model.train()
+            optimiser.step(torch.nn.functional.cross_entropy(model(x), labels))
+        model.eval()
+        with torch.no_grad():
+            scores[name] = float((model(x).argmax(1) == labels).float().mean())
+    assert scores["context"] > scores["pixel only"] + 0.1, scores
+
+
+def test_profile_names_and_settings():
+    from hyplex.models.codesign_config import CodesignConfig
+
+    config = realtime_codesign_settings(CodesignConfig(steps=7))
+    assert config.steps == 7 and config.segmenter == "separable"
+    assert profile_of(config.reconstructor, config.segmenter) == "realtime"
+    assert profile_of("mst", "unet") == "full" and profile_of("linear", "unet") == "full"
+    model = build_segmenter(config.segmenter, in_channels=9, n_classes=4, **config.segmenter_config)
+    assert isinstance(model, SeparableSegNet)
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        SeparableSegNet(9, 3, width=0)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """A full and a real-time bundle from the same small co-design run settings."""
+    from hyplex.models.codesign import train_codesign
+    from hyplex.models.codesign_config import CodesignConfig
+    from hyplex.models.codesign_library import quick_library
+
+    root = tmp_path_factory.mktemp("profiles")
+    library = quick_library(root / "lib.h5", count=24)
+    full = CodesignConfig(
+        bands=8, wavelength_range_nm=(420.0, 700.0), scene_size=24, n_train_scenes=2,
+        n_val_scenes=1, n_objects=3, patch_size=16, batch_size=2, steps=3, finetune_steps=1,
+        evaluate_initial=False, reconstructor_config={"width": 8, "n_blocks": 1, "n_stages": 1},
+        segmenter_config={"base_channels": 4, "depth": 1}, device="cpu",
+    )  # fmt: skip
+    paths = {}
+    for name, config in (("full", full), ("realtime", realtime_codesign_settings(full))):
+        result = train_codesign(config, None, library=library, progress=False)
+        paths[name] = save_bundle(root / name, result, report=False)
+    return paths
+
+
+def test_bundle_records_its_profile_and_refuses_the_other(bundles):
+    for name, path in bundles.items():
+        assert json.loads((path / "bundle.json").read_text())["profile"] == name
+        assert load_bundle(path).profile == name
+        assert load_bundle(path, profile=name).profile == name
+    realtime = load_bundle(bundles["realtime"])
+    assert realtime.segmenter.config["width"] == 16
+    with pytest.raises(BundleError, match=r"is a realtime bundle .*linear \+ separable.*a full"):
+        load_bundle(bundles["realtime"], profile="full")
+    with pytest.raises(BundleError, match="is a full bundle .*--profile realtime"):
+        load_bundle(bundles["full"], profile="realtime")
+    with pytest.raises(ValueError, match="profile must be one of"):
+        load_bundle(bundles["full"], profile="fast")
+
+
+def test_bundle_without_profile_is_full_and_a_bad_one_is_refused(bundles, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(bundles["full"], copy)
+    record = json.loads((copy / "bundle.json").read_text())
+    del record["profile"]
+    (copy / "bundle.json").write_text(json.dumps(record))
+    assert load_bundle(copy, profile="full").profile == "full"
+    record["profile"] = "turbo"
+    (copy / "bundle.json").write_text(json.dumps(record))
+    with pytest.raises(BundleError, match="profile must be one of.*'turbo'"):
+        load_bundle(copy)
+
+
+def test_realtime_bundle_decodes_like_its_training_model(bundles):
+    """The loaded real-time decoders, fused for inference, give the logits of the trained
+    (unfused) modules."""
+    bundle = load_bundle(bundles["realtime"])
+    x = torch.rand(1, 9, 20, 20, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            bundle.segmenter.fused()(x).numpy(), bundle.segmenter(x).numpy(), atol=1e-4
+        )
