@@ -131,6 +131,23 @@ def segment_command(
     ] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Frames per input.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Dask worker processes (files).")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Existing Dask scheduler, e.g. tcp://host:8786: its workers decode the inputs "
+            "(they must see the inputs, models and --out at the same paths).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Require a bundle of this decoder profile: full | realtime."),
+    ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="Print each stage's share of the 30 fps budget and bandwidth."
+        ),
+    ] = False,
 ) -> None:
     """Decode INPUTS: barcodes, reconstruction and segmentation of every frame, to files.
 
@@ -144,6 +161,27 @@ def segment_command(
 
     if policy not in ("block", "drop_oldest"):
         raise typer.BadParameter(f"policy must be block or drop_oldest, got {policy!r}")
+    if profile not in (None, "full", "realtime"):
+        raise typer.BadParameter(
+            f"profile must be full or realtime, got {profile!r}", param_hint="'--profile'"
+        )
+    if profile is not None and bundle is None:
+        raise typer.BadParameter(
+            "--profile checks a design bundle's decoders; expected --bundle with it",
+            param_hint="'--profile'",
+        )
+    if scheduler is not None and "://" not in scheduler:
+        raise typer.BadParameter(
+            f"expected a scheduler address like tcp://host:8786, got {scheduler!r}",
+            param_hint="'--scheduler'",
+        )
+    if bundle is not None and profile is not None:  # before any input is opened
+        from hyplex.models.bundle import BundleError, load_bundle
+
+        try:
+            load_bundle(bundle, profile=profile)
+        except BundleError as error:
+            raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
     if reconstructor is None and segmenter is None and bundle is None:
         raise typer.BadParameter("give --bundle, or --reconstructor and/or --segmenter")
     from hyplex.pipeline.models import load_module
@@ -183,7 +221,9 @@ def segment_command(
             video=video,
             inference=inference,
             pipeline={"policy": policy, "max_frames": max_frames},
-            progress=workers == 1 and sys.stderr.isatty(),
+            progress=workers == 1 and scheduler is None and sys.stderr.isatty(),
+            profile=profile,
+            verbose=verbose,
         )
         for text in inputs
     ]
@@ -199,9 +239,13 @@ def segment_command(
             )
             for error in result["errors"][:5]:
                 typer.echo(f"  frame {error['index']}: {error['error']}", err=True)
+            if verbose and "roofline" in result:
+                typer.echo(result["roofline"]["table"])
 
     try:
-        results = run_jobs(jobs, workers=workers, on_done=report)
+        results = run_jobs(jobs, workers=workers, on_done=report, scheduler=scheduler)
+    except ValueError as error:  # no scheduler at that address
+        raise typer.BadParameter(str(error), param_hint="'--scheduler'") from None
     except KeyboardInterrupt:
         typer.echo(
             "interrupted: the frames processed so far are in the *.partial.* outputs", err=True

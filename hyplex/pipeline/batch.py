@@ -2,7 +2,10 @@
 
 ``hyplex segment`` builds one job per input (a recording, a video, an image folder) and runs
 them one after the other, or on a Dask ``LocalCluster`` of single-threaded worker processes
-(``workers`` > 1, as ``optics.library_build``). Each job writes into ``out_dir``::
+(``workers`` > 1, as ``optics.library_build``), or on an existing Dask cluster
+(``scheduler="tcp://host:port"``: ``hyplex segment --scheduler``; the workers must see the
+inputs, models and ``out_dir`` at the same paths, a shared file system). Each job writes into
+``out_dir``::
 
     <stem>.labels.h5    label maps, confidences and (optionally) cubes (``DecodedWriter``)
     <stem>.overlay.mp4  the segmentation overlay (``OverlayVideoWriter``)
@@ -52,6 +55,12 @@ class SegmentJob:
     inference, pipeline : dict
         Fields of InferenceConfig and PipelineConfig.
     progress : bool
+    profile : str or None
+        ``"full"`` or ``"realtime"``: the decoder profile the bundle must have
+        (:mod:`hyplex.models.realtime`); None takes either.
+    verbose : bool
+        Add ``roofline`` to the result: each stage's time as a share of the 30 fps frame
+        budget and its bytes against the copy bandwidth (:mod:`hyplex.pipeline.roofline`).
     """
 
     input: str
@@ -67,6 +76,8 @@ class SegmentJob:
     inference: dict = field(default_factory=dict)
     pipeline: dict = field(default_factory=dict)
     progress: bool = False
+    profile: str | None = None
+    verbose: bool = False
 
 
 def job_models(job: SegmentJob) -> dict:
@@ -83,7 +94,7 @@ def job_models(job: SegmentJob) -> dict:
         "layout": None,
     }
     if job.bundle:
-        models.update(load_bundle_models(job.bundle))
+        models.update(load_bundle_models(job.bundle, profile=job.profile))
     if job.reconstructor:
         models["reconstructor"] = load_module(job.reconstructor, "reconstructor")
     if job.segmenter:
@@ -178,6 +189,12 @@ def segment_file(job: SegmentJob) -> dict:
         if job.video and segmenter is not None:
             outputs["video"] = out_dir / f"{stem}.overlay.mp4"
             sinks.append(OverlayVideoWriter(outputs["video"], n_classes))
+        times = None
+        if job.verbose:
+            from hyplex.pipeline.roofline import StageTimes
+
+            times = StageTimes()
+            sinks.append(times)
         summary = pipeline.run(source, sinks, progress=job.progress)
     except BaseException as error:
         # sinks made before the run started (or a run that raised) leave no file behind;
@@ -195,17 +212,46 @@ def segment_file(job: SegmentJob) -> dict:
         outputs = {key: partial_path(path) for key, path in outputs.items()}
     result = summary.to_dict()
     result["input"], result["outputs"] = job.input, {k: str(v) for k, v in outputs.items()}
+    if times is not None and times.stage_ms():
+        result["roofline"] = _roofline_record(times, shape, layout, n_bands, n_classes)
     return result
 
 
-def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
+def _roofline_record(times, sensor_shape, layout, n_bands: int, n_classes: int) -> dict:
+    """The roofline table of a run (:mod:`hyplex.pipeline.roofline`) as a JSON-ready dict."""
+    from hyplex.pipeline.roofline import (
+        copy_bandwidth_bytes_per_s,
+        format_roofline,
+        roofline,
+        stage_bytes,
+    )
+
+    copy_rate = copy_bandwidth_bytes_per_s()
+    moved = stage_bytes(
+        sensor_shape, 2, layout.metapixels, layout.n_filters, n_bands, n_classes
+    )  # raw uint16 (8 and 12-bit sensors are stored in 16 bits)
+    stage_ms = times.stage_ms()
+    rows = roofline(stage_ms, moved, copy_rate)
+    return {
+        "stage_ms": {k: round(v, 2) for k, v in stage_ms.items()},
+        "rows": [row.to_dict() for row in rows],
+        "copy_bytes_per_s": copy_rate,
+        "table": format_roofline(rows, copy_rate),
+    }
+
+
+def run_jobs(jobs, workers: int = 1, on_done=None, scheduler: str | None = None) -> list[dict]:
     """Run every job; each result is its summary, or ``{"input", "error"}`` if it failed.
 
-    ``workers`` > 1 runs them on a Dask LocalCluster of single-threaded processes.
+    ``workers`` > 1 runs them on a Dask LocalCluster of single-threaded processes;
+    ``scheduler`` (``"tcp://host:port"``) on the workers of an existing Dask cluster instead
+    (``workers`` is then ignored; each result gains ``worker``, the address that ran it).
     ``on_done(result)`` is called as each job ends (progress). Ctrl-C (a job whose run was
     interrupted) raises KeyboardInterrupt after reporting it: no further job runs.
     """
     results = []
+    if scheduler:
+        return _run_on_cluster(jobs, scheduler, on_done)
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             try:
@@ -250,5 +296,48 @@ def run_jobs(jobs, workers: int = 1, on_done=None) -> list[dict]:
             results.append(result)
             if on_done is not None:
                 on_done(result)
+    order = {os.fspath(job.input): i for i, job in enumerate(jobs)}
+    return sorted(results, key=lambda r: order.get(r["input"], 0))
+
+
+def _segment_file_on_worker(job: SegmentJob) -> dict:
+    """:func:`segment_file` on a Dask worker, with the worker's address in the result."""
+    result = segment_file(job)
+    try:
+        from distributed import get_worker
+
+        result["worker"] = get_worker().address
+    except (ImportError, ValueError):
+        pass
+    return result
+
+
+def _run_on_cluster(jobs, scheduler: str, on_done=None) -> list[dict]:
+    """Run the jobs on the workers of the Dask scheduler at ``scheduler``."""
+    distributed = require("distributed", feature="decoding on a Dask cluster (--scheduler)")
+    if not isinstance(scheduler, str) or "://" not in scheduler:
+        raise ValueError(f"scheduler must be an address like tcp://host:8786, got {scheduler!r}")
+    try:
+        client = distributed.Client(scheduler, timeout=10)  # s to connect
+    except (OSError, TimeoutError) as error:
+        raise ValueError(f"no Dask scheduler answers at {scheduler}: {error}") from None
+    results = []
+    with client:
+        futures = {client.submit(_segment_file_on_worker, job, pure=False): job for job in jobs}
+        try:
+            for future in distributed.as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as error:
+                    result = {
+                        "input": futures[future].input,
+                        "error": f"{type(error).__name__}: {error}",
+                    }
+                results.append(result)
+                if on_done is not None:
+                    on_done(result)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
     order = {os.fspath(job.input): i for i, job in enumerate(jobs)}
     return sorted(results, key=lambda r: order.get(r["input"], 0))

@@ -225,6 +225,8 @@ class InferenceEngine:
                 continue
             if isinstance(module, nn.Module):
                 module = module.to(self.device).eval()
+                if callable(getattr(module, "fused", None)):  # BatchNorm folded (realtime)
+                    module = module.fused()
                 # CPU: the input's layout decides the convolutions' (oneDNN), the weights stay
                 # as given (the caller's modules are not changed)
                 if self.cuda and self.config.channels_last and name != "temporal":

@@ -38,8 +38,11 @@ def load_module(path, role: str | None = None) -> nn.Module:
     return load_decoder(path, role)
 
 
-def load_bundle_models(path) -> dict:
+def load_bundle_models(path, profile: str | None = None) -> dict:
     """Reconstructor, segmenter and metadata of a design bundle (``hyplex.models.bundle``).
+
+    ``profile`` (``"full"``, ``"realtime"`` or None: either) is the decoder profile the
+    caller needs; a bundle of the other profile is a ``BundleError`` (a ValueError) naming both.
 
     Returns a dict with keys ``reconstructor``, ``segmenter`` (modules or None) and whatever of
     ``wavelengths_nm``, ``class_names``, ``input_scale_dn`` the bundle carries.
@@ -51,7 +54,7 @@ def load_bundle_models(path) -> dict:
             f"design bundles need hyplex.models.bundle, which is not available ({error}); "
             "give --reconstructor/--segmenter model files instead"
         ) from None
-    bundle = load_bundle(path)
+    bundle = load_bundle(path, profile=profile)
 
     def pick(*names):
         for name in names:
