@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
     @app.command("refit")
     def refit(
         design: Path = typer.Option(..., help="Design bundle directory (hyplex design)."),
-        calibration: Path = typer.Option(..., help="Calibration file (hyplex calibrate)."),
+        calibration: Path = typer.Option(
+            ..., help="Calibration file (hyplex calibrate, or hyplex calibrate import)."
+        ),
         out: Path = typer.Option(None, help="Refitted bundle (default: <design>_refit)."),
         steps: int = typer.Option(150, min=0, help="Fine-tuning steps of the learned decoders."),
         seed: int = typer.Option(7, help="Seed of the scenes, patches and noise."),

@@ -292,10 +292,19 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
             f"{calibration_path} has no spectral response (status {calibration.status!r}); "
             "finish the monochromator sweep first (hyplex calibrate --resume)"
         )
-    if calibration.layout.n_filters != bundle.responses.shape[0]:
+    # an imported calibration (hyplex calibrate import) has responses but no registered
+    # mosaic: its channel count is the number of response rows, the layout the design's
+    layout = calibration.layout if calibration.layout is not None else bundle.layout
+    n_channels = (
+        calibration.layout.n_filters
+        if calibration.layout is not None
+        else int(spectral["response"].shape[0])
+    )
+    if n_channels != bundle.responses.shape[0]:
+        what = "mosaic" if calibration.layout is not None else "imported response"
         raise ValueError(
-            f"the calibration's mosaic has {calibration.layout.n_filters} filters, the design "
-            f"{bundle.responses.shape[0]}: this calibration is of another encoder"
+            f"the calibration's {what} has {n_channels} channels, the design "
+            f"{bundle.responses.shape[0]} filters: this calibration is of another encoder"
         )
     capture = CameraCapture(bundle.wavelengths_nm, bundle.capture)
     responses = measured_transmissions(
@@ -320,5 +329,5 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
     held_out = _scenes(bundle, n_val, int(config.seed) + 1)
     record = CodesignResult(result.model, config, bundle.wavelengths_nm, bundle.class_names,
                             result.history, metrics, design, held_out, result.seconds)  # fmt: skip
-    path = save_bundle(out, record, layout=calibration.layout, overwrite=overwrite)
+    path = save_bundle(out, record, layout=layout, overwrite=overwrite)
     return result, path
