@@ -1,7 +1,13 @@
-"""Filter wheel: driver and simulator, modelled on the Thorlabs FW102C.
+"""Filter wheel: driver and simulator of the Thorlabs FW102C.
 
-Command set (ASCII, 115200 8N1, commands and replies end in CR), after the FW102C manual as
-we remember it (written without the manual at hand; * marks this model's choices):
+Sources: Thorlabs, *FW102C Motorized Filter Wheel* manual, Rev H (2 October 2014), chapter 5
+"Software Control", section 5.2.3 "Keywords (commands and queries)": ``*idn?``, ``pos=n`` /
+``pos?``, ``pcount=n`` / ``pcount?`` (6 or 12 positions), ``trig``, ``speed``, ``sensors``,
+``baud``, ``save``; "all commands and queries are in lower case letters"; "if the keyword,
+format, or argument are incorrect or out of range, the unit will return an error string".
+Line settings (115.2 kbaud, 8 data bits, 1 stop bit, no parity, no flow control; carriage
+return terminators) as in the ISIS/IBEX developer notes on the FW102C, which restate the
+manual's table.
 
 ==================  =========================================  ==============================
 command             reply                                      effect
@@ -14,20 +20,19 @@ command             reply                                      effect
 malformed           ``Command error CMD_ARG_INVALID``          nothing changes
 ==================  =========================================  ==============================
 
-The real unit echoes each command and prints a ``>`` prompt; this model sends one reply line
-per command and no prompt. Turning takes ``step_s`` per position, the shorter way round.
+Not confirmed from the manual pages we could read (* above): the wording of the error string,
+whether ``pos?`` reports the old or the new slot while turning, and the exact echo/prompt
+behaviour (the unit is commonly described as echoing each command and printing a ``>``
+prompt; this model sends one reply line per command and no prompt, and the driver only
+relies on it through ``pos=`` being answered and ``pos?`` being polled). Turning takes
+``step_s`` per position, the shorter way round.
 """
 
 from __future__ import annotations
 
 from hyplex.devices.clock import Clock
 from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
-from hyplex.devices.serial_transport import (
-    SerialInstrument,
-    expect_echo,
-    refusing,
-    wait_until,
-)
+from hyplex.devices.transport import Instrument, expect_echo, refusing, wait_until
 
 ERROR_PREFIX = "Command error"
 
@@ -89,7 +94,7 @@ class FilterWheelSimulator(InstrumentSimulator):
         return f"{ERROR_PREFIX} CMD_NOT_DEFINED"
 
 
-class FilterWheel(SerialInstrument):
+class FilterWheel(Instrument):
     """Driver of an FW102C-class filter wheel (positions are 1-based).
 
     Parameters as for :class:`~hyplex.devices.monochromator.Monochromator`.

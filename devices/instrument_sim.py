@@ -1,10 +1,11 @@
 """Simulated serial instruments: a line-in, line-out state machine on an injected clock.
 
 Each simulator implements ``handle(line) -> reply`` (the instrument's command set; None when
-the real device sends nothing back) and keeps "busy until" deadlines on its
-:class:`~hyplex.devices.clock.Clock`, so a move takes simulated time. ``feed(bytes)`` wraps it
-into a byte stream: it splits commands on the instrument's terminator, appends the reply
-terminator and injects line faults. The same object is reachable three ways:
+the real device sends nothing back; an instrument that echoes commands, like the Cornerstone
+on RS-232, sets ``echo`` and ``feed`` sends the echo line first) and keeps "busy until"
+deadlines on its :class:`~hyplex.devices.clock.Clock`, so a move takes simulated time.
+``feed(bytes)`` wraps it into a byte stream: it splits commands on the instrument's
+terminator, appends the reply terminator and injects line faults. The same object is reachable three ways:
 
 1. ``sim://<kind>[?id=N]`` pyserial URLs (``protocol_sim.py``), for unit tests;
 2. a pseudo-terminal (``pty_bridge.PtyBridge``), through the real termios path;
@@ -104,6 +105,8 @@ class InstrumentSimulator(ABC):
     kind: ClassVar[str] = "instrument"
     command_terminator: ClassVar[bytes] = b"\r\n"
     reply_terminator: ClassVar[bytes] = b"\r\n"
+    #: echo every command line back before its reply (an instance may switch it off)
+    echo: bool = False
 
     def __init__(self, clock: Clock | None = None):
         self.clock = clock or MonotonicClock()
@@ -127,10 +130,14 @@ class InstrumentSimulator(ABC):
                 del self._pending[: end + len(terminator)]
                 if not line:
                     continue
+                echo = self.echo  # characters are echoed as they arrive: before the command acts
                 reply = self.handle(line)
                 self.log.append((line, reply))
+                sent = line.encode("ascii", "replace") + self.reply_terminator if echo else b""
                 if reply is not None:
-                    out += self._with_faults(reply.encode("ascii") + self.reply_terminator)
+                    sent += reply.encode("ascii") + self.reply_terminator
+                if sent:
+                    out += self._with_faults(sent)
         return bytes(out)
 
     def _with_faults(self, reply: bytes) -> bytes:

@@ -1,28 +1,54 @@
-"""Monochromator: driver and simulator, modelled on the Newport/Oriel Cornerstone 130/260.
+"""Monochromator: driver and simulator of the Newport/Oriel Cornerstone 130B/260B.
 
-Command set (ASCII over RS-232, 9600 8N1, commands and replies end in CR LF), as in the
-Cornerstone manuals to the best of our knowledge (written from memory, without the manual at
-hand; items marked * are this model's choices, not confirmed against a real unit):
+Source: Newport, *Cornerstone 130B Monochromators* user manual (MCS130B, doc. 90088262),
+Appendix I "Remote commands and queries", and its twin for the CS260B (MCS260B) and the
+older Cornerstone 260 (MCS260, Appendix I "Low level commands and queries"):
 
-==========================  =================  ==============================================
-command                     reply              effect
-==========================  =================  ==============================================
-``UNITS NM``                echo               wavelength units nanometres
-``GOWAVE 550.000``          echo               start moving the grating; busy until there
-``WAVE?``                   ``550.000``        current wavelength (moving: where it is now)
-``SHUTTER O`` / ``C``       echo               open / close the shutter
-``SHUTTER?``                ``O`` or ``C``
-``SLIT1MICRONS 500``        echo               entrance (= exit*) slit width, um
-``SLIT1MICRONS?``           ``500``
-``STB?``                    ``0`` / ``1``      status byte; bit 0 = grating moving*
-``INFO?``                   model string
-anything malformed          ``ERR <why>``*     nothing changes
-==========================  =================  ==============================================
+- section 15.1 (CS260B): RS-232 at 9600 baud, 8 data bits, no parity, 1 stop bit, no flow
+  control; statements end in CR LF; the USB port is USB-TMC. The older CS260 (16.1)
+  accepts statements ended by LF alone, so CR LF suits both.
+- section 15.3 (CS130B): responses end in CR LF; statements are case-insensitive; a
+  parameter follows the command after at least one space.
+- section 15.4 "Standard mode": with Echo on (the factory setting on RS-232, 15.1) the
+  instrument echoes every statement; "after sending a Command, an application must read back
+  the echoed command. There is no further response to a Command"; after a query it sends
+  the echo and then the response (``WAVE?`` -> ``WAVE?`` CR LF ``500.01`` CR LF). Statements
+  received on the USB port are never echoed.
+- section 15.8 "Synchronization": ``GOWAVE`` is an overlapped command; ``*OPC`` sets bit 0
+  of the Event Status Register once pending operations finish, read with ``*ESR?`` (which
+  clears it): "if bit 0 is not set, read it again. Continue until bit 0 is set".
+- section 15.9 "Error codes": a command that is not understood or has a bad parameter gets
+  no error reply; the Status Byte (``STB?``) becomes 32 (the CS260 manual, 16.7, shows it
+  as hexadecimal ``20``) and the Error Code (``ERROR?``) says why; reading either clears it.
 
-The real Cornerstone echoes every command before its reply; this model sends one line per
-command (the echo for set commands, the value for queries). Bandwidth (FWHM of the
-triangular slit function, equal slits) = slit width (mm) x reciprocal dispersion (6.6 nm/mm
-for the Cornerstone 130 with a 1200 l/mm grating).
+============================  =================  ==============================================
+statement                     response (echo on   effect
+                              RS-232: echo first)
+============================  =================  ==============================================
+``UNITS NM``                  (none)             wavelength units nanometres
+``GOWAVE 550.000``            (none)             start moving the grating (overlapped)
+``WAVE?``                     ``550.000``        current wavelength, in the set units
+``*OPC``, ``*ESR?``           ``1`` when done    operation-complete handshake (15.8)
+``SHUTTER O`` / ``SHUTTER C``  (none)             open / close the shutter
+``SHUTTER?``                  ``O`` or ``C``
+``SLIT1MICRONS 500``          (none)             entrance slit width, um
+``SLIT1MICRONS?``             ``500``
+``GRAT 1``                    (none)             select grating 1..3 (overlapped)
+``GRAT?``                     ``1,1200,VIS``     number, lines/mm, label
+``STB?``                      ``0`` / ``32``     status byte, 32 after any error; cleared
+``ERROR?``                    ``0``..``10``      last error code (table of 15.9); cleared
+``INFO?``                     model string
+``ECHO 0`` / ``ECHO 1``       (none)             switch the RS-232 echo
+============================  =================  ==============================================
+
+Not confirmed from the manual pages we could read (the detailed command reference pages
+were not retrievable): the exact reply formats of ``GRAT?`` (``number,lines,label``, as
+parsed by open-source Cornerstone drivers), ``SHUTTER?`` (``O``/``C``) and ``INFO?``, the
+number of decimals of ``WAVE?``, and the slit range. The simulator models the move time as
+``settle_s + distance / slew_nm_per_s`` (a choice, not a specification).
+
+Bandwidth (FWHM of the triangular slit function, equal slits) = slit width (mm) x reciprocal
+dispersion (6.6 nm/mm for the Cornerstone 130 with a 1200 l/mm grating).
 """
 
 from __future__ import annotations
@@ -30,19 +56,29 @@ from __future__ import annotations
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
 from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
-from hyplex.devices.serial_transport import (
-    SerialInstrument,
-    expect_echo,
-    refusing,
-    wait_until,
-)
+from hyplex.devices.transport import Instrument, is_serial_line, wait_until
 
 WAVELENGTH_RANGE_NM = (200.0, 1100.0)
 SLIT_RANGE_UM = (10.0, 3000.0)
+STATUS_ERROR = 32  # status byte after any error (section 15.9)
+#: Error codes of section 15.9 (``ERROR?``)
+ERROR_CODES = {
+    0: "no error",
+    1: "command not understood",
+    2: "bad parameter used in command",
+    3: "destination position for wavelength motion not allowed",
+    6: "accessory not present (usually filter wheel)",
+    7: "accessory already in specified position",
+    8: "could not home wavelength drive",
+    9: "label too long",
+    10: "system error",
+}
+#: gratings of the simulated turret: number -> (lines per mm, label)
+GRATINGS = {1: (1200, "VIS"), 2: (600, "NIR"), 3: (2400, "UV")}
 
 
 class MonochromatorSimulator(InstrumentSimulator):
-    """Cornerstone-like state machine: grating position, shutter, slit, move time.
+    """Cornerstone 130B state machine: grating, shutter, slit, status byte and error code.
 
     Parameters
     ----------
@@ -50,12 +86,16 @@ class MonochromatorSimulator(InstrumentSimulator):
     wavelength_nm, slit_um : float
         Initial state.
     slew_nm_per_s, settle_s : float
-        A move of d nm takes ``settle_s + d / slew_nm_per_s`` seconds*.
+        A move of d nm takes ``settle_s + d / slew_nm_per_s`` seconds.
     dispersion_nm_per_mm : float
         Reciprocal linear dispersion (bandwidth = slit mm x this).
+    echo : bool
+        Echo statements (RS-232 factory setting, section 15.1); False models the USB port.
     """
 
     kind = "monochromator"
+    command_terminator = b"\n"  # CR LF or LF (sections 15.1, 16.2); the CR is stripped
+    reply_terminator = b"\r\n"
 
     def __init__(
         self,
@@ -65,14 +105,20 @@ class MonochromatorSimulator(InstrumentSimulator):
         slew_nm_per_s: float = 200.0,
         settle_s: float = 0.05,
         dispersion_nm_per_mm: float = 6.6,
+        echo: bool = True,
     ):
         super().__init__(clock)
         self._grating = TimedMove(self.clock, float(wavelength_nm))
         self.slit_um = float(slit_um)
         self.shutter_open = False
         self.units = "NM"
+        self.grating_number = 1
         self.slew_nm_per_s, self.settle_s = slew_nm_per_s, settle_s
         self.dispersion_nm_per_mm = dispersion_nm_per_mm
+        self.echo = bool(echo)
+        self.status_byte = 0
+        self.error_code = 0
+        self._opc_armed = False
 
     @property
     def busy(self) -> bool:
@@ -87,42 +133,116 @@ class MonochromatorSimulator(InstrumentSimulator):
     def bandwidth_nm(self) -> float:
         return self.slit_um * 1e-3 * self.dispersion_nm_per_mm
 
+    def _error(self, code: int) -> None:
+        self.status_byte, self.error_code = STATUS_ERROR, code
+
     def handle(self, line: str) -> str | None:
         command, _, argument = line.strip().partition(" ")
         command, argument = command.upper(), argument.strip()
-        if command == "GOWAVE":
-            value = _number(argument)
-            if value is None or not WAVELENGTH_RANGE_NM[0] <= value <= WAVELENGTH_RANGE_NM[1]:
-                return f"ERR wavelength out of range {WAVELENGTH_RANGE_NM}: {argument!r}"
-            distance = abs(value - self.wavelength_nm)
-            self._grating.go(value, self.settle_s + distance / self.slew_nm_per_s)
-            return line
-        if command == "WAVE?":
-            return f"{self.wavelength_nm:.3f}"
-        if command == "SHUTTER":
-            if argument.upper() not in ("O", "C"):
-                return f"ERR shutter takes O or C, got {argument!r}"
-            self.shutter_open = argument.upper() == "O"
-            return line
-        if command == "SHUTTER?":
-            return "O" if self.shutter_open else "C"
-        if command == "SLIT1MICRONS":
-            value = _number(argument)
-            if value is None or not SLIT_RANGE_UM[0] <= value <= SLIT_RANGE_UM[1]:
-                return f"ERR slit out of range {SLIT_RANGE_UM}: {argument!r}"
-            self.slit_um = value
-            return line
-        if command == "SLIT1MICRONS?":
-            return f"{self.slit_um:.0f}"
-        if command == "UNITS":
-            if argument.upper() != "NM":
-                return f"ERR only UNITS NM is simulated, got {argument!r}"
-            return line
-        if command == "STB?":
-            return "1" if self.busy else "0"
-        if command == "INFO?":
-            return "Newport Cornerstone 130 (hyplex simulator)"
-        return f"ERR unknown command {line!r}"
+        query = _QUERIES.get(command)
+        if query is not None:
+            return query(self)
+        setter = _COMMANDS.get(command)
+        if setter is None:
+            self._error(1)
+            return None
+        code = setter(self, argument)
+        if code:
+            self._error(code)
+        return None
+
+    # -- statements (each returns an error code, 0 when accepted) -------------------------
+    def _gowave(self, argument: str) -> int:
+        value = _number(argument)
+        if value is None:
+            return 2
+        if not WAVELENGTH_RANGE_NM[0] <= value <= WAVELENGTH_RANGE_NM[1]:
+            return 3
+        distance = abs(value - self.wavelength_nm)
+        self._grating.go(value, self.settle_s + distance / self.slew_nm_per_s)
+        return 0
+
+    def _shutter(self, argument: str) -> int:
+        if argument.upper() not in ("O", "C"):
+            return 2
+        self.shutter_open = argument.upper() == "O"
+        return 0
+
+    def _slit(self, argument: str) -> int:
+        value = _number(argument)
+        if value is None or not SLIT_RANGE_UM[0] <= value <= SLIT_RANGE_UM[1]:
+            return 2
+        self.slit_um = value
+        return 0
+
+    def _units(self, argument: str) -> int:
+        if argument.upper() != "NM":
+            return 2  # UM and WN exist on the instrument; only NM is simulated
+        return 0
+
+    def _grat(self, argument: str) -> int:
+        value = _number(argument)
+        if value is None or int(value) not in GRATINGS:
+            return 2
+        if int(value) != self.grating_number:
+            self.grating_number = int(value)
+            self._grating.go(self.wavelength_nm, self.settle_s + 2.0)  # turret turns
+        return 0
+
+    def _echo_switch(self, argument: str) -> int:
+        if argument not in ("0", "1"):
+            return 2
+        self.echo = argument == "1"
+        return 0
+
+    def _handshake(self, argument: str) -> int:
+        return 0 if argument == "0" else 2  # only Standard mode (15.4) is simulated
+
+    def _opc(self, argument: str) -> int:
+        self._opc_armed = True
+        return 0
+
+    # -- queries ------------------------------------------------------------------------
+    def _read_status(self) -> str:
+        value, self.status_byte = self.status_byte, 0
+        return str(value)
+
+    def _read_error(self) -> str:
+        value, self.error_code = self.error_code, 0
+        return str(value)
+
+    def _read_event_status(self) -> str:
+        complete = self._opc_armed and not self.busy
+        if complete:
+            self._opc_armed = False
+        return "1" if complete else "0"
+
+    def _read_grating(self) -> str:
+        lines, label = GRATINGS[self.grating_number]
+        return f"{self.grating_number},{lines},{label}"
+
+
+_COMMANDS = {
+    "GOWAVE": MonochromatorSimulator._gowave,
+    "SHUTTER": MonochromatorSimulator._shutter,
+    "SLIT1MICRONS": MonochromatorSimulator._slit,
+    "UNITS": MonochromatorSimulator._units,
+    "GRAT": MonochromatorSimulator._grat,
+    "ECHO": MonochromatorSimulator._echo_switch,
+    "HANDSHAKE": MonochromatorSimulator._handshake,
+    "*OPC": MonochromatorSimulator._opc,
+}
+_QUERIES = {
+    "WAVE?": lambda sim: f"{sim.wavelength_nm:.3f}",
+    "SHUTTER?": lambda sim: "O" if sim.shutter_open else "C",
+    "SLIT1MICRONS?": lambda sim: f"{sim.slit_um:.0f}",
+    "UNITS?": lambda sim: sim.units,
+    "GRAT?": MonochromatorSimulator._read_grating,
+    "STB?": MonochromatorSimulator._read_status,
+    "ERROR?": MonochromatorSimulator._read_error,
+    "*ESR?": MonochromatorSimulator._read_event_status,
+    "INFO?": lambda sim: "Newport Cornerstone 130 (hyplex simulator)",
+}
 
 
 def _number(text: str) -> float | None:
@@ -132,36 +252,64 @@ def _number(text: str) -> float | None:
         return None
 
 
-class Monochromator(SerialInstrument):
-    """Driver of a Cornerstone-class monochromator (see the module doc for the commands).
+class Monochromator(Instrument):
+    """Driver of a Cornerstone 130B/260B monochromator (see the module doc for the commands).
+
+    Every statement is checked: its echo (RS-232), then the status byte (``STB?``); a
+    nonzero status reads the error code (``ERROR?``) and raises
+    :class:`~hyplex.devices.errors.InstrumentError` naming the statement and the manual's
+    meaning of the code (section 15.9). Moves wait on the ``*OPC`` / ``*ESR?`` handshake of
+    section 15.8; ``*OPC`` is re-sent before every poll, so a lost ``*ESR?`` reply (which
+    clears the bit it reported) cannot hide the end of a move.
 
     Parameters
     ----------
-    port : str or SerialTransport
-        A ``serial_for_url`` URL (``/dev/ttyUSB0``, ``sim://monochromator``) or a transport.
+    port : str or LineTransport
+        ``/dev/ttyUSB0``, ``ASRL/dev/ttyUSB0::INSTR`` (RS-232, echo on), ``USB0::...::INSTR``
+        (USB-TMC, no echo), ``sim://monochromator`` or a transport.
     timeout_s, retries : float, int
-        Per reply line, and extra attempts (see ``SerialTransport``).
+        Per reply line, s, and extra attempts (see ``LineTransport``).
     clock : Clock, optional
         Used to wait for moves (pass the simulator's VirtualClock in tests).
     poll_s : float
         Status polling period while waiting for a move, s.
+    echo : bool, optional
+        Override the echo expected from the URL (RS-232 links echo, USB does not).
     """
 
     KIND = "monochromator"
     BAUD = 9600
     WRITE_EOL = b"\r\n"
-    READ_EOL = b"\r\n"
+    READ_EOL = b"\n"  # CR LF (15.3) or LF (the CS260 echo, 16.3); the CR is stripped
     POLL_S = 0.02
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._set("UNITS NM")
 
+    @classmethod
+    def echoes_on(cls, url: str) -> bool:
+        """RS-232 links echo (section 15.1); USB-TMC, TCPIP and GPIB do not (15.4)."""
+        return is_serial_line(url)
+
     def _set(self, command: str) -> None:
-        self.transport.query(command, refusing(expect_echo(command), "monochromator"))
+        """Send a statement, read its echo, and raise if the status byte reports an error."""
+        self.transport.write(command)
+        self.check_errors(command)
+
+    def check_errors(self, after: str = "the last statement") -> None:
+        """Read the status byte; if it reports an error, read the code and raise."""
+        status = self._ask("STB?", _integer)
+        if status:
+            code = self._ask("ERROR?", _integer)
+            meaning = ERROR_CODES.get(code, "unknown error code")
+            raise InstrumentError(
+                f"monochromator refused {after!r}: error {code} ({meaning}; Cornerstone "
+                "manual, section 15.9)"
+            )
 
     def _ask(self, command: str, parse=float):
-        return self.transport.query(command, refusing(parse, "monochromator"))
+        return self.transport.query(command, parse)
 
     def identify(self) -> str:
         return self._ask("INFO?", str)
@@ -172,19 +320,28 @@ class Monochromator(SerialInstrument):
         return self._ask("WAVE?")
 
     def go_to(self, wavelength_nm: float, wait: bool = True, timeout_s: float = 30.0) -> float:
-        """Move the grating; with ``wait``, block until it arrives. Returns the read-back nm."""
+        """Move the grating; with ``wait``, block until it arrives. Returns the read-back nm.
+
+        Raises ValueError, before anything is sent, for a wavelength outside
+        ``WAVELENGTH_RANGE_NM``; InstrumentError if the instrument refuses it (error 3).
+        """
         low, high = WAVELENGTH_RANGE_NM
-        if not low <= float(wavelength_nm) <= high:
-            raise ValueError(f"wavelength_nm must lie in [{low}, {high}], got {wavelength_nm}")
-        self._set(f"GOWAVE {float(wavelength_nm):.3f}")
+        value = float(wavelength_nm)
+        if not low <= value <= high:
+            raise ValueError(
+                f"monochromator: wavelength_nm {wavelength_nm} is outside the instrument's "
+                f"range [{low:g}, {high:g}] nm"
+            )
+        self._set(f"GOWAVE {value:.3f}")
         if wait:
             self.wait_until_idle(timeout_s)
         return self.wavelength_nm
 
     @property
     def busy(self) -> bool:
-        """True while the grating moves (status byte bit 0)."""
-        return bool(self._ask("STB?", int) & 1)
+        """True while an overlapped operation (a grating move) is pending (section 15.8)."""
+        self.transport.write("*OPC")
+        return not self._ask("*ESR?", _integer) & 1
 
     def wait_until_idle(self, timeout_s: float = 30.0) -> None:
         wait_until(lambda: not self.busy, self.clock, timeout_s, self.poll_s, "monochromator move")
@@ -207,13 +364,37 @@ class Monochromator(SerialInstrument):
         return self._ask("SLIT1MICRONS?")
 
     def set_slit_um(self, slit_um: float) -> float:
-        """Set both slits (um); returns the read-back width."""
+        """Set the entrance slit (um); returns the read-back width."""
         low, high = SLIT_RANGE_UM
         if not low <= float(slit_um) <= high:
-            raise ValueError(f"slit_um must lie in [{low}, {high}], got {slit_um}")
+            raise ValueError(f"slit_um must lie in [{low:g}, {high:g}] um, got {slit_um}")
         self._set(f"SLIT1MICRONS {float(slit_um):.0f}")
         return self.slit_um
+
+    @property
+    def grating(self) -> tuple[int, int, str]:
+        """``(number, lines per mm, label)`` of the grating in use."""
+        fields = self._ask("GRAT?", str).split(",")
+        if len(fields) < 2:
+            raise ValueError(f"expected number,lines,label, got {','.join(fields)!r}")
+        return int(fields[0]), int(float(fields[1])), ",".join(fields[2:]).strip()
+
+    def set_grating(self, number: int, timeout_s: float = 30.0) -> tuple[int, int, str]:
+        """Select grating ``number`` (1..3) and wait for the turret; returns :attr:`grating`."""
+        if int(number) != number or not 1 <= number <= 3:
+            raise ValueError(f"grating number must be 1, 2 or 3, got {number!r}")
+        self._set(f"GRAT {int(number)}")
+        self.wait_until_idle(timeout_s)
+        return self.grating
 
     def bandwidth_nm(self, dispersion_nm_per_mm: float = 6.6) -> float:
         """FWHM bandwidth, nm, from the slit and the grating's reciprocal dispersion."""
         return self.slit_um * 1e-3 * dispersion_nm_per_mm
+
+
+def _integer(text: str) -> int:
+    """``STB?``/``ERROR?``/``*ESR?`` replies: decimal (CS130B) or two-digit (CS260, 16.7)."""
+    text = text.strip()
+    if not text.isdigit():
+        raise ValueError(f"expected an integer status, got {text!r}")
+    return int(text)

@@ -71,7 +71,10 @@ class SerialTransport(LineTransport):
         self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=self.timeout_s)
 
     def _discard_input(self, after_failure: bool) -> None:
-        self.port.reset_input_buffer()
+        if after_failure:
+            self._drain(lambda: self.port.in_waiting, self.port.reset_input_buffer)
+        else:
+            self.port.reset_input_buffer()
 
     def _send_bytes(self, data: bytes) -> None:
         self.port.write(data)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TypeVar
@@ -127,6 +128,20 @@ class LineTransport(ABC):
         self.lock = threading.RLock()
 
     # -- byte level, per transport ------------------------------------------------------
+    #: after a failed attempt, input must stay quiet this long before the retry, s (real
+    #: time): a slow instrument may still be sending the rest of the failed reply
+    QUIET_S = 0.02
+
+    def _drain(self, pending: Callable[[], int], discard: Callable[[], None]) -> None:
+        """Discard input until none arrives for ``QUIET_S`` (at most ``timeout_s``)."""
+        deadline = time.monotonic() + self.timeout_s
+        discard()
+        while time.monotonic() < deadline:
+            time.sleep(self.QUIET_S)
+            if not pending():
+                return
+            discard()
+
     @abstractmethod
     def _discard_input(self, after_failure: bool) -> None:
         """Drop whatever the instrument sent and nobody read (``after_failure``: the last

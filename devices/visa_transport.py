@@ -105,7 +105,15 @@ class VisaTransport(LineTransport):
         constants = self._constants
         try:
             if self.is_serial:
-                self.resource.flush(constants.BufferOperation.discard_read_buffer)
+                resource = self.resource
+
+                def discard():
+                    resource.flush(constants.BufferOperation.discard_read_buffer)
+
+                if after_failure:
+                    self._drain(lambda: resource.bytes_in_buffer, discard)
+                else:
+                    discard()
             elif after_failure:
                 self.resource.clear()  # device clear: the output queue is emptied
         except (self._errors.Error, NotImplementedError):

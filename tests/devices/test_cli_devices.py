@@ -64,9 +64,11 @@ def test_stream_reports_a_bad_camera(app):
 
 
 def test_sim_device_console(app):
-    result = CliRunner().invoke(app, ["sim-device", "monochromator"], input="WAVE?\nFOO\n")
+    commands = "WAVE?\nFOO\nSTB?\nERROR?\n"
+    result = CliRunner().invoke(app, ["sim-device", "monochromator"], input=commands)
     assert result.exit_code == 0
-    assert result.output.splitlines() == ["500.000", "ERR unknown command 'FOO'"]
+    # a command has no response; an unknown one sets the status byte and error code 1
+    assert result.output.splitlines() == ["500.000", "", "32", "1"]
 
 
 def test_sim_device_on_a_pty():

@@ -17,20 +17,33 @@ from hyplex.devices.instruments import (
     attach,
 )
 
+# Cornerstone 130B manual, Appendix I: commands have no response (15.4; the RS-232 echo is
+# added by ``feed``, see test_the_echo_comes_first), errors only set the status byte to 32 and
+# the error code (15.9), and the *OPC / *ESR? handshake ends a move (15.8)
 MONOCHROMATOR_EXCHANGES = [
-    ("UNITS NM", "UNITS NM"),
+    ("UNITS NM", None),
     ("INFO?", "Newport Cornerstone 130 (hyplex simulator)"),
     ("WAVE?", "500.000"),
-    ("GOWAVE 600.000", "GOWAVE 600.000"),
-    ("STB?", "1"),  # moving: 0.05 s + 100 nm / 200 nm/s
+    ("GOWAVE 600.000", None),
+    ("*OPC", None),
+    ("*ESR?", "0"),  # moving: 0.05 s + 100 nm / 200 nm/s
     ("WAVE?", "500.000"),  # no time has passed yet
-    ("SHUTTER O", "SHUTTER O"),
+    ("SHUTTER O", None),
     ("SHUTTER?", "O"),
-    ("SLIT1MICRONS 250", "SLIT1MICRONS 250"),
+    ("SLIT1MICRONS 250", None),
     ("SLIT1MICRONS?", "250"),
-    ("GOWAVE 5000", "ERR wavelength out of range (200.0, 1100.0): '5000'"),
-    ("SHUTTER X", "ERR shutter takes O or C, got 'X'"),
-    ("FOO", "ERR unknown command 'FOO'"),
+    ("GRAT?", "1,1200,VIS"),
+    ("STB?", "0"),
+    ("GOWAVE 5000", None),
+    ("STB?", "32"),
+    ("STB?", "0"),  # reading clears it
+    ("ERROR?", "3"),  # destination position for wavelength motion not allowed
+    ("ERROR?", "0"),
+    ("SHUTTER X", None),
+    ("ERROR?", "2"),  # bad parameter
+    ("FOO", None),
+    ("ERROR?", "1"),  # command not understood
+    ("STB?", "32"),
 ]
 
 FILTER_WHEEL_EXCHANGES = [
@@ -110,8 +123,9 @@ def test_drivers_send_the_documented_commands():
         with pytest.raises(ValueError, match="wavelength_nm"):
             driver.go_to(50)
     sent = [command for command, _ in mono.log]
-    assert sent[:2] == ["UNITS NM", "GOWAVE 632.800"]
-    assert "STB?" in sent and "SHUTTER O" in sent and "SLIT1MICRONS 300" in sent
+    assert sent[:4] == ["UNITS NM", "STB?", "GOWAVE 632.800", "STB?"]
+    assert sent[4:6] == ["*OPC", "*ESR?"]  # the handshake of section 15.8
+    assert "SHUTTER O" in sent and "SLIT1MICRONS 300" in sent
     with FilterWheel(attach(wheel), clock=clock) as driver:
         assert driver.positions == 6 and driver.move_to(4) == 4
     assert [c for c, _ in wheel.log][:2] == ["pcount?", "pos=4"]
@@ -124,7 +138,7 @@ def test_drivers_send_the_documented_commands():
         assert driver.set_wavelength_nm(780) == 780
         assert driver.set_average_count(5) == 5
         assert driver.power_W() == pytest.approx(1e-10, rel=0.01)
-    assert [c for c, _ in meter.log][:2] == ["SENS:CORR:WAV 780.0", "SENS:CORR:WAV?"]
+    assert [c for c, _ in meter.log][:2] == ["SENS:CORR:WAV 780", "SENS:CORR:WAV?"]
 
 
 def test_refused_commands_raise_at_once_without_retry():
@@ -132,9 +146,12 @@ def test_refused_commands_raise_at_once_without_retry():
     mono = MonochromatorSimulator(clock)
     driver = Monochromator(attach(mono), clock=clock)
     mono.log.clear()
-    with pytest.raises(InstrumentError, match="refused"):
+    with pytest.raises(InstrumentError, match=r"refused 'SHUTTER X': error 2 \(bad parameter"):
         driver._set("SHUTTER X")
-    assert len(mono.log) == 1
+    assert [c for c, _ in mono.log] == ["SHUTTER X", "STB?", "ERROR?"]  # sent once
+    with pytest.raises(InstrumentError, match="error 3 .destination position"):
+        driver._set("GOWAVE 1500")  # the instrument's own range check (bypassing go_to's)
+    assert not mono.busy and mono.wavelength_nm == 500.0
 
 
 def test_power_meter_reports_a_setting_it_did_not_apply():

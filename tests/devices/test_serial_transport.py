@@ -99,7 +99,7 @@ def test_filter_wheel_failed_move_leaves_driver_and_device_consistent():
 def test_the_device_lock_keeps_exchanges_whole():
     clock = VirtualClock()
     simulator = MonochromatorSimulator(clock)
-    transport = SerialTransport(attach(simulator), "monochromator", timeout_s=0.5)
+    transport = SerialTransport(attach(simulator), "monochromator", timeout_s=0.5, echo=True)
     results = {"WAVE?": [], "SHUTTER?": []}
 
     def ask(command):

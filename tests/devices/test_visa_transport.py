@@ -2,6 +2,7 @@
 to a simulator on a pseudo-terminal, and pyvisa-sim), with the serial transport's retries
 and errors."""
 
+import pathlib
 import sys
 
 import pytest
@@ -85,3 +86,54 @@ def test_the_monochromator_over_visa_asrl_on_a_pty():
                 _ = driver.wavelength_nm
             simulator.faults.garbled = 0
             assert driver.wavelength_nm == pytest.approx(510.0)
+
+
+SIM_YAML = pathlib.Path(__file__).resolve().parents[1] / "data" / "visa_instruments.yaml"
+PM100_USB = "USB0::0x1313::0x8072::P2000000::INSTR"
+
+
+@pytest.fixture
+def visa_sim_backend():
+    pytest.importorskip("pyvisa_sim")
+    return f"{SIM_YAML}@sim"
+
+
+def test_the_power_meter_over_usb_tmc_with_pyvisa_sim(visa_sim_backend):
+    with open_instrument(
+        "power_meter", PM100_USB, visa_backend=visa_sim_backend, timeout_s=0.2
+    ) as meter:
+        assert type(meter.transport).__name__ == "VisaTransport"
+        assert not meter.transport.echo  # USB-TMC carries no echo
+        assert meter.identify().startswith("Thorlabs,PM100USB,")
+        assert meter.set_wavelength_nm(780) == 780.0  # written, then read back
+        assert meter.set_average_count(10) == 10 and meter.average_count == 10
+        assert meter.set_auto_range(True) is True
+        assert meter.power_W(expect_light=True) == pytest.approx(1.2345e-5)
+        assert meter.transport.query("SYST:ERR?") == '+0,"No error"'
+        meter.transport.write("FOO:BAR")  # an unknown header lands in the error queue
+        assert meter.transport.query("SYST:ERR?") == '-113,"Undefined header"'
+        with pytest.raises(InstrumentTimeout, match=r"power meter at USB0::.*'FOO\?'.*3 attempt"):
+            meter.transport.query("FOO?")  # no reply at all: the VISA read times out
+
+
+def test_a_saturated_usb_power_meter_is_a_clear_error(visa_sim_backend):
+    from hyplex.devices.power_meter import PowerReadingOutOfRange
+
+    url = "USB0::0x1313::0x8072::P2000001::INSTR"
+    with open_instrument("power_meter", url, visa_backend=visa_sim_backend) as meter:
+        with pytest.raises(PowerReadingOutOfRange, match=r"saturated.*range tops at 0.05 W"):
+            meter.power_W()
+
+
+def test_a_setting_that_does_not_stick_reads_the_error_queue(visa_sim_backend):
+    """pyvisa-sim's property refuses 1200 nm (its spec tops at 1100): the read-back differs,
+    the setting is re-sent, then the device error is named. (An unvalidated Setting: the
+    driver's own would refuse 1200 nm before sending.)"""
+    from hyplex.devices.scpi import Setting
+
+    unchecked = Setting("SENS:CORR:WAV?", "SENS:CORR:WAV {:g}", "wavelength, nm")
+    with open_instrument(
+        "power_meter", PM100_USB, visa_backend=visa_sim_backend, retries=1
+    ) as meter:
+        with pytest.raises(InstrumentError, match=r"'SENS:CORR:WAV 1200' not applied .*633"):
+            unchecked.set(meter, 1200)
