@@ -51,6 +51,32 @@ DRIVER_CLASSES: dict[str, type[Instrument]] = {
 }
 
 
+#: What each bench instrument must support, for help texts (``hyplex calibrate --help``)
+INSTRUMENT_REQUIREMENTS = {
+    "monochromator": (
+        "Cornerstone 130B/260B command set (RS-232 9600 8N1 with echo, or USB-TMC): UNITS NM, "
+        "GOWAVE/WAVE? (200-1100 nm), SHUTTER O|C / SHUTTER?, SLIT1MICRONS, INFO?, STB?/ERROR?, "
+        "*OPC/*ESR?"
+    ),
+    "power_meter": (
+        "Thorlabs PM100-class SCPI (USB-TMC via VISA, or a line): *IDN?, MEAS:POW? in W, "
+        "SENS:CORR:WAV (400-1100 nm), SENS:AVER:COUN, SENS:POW:RANG:AUTO, SENS:POW:RANG:UPP?, "
+        "SYST:ERR?"
+    ),
+    "filter_wheel": "Thorlabs FW102C (115200 8N1, CR): pos=n, pos?, pcount?, *idn?",
+}
+
+
+def requirements_text() -> str:
+    """One line per instrument: what it must support, and the URLs that reach it."""
+    urls = (
+        "URLs: /dev/ttyUSB0 or COM3 (pyserial); ASRL/dev/ttyUSB0::INSTR, USB0::...::INSTR, "
+        "TCPIP::host::INSTR (VISA, pyvisa-py); sim://<kind> (simulator)."
+    )
+    lines = [f"{kind}: {text}." for kind, text in INSTRUMENT_REQUIREMENTS.items()]
+    return "\n".join([*lines, urls])
+
+
 def _normalised_kind(kind: str) -> str:
     return str(kind).lower().replace("_", "").replace("-", "").replace(" ", "")
 
@@ -87,6 +113,7 @@ def open_instrument(kind: str, url: str, **options) -> Instrument:
 
 __all__ = [
     "DRIVER_CLASSES",
+    "INSTRUMENT_REQUIREMENTS",
     "SIMULATOR_CLASSES",
     "FilterWheel",
     "FilterWheelSimulator",
@@ -106,5 +133,6 @@ __all__ = [
     "attach",
     "open_instrument",
     "open_transport",
+    "requirements_text",
     "simulator_class",
 ]

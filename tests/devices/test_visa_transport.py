@@ -59,6 +59,14 @@ def test_open_instrument_by_kind_and_url():
         open_instrument("monochromator", "")
 
 
+def test_the_requirements_text_names_every_bench_instrument_and_the_urls():
+    from hyplex.devices.instruments import requirements_text
+
+    text = requirements_text()
+    for needed in ("monochromator", "GOWAVE", "power_meter", "MEAS:POW?", "USB0::", "sim://"):
+        assert needed in text
+
+
 def test_a_missing_visa_resource_is_a_clear_error():
     with pytest.raises(InstrumentError, match=r"power meter: cannot open VISA resource.*ASRL"):
         open_instrument("power_meter", "ASRL/dev/no-such-tty-hyplex::INSTR", timeout_s=0.2)
