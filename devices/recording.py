@@ -10,6 +10,11 @@ the chunk of every committed frame and metadata row lies inside the file; HDF5 m
 reads retry a bounded number of times (see :mod:`hyplex.devices.swmr`). Each failure raises
 :class:`~hyplex.devices.errors.RecordingTruncated` (or ``RecordingError``) saying what is
 missing.
+
+Compressed and packed recordings (``compression`` and ``packing`` attributes of the stream,
+see ``recorder.py``) read the same way: ``hdf5plugin`` is imported to register the Blosc2
+filter (a missing one is an error naming the package), and Mono12p frames are unpacked to
+(H, W) uint16 on read.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hyplex.devices.bitpack import unpack_mono12p
 from hyplex.devices.errors import RecordingError, RecordingTruncated
 from hyplex.devices.frame import FRAME_METADATA_DTYPE, Frame, FrameStatus, PixelFormat
 from hyplex.devices.swmr import check_chunks_within, check_superblock, open_swmr_reader
@@ -93,6 +99,15 @@ class Recording:
         self._committed = group["committed"]
         self.attrs = dict(group.attrs)
         self.pixel_format = PixelFormat.parse(self.attrs["pixel_format"])
+        self.compression = str(self.attrs.get("compression", "none"))
+        self.packing = str(self.attrs.get("packing", "none"))
+        if self.packing not in ("none", "mono12p"):
+            raise RecordingError(f"{self.path}: unknown packing {self.packing!r}")
+        if self.compression != "none" or _has_plugin_filter(self._frames):
+            from hyplex.devices.compression import require_hdf5plugin
+
+            require_hdf5plugin()  # registers the Blosc2 filter
+        self.frame_shape = tuple(int(v) for v in self.attrs["frame_shape"])
         self.check()
 
     def check(self) -> int:
@@ -165,9 +180,25 @@ class Recording:
             raise IndexError(f"frame {index} outside 0..{count - 1} (committed frames)")
         return int(index)
 
+    @property
+    def dropped(self) -> np.ndarray:
+        """Metadata rows of the frames the recorder dropped (its queue was full), structured
+        (D,); empty for files without the table."""
+        if "dropped" not in self._frames.parent:
+            return np.zeros(0, self._metadata.dtype)
+        table = self._frames.parent["dropped"]
+        table.refresh()
+        return table[:]
+
     def __getitem__(self, index: int) -> np.ndarray:
-        """Pixels of frame ``index`` (negative counts from the end)."""
-        return self._frames[self._check_index(index)]
+        """Pixels of frame ``index`` (negative counts from the end), (H, W)."""
+        return self._read(self._check_index(index))
+
+    def _read(self, index: int) -> np.ndarray:
+        stored = self._frames[index]
+        if self.packing == "mono12p":
+            return unpack_mono12p(stored, self.frame_shape)
+        return stored
 
     def frame(self, index: int) -> Frame:
         """Frame ``index`` with its metadata."""
@@ -176,7 +207,7 @@ class Recording:
         extra_names = row.dtype.names[len(FRAME_METADATA_DTYPE.names) :]
         device_ns = int(row["device_timestamp_ns"])
         return Frame(
-            data=self._frames[index],
+            data=self._read(index),
             frame_id=int(row["frame_id"]),
             seq=int(row["seq"]),
             host_timestamp_ns=int(row["host_timestamp_ns"]),
@@ -222,6 +253,13 @@ class Recording:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _has_plugin_filter(dataset) -> bool:
+    """True when ``dataset`` has an HDF5 filter outside the built-in ones (ids >= 256, such
+    as Blosc2's 32026), which only a registered plugin decodes."""
+    plist = dataset.id.get_create_plist()
+    return any(plist.get_filter(k)[0] >= 256 for k in range(plist.get_nfilters()))
 
 
 def export_frames(recording: Recording, folder, fmt="png", start=0, stop=None) -> list[Path]:
