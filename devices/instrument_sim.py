@@ -5,7 +5,8 @@ the real device sends nothing back; an instrument that echoes commands, like the
 on RS-232, sets ``echo`` and ``feed`` sends the echo line first) and keeps "busy until"
 deadlines on its :class:`~hyplex.devices.clock.Clock`, so a move takes simulated time.
 ``feed(bytes)`` wraps it into a byte stream: it splits commands on the instrument's
-terminator, appends the reply terminator and injects line faults. The same object is reachable three ways:
+terminator, appends the reply terminator and injects line faults. The same object is
+reachable three ways:
 
 1. ``sim://<kind>[?id=N]`` pyserial URLs (``protocol_sim.py``), for unit tests;
 2. a pseudo-terminal (``pty_bridge.PtyBridge``), through the real termios path;

@@ -294,8 +294,9 @@ class Monochromator(Instrument):
 
     def _set(self, command: str) -> None:
         """Send a statement, read its echo, and raise if the status byte reports an error."""
-        self.transport.write(command)
-        self.check_errors(command)
+        with self.transport.lock:  # no other thread's statement between it and STB?
+            self.transport.write(command)
+            self.check_errors(command)
 
     def check_errors(self, after: str = "the last statement") -> None:
         """Read the status byte; if it reports an error, read the code and raise."""
@@ -340,8 +341,9 @@ class Monochromator(Instrument):
     @property
     def busy(self) -> bool:
         """True while an overlapped operation (a grating move) is pending (section 15.8)."""
-        self.transport.write("*OPC")
-        return not self._ask("*ESR?", _integer) & 1
+        with self.transport.lock:
+            self.transport.write("*OPC")
+            return not self._ask("*ESR?", _integer) & 1
 
     def wait_until_idle(self, timeout_s: float = 30.0) -> None:
         wait_until(lambda: not self.busy, self.clock, timeout_s, self.poll_s, "monochromator move")

@@ -138,13 +138,14 @@ class Setting:
         value = self.validate(value)
         transport = instrument.transport
         readback = None
-        for _ in range(transport.retries + 1):
-            transport.write(self.command.format(value))
-            readback = transport.query(self.query, self.parse)
-            if self._same(readback, value):
-                return readback
-        error_query = getattr(instrument, "ERROR_QUERY", None)
-        error = transport.query(error_query) if error_query else "(no error query)"
+        with transport.lock:  # write, read back and the error query as one exchange
+            for _ in range(transport.retries + 1):
+                transport.write(self.command.format(value))
+                readback = transport.query(self.query, self.parse)
+                if self._same(readback, value):
+                    return readback
+            error_query = getattr(instrument, "ERROR_QUERY", None)
+            error = transport.query(error_query) if error_query else "(no error query)"
         raise InstrumentError(
             f"{getattr(instrument, 'KIND', 'instrument')}: {self.command.format(value)!r} not "
             f"applied (reads back {readback!r}); device error: {error}"

@@ -77,7 +77,8 @@ def test_the_monochromator_over_visa_asrl_on_a_pty():
     simulator = MonochromatorSimulator()  # real clock: the pty is real
     with PtyBridge(simulator, chunk_bytes=4, chunk_delay_s=0.001) as bridge:
         url = f"ASRL{bridge.port}::INSTR"
-        with open_instrument("monochromator", url, timeout_s=0.3, poll_s=0.01) as driver:
+        # 1 s per line: ample on a loaded machine; the three lost replies below wait 3 s
+        with open_instrument("monochromator", url, timeout_s=1.0, poll_s=0.01) as driver:
             assert type(driver.transport).__name__ == "VisaTransport"
             assert driver.go_to(510.0) == pytest.approx(510.0)
             driver.open_shutter()
