@@ -34,7 +34,8 @@ import numpy as np
 
 def main(quick: bool = False) -> dict:
     from hyplex.calibration.bench import true_response
-    from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
+    from hyplex.calibration.pipeline import PipelineSettings
+    from hyplex.calibration.sim_bench_config import calibrate_simulated
     from hyplex.devices.sim_bench import SimulatedBench
     from hyplex.simulation.camera import default_camera
     from hyplex.simulation.grids import prototype_grid
@@ -162,7 +163,8 @@ def quick_bundle(folder: Path) -> Path:
 def refit_loop(bundle_path, quick: bool, folder: Path, error=None) -> dict:
     """Fabricate (``error``: a FabricationError, default its defaults), calibrate and refit a
     bundle on the twin; the refit figures."""
-    from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
+    from hyplex.calibration.pipeline import PipelineSettings
+    from hyplex.calibration.sim_bench_config import calibrate_simulated
     from hyplex.hil.measured_response import design_twin, measured_transmissions
     from hyplex.hil.refit import RefitSettings, refit
     from hyplex.models.bundle import load_bundle

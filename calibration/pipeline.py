@@ -1,19 +1,39 @@
-"""The calibration pipeline on the simulated bench: dark -> flat -> registration -> EMVA ->
-spectral sweep (-> Hyplex basis fit), written to one calibration file and a PNG report.
+"""One calibration runner over protocols: dark -> flat -> registration -> EMVA 1288 ->
+spectral sweep (-> Hyplex basis fit), written to one calibration file.
 
 ::
 
-    SimulatedBench (lamp, monochromator, power meter on a VirtualClock)
-        |-- SimulatedCamera(bench)          darks (shutter closed), EMVA, sweep
-        `-- SimulatedCamera(WhiteReference) flat / white reference, 48 broadband samples
+    operator.prompt("darks")          camera --master darks at dark_exposures_us--> dark
+    operator.prompt("white")          camera --auto-exposed flat--> flat, defects, registration
+    operator.prompt("monochromator")  monochromator + power meter + camera
+                                          --exposure series at one wavelength--> emva
+                                          --sweep over wavelengths_nm--> sweep, spectral
+    operator.prompt("sample", i)      camera x N broadband samples --NNLS--> basis_fit
 
-Every step goes through the instrument drivers (``sim://`` serial) and the ``Camera``
-protocol, as it would on hardware. The sweep checkpoints a *partial* file after every
-wavelength; ``resume=True`` continues such a file.
+:func:`calibrate` sees only the :class:`~hyplex.devices.camera.Camera` protocol, the
+instrument drivers (``Monochromator``, ``PowerMeter``, optionally ``FilterWheel``; any
+transport: a serial port, a pty, ``sim://``) and an :class:`~hyplex.calibration.operator.
+Operator` for the steps that need hands. Nothing in it knows about the camera twin: the
+simulated bench (``calibration.sim_bench_config``) is one configuration of these arguments,
+a lab's GenICam camera on RS-232 instruments another.
+
+Resumable: after every step (and after every sweep wavelength) a *partial* calibration file
+is written atomically (``store.save_calibration``), so Ctrl-C, a camera that disconnects or an
+instrument that stops answering leave a valid file; ``resume=True`` loads it, checks it was
+made by the same camera with the same settings, skips the steps it holds and continues the
+sweep where it stopped. An existing ``out`` is never replaced by a run without ``resume``,
+and a resumed run only ever writes files holding more steps than it read.
+
+Photon-domain EMVA figures (quantum efficiency) need the photons per pixel: the bench's
+``sensor_irradiance_per_meter_W`` (irradiance at the sensor plane per watt on the reference
+meter, at the EMVA wavelength: calibrated once with a photodiode at the sensor plane) and the
+pixel area; mu_p = E A t lambda / (h c) (EMVA 1288 R4.0 sec. 2.1; ``emva.photons_per_pixel``).
+Without them K, the noise figures and the non-uniformities are still measured.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from hyplex.calibration import darkflat, emva
-from hyplex.calibration.basis_fit import fit_response_basis, sample_spectra
-from hyplex.calibration.bench import WhiteReference
+from hyplex.calibration.basis_fit import fit_response_basis
+from hyplex.calibration.operator import INSTRUCTIONS
 from hyplex.calibration.registration import register_mosaic
 from hyplex.calibration.spectral_response import (
+    SweepInterrupted,
     SweepRecord,
     SweepSettings,
     auto_expose,
@@ -33,24 +54,62 @@ from hyplex.calibration.spectral_response import (
     spectral_response,
 )
 from hyplex.calibration.store import Calibration, Provenance, load_calibration, save_calibration
-from hyplex.devices.sim_bench import SimulatedBench
+from hyplex.devices.clock import MonotonicClock
+from hyplex.devices.errors import CameraError, InstrumentError, SettingUnavailable
+from hyplex.devices.monochromator import WAVELENGTH_RANGE_NM
+
+SCPI_OVERLOAD = 9.0e37  # SCPI instruments report overrange as 9.9E37 (+INF) or 9.91E37 (NaN)
+
+
+class CalibrationError(RuntimeError):
+    """A calibration could not be made; the message names the step and what was expected."""
+
+
+class CalibrationSetupError(CalibrationError, ValueError):
+    """Wrong input found before anything was measured (the output file is untouched)."""
+
+
+class MosaicNotFound(CalibrationError):
+    """The flat of the white reference shows no filter mosaic of the expected grid."""
+
+
+class ReferencePowerError(CalibrationError):
+    """The reference power meter read no light, or was saturated (overrange)."""
+
+
+class CalibrationInterrupted(CalibrationError):
+    """A device failed mid-run. ``out`` holds the steps done so far when ``resumable``."""
+
+    def __init__(self, message: str, out: Path, step: str, resumable: bool):
+        super().__init__(message)
+        self.out, self.step, self.resumable = out, step, resumable
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """Settings of :func:`calibrate_simulated`.
+    """Settings of :func:`calibrate`.
 
     Attributes
     ----------
-    dark_exposures_us : exposures of the master darks (the longest finds hot pixels)
+    dark_exposures_us : exposures of the master darks, us (the longest finds hot pixels)
     dark_frames : frames per master dark
     flat_frames : frames averaged for the flat
-    emva_wavelength_nm : monochromatic light of the photon-transfer series
-    emva_exposures : points of the exposure series (up to ~1.5 x the saturation exposure)
+    emva_wavelength_nm : monochromatic light of the photon-transfer series, nm
+    emva_exposures : points of the exposure series (to ~1.5 x the exposure at 70 % fill)
     emva_stack_frames : frames per stack for DSNU / PRNU
     sweep_frames : bright and dark frames per sweep wavelength
-    slit_um : monochromator slit (bandwidth = slit x 6.6 nm/mm)
-    n_samples : broadband samples of the Hyplex basis fit (0 skips it)
+    slit_um : monochromator slit, um (bandwidth = slit x ``dispersion_nm_per_mm``)
+    n_samples : broadband samples of the Hyplex basis fit a simulated bench shows (0: none)
+    dispersion_nm_per_mm : reciprocal linear dispersion of the grating, nm/mm (6.6: the
+        Cornerstone 130 with its 1200 l/mm grating)
+    settle_s : wait after each grating move, s
+    pitch_range_px : (min, max or None) sub-filter pitch searched by the registration, px
+    filter_position : filter-wheel position during the monochromator steps (with a wheel)
+    sensor_irradiance_per_meter_W : W m^-2 at the sensor per W on the meter (None: no mu_p)
+    pixel_area_m2 : light-sensitive pixel area, m^2 (None: no mu_p)
+    min_reference_power_W : less light than this on the meter (shutter open minus closed) is
+        "no light", W
+    max_reference_power_W : the meter head's range, W (None: only SCPI's overload value)
     """
 
     dark_exposures_us: tuple[float, ...] = (100.0, 10_000.0, 100_000.0, 500_000.0)
@@ -62,164 +121,278 @@ class PipelineSettings:
     sweep_frames: int = 4
     slit_um: float = 500.0
     n_samples: int = 48
+    dispersion_nm_per_mm: float = 6.6
+    settle_s: float = 0.2
+    pitch_range_px: tuple[float, float | None] = (2.5, None)
+    filter_position: int = 1
+    sensor_irradiance_per_meter_W: float | None = None
+    pixel_area_m2: float | None = None
+    min_reference_power_W: float = 1e-9
+    max_reference_power_W: float | None = None
+
+    def __post_init__(self):
+        if len(self.dark_exposures_us) < 2 or min(self.dark_exposures_us) <= 0:
+            raise ValueError(
+                f"dark_exposures_us must hold >= 2 exposures > 0 us, got {self.dark_exposures_us}"
+            )
+        for name in ("dark_frames", "flat_frames", "emva_stack_frames", "sweep_frames"):
+            if int(getattr(self, name)) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
+        if int(self.emva_exposures) < 3:
+            raise ValueError(f"emva_exposures must be >= 3, got {self.emva_exposures}")
 
 
 def _snaps(camera, n: int) -> list[np.ndarray]:
     return [np.asarray(camera.snap().data) for _ in range(n)]
 
 
-def calibrate_simulated(
-    twin,
-    out,
+def check_reference_power(power_W: float, dark_W: float, settings, where: str) -> float:
+    """The net reference power (open - closed), W; ReferencePowerError if the meter read no
+    light (< ``min_reference_power_W``) or was saturated (SCPI overload, not finite, or above
+    ``max_reference_power_W``)."""
+    limit = settings.max_reference_power_W
+    if not (np.isfinite(power_W) and np.isfinite(dark_W)) or max(power_W, dark_W) >= SCPI_OVERLOAD:
+        raise ReferencePowerError(
+            f"power meter saturated {where}: read {power_W:g} W (shutter closed {dark_W:g} W; "
+            "SCPI reports overrange as 9.9E37); expected a reading within the head's range: "
+            "narrow the slit or add a neutral-density filter"
+        )
+    if limit is not None and power_W > limit:
+        raise ReferencePowerError(
+            f"power meter saturated {where}: read {power_W:g} W, above the head's range "
+            f"{limit:g} W; expected less: narrow the slit or add a neutral-density filter"
+        )
+    net = power_W - dark_W
+    if net < settings.min_reference_power_W:
+        raise ReferencePowerError(
+            f"power meter reads no light {where}: {power_W:g} W with the shutter open, "
+            f"{dark_W:g} W closed; expected more than {settings.min_reference_power_W:g} W: "
+            "is the head in the sphere port, the lamp on, the shutter working?"
+        )
+    return net
+
+
+def _check_inputs(camera, grid, layout_grid, operator, settings, out, resume):
+    """Everything wrong before a single frame: CalibrationSetupError naming it."""
+    wavelengths = grid
+    grid = np.asarray(wavelengths, dtype=np.float64)
+    if (
+        grid.ndim != 1
+        or grid.size < 3
+        or not np.all(np.isfinite(grid))
+        or np.any(np.diff(grid) <= 0)
+    ):
+        raise CalibrationSetupError(
+            "wavelengths_nm must be >= 3 finite, strictly increasing values (nm), got "
+            f"{wavelengths}"
+        )
+    low, high = WAVELENGTH_RANGE_NM
+    checked = (("wavelengths_nm", grid), ("emva_wavelength_nm", [settings.emva_wavelength_nm]))
+    for name, values in checked:
+        outside = [float(v) for v in values if not low <= v <= high]
+        if outside:
+            raise CalibrationSetupError(
+                f"{name} {outside[0]:g} nm is outside the monochromator's range; expected "
+                f"{low:g}-{high:g} nm"
+            )
+    try:
+        rows, cols = (int(v) for v in layout_grid)
+    except (TypeError, ValueError):
+        raise CalibrationSetupError(
+            f"layout_grid must be (rows, cols) of sub-filters, got {layout_grid!r}"
+        ) from None
+    if rows < 1 or cols < 1 or rows * cols < 2:
+        raise CalibrationSetupError(f"layout_grid must hold >= 2 sub-filters, got {layout_grid!r}")
+    if not callable(getattr(operator, "prompt", None)):
+        raise CalibrationSetupError(
+            f"operator {operator!r} has no prompt(step, instruction) method; expected an "
+            "Operator (hyplex.calibration.operator)"
+        )
+    out = Path(out)
+    if out.is_dir():
+        raise CalibrationSetupError(f"{out} is a directory; expected a calibration file path")
+    if out.exists() and not resume:
+        raise CalibrationSetupError(
+            f"{out} exists; expected a new path, or resume=True (--resume) to continue it "
+            "(a calibration file is never overwritten)"
+        )
+    capabilities = camera.capabilities()
+    if capabilities.exposure_us is None:
+        notes = "; ".join(capabilities.notes) or "no exposure range"
+        raise CalibrationSetupError(
+            f"camera {capabilities.model!r} cannot set its exposure ({notes}); expected a camera "
+            "with a settable exposure time (darks, auto-exposure and the EMVA 1288 series need it)"
+        )
+    try:
+        camera.exposure_us = float(min(settings.dark_exposures_us))
+    except (SettingUnavailable, ValueError) as error:
+        raise CalibrationSetupError(
+            f"camera {capabilities.model!r} refused exposure_us = "
+            f"{min(settings.dark_exposures_us):g} us ({error}); expected a settable exposure "
+            f"within {capabilities.exposure_us} us (see PipelineSettings.dark_exposures_us)"
+        ) from None
+    return grid, (rows, cols), out, capabilities
+
+
+def _normalised(value):
+    return json.loads(json.dumps(value, default=float))
+
+
+def calibrate(
+    camera,
+    monochromator,
+    power_meter,
+    *,
+    layout_grid=(3, 3),
+    wavelengths_nm,
+    operator,
     settings: PipelineSettings | None = None,
-    bench: SimulatedBench | None = None,
+    out,
     resume: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
-    sweep_hook: Callable | None = None,
+    clock=None,
+    camera_id: str | None = None,
+    samples=None,
+    filter_wheel=None,
 ) -> Calibration:
-    """Run the whole calibration of ``twin`` on a simulated bench and write ``out``.
+    """Calibrate ``camera`` on a bench and write ``out`` (see the module doc).
 
     Parameters
     ----------
-    twin : CameraTwin
-        The camera to calibrate (its layout is *not* given to the pipeline: it is registered).
-    out : path
-        Calibration file (HDF5); partial while the sweep runs.
+    camera : Camera
+        Open, not streaming, with a settable exposure.
+    monochromator, power_meter : drivers
+        ``hyplex.devices.Monochromator`` and ``PowerMeter`` (open), or anything with their
+        methods.
+    layout_grid : (int, int)
+        Sub-filters per metapixel (rows, cols), known from the design; the rest of the mosaic
+        geometry is registered from the flat.
+    wavelengths_nm : array_like (L,)
+        Sweep grid, nm, strictly increasing, within the monochromator's range.
+    operator : Operator
+        Answers the steps that need a person (``calibration.operator``).
     settings : PipelineSettings, optional
-    bench : SimulatedBench, optional
-        Default: a fresh one on a VirtualClock.
+    out : path
+        Calibration file (HDF5), partial until the end.
     resume : bool
-        Continue the sweep of a partial ``out``.
+        Continue a partial ``out`` of the same camera and settings.
     progress : callable(step, done, total), optional
-    sweep_hook : callable(point), optional
-        Called after each sweep point (tests inject faults here).
+        Called as each step advances (steps: dark, flat, registration, emva, sweep, samples).
+    clock : Clock, optional
+        Waits for the grating to settle (default: the host's monotonic clock).
+    camera_id : str, optional
+        Stable id of the camera (default: backend and model).
+    samples : array_like (N, L), optional
+        Radiance of N broadband samples on ``wavelengths_nm``, W m^-2 sr^-1 nm^-1, as a
+        reference spectrometer measured them; the operator places each in turn and the
+        channel responses are fitted by the Hyplex NNLS basis fit (``basis_fit``).
+    filter_wheel : FilterWheel, optional
+        Moved to ``settings.filter_position`` before the monochromator steps.
+
+    Returns
+    -------
+    Calibration
+        The complete calibration (also in ``out``).
+
+    Raises
+    ------
+    CalibrationSetupError
+        Wrong input, before anything is measured or written.
+    MosaicNotFound, ReferencePowerError
+        The flat shows no mosaic; the meter reads no light or is saturated.
+    CalibrationInterrupted
+        A camera or instrument failed mid-run; ``out`` stays a valid, resumable file.
     """
-    from hyplex.devices import Monochromator, PowerMeter, SimulatedCamera
-
     settings = settings or PipelineSettings()
-    bench = bench or SimulatedBench()
-    clock = bench.clock
-    report = progress or (lambda step, done, total: None)
-    camera = SimulatedCamera(bench, twin, clock=clock)
-    white = SimulatedCamera(WhiteReference(), twin, clock=clock)
-    sensor = twin.sensor
-    grid = twin.wavelengths_nm
-    n_filters = twin.encoder.n_filters
-    sections: dict[str, dict] = {}
-    with (
-        camera,
-        white,
-        Monochromator(bench.urls["monochromator"], clock=clock) as mono,
-        PowerMeter(bench.urls["powermeter"]) as meter,
-    ):
-        devices = {
-            "monochromator": mono.identify(),
-            "power_meter": meter.identify(),
-            "camera": camera.capabilities().model,
-        }
-        mono.set_slit_um(settings.slit_um)
-        # 1. darks ------------------------------------------------------------------------
-        mono.close_shutter()
-        library = darkflat.DarkLibrary()
-        for index, exposure in enumerate(settings.dark_exposures_us):
-            camera.exposure_us = exposure
-            library.add(darkflat.master_dark(_snaps(camera, settings.dark_frames), exposure))
-            report("dark", index + 1, len(settings.dark_exposures_us))
-        current = library.dark_current(0.0)
-        # 2. flat (white reference) and registration --------------------------------------
-        everything = np.zeros(sensor.shape, np.int32)
-        flat_exposure, _ = auto_expose(
-            white,
-            everything,
-            SweepSettings((1.0, 2.0, 3.0), target_fill=(0.45, 0.6)),
-            float(np.median(library.dark_for(settings.dark_exposures_us[0]))),
-            1000.0,
-        )
-        flat_raw = _snaps(white, settings.flat_frames)
-        camera.exposure_us = flat_exposure
-        flat_dark = darkflat.master_dark(_snaps(camera, settings.flat_frames), flat_exposure)
-        library.add(flat_dark)
-        flat_signal = np.mean(flat_raw, 0) - flat_dark.mean_dn
-        registration = register_mosaic(flat_signal, twin.encoder.layout.grid)
-        layout = registration.layout
-        report("registration", 1, 1)
-        codes = layout.filter_maps(sensor.shape)[0]
-        flat = darkflat.flat_field(flat_raw, flat_dark.mean_dn, codes, n_filters)
-        longest = max(library.masters.values(), key=lambda m: m.exposure_us)
-        defects = darkflat.defect_pixels(longest.mean_dn, flat)
-        channels = emva.channel_map(layout.slot_map(sensor.shape, 0.15), n_filters)
-        channels[defects.any] = -1
-        sections["dark"] = {
-            "exposures_us": np.array([m.exposure_us for m in library.masters.values()]),
-            "master_darks_dn": np.array([m.mean_dn for m in library.masters.values()]),
-            "dark_offset_dn": current.offset_dn,
-            "dark_slope_dn_per_s": current.slope_dn_per_s,
-            "mean_dark_slope_dn_per_s": current.mean_slope_dn_per_s,
-        }
-        sections["flat"] = {
-            "gain": flat.gain,
-            "channel_level_dn": flat.channel_level_dn,
-            "exposure_us": flat_exposure,
-        }
-        sections["defects"] = {"hot": defects.hot, "dead": defects.dead}
-        sections["registration"] = {
-            "pitch_u_px": registration.pitch_u_px,
-            "pitch_v_px": registration.pitch_v_px,
-            "rotation_u_deg": registration.rotation_u_deg,
-            "rotation_v_deg": registration.rotation_v_deg,
-        }
-        # 3. EMVA 1288 at one wavelength ----------------------------------------------------
-        sections["emva"] = _emva(camera, mono, bench, twin, channels, settings, report)
-        # 4. spectral sweep -----------------------------------------------------------------
-        sweep_settings = SweepSettings(
-            tuple(grid),
-            n_frames=settings.sweep_frames,
-            bandwidth_nm=settings.slit_um * 1e-3 * bench.monochromator.dispersion_nm_per_mm,
-        )
-        provenance = Provenance(
-            camera_id=f"sim:{sensor.fixed_pattern_seed}:{twin.encoder.name}",
-            camera_model=devices["camera"],
-            sensor_shape=sensor.shape,
-            devices=devices,
-            settings={"pipeline": asdict(settings), "sweep": asdict(sweep_settings)},
-        )
-        previous = None
-        if resume and Path(out).exists():
-            partial = load_calibration(out, provenance.camera_id, layout, allow_partial=True)
-            if "sweep" in partial.sections:
-                previous = SweepRecord.from_dict(partial.sections["sweep"])
-
-        def checkpoint(record: SweepRecord) -> None:
-            save_calibration(
-                out,
-                Calibration(
-                    provenance,
-                    layout,
-                    {**sections, "sweep": record.to_dict()},
-                    "complete" if record.complete else "partial",
-                ),
+    grid, layout_grid, out, capabilities = _check_inputs(
+        camera, wavelengths_nm, layout_grid, operator, settings, out, resume
+    )
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float64)
+        if samples.ndim != 2 or samples.shape[1] != grid.size or not np.all(np.isfinite(samples)):
+            raise CalibrationSetupError(
+                f"samples must be finite radiance spectra of shape (N, {grid.size}), got "
+                f"{samples.shape}"
             )
-
-        def on_point(point) -> None:
-            done = sweep_settings.wavelengths_nm.index(point.wavelength_nm) + 1
-            report("sweep", done, len(grid))
-            if sweep_hook is not None:
-                sweep_hook(point)
-
-        record = previous or SweepRecord(sweep_settings)
-        record = run_sweep(
-            camera,
-            mono,
-            meter,
-            channels,
-            sweep_settings,
-            clock,
-            resume=record,
-            checkpoint=checkpoint,
-            progress=on_point,
+    report = progress or (lambda step, done, total: None)
+    clock = clock or MonotonicClock()
+    shape = tuple(int(v) for v in camera.roi.shape)
+    sweep_settings = SweepSettings(
+        tuple(grid),
+        n_frames=settings.sweep_frames,
+        settle_s=settings.settle_s,
+        bandwidth_nm=settings.slit_um * 1e-3 * settings.dispersion_nm_per_mm,
+    )
+    run_settings = _normalised(
+        {
+            "pipeline": asdict(settings),
+            "sweep": asdict(sweep_settings),
+            "layout_grid": list(layout_grid),
+            "n_samples": 0 if samples is None else len(samples),
+        }
+    )
+    state = _RunState(out, None, {})
+    step = "setup"
+    try:
+        devices = {
+            "monochromator": monochromator.identify(),
+            "power_meter": power_meter.identify(),
+            "camera": capabilities.model,
+        }
+        if filter_wheel is not None:
+            devices["filter_wheel"] = filter_wheel.identify()
+        provenance = Provenance(
+            camera_id=camera_id or f"{capabilities.backend}:{capabilities.model}",
+            camera_model=capabilities.model,
+            sensor_shape=shape,
+            devices=devices,
+            settings=run_settings,
         )
+        state.provenance = provenance
+        if resume and out.exists():
+            previous = _previous(out, provenance, run_settings)
+            if previous.status == "complete":
+                return previous
+            state.layout, state.sections = previous.layout, dict(previous.sections)
+        sections = state.sections
+        # 1. darks (lens covered) --------------------------------------------------------
+        step = "darks"
+        if "dark" not in sections:
+            operator.prompt("darks", INSTRUCTIONS["darks"])
+            sections["dark"] = _darks(camera, settings, report)
+            state.save()
+        library = _dark_library(sections["dark"])
+        # 2. flat of the white reference, registration, defects ------------------------------
+        step = "flat"
+        if "flat" not in sections:
+            operator.prompt("white", INSTRUCTIONS["white"])
+            state.layout, flat_sections = _flat(camera, library, layout_grid, settings, report)
+            sections.update(flat_sections)
+            state.save()
+        layout = state.layout
+        flat_exposure = float(sections["flat"]["exposure_us"])
+        defects = np.asarray(sections["defects"]["hot"]) | np.asarray(sections["defects"]["dead"])
+        channels = emva.channel_map(layout.slot_map(shape, 0.15), layout.n_filters)
+        channels[defects] = -1
+        # 3. EMVA 1288 at one wavelength (camera at the sphere port) -----------------------------
+        sweep_done = "sweep" in sections and SweepRecord.from_dict(sections["sweep"]).complete
+        if "emva" not in sections or not sweep_done:
+            step = "monochromator"
+            operator.prompt("monochromator", INSTRUCTIONS["monochromator"])
+            monochromator.set_slit_um(settings.slit_um)
+            if filter_wheel is not None:
+                filter_wheel.move_to(settings.filter_position)
+        step = "emva"
+        if "emva" not in sections:
+            sections["emva"] = _emva(camera, monochromator, power_meter, channels, settings, report)
+            state.save()
+        # 4. spectral sweep --------------------------------------------------------------------
+        step = "sweep"
+        record = _sweep(
+            camera, monochromator, power_meter, channels, sweep_settings, settings, clock, state,
+            report,
+        )  # fmt: skip
         response = spectral_response(record)
-        sections["sweep"] = record.to_dict()
         sections["spectral"] = {
             "wavelengths_nm": response.wavelengths_nm,
             "response": response.response,
@@ -227,39 +400,213 @@ def calibrate_simulated(
             "measured": response.measured,
             "units": "DN s^-1 per W of reference power",
         }
-        # 5. Hyplex basis fit from broadband samples ---------------------------------------
-        if settings.n_samples:
+        # 5. Hyplex basis fit from broadband samples ----------------------------------------
+        step = "samples"
+        if samples is not None and len(samples) and "basis_fit" not in sections:
+            dark = library.dark_for(flat_exposure)
             sections["basis_fit"] = _basis_fit(
-                white, camera, mono, channels, grid, settings, flat_exposure, library
+                camera, operator, channels, grid, samples, flat_exposure, dark, report
             )
-            report("basis_fit", 1, 1)
-    calibration = Calibration(provenance, layout, sections, "complete")
+    except SweepInterrupted as error:
+        raise state.interrupted(error, "sweep") from error
+    except (CameraError, InstrumentError) as error:
+        raise state.interrupted(error, step) from error
+    calibration = Calibration(state.provenance, state.layout, state.sections, "complete")
     save_calibration(out, calibration)
     return calibration
 
 
-def _emva(camera, mono, bench, twin, channels, settings, report) -> dict:
-    from hyplex.simulation.radiometry import photoelectron_weights
+class _RunState:
+    """What a run has so far, and how to write it as a partial file."""
 
-    grid = twin.wavelengths_nm
-    mono.go_to(settings.emva_wavelength_nm)
+    def __init__(self, out: Path, layout, sections: dict):
+        self.out, self.layout, self.sections = out, layout, sections
+        self.provenance: Provenance | None = None
+        self.saved = False
+
+    def save(self) -> None:
+        save_calibration(
+            self.out, Calibration(self.provenance, self.layout, self.sections, "partial")
+        )
+        self.saved = True
+
+    def interrupted(self, error, step: str) -> CalibrationInterrupted:
+        resumable = self.out.exists() and (self.saved or bool(self.sections))
+        kept = sorted(self.sections)
+        if "sweep" in self.sections:
+            record = SweepRecord.from_dict(self.sections["sweep"])
+            done, total = len(record.points), len(record.settings.wavelengths_nm)
+            kept[kept.index("sweep")] = f"sweep ({done} of {total} wavelengths)"
+        where = (
+            f"{self.out} holds {', '.join(kept)}: continue with --resume (resume=True)"
+            if resumable
+            else "nothing was written"
+        )
+        cause = error.__cause__ if isinstance(error, SweepInterrupted) else error
+        return CalibrationInterrupted(
+            f"calibration stopped in the {step} step: {type(cause or error).__name__}: "
+            f"{error}; {where}",
+            self.out,
+            step,
+            resumable,
+        )
+
+
+def _previous(out: Path, provenance: Provenance, run_settings: dict) -> Calibration:
+    """The partial file to resume, checked to be this camera's with these settings."""
+    try:
+        previous = load_calibration(out, camera_id=provenance.camera_id, allow_partial=True)
+    except ValueError as error:  # includes CalibrationMismatch
+        raise CalibrationSetupError(
+            f"{out} cannot be resumed: {error}; expected a partial calibration of this camera"
+        ) from None
+    stored = previous.provenance.settings
+    if stored != run_settings:
+        changed = sorted(
+            f"{group}.{key}" if key else group
+            for group, values in run_settings.items()
+            for key in (values if isinstance(values, dict) else [None])
+            if (
+                stored.get(group) != values
+                if key is None
+                else (stored.get(group) or {}).get(key) != values[key]
+            )
+        )
+        raise CalibrationSetupError(
+            f"{out} was started with other settings ({', '.join(changed)}); "
+            "expected the same settings to resume it (or a new --out)"
+        )
+    if tuple(previous.provenance.sensor_shape) != provenance.sensor_shape:
+        raise CalibrationSetupError(
+            f"{out} was made on a {previous.provenance.sensor_shape} sensor region, the camera "
+            f"gives {provenance.sensor_shape}; expected the same ROI to resume"
+        )
+    return previous
+
+
+def _darks(camera, settings: PipelineSettings, report) -> dict:
+    masters = []
+    exposures = settings.dark_exposures_us
+    for index, exposure in enumerate(exposures):
+        camera.exposure_us = exposure
+        applied = float(camera.exposure_us)
+        masters.append(darkflat.master_dark(_snaps(camera, settings.dark_frames), applied))
+        report("dark", index + 1, len(exposures))
+    full_scale = 2**camera.bit_depth - 1
+    longest = max(masters, key=lambda m: m.exposure_us)
+    if float(np.median(longest.mean_dn)) > 0.5 * full_scale:
+        raise CalibrationError(
+            f"darks: the {longest.exposure_us:g} us dark has a median of "
+            f"{float(np.median(longest.mean_dn)):.0f} DN of {full_scale}; expected a dark "
+            "frame: is the lens covered?"
+        )
+    current = darkflat.DarkLibrary(masters).dark_current(0.0)
+    return {
+        "exposures_us": np.array([m.exposure_us for m in masters]),
+        "master_darks_dn": np.array([m.mean_dn for m in masters]),
+        "temporal_variance_dn2": np.array([m.temporal_variance_dn2 for m in masters]),
+        "n_frames": settings.dark_frames,
+        "dark_offset_dn": current.offset_dn,
+        "dark_slope_dn_per_s": current.slope_dn_per_s,
+        "mean_dark_slope_dn_per_s": current.mean_slope_dn_per_s,
+    }
+
+
+def _dark_library(section: dict) -> darkflat.DarkLibrary:
+    """The master darks of a ``dark`` section (just measured, or read from a partial file)."""
+    variances = section.get("temporal_variance_dn2")
+    n_frames = int(section.get("n_frames", 1))
+    masters = [
+        darkflat.MasterDark(
+            float(exposure),
+            0.0,
+            np.asarray(mean, np.float32),
+            float("nan") if variances is None else float(variances[index]),
+            n_frames,
+        )
+        for index, (exposure, mean) in enumerate(
+            zip(section["exposures_us"], section["master_darks_dn"], strict=True)
+        )
+    ]
+    return darkflat.DarkLibrary(masters)
+
+
+def _flat(camera, library, layout_grid, settings: PipelineSettings, report):
+    shape = tuple(int(v) for v in camera.roi.shape)
+    everything = np.zeros(shape, np.int32)
+    dark_level = float(np.median(library.dark_for(min(settings.dark_exposures_us))))
+    flat_exposure, _ = auto_expose(
+        camera,
+        everything,
+        SweepSettings((1.0, 2.0, 3.0), target_fill=(0.45, 0.6)),
+        dark_level,
+        1000.0,
+    )
+    flat_raw = _snaps(camera, settings.flat_frames)
+    report("flat", 1, 1)
+    flat_dark = library.dark_for(flat_exposure)
+    flat_signal = np.mean(flat_raw, 0) - flat_dark
+    grid_text = f"{layout_grid[0]}x{layout_grid[1]}"
+    try:
+        registration = register_mosaic(flat_signal, layout_grid, settings.pitch_range_px)
+    except ValueError as error:
+        level = float(np.median(flat_signal))
+        raise MosaicNotFound(
+            f"no {grid_text} filter mosaic found in the flat of the white reference "
+            f"({error}; median signal {level:.1f} DN at {flat_exposure:g} us); expected a flat "
+            f"that shows the mosaic: check --layout-grid, --pitch-px, that the white reference "
+            "fills the view and is lit"
+        ) from None
+    layout = registration.layout
+    report("registration", 1, 1)
+    codes = layout.filter_maps(shape)[0]
+    flat = darkflat.flat_field(flat_raw, flat_dark, codes, layout.n_filters)
+    longest = max(library.masters.values(), key=lambda m: m.exposure_us)
+    defects = darkflat.defect_pixels(longest.mean_dn, flat)
+    sections = {
+        "flat": {
+            "gain": flat.gain,
+            "channel_level_dn": flat.channel_level_dn,
+            "exposure_us": flat_exposure,
+            "mean_dn": np.mean(flat_raw, 0).astype(np.float32),
+        },
+        "defects": {"hot": defects.hot, "dead": defects.dead},
+        "registration": {
+            "pitch_u_px": registration.pitch_u_px,
+            "pitch_v_px": registration.pitch_v_px,
+            "rotation_u_deg": registration.rotation_u_deg,
+            "rotation_v_deg": registration.rotation_v_deg,
+        },
+    }
+    return layout, sections
+
+
+def _reference(power_meter, monochromator, settings, where: str, readings: int = 2) -> float:
+    """Net reference power (shutter open minus closed), W, checked; leaves the shutter open."""
+    monochromator.open_shutter()
+    power = float(np.mean([power_meter.power_W() for _ in range(readings)]))
+    monochromator.close_shutter()
+    dark = float(power_meter.power_W())
+    monochromator.open_shutter()
+    return check_reference_power(power, dark, settings, where)
+
+
+def _emva(camera, mono, meter, channels, settings: PipelineSettings, report) -> dict:
+    wavelength = settings.emva_wavelength_nm
+    mono.go_to(wavelength)
+    meter.set_wavelength_nm(float(np.clip(wavelength, 400.0, 1100.0)))
+    net_W = _reference(meter, mono, settings, f"at {wavelength:g} nm (EMVA series)", 4)
+    mono.close_shutter()
+    dark_level = float(np.median(np.asarray(camera.snap().data)[channels >= 0]))
     mono.open_shutter()
-    dark_level = float(np.median(np.asarray(camera.snap().data)))
     target = SweepSettings((1.0, 2.0, 3.0), target_fill=(0.65, 0.75))
     t70, _ = auto_expose(camera, channels, target, dark_level, 1000.0)
     exposures = np.unique(np.round(np.linspace(0.02, 1.5, settings.emva_exposures) * t70))
-    radiance = bench.spectral_radiance(grid)
-    photons_per_us = float(
-        photoelectron_weights(
-            np.ones((1, grid.size)),
-            grid,
-            np.ones(grid.size),
-            twin.sensor.pixel_area_m2,
-            1.0,
-            twin.lens,
-        )[0]
-        @ radiance
-    )
+    photons = None
+    if settings.sensor_irradiance_per_meter_W and settings.pixel_area_m2:
+        irradiance = net_W * settings.sensor_irradiance_per_meter_W
+        area_um2 = settings.pixel_area_m2 * 1e12
+        photons = emva.photons_per_pixel(irradiance, area_um2, exposures, wavelength)
     bright, dark = [], []
     for index, exposure in enumerate(exposures):
         camera.exposure_us = exposure
@@ -268,36 +615,84 @@ def _emva(camera, mono, bench, twin, channels, settings, report) -> dict:
         mono.close_shutter()
         dark.append(_snaps(camera, 2))
         report("emva", index + 1, len(exposures))
-    transfer = emva.photon_transfer(bright, dark, exposures, channels, photons_per_us * exposures)
+    transfer = emva.photon_transfer(bright, dark, exposures, channels, photons)
     camera.exposure_us = t70 * 0.5 / 0.7
     mono.open_shutter()
     bright_stack = _snaps(camera, settings.emva_stack_frames)
     mono.close_shutter()
     dark_stack = _snaps(camera, settings.emva_stack_frames)
+    mono.open_shutter()
     uniformity = emva.spatial_nonuniformity(
         dark_stack, bright_stack, channels, transfer.system_gain_pooled_dn_per_e
     )
-    return {**asdict(transfer), **asdict(uniformity), "wavelength_nm": settings.emva_wavelength_nm}
-
-
-def _basis_fit(white, camera, mono, channels, grid, settings, exposure_us, library) -> dict:
-    spectra = sample_spectra(grid, settings.n_samples)
-    reference = white.source
-    n_channels = int(channels.max()) + 1
-    dark = channel_means(library.dark_for(exposure_us), channels, n_channels)
-    readings = []
-    white.exposure_us = exposure_us
-    for index, spectrum in enumerate(spectra):
-        white.source = WhiteReference(lambda g, s=spectrum: s, reference.level, f"sample {index}")
-        means = np.mean([channel_means(white.snap(), channels, n_channels) for _ in range(2)], 0)
-        readings.append((means - dark) / (exposure_us * 1e-6))
-    white.source = reference
-    fit = fit_response_basis(spectra * reference.level, grid, np.array(readings))
     return {
-        "spectra": spectra,
+        **asdict(transfer),
+        **asdict(uniformity),
+        "wavelength_nm": wavelength,
+        "reference_power_W": net_W,
+    }
+
+
+def _sweep(camera, mono, meter, channels, sweep_settings, settings, clock, state, report):
+    sections = state.sections
+    record = (
+        SweepRecord.from_dict(sections["sweep"])
+        if "sweep" in sections
+        else SweepRecord(sweep_settings)
+    )
+    if record.complete:
+        return record
+    grid = sweep_settings.wavelengths_nm
+
+    def checkpoint(record: SweepRecord) -> None:
+        point = record.points[-1]
+        try:
+            check_reference_power(
+                point.reference_power_W,
+                point.reference_dark_W,
+                settings,
+                f"at {point.wavelength_nm:g} nm (sweep)",
+            )
+        except ReferencePowerError:
+            record.points.pop()  # not stored: a resumed run measures it again
+            raise
+        sections["sweep"] = record.to_dict()
+        state.save()
+
+    def on_point(point) -> None:
+        report("sweep", grid.index(point.wavelength_nm) + 1, len(grid))
+
+    return run_sweep(
+        camera,
+        mono,
+        meter,
+        channels,
+        sweep_settings,
+        clock,
+        resume=record,
+        checkpoint=checkpoint,
+        progress=on_point,
+    )
+
+
+def _basis_fit(camera, operator, channels, grid, samples, exposure_us, dark_dn, report) -> dict:
+    n_channels = int(channels.max()) + 1
+    dark = channel_means(dark_dn, channels, n_channels)
+    camera.exposure_us = exposure_us
+    readings = []
+    for index in range(len(samples)):
+        instruction = INSTRUCTIONS["sample"].format(number=index + 1, total=len(samples))
+        operator.prompt("sample", instruction, index=index)
+        means = np.mean([channel_means(camera.snap(), channels, n_channels) for _ in range(2)], 0)
+        readings.append((means - dark) / (exposure_us * 1e-6))
+        report("samples", index + 1, len(samples))
+    fit = fit_response_basis(samples, grid, np.array(readings))
+    return {
+        "spectra": samples,
         "readings": np.array(readings),
         "response": fit.response,
         "coefficients": fit.coefficients,
         "r_squared": fit.r_squared,
+        "exposure_us": exposure_us,
         "units": "DN s^-1 per (W m^-2 sr^-1 nm^-1) per nm",
     }

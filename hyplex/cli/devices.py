@@ -33,6 +33,30 @@ Cycle = Annotated[
 Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing --record file (default: refuse).")
 ]
+Compression = Annotated[
+    str,
+    typer.Option(
+        help="Lossless codec of --record: none | lz4 | zstd (Blosc2 with bit-shuffle; read with "
+        "h5py after `import hdf5plugin`). lz4 is the fastest; zstd stores ~8 % less."
+    ),
+]
+Packing = Annotated[
+    str, typer.Option(help="--record pixel packing: none | mono12p (12-bit sensors, 3 B / 2 px).")
+]
+QueueFrames = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="--record write queue, frames: compression and disk writes run on their own "
+        "threads; a frame that finds it full is dropped and counted (0: write in line).",
+    ),
+]
+ThrottleMBps = Annotated[
+    float | None,
+    typer.Option(
+        "--throttle-mbps", min=0.001, help="Hold --record's writes to N MB/s (emulate a slow disk)."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -122,16 +146,35 @@ def stream_command(
     sim_shape: SimShape = "3000x4000",
     cycle_frames: Cycle = 3,
     overwrite: Overwrite = False,
+    compression: Compression = "lz4",
+    packing: Packing = "none",
+    queue_frames: QueueFrames = 8,
+    throttle_mbps: ThrottleMBps = None,
 ) -> None:
     """Stream a camera for SECONDS with a live progress line (fps, drops); optionally record.
 
     --record refuses an existing file unless --overwrite, and a file another recorder is
-    writing (exit code 1, naming the other writer)."""
+    writing (exit code 1, naming the other writer). It warns before the start when the disk
+    may not hold the recording, and stops cleanly, with a valid file, when the disk fills."""
+    from hyplex.devices.compression import require_codec
     from hyplex.devices.errors import CameraError, RecordingError, StreamEnded
-    from hyplex.devices.recorder import Recorder, StreamSpec, check_target
+    from hyplex.devices.recorder import Recorder, RecordingDiskFull, StreamSpec, check_target
+    from hyplex.devices.ring import OverflowPolicy
+    from hyplex.optics.extras import MissingExtraError
 
     check_stream_options(camera, policy, exposure_us, frame_rate_hz, sim_shape, buffer)
+    if packing not in ("none", "mono12p"):
+        raise typer.BadParameter(
+            f"expected none or mono12p, got {packing!r}", param_hint="'--packing'"
+        )
     if record is not None:
+        try:
+            require_codec(compression)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="'--compression'") from None
+        except MissingExtraError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
         try:  # before the camera is built; the recorder checks again under its lock
             check_target(record, overwrite)
         except RecordingError as error:
@@ -141,9 +184,28 @@ def stream_command(
     try:
         device.open()
         apply_settings(device, exposure_us=exposure_us, frame_rate_hz=frame_rate_hz)
-        recorder = (
-            Recorder(record, StreamSpec.for_camera(device), overwrite=overwrite) if record else None
-        )
+        recorder = None
+        if record:
+            rate = getattr(device, "frame_rate_hz", None) or 0.0
+            by_time = int(seconds * rate) + 1 if 0 < rate < float("inf") else None
+            expected = [n for n in (frames, by_time) if n]
+            try:
+                recorder = Recorder(
+                    record,
+                    StreamSpec.for_camera(device),
+                    overwrite=overwrite,
+                    compression=compression,
+                    packing=packing,
+                    queue_frames=queue_frames,
+                    # BLOCK: a full queue holds the ring back (a live camera then drops at the
+                    # device, counted there; a file source loses nothing); else it drops here
+                    block_when_full=OverflowPolicy.parse(policy) is OverflowPolicy.BLOCK,
+                    throttle_MBps=throttle_mbps,
+                    expected_frames=min(expected) if expected else None,
+                )
+            except ValueError as error:  # e.g. --packing mono12p on a 16-bit camera
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(1) from None
         count, start, last_print = 0, time.monotonic(), 0.0
         device.start(n=frames, policy=policy, buffer_frames=buffer)
         try:
@@ -156,7 +218,12 @@ def stream_command(
                     break
                 with frame:
                     if recorder is not None:
-                        recorder.write(frame)
+                        try:
+                            recorder.write(frame)
+                        except RecordingDiskFull as error:
+                            sys.stderr.write("\n")
+                            typer.echo(f"stopped: {error}", err=True)
+                            break
                 count += 1
                 elapsed = time.monotonic() - start
                 if elapsed - last_print >= 0.25:
@@ -169,10 +236,18 @@ def stream_command(
         _progress(count, time.monotonic() - start, device.stats, recorder)
         sys.stderr.write("\n")
         stats = device.stats
+        recorded = ""
+        if recorder is not None:
+            recorded = (
+                f", recorded to {record} ({recorder.flushed()} frames, {compression}, ratio "
+                f"{recorder.compression_ratio:.2f}, recorder dropped {recorder.dropped})"
+            )
         typer.echo(
             f"{count} frames, dropped {stats.dropped} (device {stats.dropped_device}, host "
-            f"{stats.dropped_host})" + (f", recorded to {record}" if record else "")
+            f"{stats.dropped_host})" + recorded
         )
+        if recorder is not None and recorder.failure is not None:
+            raise typer.Exit(1)
     except (CameraError, RecordingError) as error:
         sys.stderr.write("\n")
         typer.echo(f"error: {error}", err=True)
@@ -197,6 +272,14 @@ def sim_device_command(
     kind: Annotated[str, typer.Argument(help="monochromator | filterwheel | stage | powermeter")],
     pty: Annotated[bool, typer.Option("--pty", help="Serve on a pseudo-terminal.")] = False,
     chunk_bytes: Annotated[int, typer.Option(min=0, help="Split replies (pty only).")] = 0,
+    bench_state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder shared by the simulated bench's processes: the monochromator and "
+            "filter wheel publish their state there, the power meter (and a simulated camera, "
+            "hyplex calibrate --bench-state) read the light from it (hyplex.devices.bench_link)."
+        ),
+    ] = None,
 ) -> None:
     """Run an instrument simulator: on a pty (open the printed port with any serial tool), or
     as a line-by-line console on stdin/stdout."""
@@ -204,7 +287,18 @@ def sim_device_command(
 
     if kind not in SIMULATOR_CLASSES:
         raise typer.BadParameter(f"unknown instrument {kind!r}; one of {sorted(SIMULATOR_CLASSES)}")
+    if bench_state is not None and not bench_state.is_dir():
+        raise typer.BadParameter(
+            f"{bench_state} is not a folder; expected an existing folder shared by the bench",
+            param_hint="'--bench-state'",
+        )
     simulator = simulator_class(kind)()
+    if bench_state is not None:
+        from hyplex.devices.bench_link import LinkedBench, PublishingSimulator
+
+        if kind == "powermeter":  # the meter reads the light the monochromator publishes
+            simulator.power_W = LinkedBench(bench_state).power_on_meter_W
+        simulator = PublishingSimulator(simulator, bench_state)
     if pty:
         from hyplex.devices.pty_bridge import PtyBridge
 
@@ -220,4 +314,6 @@ def sim_device_command(
         if not line.strip():
             continue
         reply = simulator.handle(line.strip())
+        if bench_state is not None:
+            simulator.publish()
         typer.echo("" if reply is None else reply)

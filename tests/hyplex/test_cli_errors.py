@@ -78,7 +78,7 @@ TWIN = [
 ]
 VIEWER = [("hyplex.viewer.server", "simulated_session")]
 CALIBRATION = [
-    ("hyplex.calibration.pipeline", "calibrate_simulated"),
+    ("hyplex.calibration.pipeline", "calibrate"),
     ("hyplex.simulation.camera", "default_camera"),
 ]
 SEGMENT = [("hyplex.pipeline.batch", "run_jobs")]

@@ -51,7 +51,8 @@ def _bundle(responses):
 
 def test_measured_transmissions_recovers_the_fabricated_filters(tmp_path):
     """Calibrating a twin with fabricated filters measures them: same shapes to < 2 % RMS."""
-    from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
+    from hyplex.calibration.pipeline import PipelineSettings
+    from hyplex.calibration.sim_bench_config import calibrate_simulated
 
     bundle = SimpleNamespace(
         wavelengths_nm=GRID,
@@ -145,7 +146,8 @@ def test_refit_bundle_writes_a_bundle_with_the_measured_layout(tmp_path):
     """``hyplex refit`` end to end on a saved (tiny) bundle and a fabricated calibration."""
     from typer.testing import CliRunner
 
-    from hyplex.calibration.pipeline import PipelineSettings, calibrate_simulated
+    from hyplex.calibration.pipeline import PipelineSettings
+    from hyplex.calibration.sim_bench_config import calibrate_simulated
     from hyplex.cli import app
     from hyplex.models.bundle import load_bundle, save_bundle
     from hyplex.models.codesign import CodesignModel, CodesignResult
