@@ -356,3 +356,37 @@ def test_write_after_a_failure_is_refused_with_the_cause(tmp_path, monkeypatch):
     recorder.close()
     with Recording(tmp_path / "e.h5") as recording:
         assert len(recording) == 0
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app():
+    import typer
+
+    from hyplex.cli.devices import register
+
+    application = typer.Typer()
+    register(application)
+    return application
+
+
+def test_stream_records_compressed_frames(app, png_sequence, tmp_path):
+    from typer.testing import CliRunner
+
+    path = tmp_path / "cli.h5"
+    camera = ["stream", "--camera", f"opencv:{png_sequence}", "--record", str(path)]
+    result = CliRunner().invoke(app, [*camera, "--compression", "zstd", "--queue-frames", "2"])
+    assert result.exit_code == 0, result.output
+    assert "12 frames" in result.output and "zstd" in result.output
+    with Recording(path) as recording:
+        assert len(recording) == 12 and recording.compression == "zstd"
+        for index in range(12):  # frame i: 100 i + column, 40 x 56 (conftest)
+            expected = (100 * index + np.arange(56, dtype=np.uint16))[None, :].repeat(40, 0)
+            assert np.array_equal(recording[index], expected)
+
+    result = CliRunner().invoke(app, [*camera, "--overwrite", "--compression", "gzip"])
+    assert result.exit_code == 2 and "unknown compression 'gzip'" in result.output
+    result = CliRunner().invoke(app, [*camera, "--overwrite", "--packing", "mono12p"])
+    assert result.exit_code == 1 and "12-bit pixels" in result.output
