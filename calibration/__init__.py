@@ -4,7 +4,11 @@
 module                      what
 ==========================  ===============================================================
 ``darkflat``                master darks, dark current, hot/dead pixels, per-channel flats
-``emva``                    EMVA 1288 R4.0 photon transfer, DSNU/PRNU (row/column/pixel)
+``emva``                    EMVA 1288 R4.0 photon transfer, dark current, DSNU/PRNU
+``emva_spatial``            EMVA 1288 spectrograms and defect-pixel histograms
+``emva_descriptor``         EMVA 1288 descriptor files: read, write, analyse a data set
+``emva_datasheet``          EMVA 1288 summary data sheet (JSON + PNG)
+``measured_import``         measured (spectrum, readings) pairs -> responses, LOO errors
 ``registration``            ``MosaicLayout`` from a flat frame (Fourier lattice + blocks)
 ``spectral_response``       monochromator sweep, auto-exposure, ridge deconvolution, bootstrap
 ``basis_fit``               the Hyplex method: NNLS on broadband samples, Gaussian/Lorentzian
