@@ -160,7 +160,7 @@ class CameraTwin:
                 raise ValueError("electrons must be finite (found NaN or infinity)")
             rng = np.random.default_rng([seed, frame_index])
             return sensor_frame_numpy(signal, prnu, dsnu, settings, rng, noise)
-        key = np.uint64(kernels.frame_key(np.uint64(seed), np.uint64(frame_index)))
+        key = kernels.frame_key(seed, frame_index)
         return kernels.sensor_frame(signal, prnu, dsnu, settings, key, noise, kernels.ZIGGURAT)
 
     def render(

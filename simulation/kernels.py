@@ -19,8 +19,9 @@ Layout geometry is passed as the float64 vector of ``MosaicLayout.parameters()``
 (see ``layout.py``); :func:`layout_coordinates` and :func:`assign` are the single definition of
 which sub-filter a pixel centre falls in, shared by the map builder and the on-the-fly binning.
 
-Random numbers (``kernels_sensor.py``) are counter-based: draw k of pixel i in frame j is a
-SplitMix64 hash of (seed, j, i, k), so a frame is reproducible whatever the number of threads.
+Random numbers (``counter_rng.py``, used by ``kernels_sensor.py``) are counter-based:
+Philox-4x32-10 keyed by the seed with the counter (pixel, block, frame), so a frame is
+reproducible bit for bit whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -396,8 +397,12 @@ def sensor_frame(electrons, prnu, dsnu_e, settings, key, noise, table=ZIGGURAT):
         )
     _require(np.shape(settings) == (7,), f"settings must have 7 values, got {np.shape(settings)}")
     _require(np.shape(table) == ZIGGURAT.shape, f"table must be kernels.ZIGGURAT {ZIGGURAT.shape}")
-    out, bad = sensor_frame_unchecked(
-        electrons, prnu, dsnu_e, settings, np.uint64(key), noise, table
+    key = np.asarray(key)
+    _require(
+        key.shape == (4,) and key.dtype == np.uint64 and bool(np.all(key <= 0xFFFFFFFF)),
+        f"key must be kernels.frame_key(seed, frame_index) (4 words), got {key!r}",
     )
+    _require(shape[0] * shape[1] < 2**32, f"frames must have < 2^32 pixels, got {shape}")
+    out, bad = sensor_frame_unchecked(electrons, prnu, dsnu_e, settings, key, noise, table)
     _raise_bad(bad, "non-finite expected electrons (NaN or infinity)")
     return out
