@@ -87,10 +87,12 @@ def sensor_irradiance_per_meter_W(twin, bench, wavelength_nm: float, slit_um: fl
         radiance_per_watt=bench.radiance_per_watt,
         meter_fraction=bench.meter_fraction,
     )
-    monochromator = scratch.monochromator
-    for command in (f"SLIT1MICRONS {slit_um:.0f}", f"GOWAVE {wavelength_nm:.3f}", "SHUTTER O"):
-        monochromator.handle(command)
-    scratch.clock.advance(60.0)
+    from hyplex.devices import Monochromator
+
+    with Monochromator(scratch.urls["monochromator"], clock=scratch.clock) as monochromator:
+        monochromator.set_slit_um(slit_um)
+        monochromator.go_to(wavelength_nm)
+        monochromator.open_shutter()
     grid = twin.wavelengths_nm
     area = twin.sensor.pixel_area_m2
     weights = photoelectron_weights(

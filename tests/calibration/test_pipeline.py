@@ -236,9 +236,7 @@ def test_bad_input_is_named_and_an_existing_file_is_never_overwritten(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize(
-    ("power", "message"), [(0.0, "reads no light"), (1e38, "saturated")]
-)
+@pytest.mark.parametrize(("power", "message"), [(0.0, "reads no light"), (1e38, "saturated")])
 def test_power_meter_reading_zero_or_saturated_is_named(tmp_path, power, message):
     bench = SimulatedBench()
     bench.power_meter.power_W = lambda: power
@@ -278,3 +276,24 @@ def test_cli_registers_calibrate_as_a_group():
         assert requirement in result.output, requirement
     result = CliRunner().invoke(app, ["calibrate", "--camera", "nonsense:0"])
     assert result.exit_code != 0
+
+
+def test_ctrl_c_leaves_a_resumable_file_and_exit_code_130(tmp_path, monkeypatch):
+    """Ctrl-C in the EMVA step (after darks and flat): the CLI says how to go on, exits 130,
+    and the partial file holds the finished steps."""
+    import hyplex.calibration.pipeline as pipeline
+    from hyplex.cli import app
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.emva, "photon_transfer", interrupt)
+    out = tmp_path / "cal.h5"
+    arguments = ["calibrate", "--rows", "96", "--cols", "104", "--samples", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, [*arguments, "--grid", "450:650:100"])
+    assert result.exit_code == 130, result.output
+    assert "--resume" in result.output
+    partial = load_calibration(out, allow_partial=True)
+    assert partial.status == "partial" and {"dark", "flat"} <= set(partial.sections)
+    again = CliRunner().invoke(app, [*arguments, "--grid", "450:650:100"])
+    assert again.exit_code == 2 and "exists" in again.output  # never overwritten
