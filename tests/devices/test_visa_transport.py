@@ -146,3 +146,15 @@ def test_a_setting_that_does_not_stick_reads_the_error_queue(visa_sim_backend):
     ) as meter:
         with pytest.raises(InstrumentError, match=r"'SENS:CORR:WAV 1200' not applied .*633"):
             unchecked.set(meter, 1200)
+
+
+def test_the_monochromator_over_usb_tmc_has_no_echo(visa_sim_backend):
+    url = "USB0::0x1FDE::0x0014::CS130B0001::INSTR"
+    with open_instrument(
+        "monochromator", url, visa_backend=visa_sim_backend, timeout_s=0.5
+    ) as driver:
+        assert not driver.transport.echo  # USB: never echoed (section 15.4)
+        assert driver.identify().startswith("Newport Cornerstone 130B")
+        assert driver.go_to(632.8) == pytest.approx(632.8)
+        driver.open_shutter()
+        assert driver.shutter_open
