@@ -87,11 +87,34 @@ class LineFaults:
         Replies corrupted (a byte that is not ASCII): the driver cannot parse them.
     partial : int
         Replies cut in half, without terminator: the driver times out mid-line.
+    after : int
+        Replies sent intact before the faults start (a fault mid-sweep).
     """
 
     silent: int = 0
     garbled: int = 0
     partial: int = 0
+    after: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> LineFaults:
+        """``"after=40,garbled=3"`` -> ``LineFaults(garbled=3, after=40)`` (counts >= 0).
+
+        ``hyplex sim-device --faults`` uses it, so a simulator in another process can stop
+        answering (``silent=1000000``) or garble replies mid-run.
+        """
+        faults = cls()
+        names = ("silent", "garbled", "partial", "after")
+        for item in filter(None, (part.strip() for part in str(text).split(","))):
+            name, _, value = item.partition("=")
+            name = name.strip()
+            if name not in names or not value.strip().isdigit():
+                raise ValueError(
+                    f"bad fault {item!r}; expected NAME=COUNT with NAME one of {names} and "
+                    "COUNT an integer >= 0, e.g. 'after=40,garbled=3'"
+                )
+            setattr(faults, name, int(value))
+        return faults
 
 
 class InstrumentSimulator(ABC):
@@ -143,6 +166,9 @@ class InstrumentSimulator(ABC):
 
     def _with_faults(self, reply: bytes) -> bytes:
         faults = self.faults
+        if faults.after > 0 and (faults.silent or faults.garbled or faults.partial):
+            faults.after -= 1
+            return reply
         if faults.silent > 0:
             faults.silent -= 1
             return b""

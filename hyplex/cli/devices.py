@@ -280,6 +280,14 @@ def sim_device_command(
             "hyplex calibrate --bench-state) read the light from it (hyplex.devices.bench_link)."
         ),
     ] = None,
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="Line faults, e.g. 'after=40,garbled=3' (3 garbled replies after 40 good "
+            "ones) or 'after=40,silent=1000000' (stops answering): silent | garbled | "
+            "partial | after (hyplex.devices.instrument_sim.LineFaults)."
+        ),
+    ] = "",
 ) -> None:
     """Run an instrument simulator: on a pty (open the printed port with any serial tool), or
     as a line-by-line console on stdin/stdout."""
@@ -292,7 +300,14 @@ def sim_device_command(
             f"{bench_state} is not a folder; expected an existing folder shared by the bench",
             param_hint="'--bench-state'",
         )
+    from hyplex.devices.instrument_sim import LineFaults
+
+    try:
+        line_faults = LineFaults.parse(faults)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--faults'") from None
     simulator = simulator_class(kind)()
+    simulator.faults = line_faults
     if bench_state is not None:
         from hyplex.devices.bench_link import LinkedBench, PublishingSimulator
 

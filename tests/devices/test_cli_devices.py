@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from hyplex.cli.devices import register
+from hyplex.devices.errors import GarbledReply, InstrumentTimeout
 from hyplex.devices.instruments import Monochromator
 from hyplex.devices.recorder import Recording
 
@@ -69,6 +70,38 @@ def test_sim_device_console(app):
     assert result.exit_code == 0
     # a command has no response; an unknown one sets the status byte and error code 1
     assert result.output.splitlines() == ["500.000", "", "32", "1"]
+
+
+def test_sim_device_refuses_a_bad_fault_spec(app):
+    result = CliRunner().invoke(app, ["sim-device", "monochromator", "--faults", "lost=2"])
+    assert result.exit_code == 2 and "after=40,garbled=3" in result.output
+
+
+@pytest.mark.parametrize(
+    "faults, error, what",
+    [
+        ("after=2,garbled=3", GarbledReply, r"garbled .*'WAVE\?' after 3 attempt"),
+        ("after=2,silent=1000000", InstrumentTimeout, r"timeout .*'WAVE\?' after 3 attempt"),
+    ],
+    ids=["garbled", "stops-answering"],
+)
+def test_sim_device_process_with_line_faults(faults, error, what):
+    """A simulator in another process fails mid-run: the driver retries, then names the
+    instrument and the command (the first two replies, UNITS NM's echo and STB?, are good)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", APP_SCRIPT, "sim-device", "monochromator", "--pty"]
+        + ["--faults", faults],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = process.stdout.readline().split(" on ")[1].split()[0]
+        with Monochromator(port, timeout_s=0.5, retries=2) as driver:
+            with pytest.raises(error, match=rf"monochromator at {port}: {what}"):
+                _ = driver.wavelength_nm
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
 
 
 def test_sim_device_on_a_pty():

@@ -150,3 +150,20 @@ def test_timeouts_and_garbage_over_a_pty():
             _ = driver.wavelength_nm
         assert driver.wavelength_nm == 500.0
         driver.close()
+
+
+def test_line_faults_parse_and_start_after_good_replies():
+    from hyplex.devices.instrument_sim import LineFaults
+
+    assert LineFaults.parse("after=40, garbled=3") == LineFaults(garbled=3, after=40)
+    assert LineFaults.parse("") == LineFaults()
+    with pytest.raises(ValueError, match="bad fault 'silent=-1'"):
+        LineFaults.parse("silent=-1")
+    clock = VirtualClock()
+    simulator = MonochromatorSimulator(clock)
+    driver = Monochromator(attach(simulator), clock=clock, retries=0)
+    simulator.faults = LineFaults.parse("after=1,silent=1")
+    assert driver.wavelength_nm == 500.0  # the one good reply
+    with pytest.raises(InstrumentTimeout, match="'WAVE\\?'"):
+        _ = driver.wavelength_nm
+    assert driver.wavelength_nm == 500.0
