@@ -204,3 +204,26 @@ def test_realtime_bundle_decodes_like_its_training_model(bundles):
         np.testing.assert_allclose(
             bundle.segmenter.fused()(x).numpy(), bundle.segmenter(x).numpy(), atol=1e-4
         )
+
+
+def test_command_line_refuses_the_other_profile(bundles, tmp_path):
+    """``hyplex segment --profile`` checks the bundle before any input is opened, and
+    ``hyplex design --profile`` takes full or realtime only."""
+    import typer
+    from typer.testing import CliRunner
+
+    from hyplex.cli import design, video
+
+    app = typer.Typer()
+    video.register(app)
+    design.register(app)
+    missing = str(tmp_path / "nothing.h5")  # never opened: the profile is checked first
+    result = CliRunner().invoke(
+        app, ["segment", missing, "--bundle", str(bundles["realtime"]), "--profile", "full"]
+    )
+    assert result.exit_code != 0 and "realtime bundle" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(
+        app, ["design", "--out", str(tmp_path / "d"), "--profile", "fast", "--steps", "1"]
+    )
+    assert result.exit_code != 0 and "full or realtime" in result.output
