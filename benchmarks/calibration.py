@@ -1,5 +1,11 @@
 """Calibration benchmark on the simulated bench: the pipeline against the twin's truth.
 
+Every calibration runs through the protocol runner (``runner: "protocols"``,
+:func:`hyplex.calibration.pipeline.calibrate`) with the monochromator and the power meter as
+``hyplex sim-device --pty`` processes (``instrument_transport: "pty"``): pyserial on a
+pseudo-terminal, the instruments' line protocol and real-time moves; the simulated camera sees
+their light through the bench-state folder (``hyplex.devices.bench_link``).
+
 Prints one JSON line:
 - ``response_rms_error``: ||R_measured - R_true||_F / ||R_true||_F of the monochromator sweep
   (deconvolved) against the twin's true channel responses;
@@ -32,21 +38,81 @@ from pathlib import Path
 import numpy as np
 
 
+class PtyBench:
+    """``hyplex sim-device monochromator|powermeter --pty --bench-state FOLDER`` processes;
+    ``ports`` maps each kind to its pseudo-terminal."""
+
+    KINDS = ("monochromator", "powermeter")
+
+    def __init__(self, folder: Path):
+        self.folder, self.processes, self.ports = Path(folder), [], {}
+
+    def __enter__(self) -> PtyBench:
+        import select
+        import subprocess
+
+        for kind in self.KINDS:
+            command = [sys.executable, "-m", "hyplex", "sim-device", kind, "--pty"]
+            process = subprocess.Popen(
+                [*command, "--bench-state", str(self.folder)], stdout=subprocess.PIPE, text=True
+            )
+            self.processes.append(process)
+            ready, _, _ = select.select([process.stdout], [], [], 60.0)
+            line = process.stdout.readline() if ready else ""
+            if " on " not in line:
+                self.__exit__()
+                raise RuntimeError(f"hyplex sim-device {kind} did not start: {line!r}")
+            self.ports[kind] = line.split(" on ")[1].split()[0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            process.stdout.close()
+
+
+def calibrate_on_ptys(twin, out: Path, settings):
+    """The protocol runner on ``twin`` with pty instruments; (calibration, bench) where
+    ``bench`` is the LinkedBench the camera saw (its optics give the truth)."""
+    from hyplex.calibration.pipeline import calibrate
+    from hyplex.calibration.sim_bench_config import simulated_configuration
+    from hyplex.devices.bench_link import LinkedBench
+    from hyplex.devices.clock import MonotonicClock, VirtualClock
+    from hyplex.devices.instruments import open_instrument
+
+    with tempfile.TemporaryDirectory() as folder, PtyBench(Path(folder)) as instruments:
+        bench = LinkedBench(folder)
+        config = simulated_configuration(twin, bench, settings, camera_clock=VirtualClock())
+        clock = MonotonicClock()  # the instruments run in real time
+        ports = instruments.ports
+        with (
+            config.camera,
+            open_instrument("monochromator", ports["monochromator"], clock=clock) as mono,
+            open_instrument("power_meter", ports["powermeter"], clock=clock) as meter,
+        ):
+            calibration = calibrate(
+                config.camera, mono, meter, layout_grid=config.layout_grid,
+                wavelengths_nm=config.wavelengths_nm, operator=config.operator,
+                settings=config.settings, out=out, clock=clock, camera_id=config.camera_id,
+                samples=config.samples,
+            )  # fmt: skip
+    return calibration, bench
+
+
 def main(quick: bool = False) -> dict:
     from hyplex.calibration.bench import true_response
     from hyplex.calibration.pipeline import PipelineSettings
-    from hyplex.calibration.sim_bench_config import calibrate_simulated
-    from hyplex.devices.sim_bench import SimulatedBench
     from hyplex.simulation.camera import default_camera
     from hyplex.simulation.grids import prototype_grid
 
     shape = (120, 128) if quick else (240, 256)
     twin = default_camera(prototype_grid(), shape, pitch_px=5.3, rotation_deg=1.0)
-    bench = SimulatedBench()
     settings = PipelineSettings(sweep_frames=3 if quick else 4)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        calibration = calibrate_simulated(twin, Path(folder) / "cal.h5", settings, bench=bench)
+        calibration, bench = calibrate_on_ptys(twin, Path(folder) / "cal.h5", settings)
     seconds = time.perf_counter() - start
     truth = true_response(twin, bench)
     measured = calibration.sections["spectral"]["response"]
@@ -57,6 +123,8 @@ def main(quick: bool = False) -> dict:
     layout, found = twin.encoder.layout, calibration.layout
     return {
         "benchmark": "calibration",
+        "runner": "protocols",
+        "instrument_transport": "pty",
         "sensor_shape": list(shape),
         "response_rms_error": float(np.linalg.norm(measured - truth) / np.linalg.norm(truth)),
         "gain_K_rel_error": abs(gain - k_true) / k_true,
@@ -164,7 +232,6 @@ def refit_loop(bundle_path, quick: bool, folder: Path, error=None) -> dict:
     """Fabricate (``error``: a FabricationError, default its defaults), calibrate and refit a
     bundle on the twin; the refit figures."""
     from hyplex.calibration.pipeline import PipelineSettings
-    from hyplex.calibration.sim_bench_config import calibrate_simulated
     from hyplex.hil.measured_response import design_twin, measured_transmissions
     from hyplex.hil.refit import RefitSettings, refit
     from hyplex.models.bundle import load_bundle
@@ -176,7 +243,7 @@ def refit_loop(bundle_path, quick: bool, folder: Path, error=None) -> dict:
     error = error or FabricationError()
     twin, truth = design_twin(bundle, shape, 5.3, 1.0, error, seed=0)
     settings = PipelineSettings(sweep_frames=3, n_samples=0)
-    calibration = calibrate_simulated(twin, folder / "fabricated.h5", settings)
+    calibration, _ = calibrate_on_ptys(twin, folder / "fabricated.h5", settings)
     spectral = calibration.sections["spectral"]
     capture = CameraCapture(bundle.wavelengths_nm, bundle.capture)
     measured = measured_transmissions(
