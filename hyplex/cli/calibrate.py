@@ -9,28 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 HELP = """Dark -> flat -> registration -> EMVA 1288 -> monochromator sweep (-> Hyplex
 basis fit), written to one calibration file (--out) and a PNG report.
 
 \b
-What each instrument must support (the drivers' command sets):
-camera: the Camera protocol with a settable exposure time
-  (GenICam ExposureTime via harvesters + a .cti producer, or an OpenCV
-  V4L2/UVC camera with manual exposure), single-frame snap, mono pixels
-monochromator: the Cornerstone 130/260 command set, 9600 8N1, CR LF:
-  UNITS NM, GOWAVE <nm>, WAVE?, STB? (bit 0: moving), SHUTTER O|C,
-  SHUTTER?, SLIT1MICRONS <um>, INFO?
-power meter: PM100-class SCPI over serial or USB-TMC (VISA):
-  *IDN?, SENS:CORR:WAV <nm> / ?, SENS:AVER:COUN <n> / ?,
-  MEAS:POW? (W), SYST:ERR?
-filter wheel (optional): the FW102C command set: pos=<n>, pos?, pcount?
-
-\b
-Instrument URLs: /dev/ttyUSB0 or a pty (pyserial); ASRL/dev/ttyUSB0::INSTR,
-USB0::...::INSTR, TCPIP::host::INSTR (VISA, pyvisa-py); sim://<kind>.
+What each instrument must support (hyplex.devices.instruments.requirements_text):
+camera: the Camera protocol with a settable exposure time (GenICam
+  ExposureTime via harvesters and a .cti producer, or an OpenCV V4L2/UVC
+  camera with manual exposure), single-frame snap, mono pixels.
+monochromator: Cornerstone 130B/260B command set (RS-232 9600 8N1 with echo,
+  or USB-TMC): UNITS NM, GOWAVE/WAVE? (200-1100 nm), SHUTTER O|C / SHUTTER?,
+  SLIT1MICRONS, INFO?, STB?/ERROR?, *OPC/*ESR?.
+power_meter: Thorlabs PM100-class SCPI (USB-TMC via VISA, or a line): *IDN?,
+  MEAS:POW? in W, SENS:CORR:WAV (400-1100 nm), SENS:AVER:COUN,
+  SENS:POW:RANG:AUTO, SENS:POW:RANG:UPP?, SYST:ERR?.
+filter_wheel: Thorlabs FW102C (115200 8N1, CR): pos=n, pos?, pcount?, *idn?.
+URLs: /dev/ttyUSB0 or COM3 (pyserial); ASRL/dev/ttyUSB0::INSTR,
+  USB0::...::INSTR, TCPIP::host::INSTR (VISA, pyvisa-py); sim://<kind>
+  (simulator).
 
 \b
 Steps that need a person (cover the lens, place the white reference, point
@@ -52,6 +50,9 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(help=HELP, invoke_without_command=True)
     group.callback(invoke_without_command=True)(calibrate_command)
     # subcommands of the group (hyplex calibrate import ...) are added here
+    from hyplex.cli.calibrate_import import register as register_import
+
+    register_import(group)
     app.add_typer(group, name="calibrate")
 
 
@@ -150,8 +151,10 @@ def calibrate_command(
     )  # fmt: skip
 
 
-def parse_grid(text: str) -> np.ndarray:
-    """``"START:STOP:STEP"`` nm -> wavelengths (STOP included when on the grid)."""
+def parse_grid(text: str):
+    """``"START:STOP:STEP"`` nm -> wavelengths, numpy (L,) (STOP included when on the grid)."""
+    import numpy as np
+
     try:
         start, stop, step = (float(v) for v in text.split(":"))
     except ValueError:
@@ -296,9 +299,13 @@ def _run(
                 err=True,
             )
             raise typer.Exit(130) from None
-    png = plot_report(calibration, report or out.with_suffix(".png"))
+    from hyplex.calibration.emva_datasheet import report_panels, write_datasheet
+
+    png = plot_report(calibration, report or out.with_suffix(".png"), panels=report_panels())
     emva = calibration.sections["emva"]
-    typer.echo(f"wrote {out} and {png}")
+    sheet = write_datasheet(emva, png.parent, {"camera": calibration.provenance.camera_model},
+                            stem=f"{png.stem}_emva1288")  # fmt: skip
+    typer.echo(f"wrote {out}, {png} and the EMVA 1288 data sheet {sheet[1]} (+ .json)")
     typer.echo(f"layout: {calibration.layout}")
     gain = f"K = {float(emva['system_gain_pooled_dn_per_e']):.4f} DN/e-"
     typer.echo(gain + (f" (true {truth_k})" if truth_k is not None else ""))
