@@ -57,6 +57,7 @@ __all__ = [
     "auxiliary_library",
     "make_openset_scenes",
     "build_openset_data",
+    "encode_spectra",
 ]
 
 #: label of unknown-material pixels (ignored by cross-entropy, ``ignore_index=-1``)
@@ -323,6 +324,20 @@ class OpenSetScenes:
         return LabelledBarcodes(torch.cat(out), torch.as_tensor(self.labels, dtype=torch.long))
 
 
+def encode_spectra(encoder, spectra, generator=None, noise: bool = True) -> torch.Tensor:
+    """Barcodes ``(N, F)`` of point reflectances ``spectra (N, L)`` (unitless, [0, 1]) through
+    ``encoder`` (a column image ``(1, L, N, 1)``, so the same camera model applies)."""
+    values = torch.as_tensor(spectra, dtype=torch.float32)
+    if values.ndim != 2:
+        raise ValueError(f"spectra must be (N, L); got shape {tuple(values.shape)}")
+    cube = values.T.reshape(1, values.shape[1], values.shape[0], 1)
+    try:
+        codes = encoder(cube, generator=generator, noise=noise)
+    except TypeError:  # a plain callable of the cube
+        codes = encoder(cube)
+    return codes[0, :, :, 0].T.contiguous()
+
+
 @dataclass
 class LabelledBarcodes:
     """Barcodes ``(N, F, H, W)`` float32 with labels ``(N, H, W)`` int64 (:data:`UNKNOWN` on
@@ -369,6 +384,8 @@ class OpenSetData:
     split : the :class:`OpenSetSplit`.
     wavelengths_nm : (L,) nm.
     target : unlabelled barcodes ``(N, F, H, W)`` of another domain (adaptation), or None.
+    encoder : the encoder that made the barcodes (``cube (B, L, H, W) -> (B, F, H, W)``), for
+        methods that generate spectra of their own (ATOL); None when unknown.
     """
 
     train: LabelledBarcodes
@@ -379,6 +396,7 @@ class OpenSetData:
     split: OpenSetSplit
     wavelengths_nm: np.ndarray
     target: torch.Tensor | None = None
+    encoder: object = None
 
     @property
     def n_channels(self) -> int:
@@ -511,4 +529,6 @@ def build_openset_data(
             progress=progress,
         )
         sets[name] = scenes.barcodes(encoder, seed=seed * 10 + offset + 101, noise=noise)
-    return OpenSetData(**sets, class_names=split.class_names, split=split, wavelengths_nm=grid)
+    return OpenSetData(
+        **sets, class_names=split.class_names, split=split, wavelengths_nm=grid, encoder=encoder
+    )

@@ -47,6 +47,9 @@ __all__ = [
     "train_segmenter",
     "OutlierExposureDetector",
     "check_positive_options",
+    "features_and_logits",
+    "frozen_batchnorm",
+    "pixels",
 ]
 
 
@@ -80,6 +83,53 @@ class OutlierBatch:
 def pixels(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``maps (B, C, H, W)`` at ``mask (B, H, W)`` -> ``(N, C)``."""
     return maps.permute(0, 2, 3, 1)[mask]
+
+
+def features_and_logits(model: nn.Module, barcodes: torch.Tensor):
+    """The segmenter's penultimate features and its logits in one pass.
+
+    The features are the input of ``model.head`` (the 1x1 classifier convolution of both
+    hyplex segmenters), captured with a forward hook and cropped to the logits' size.
+
+    Returns
+    -------
+    features : (B, D, H, W), logits : (B, K, H, W)
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Conv2d) or head.kernel_size != (1, 1):
+        raise ValueError(
+            "the segmenter needs a 1x1 convolution 'head' (the classifier on per-pixel "
+            f"features) for this method; {type(model).__name__} has {type(head).__name__}"
+        )
+    captured = {}
+    handle = head.register_forward_hook(lambda module, args, out: captured.update(x=args[0]))
+    try:
+        logits = model(barcodes)
+    finally:
+        handle.remove()
+    features = captured["x"][..., : logits.shape[-2], : logits.shape[-1]]
+    return features, logits
+
+
+class frozen_batchnorm:
+    """Context manager: BatchNorm layers of ``model`` in eval mode (use and keep their running
+    statistics) for a forward pass of off-distribution inputs, e.g. one-pixel generated
+    barcodes, that must not pollute the statistics; gradients still flow."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.modes: list[bool] = []
+
+    def __enter__(self):
+        self.modes = [m.training for m in self.layers]
+        for m in self.layers:
+            m.eval()
+        return self
+
+    def __exit__(self, *exc):
+        for m, mode in zip(self.layers, self.modes, strict=True):
+            m.train(mode)
+        return False
 
 
 class OutlierObjective:

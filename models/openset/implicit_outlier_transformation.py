@@ -1,0 +1,151 @@
+"""DOE: outlier exposure against implicitly transformed, worst-case surrogate outliers.
+
+Q. Wang, J. Ye, F. Liu, Q. Dai, M. Kalander, T. Liu, J. Hao, B. Han, "Out-of-distribution
+Detection with Implicit Outlier Transformation", ICLR 2023 (code: github.com/qizhouwang/doe).
+
+OE (:mod:`.outlier_exposure`) fits the surrogate outliers it is shown; test unknowns lie
+elsewhere. DOE solves the min-max problem (section 3 of the paper)::
+
+    min_theta  L_CE(theta; D_in) + lambda max_{P in ball} L_OE(theta + P; D_out)
+
+Its insight is that a perturbation ``P`` of the *weights* acts on the model like a
+transformation of its *inputs*: evaluating OE at ``theta + P`` trains on implicitly
+transformed outliers, with no explicit generator. Each step (Algorithm 1 / the reference code):
+
+1. copy the model to a proxy, multiply its logits by a scalar ``s = 1`` and take the OE
+   surrogate ``l_sur = -L_OE`` on the outliers; the perturbation objective is the squared
+   gradient ``(d l_sur / d s)^2`` (a first-order measure of how far the outliers' uniform
+   prediction is from being stationary), and one SGD step (learning rate 1) on the proxy
+   gives the direction ``theta_proxy - theta``;
+2. normalise it layer by layer to the layer's weight norm (AWP: D. Wu, S. Xia, Y. Wang,
+   "Adversarial Weight Perturbation Helps Robust Generalization", NeurIPS 2020, eq. (9)),
+   average it with the previous direction (``beta = 0.6``) and add it to the weights with a
+   strength ``gamma`` drawn from {1e-1, 1e-2, 1e-3, 1e-4};
+3. take the OE loss (ID cross-entropy + ``lambda`` OE on the outlier pixels) at the perturbed
+   weights, back-propagate, remove the perturbation, and step the optimiser.
+
+Step 2's perturbation is what makes it DOE: with ``gamma = 0`` it is OE. Scores: MSP.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from hyplex.models.openset.outlier_exposure import (
+    OutlierBatch,
+    OutlierExposureDetector,
+    OutlierObjective,
+    pixels,
+    uniform_cross_entropy,
+)
+
+__all__ = ["ImplicitOutlierTransformation", "ImplicitOutlierTransformationDetector"]
+
+GAMMAS = (1e-1, 1e-2, 1e-3, 1e-4)
+
+
+def perturbable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weights AWP perturbs: every parameter with more than one dimension (not biases or
+    normalisation scales)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1}
+
+
+class ImplicitOutlierTransformation(OutlierObjective):
+    """DOE's step objective (see the module docstring).
+
+    Parameters
+    ----------
+    weight : lambda, the OE weight.
+    gammas : perturbation strengths to draw from (relative to each layer's weight norm).
+    beta : weight of the previous direction in the running average.
+    """
+
+    name = "DOE"
+
+    def __init__(self, weight: float = 0.5, gammas=GAMMAS, beta: float = 0.6):
+        super().__init__(weight)
+        self.gammas = tuple(float(g) for g in gammas)
+        self.beta = float(beta)
+        self.direction: dict[str, torch.Tensor] | None = None
+        self.applied: tuple[dict[str, torch.Tensor], float] | None = None
+
+    def perturbation_direction(self, model: nn.Module, batch: OutlierBatch) -> dict:
+        """Step 1-2: the layer-normalised weight direction that transforms the outliers."""
+        proxy = copy.deepcopy(model)
+        proxy.train()
+        scale = torch.ones((), device=batch.barcodes.device, requires_grad=True)
+        logits = proxy(batch.barcodes) * scale
+        outliers = pixels(logits, batch.unknown)
+        surrogate = -uniform_cross_entropy(outliers).mean()
+        (grad,) = torch.autograd.grad(surrogate, [scale], create_graph=True)
+        objective = (grad**2).sum()
+        params = perturbable(proxy)
+        grads = torch.autograd.grad(objective, list(params.values()), allow_unused=True)
+        base = perturbable(model)
+        direction = {}
+        with torch.no_grad():
+            for name, g in zip(params, grads, strict=True):
+                if g is None:
+                    continue
+                diff = -g  # proxy after one SGD step (lr 1) minus the model
+                norm = diff.norm()
+                if norm > 0:
+                    direction[name] = diff * (base[name].norm() / (norm + 1e-20))
+        return direction
+
+    def loss(self, model: nn.Module, batch: OutlierBatch):
+        if not batch.unknown.any() or self.weight == 0:
+            return super().loss(model, batch)
+        new = self.perturbation_direction(model, batch)
+        if self.direction is None:
+            self.direction = new
+        else:
+            self.direction = {
+                k: self.beta * self.direction[k] + (1 - self.beta) * v
+                for k, v in new.items()
+                if k in self.direction
+            }
+        index = int(torch.randint(len(self.gammas), (1,), generator=batch.generator))
+        gamma = self.gammas[index]
+        params = perturbable(model)
+        with torch.no_grad():
+            for name, d in self.direction.items():
+                params[name].add_(gamma * d)
+        self.applied = (self.direction, gamma)
+        total, stats = super().loss(model, batch)
+        stats["gamma"] = gamma
+        return total, stats
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Remove the perturbation: the gradient was taken at ``theta + P``, the step is
+        applied to ``theta`` (AWP's restore)."""
+        if self.applied is None:
+            return
+        direction, gamma = self.applied
+        params = perturbable(model)
+        with torch.no_grad():
+            for name, d in direction.items():
+                params[name].sub_(gamma * d)
+        self.applied = None
+
+
+class ImplicitOutlierTransformationDetector(OutlierExposureDetector):
+    """DOE: fine-tune with :class:`ImplicitOutlierTransformation`, score with MSP.
+
+    Options (defaults): those of OE plus ``beta`` 0.6 (direction averaging) and
+    ``max_gamma`` 0.1 (the largest relative perturbation; the draw is from
+    ``max_gamma * {1, 1e-1, 1e-2, 1e-3}``).
+    """
+
+    method = "DOE"
+    defaults = {**OutlierExposureDetector.defaults, "beta": 0.6, "max_gamma": 0.1}
+
+    def objective(self) -> OutlierObjective:
+        top = float(self.options["max_gamma"])
+        gammas = tuple(top * 10.0**-k for k in range(4))
+        return ImplicitOutlierTransformation(
+            self.options["outlier_weight"], gammas, float(self.options["beta"])
+        )

@@ -1,0 +1,308 @@
+"""ATOL: the twin as the generator of an auxiliary ID/OOD task with disjoint supports.
+
+H. Zheng, Q. Wang, Z. Fang, X. Xia, F. Liu, T. Liu, B. Han, "Out-of-distribution Detection
+Learning with Unreliable Out-of-distribution Sources", NeurIPS 2023 (code:
+github.com/tmlr-group/ATOL).
+
+Generated "outliers" are unreliable: a generator fitted to ID data produces samples with ID
+semantics. ATOL does not trust them as OOD for the real task. It builds an *auxiliary* OOD
+detection task from the generator's latent space, whose ID and OOD parts have disjoint
+supports by construction, and aligns that task with the real one (section 4):
+
+* auxiliary ID: ``z ~ N(mu_k, sigma^2 I)`` around one latent mode ``mu_k`` per class, with
+  ``mu_k`` in ``{-m, +m}^d`` drawn once (``m = 5``, ``sigma = 0.1`` as in the reference code),
+  labelled ``k``;
+* auxiliary OOD: ``z ~ U([-m s/2, m s/2]^d)`` (``s = 4``, the OOD space size), keeping only
+  samples farther than the ID support radius from every mode, so the supports are disjoint
+  (the condition of the paper's Theorem 1 for the auxiliary task to help);
+* the task's images: generated barcodes pasted as rectangles into copies of the ID scenes
+  (one auxiliary-ID and one auxiliary-OOD object per scene), so the segmenter meets them in
+  scene context as it meets real materials;
+* the loss: cross-entropy with label smoothing 0.5 on real and auxiliary ID, OE's uniform
+  cross-entropy on auxiliary OOD, and a class-matched contrastive alignment of auxiliary-ID
+  features to real-ID features of the same class (the reference code's ``proxy_align_loss``
+  with inter-domain class matching), weighted by ``trade_off`` = 1.
+
+The twin is the generator: ``G(z) = clip(mu + (z / m) diag(s) U, 0, 1)`` maps a latent ``z``
+(``d`` principal-component coordinates, in units of ``m`` per standard deviation) to a
+reflectance spectrum in the principal subspace of the twin's spectral library (PCA of the
+split's known, background and auxiliary spectra; never its test unknowns), and the bundle's
+encoder turns it into a barcode, camera noise included. The generator is not told which
+materials are known: its latent modes carry the class labels only through the alignment.
+Scores: the negative maximum logit (the reference code's ``-max(output)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyplex.models.openset.auxiliary import OpenSetData, category_library, encode_spectra
+from hyplex.models.openset.outlier_exposure import (
+    OutlierBatch,
+    OutlierExposureDetector,
+    OutlierObjective,
+    features_and_logits,
+    pixels,
+    uniform_cross_entropy,
+)
+
+__all__ = [
+    "TwinLatentGenerator",
+    "AuxiliaryTaskObjective",
+    "UnreliableSourcesDetector",
+    "class_matched_alignment",
+]
+
+
+class TwinLatentGenerator:
+    """The twin's spectral generator over a ``d``-dimensional latent (see module docstring).
+
+    Parameters
+    ----------
+    spectra : (N, L) reflectances of the known materials (unitless).
+    n_classes : K, one latent mode per class.
+    latent_dim : d principal components.
+    mode_distance, mode_std, ood_space_size : ``m``, ``sigma`` and ``s`` of ATOL.
+    seed : draws the mode signs.
+    """
+
+    def __init__(
+        self,
+        spectra,
+        n_classes: int,
+        latent_dim: int = 6,
+        mode_distance: float = 5.0,
+        mode_std: float = 0.1,
+        ood_space_size: float = 4.0,
+        seed: int = 0,
+    ):
+        values = np.asarray(spectra, dtype=np.float64)
+        if values.ndim != 2 or len(values) <= latent_dim:
+            raise ValueError(f"spectra must be (N > latent_dim, L); got shape {values.shape}")
+        self.mean = values.mean(0)
+        _, singular, vt = np.linalg.svd(values - self.mean, full_matrices=False)
+        self.components = vt[:latent_dim]  # (d, L)
+        self.stds = singular[:latent_dim] / np.sqrt(len(values) - 1)  # (d,)
+        self.latent_dim, self.n_classes = int(latent_dim), int(n_classes)
+        self.mode_distance, self.mode_std = float(mode_distance), float(mode_std)
+        self.half_width = self.mode_distance * float(ood_space_size) / 2
+        rng = np.random.default_rng(seed)
+        self.modes = self.mode_distance * rng.choice([-1.0, 1.0], size=(n_classes, latent_dim))
+        # ID samples lie within ~sigma (sqrt(d) + 4) of their mode; OOD keeps twice that away
+        self.id_radius = self.mode_std * (np.sqrt(latent_dim) + 4.0)
+
+    def spectra(self, z: np.ndarray) -> np.ndarray:
+        """``G(z)``: latents ``(N, d)`` -> reflectances ``(N, L)`` in [0, 1]."""
+        scaled = np.asarray(z) / self.mode_distance * self.stds
+        return np.clip(self.mean + scaled @ self.components, 0.0, 1.0)
+
+    def sample_id(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Latents ``(N, d)`` of auxiliary ID samples of classes ``labels (N,)``."""
+        labels = np.asarray(labels, dtype=np.int64)
+        return self.modes[labels] + self.mode_std * rng.standard_normal(
+            (len(labels), self.latent_dim)
+        )
+
+    def sample_ood(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Latents ``(count, d)`` uniform in the OOD box, outside ``2 id_radius`` of every mode."""
+        out = np.empty((0, self.latent_dim))
+        while len(out) < count:
+            z = rng.uniform(-self.half_width, self.half_width, (2 * count, self.latent_dim))
+            distance = np.linalg.norm(z[:, None] - self.modes[None], axis=-1).min(1)
+            out = np.concatenate([out, z[distance > 2 * self.id_radius]])
+        return out[:count]
+
+
+def class_matched_alignment(
+    real: torch.Tensor,
+    real_labels: torch.Tensor,
+    auxiliary: torch.Tensor,
+    auxiliary_labels: torch.Tensor,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """Contrastive alignment of auxiliary-ID features ``(M, D)`` to real-ID features ``(N, D)``:
+    for each auxiliary anchor, ``-log`` of the softmax mass (cosine similarity /
+    ``temperature``) on the real features of its own class; anchors whose class has no real
+    feature in the batch are skipped. Returns a scalar (0 when none is left)."""
+    a = F.normalize(auxiliary, dim=1)
+    r = F.normalize(real, dim=1)
+    logits = a @ r.T / temperature  # (M, N)
+    same = auxiliary_labels[:, None] == real_labels[None, :]
+    keep = same.any(1)
+    if not keep.any():
+        return auxiliary.sum() * 0.0
+    log_mass = torch.logsumexp(logits.masked_fill(~same, float("-inf")), dim=1)
+    return -(log_mass - torch.logsumexp(logits, dim=1))[keep].mean()
+
+
+def _smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float):
+    """``-sum((1 - e) onehot + e / K) log softmax)`` averaged (ATOL's ``loss_cla``)."""
+    k = logits.shape[1]
+    target = F.one_hot(labels, k).float() * (1 - smoothing) + smoothing / k
+    return -(target * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+class AuxiliaryTaskObjective(OutlierObjective):
+    """ATOL's step objective (see the module docstring); ``weight`` scales the OE term on the
+    auxiliary OOD samples."""
+
+    name = "ATOL"
+
+    def __init__(
+        self,
+        generator: TwinLatentGenerator,
+        encoder,
+        weight: float = 1.0,
+        trade_off: float = 1.0,
+        smoothing: float = 0.5,
+        n_points: int = 256,
+        seed: int = 0,
+    ):
+        super().__init__(weight)
+        self.generator, self.encoder = generator, encoder
+        self.trade_off, self.smoothing, self.n_points = (
+            float(trade_off),
+            float(smoothing),
+            int(n_points),
+        )
+        self.rng = np.random.default_rng(seed)
+        self.noise = torch.Generator().manual_seed(int(seed))
+
+    def codes(self, spectra: np.ndarray, device) -> torch.Tensor:
+        """Barcodes ``(N, F)`` of generated reflectances, through the encoder (with noise)."""
+        return encode_spectra(self.encoder, spectra, self.noise).to(device)
+
+    def composite(self, x: torch.Tensor, y: torch.Tensor):
+        """The auxiliary task's images: copies of the ID scenes ``x (B, F, H, W)`` with one
+        auxiliary-ID and one auxiliary-OOD rectangle pasted into each (25-45 % of the side,
+        one generated barcode each, times a shading in [0.7, 1]). Returns the images, the
+        auxiliary-ID class map (-1 elsewhere) and the auxiliary-OOD mask."""
+        b, _, h, w = x.shape
+        images = x.clone()
+        aux_labels = torch.full((b, h, w), -1, dtype=torch.long, device=x.device)
+        ood = torch.zeros((b, h, w), dtype=torch.bool, device=x.device)
+        classes = self.rng.integers(0, self.generator.n_classes, b)
+        id_codes = self.codes(
+            self.generator.spectra(self.generator.sample_id(classes, self.rng)), x.device
+        )
+        ood_codes = self.codes(
+            self.generator.spectra(self.generator.sample_ood(b, self.rng)), x.device
+        )
+        for i in range(b):
+            for code, is_ood in ((id_codes[i], False), (ood_codes[i], True)):
+                size = (self.rng.uniform(0.25, 0.45, 2) * (h, w)).astype(int) + 2
+                top = int(self.rng.integers(0, max(h - size[0], 1)))
+                left = int(self.rng.integers(0, max(w - size[1], 1)))
+                region = (slice(top, top + size[0]), slice(left, left + size[1]))
+                shade = float(self.rng.uniform(0.7, 1.0))
+                images[i][(slice(None), *region)] = (code * shade)[:, None, None]
+                if is_ood:
+                    ood[i][region] = True
+                    aux_labels[i][region] = -1
+                else:
+                    aux_labels[i][region] = int(classes[i])
+                    ood[i][region] = False
+        return images, aux_labels, ood
+
+    def loss(self, model: nn.Module, batch: OutlierBatch):
+        x, y = batch.barcodes[: batch.n_in], batch.labels[: batch.n_in]
+        images, aux_labels, ood = self.composite(x, y)
+        features, logits = features_and_logits(model, torch.cat([x, images]))
+        n = len(x)
+        known = y >= 0
+        real_logits, real_labels = pixels(logits[:n], known), y[known]
+        real_features = pixels(features[:n], known)
+        aux_id = aux_labels >= 0
+        aux_logits, aux_classes = pixels(logits[n:], aux_id), aux_labels[aux_id]
+        aux_features = pixels(features[n:], aux_id)
+        ce = _smoothed_cross_entropy(real_logits, real_labels, self.smoothing)
+        ce_aux = _smoothed_cross_entropy(aux_logits, aux_classes, self.smoothing)
+        oe = uniform_cross_entropy(pixels(logits[n:], ood)).mean()
+        pick_real = torch.randperm(len(real_labels), generator=self.noise)[: self.n_points]
+        pick_aux = torch.randperm(len(aux_classes), generator=self.noise)[: self.n_points]
+        pick_real, pick_aux = pick_real.to(x.device), pick_aux.to(x.device)
+        align = class_matched_alignment(
+            real_features[pick_real],
+            real_labels[pick_real],
+            aux_features[pick_aux],
+            aux_classes[pick_aux],
+        )
+        total = ce + ce_aux + self.weight * oe + self.trade_off * align
+        stats = {
+            "ce": ce.item(),
+            "ce_auxiliary": ce_aux.item(),
+            "outlier": oe.item(),
+            "align": align.item(),
+        }
+        return total, stats
+
+
+class UnreliableSourcesDetector(OutlierExposureDetector):
+    """ATOL: fine-tune with :class:`AuxiliaryTaskObjective`; score ``-max logit``.
+
+    Needs ``data.encoder`` (set by :func:`~.auxiliary.build_openset_data`). Options
+    (defaults): ``steps`` 200, ``batch_size`` 4, ``lr`` 1e-3, ``outlier_weight`` 1 (the
+    reference code weights OE by 1), ``trade_off`` 1, ``smoothing`` 0.5, ``latent_dim`` 8,
+    ``mode_distance`` 5, ``mode_std`` 0.1, ``ood_space_size`` 4, ``n_points`` 256.
+    """
+
+    method = "ATOL"
+    defaults = {
+        "steps": 200,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "outlier_weight": 1.0,
+        "trade_off": 1.0,
+        "smoothing": 0.5,
+        "latent_dim": 8,
+        "mode_distance": 5.0,
+        "mode_std": 0.1,
+        "ood_space_size": 4.0,
+        "n_points": 256,
+    }
+
+    def fit(
+        self, data: OpenSetData, *, seed: int = 0, progress: bool = False, device=None, **kwargs
+    ):
+        if data.encoder is None:
+            raise ValueError(
+                "ATOL generates spectra and needs the encoder that made the barcodes "
+                "(OpenSetData.encoder; build_openset_data sets it)"
+            )
+        o = self.options
+        split = data.split
+        basis = category_library(
+            split.known_classes + split.backgrounds + split.auxiliary,
+            data.wavelengths_nm,
+            seed=seed,
+        )
+        self.generator = TwinLatentGenerator(
+            basis.reflectance,
+            len(data.class_names),
+            int(o["latent_dim"]),
+            o["mode_distance"],
+            o["mode_std"],
+            o["ood_space_size"],
+            seed,
+        )
+        self._encoder = data.encoder
+        self._seed = seed
+        return super().fit(data, seed=seed, progress=progress, device=device)
+
+    def objective(self) -> OutlierObjective:
+        o = self.options
+        return AuxiliaryTaskObjective(
+            self.generator,
+            self._encoder,
+            o["outlier_weight"],
+            o["trade_off"],
+            o["smoothing"],
+            int(o["n_points"]),
+            self._seed,
+        )
+
+    def scores_from(self, logits, barcodes):
+        return -logits.float().amax(dim=1)

@@ -1,0 +1,183 @@
+"""OE, DOE, DAL, ATOL and Watermarking: each separates a planted unknown material from the
+known ones, better than the same run with plain cross-entropy; and each method's defining
+step does what its paper says."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from hyplex.models.openset import build_detector, make_openset_scenes, ood_metrics
+from hyplex.models.openset.distribution_augmentation import worst_case_shift
+from hyplex.models.openset.implicit_outlier_transformation import (
+    ImplicitOutlierTransformation,
+    perturbable,
+)
+from hyplex.models.openset.outlier_exposure import (
+    OutlierBatch,
+    features_and_logits,
+    pixels,
+    train_with_outliers,
+    uniform_cross_entropy,
+)
+from hyplex.models.openset.unreliable_sources import TwinLatentGenerator, class_matched_alignment
+from hyplex.simulation.spectra import SpectralLibrary
+
+from .conftest import GRID_NM, gaussian_encoder
+
+STEPS = 80
+
+
+@pytest.fixture(scope="module")
+def planted(openset_data):
+    """Fresh scenes (unseen seed) with planted objects of the auxiliary materials."""
+    scenes = make_openset_scenes(openset_data.split, GRID_NM, 6, "auxiliary", (24, 24), seed=77)
+    return scenes.barcodes(gaussian_encoder(), seed=5)
+
+
+def auroc(detector, planted):
+    return ood_metrics(detector.predict(planted.barcodes), planted.unknown)["auroc"]
+
+
+@pytest.fixture(scope="module")
+def plain_cross_entropy_auroc(openset_data, planted, _trained_segmenter):
+    """The baseline: the same fine-tuning run with the outlier term replaced by nothing."""
+    model = copy.deepcopy(_trained_segmenter)
+    train_with_outliers(model, openset_data, None, steps=STEPS, seed=0)
+    return auroc(build_detector("MSP", model), planted)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "margin"),
+    [
+        ("OE", {}, 0.1),
+        ("DOE", {}, 0.1),
+        ("DAL", {}, 0.1),
+        ("ATOL", {}, 0.05),
+        ("Watermarking", {}, 0.05),
+    ],
+)
+def test_method_separates_a_planted_unknown_better_than_plain_cross_entropy(
+    method, options, margin, openset_data, planted, closed_set_segmenter, plain_cross_entropy_auroc
+):
+    detector = build_detector(method, closed_set_segmenter, steps=STEPS, **options)
+    detector.fit(openset_data, seed=0)
+    value = auroc(detector, planted)
+    assert value > plain_cross_entropy_auroc + margin, (method, value, plain_cross_entropy_auroc)
+    scores = detector.predict(planted.barcodes)
+    assert scores.shape == planted.labels.shape and torch.isfinite(scores).all()
+
+
+def test_atol_flags_materials_from_its_auxiliary_ood_region(
+    openset_data, closed_set_segmenter, _trained_segmenter
+):
+    """ATOL sees no real outliers: its planted unknown is a material drawn from the twin
+    generator's OOD region (fresh samples), which plain cross-entropy does not flag."""
+    detector = build_detector("ATOL", closed_set_segmenter, steps=STEPS)
+    detector.fit(openset_data, seed=0)
+    rng = np.random.default_rng(123)
+    spectra = detector.generator.spectra(detector.generator.sample_ood(60, rng))
+    library = SpectralLibrary(
+        GRID_NM,
+        spectra,
+        [f"g{i}" for i in range(60)],
+        ["generated"] * 60,
+        "ATOL generator, OOD region",
+    )
+    scenes = make_openset_scenes(
+        openset_data.split, GRID_NM, 6, "auxiliary", (24, 24), seed=78, outliers=library
+    )
+    generated = scenes.barcodes(gaussian_encoder(), seed=6)
+    baseline = copy.deepcopy(_trained_segmenter)
+    train_with_outliers(baseline, openset_data, None, steps=STEPS, seed=0)
+    value, plain = auroc(detector, generated), auroc(build_detector("MSP", baseline), generated)
+    assert value > plain + 0.05, (value, plain)
+
+
+def test_doe_perturbs_the_weights_layerwise_and_restores_them(openset_data, closed_set_segmenter):
+    model = closed_set_segmenter
+    x = torch.cat([openset_data.train.barcodes[:2], openset_data.auxiliary.barcodes[:2]])
+    y = torch.cat([openset_data.train.labels[:2], openset_data.auxiliary.labels[:2]])
+    batch = OutlierBatch(x, y, 2, 0, 1, torch.Generator().manual_seed(0))
+    objective = ImplicitOutlierTransformation(0.5, gammas=(0.1,))
+    before = {k: v.detach().clone() for k, v in perturbable(model).items()}
+    direction = objective.perturbation_direction(model, batch)
+    assert direction, "DOE found no perturbation direction"
+    for name, d in direction.items():  # AWP normalisation: |d| = |w| per layer
+        assert d.norm().item() == pytest.approx(before[name].norm().item(), rel=1e-4)
+    model.train()
+    loss, stats = objective.loss(model, batch)
+    moved = max((perturbable(model)[k] - before[k]).abs().max().item() for k in before)
+    assert moved > 0 and stats["gamma"] == 0.1
+    loss.backward()
+    objective.after_backward(model)
+    for name, value in perturbable(model).items():
+        torch.testing.assert_close(value.detach(), before[name], rtol=0, atol=1e-6)
+
+
+def test_dal_moves_outlier_embeddings_to_worse_ones_within_the_ball(
+    openset_data, closed_set_segmenter
+):
+    model = closed_set_segmenter.eval()
+    x, y = openset_data.auxiliary.batch([0, 1])
+    with torch.no_grad():
+        features, _ = features_and_logits(model, x)
+    embeddings = pixels(features, y == -1)
+    head = model.head
+    weight = head.weight.reshape(head.out_channels, -1)
+    before = uniform_cross_entropy(torch.nn.functional.linear(embeddings, weight, head.bias))
+    delta = worst_case_shift(head, embeddings, gamma=0.01, strength=0.05, n_iterations=5)
+    after = uniform_cross_entropy(torch.nn.functional.linear(embeddings + delta, weight, head.bias))
+    assert after.mean() > before.mean() + 1e-3  # the transported outliers look more "known"
+    assert delta.norm(dim=1).max() <= 5 * 0.05 + 1e-3  # n_iterations unit steps of `strength`
+
+
+def test_atol_auxiliary_id_and_ood_supports_are_disjoint():
+    rng = np.random.default_rng(0)
+    spectra = rng.uniform(0, 1, (50, GRID_NM.size))
+    generator = TwinLatentGenerator(spectra, n_classes=4, latent_dim=6, seed=0)
+    labels = rng.integers(0, 4, 2000)
+    z_id = generator.sample_id(labels, rng)
+    z_ood = generator.sample_ood(2000, rng)
+    id_distance = np.linalg.norm(z_id - generator.modes[labels], axis=1).max()
+    ood_distance = np.linalg.norm(z_ood[:, None] - generator.modes[None], axis=-1).min()
+    assert ood_distance > id_distance
+    out = generator.spectra(z_ood)
+    assert out.shape == (2000, GRID_NM.size) and out.min() >= 0 and out.max() <= 1
+    # the alignment pulls auxiliary features to real ones of the same class only
+    real = torch.eye(3)
+    same = class_matched_alignment(real, torch.arange(3), real.clone(), torch.arange(3))
+    swapped = class_matched_alignment(real, torch.arange(3), real.clone(), torch.tensor([1, 2, 0]))
+    assert same < swapped
+
+
+def test_watermarking_keeps_the_segmenter_frozen(openset_data, closed_set_segmenter, planted):
+    before = copy.deepcopy(closed_set_segmenter.state_dict())
+    detector = build_detector("Watermarking", closed_set_segmenter, steps=20)
+    detector.fit(openset_data, seed=0)
+    after = closed_set_segmenter.state_dict()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+    assert detector.watermark.pattern.abs().max() > 0
+    assert set(detector.tensors()) == {"watermark.pattern"}
+    logits, _ = detector.segment(planted.barcodes)
+    with torch.no_grad():
+        plain = closed_set_segmenter.eval()(planted.barcodes)
+    torch.testing.assert_close(logits, plain)  # labels from the unwatermarked barcodes
+
+
+def test_fine_tuning_detectors_round_trip_through_tensors(openset_data, closed_set_segmenter):
+    detector = build_detector("OE", closed_set_segmenter, steps=2).fit(openset_data)
+    detector.calibrate(openset_data.heldout.barcodes)
+    twin = copy.deepcopy(closed_set_segmenter)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(1.0)
+    copy_ = build_detector("OE", twin, **detector.options).restore(
+        detector.config(), detector.tensors()
+    )
+    x = openset_data.test.barcodes[:2]
+    torch.testing.assert_close(copy_.predict(x), detector.predict(x))
+    with pytest.raises(ValueError, match="mismatched channel counts"):
+        detector.predict(torch.zeros(1, 4, 8, 8))
