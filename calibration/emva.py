@@ -374,8 +374,7 @@ def photon_transfer(
     pooled = _slope_through_origin(np.concatenate(pooled_x), np.concatenate(pooled_y))
     eta = responsivity / gain
 
-    # a channel whose variance still rises at the last point never saturated in the series
-    unsaturated = saturation_index == n - 1
+    unsaturated = ~_saturated(abscissa, signal, variance, saturation_index)
     saturation_e = np.where(unsaturated, np.nan, saturation_signal / gain)
     dark_noise_e = np.sqrt(np.clip(dark_variance[0] - QUANTISATION_VARIANCE_DN2, 0, None)) / gain
     threshold_e = 0.5 + np.sqrt(0.25 + dark_variance[0] / gain**2)
@@ -422,6 +421,28 @@ def photon_transfer(
         dark_offset_dn=offset,
         pixel_area_um2=area,
     )
+
+
+def _saturated(abscissa, signal, variance, saturation_index) -> np.ndarray:
+    """(C,) bool: did the series pass each channel's saturation? The maximum of the temporal
+    variance marks saturation only if the curve really turns there: a later point's variance
+    collapses below half the maximum (the full well clips the shot noise), or the signal
+    stops rising (a later point gains less than half of what the linear response through
+    the origin and the maximum predicts). A dim channel whose variance merely fluctuates over
+    its last points has not saturated: its saturation figures are NaN, not the largest
+    signal seen."""
+    n, n_channels = signal.shape
+    saturated = np.zeros(n_channels, bool)
+    for c in range(n_channels):
+        top = int(saturation_index[c])
+        if top >= n - 1 or abscissa[top] <= 0:
+            continue
+        collapsed = np.any(variance[top + 1 :, c] < 0.5 * variance[top, c])
+        slope = signal[top, c] / abscissa[top]
+        expected = slope * (abscissa[top + 1 :] - abscissa[top])
+        flat = np.any(signal[top + 1 :, c] - signal[top, c] < 0.5 * expected)
+        saturated[c] = bool(collapsed or flat)
+    return saturated
 
 
 def _dark_current(exposures_us, dark_mean, dark_variance, gain, series):

@@ -204,7 +204,9 @@ def spectrogram_panel(section: Mapping, axis) -> None:
          "PRNU horiz. (%)"),
         ("prnu_spectrogram_vertical_percent", "spectrogram_vertical_frequency", "PRNU vert. (%)"),
     ):  # fmt: skip
-        axis.semilogy(np.asarray(section[frequency]), np.asarray(section[key]), lw=0.7, label=label)
+        values = np.asarray(section[key], dtype=np.float64)
+        axis.semilogy(np.asarray(section[frequency]), np.where(values > 0, values, np.nan),
+                      lw=0.7, label=label)  # fmt: skip
     axis.legend(fontsize="x-small")
     axis.set(title="spectrograms", xlabel="frequency (cycles/pixel)", ylabel="standard deviation")
 

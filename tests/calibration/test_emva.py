@@ -99,6 +99,11 @@ def test_snr_max_is_the_root_of_the_saturation_capacity_past_saturation(series):
     assert result.snr_max_db[brightest] == pytest.approx(true_db, abs=0.5)
     assert result.snr_max_bits[brightest] == pytest.approx(np.log2(result.snr_max[brightest]))
     assert result.snr_max_measured_db[brightest] > result.snr_max_db[brightest] + 10
+    # channels the series never drove to full well report no saturation (not their largest
+    # signal, which would pass for a small full well and a low SNR_max)
+    eta = result.quantum_efficiency / np.nanmax(result.quantum_efficiency)
+    assert np.all(np.isnan(result.snr_max_db[eta < 0.6]))
+    assert np.all(np.isfinite(result.snr_max_db[eta > 0.8]))
     assert result.dynamic_range_bits[brightest] == pytest.approx(
         result.dynamic_range_db[brightest] / (20 * np.log10(2))
     )
