@@ -300,3 +300,10 @@ class GenIAS(nn.Module):
         patched, windows = patch_anomalies(base.cpu(), generated.cpu(), generator)
         patched = patched.clamp_min(0.0).numpy().astype(np.float32)
         return (patched, windows.numpy()) if return_windows else patched
+
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``(count, L)`` anomalous spectra, clipped to [0, 1], with the seed drawn from ``rng``
+        (the :class:`~hyplex.models.openset.auxiliary.SpectrumGenerator` hook of the auxiliary
+        outlier pool)."""
+        seed = int(np.random.default_rng(rng).integers(2**31 - 1))
+        return np.clip(self.sample_anomalies(int(count), seed), 0.0, 1.0)

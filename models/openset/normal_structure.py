@@ -53,6 +53,7 @@ from hyplex.models.openset.anomaly_head import (
 )
 
 __all__ = [
+    "BilinearRelation",
     "NSRegAnomalyHead",
     "NormalStructureDetector",
     "SuperpixelGraph",
@@ -147,6 +148,31 @@ def superpixel_graph(barcodes, anomaly_labels, cell: int = 4, purity: float = 0.
     return SuperpixelGraph(sums[keep] / totals[keep, None], node_label[keep], edges)
 
 
+class BilinearRelation(nn.Module):
+    """The relation module ``phi(r_i, r_j) = w . ((sigmoid(r_i) W) * sigmoid(r_j)) + b``.
+
+    Parameters
+    ----------
+    embedding_dim : int
+        ``D`` of the representations.
+    """
+
+    def __init__(self, embedding_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(embedding_dim, embedding_dim))
+        self.linear = nn.Linear(embedding_dim, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight)
+        self.linear.reset_parameters()
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Relation logits ``(P,)`` of representation pairs ``(P, D)``, ``(P, D)``."""
+        fused = (torch.sigmoid(first) @ self.weight) * torch.sigmoid(second)
+        return self.linear(fused).squeeze(-1)
+
+
 class NSRegAnomalyHead(AnomalyHead):
     """Linear BCE anomaly head with NSReg's relation regulariser (module docstring).
 
@@ -182,9 +208,7 @@ class NSRegAnomalyHead(AnomalyHead):
                 f"got {unconnected_normal_target}, {weight}, {relations_per_step}"
             )
         self.linear = nn.Linear(embedding_dim, 1)
-        self.relation_weight = nn.Parameter(torch.empty(embedding_dim, embedding_dim))
-        nn.init.kaiming_uniform_(self.relation_weight)
-        self.relation = nn.Linear(embedding_dim, 1)
+        self.relation = BilinearRelation(embedding_dim)
         self.unconnected_normal_target = float(unconnected_normal_target)
         self.weight, self.relations_per_step, self.cell = float(weight), relations_per_step, cell
         self.graph: SuperpixelGraph | None = None
@@ -194,8 +218,7 @@ class NSRegAnomalyHead(AnomalyHead):
 
     def relation_logit(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """``phi(r_i, r_j)`` for representations ``(P, D)`` each: ``(P,)`` logits."""
-        fused = (torch.sigmoid(first) @ self.relation_weight) * torch.sigmoid(second)
-        return self.relation(fused).squeeze(-1)
+        return self.relation(first, second)
 
     def sample_relations(self, generator: torch.Generator):
         """One step's relations: node pairs ``(P, 2)`` and targets ``(P,)``."""
