@@ -222,3 +222,28 @@ def test_a_garbled_reply_on_a_pty_is_retried_then_a_clear_error(tmp_path):
         assert "sweep (3 of 5 wavelengths)" in str(caught.value)
         bench.monochromator.faults.garbled = 0
         assert run(resume=True).status == "complete"
+
+
+def test_a_real_camera_that_cannot_set_exposure_is_refused_before_anything_is_written(
+    bench, tmp_path
+):
+    """The real-camera path: an OpenCV image sequence (no exposure control) with instruments
+    on ptys (no --bench-state: they are what a lab has) is named, and no file appears."""
+    import cv2
+
+    for index in range(3):
+        image = np.full((64, 72), 1000 + index, np.uint16)
+        assert cv2.imwrite(str(tmp_path / f"frame_{index:04d}.png"), image)
+    mono, meter = bench.start("monochromator"), bench.start("powermeter")
+    out = tmp_path / "cal.h5"
+    arguments = ["calibrate", "--camera", f"opencv:{tmp_path / 'frame_%04d.png'}", "--yes"]
+    arguments += ["--monochromator", mono.port, "--power-meter", meter.port, "--out", str(out)]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert "cannot set its exposure" in result.output and "settable exposure" in result.output
+    assert not out.exists()
+    # a real camera cannot see a simulated monochromator's light
+    result = CliRunner().invoke(
+        app, ["calibrate", "--camera", "opencv:0", "--out", str(tmp_path / "other.h5")]
+    )
+    assert result.exit_code == 2 and "simulated" in result.output
