@@ -31,8 +31,9 @@ relies on it through ``pos=`` being answered and ``pos?`` being polled). Turning
 from __future__ import annotations
 
 from hyplex.devices.clock import Clock
+from hyplex.devices.instrument_driver import Instrument, refusing, wait_until
 from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
-from hyplex.devices.transport import Instrument, expect_echo, refusing, wait_until
+from hyplex.devices.transport import expect_echo
 
 ERROR_PREFIX = "Command error"
 

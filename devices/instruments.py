@@ -27,6 +27,7 @@ pseudo-terminal (:class:`PtyBridge`) and from ``hyplex sim-device``.
 from __future__ import annotations
 
 from hyplex.devices.filter_wheel import FilterWheel, FilterWheelSimulator
+from hyplex.devices.instrument_driver import Instrument
 from hyplex.devices.instrument_sim import (
     SIMULATOR_CLASSES,
     InstrumentSimulator,
@@ -40,7 +41,7 @@ from hyplex.devices.pty_bridge import PtyBridge
 from hyplex.devices.serial_transport import SerialTransport
 from hyplex.devices.sim_bench import SimulatedBench
 from hyplex.devices.stage import Stage, StageSimulator
-from hyplex.devices.transport import Instrument, LineTransport, open_transport
+from hyplex.devices.transport import LineTransport, open_transport
 
 #: kind (as in ``sim://<kind>`` and ``hyplex sim-device``) -> driver class
 DRIVER_CLASSES: dict[str, type[Instrument]] = {

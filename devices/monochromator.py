@@ -55,24 +55,23 @@ from __future__ import annotations
 
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
+from hyplex.devices.instrument_driver import Instrument, wait_until
 from hyplex.devices.instrument_sim import InstrumentSimulator, TimedMove
-from hyplex.devices.transport import Instrument, is_serial_line, wait_until
+from hyplex.devices.transport import is_serial_line
 
 WAVELENGTH_RANGE_NM = (200.0, 1100.0)
 SLIT_RANGE_UM = (10.0, 3000.0)
 STATUS_ERROR = 32  # status byte after any error (section 15.9)
-#: Error codes of section 15.9 (``ERROR?``)
+#: Error codes of section 15.9 (``ERROR?``; 7 from the CS260 manual, 16.7)
+# fmt: off
 ERROR_CODES = {
-    0: "no error",
-    1: "command not understood",
-    2: "bad parameter used in command",
+    0: "no error", 1: "command not understood", 2: "bad parameter used in command",
     3: "destination position for wavelength motion not allowed",
     6: "accessory not present (usually filter wheel)",
-    7: "accessory already in specified position",
-    8: "could not home wavelength drive",
-    9: "label too long",
-    10: "system error",
+    7: "accessory already in specified position", 8: "could not home wavelength drive",
+    9: "label too long", 10: "system error",
 }
+# fmt: on
 #: gratings of the simulated turret: number -> (lines per mm, label)
 GRATINGS = {1: (1200, "VIS"), 2: (600, "NIR"), 3: (2400, "UV")}
 
@@ -195,9 +194,6 @@ class MonochromatorSimulator(InstrumentSimulator):
         self.echo = argument == "1"
         return 0
 
-    def _handshake(self, argument: str) -> int:
-        return 0 if argument == "0" else 2  # only Standard mode (15.4) is simulated
-
     def _opc(self, argument: str) -> int:
         self._opc_armed = True
         return 0
@@ -229,7 +225,7 @@ _COMMANDS = {
     "UNITS": MonochromatorSimulator._units,
     "GRAT": MonochromatorSimulator._grat,
     "ECHO": MonochromatorSimulator._echo_switch,
-    "HANDSHAKE": MonochromatorSimulator._handshake,
+    "HANDSHAKE": lambda sim, argument: 0 if argument == "0" else 2,  # Standard mode only
     "*OPC": MonochromatorSimulator._opc,
 }
 _QUERIES = {

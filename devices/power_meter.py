@@ -59,9 +59,9 @@ import numpy as np
 
 from hyplex.devices.clock import Clock
 from hyplex.devices.errors import InstrumentError
+from hyplex.devices.instrument_driver import Instrument
 from hyplex.devices.instrument_sim import InstrumentSimulator
 from hyplex.devices.scpi import Setting, boolean, header_pattern, in_range, integer_in, scpi_bool
-from hyplex.devices.transport import Instrument
 
 CORRECTION_RANGE_NM = (400.0, 1100.0)  # an S120C-like silicon photodiode head
 HEAD_MAX_POWER_W = 0.05  # S120C: 50 mW

@@ -10,14 +10,8 @@ module adds the pyserial byte level. ``SerialInstrument``, ``connect``, ``expect
 
 from __future__ import annotations
 
-from hyplex.devices.transport import (
-    Instrument,
-    LineTransport,
-    connect,
-    expect_echo,
-    refusing,
-    wait_until,
-)
+from hyplex.devices.instrument_driver import Instrument, connect, refusing, wait_until
+from hyplex.devices.transport import LineTransport, expect_echo
 from hyplex.optics.extras import require
 
 serial = require("serial", feature="the serial instruments")
