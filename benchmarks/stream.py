@@ -23,7 +23,10 @@ Figures (last stdout line, JSON):
   throttled (what the disk, or the throttle, gave); ``throttle_mbps``;
 - ``recorder_cpu_cores``: CPU seconds of every thread but the camera's acquisition thread
   (the consumer's copy, the encoder with Blosc2's threads, the writer) / wall seconds;
-  ``process_cpu_cores`` the whole process;
+  ``recorder_cpu_cores_at_target_fps``: those CPU seconds per recorded frame x the target fps,
+  the cores the recorder needs at 30 fps (less sensitive to a machine shared with other work
+  than the wall-clock figures); ``cpu_ms_per_recorded_frame`` by thread role;
+  ``process_cpu_cores`` the whole process; ``load_average_1min`` says how busy the machine was;
 - ``verified``: every recorded frame, read back with plain ``h5py`` after
   ``import hdf5plugin``, equals the twin frame of its frame id (``--no-verify`` skips it);
 - ``disk_write_MBps``: ``os.write`` of up to 40 frames (960 MB) to a plain file in the same folder
@@ -104,14 +107,22 @@ def ratio_by_exposure(grid, scene, shape, exposures_us, codecs) -> list[dict]:
     return rows
 
 
-def thread_cpu_seconds(skip_ids=()) -> tuple[float, float]:
-    """(CPU seconds of this process's threads but ``skip_ids``, of all threads)."""
+def thread_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of this process, by native thread id."""
     import psutil
 
-    threads = psutil.Process().threads()
-    total = sum(t.user_time + t.system_time for t in threads)
-    kept = sum(t.user_time + t.system_time for t in threads if t.id not in skip_ids)
-    return kept, total
+    return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+
+
+def cpu_by_role(before, after, roles) -> dict[str, float]:
+    """CPU seconds spent between two :func:`thread_cpu_seconds` snapshots, by role:
+    ``roles`` maps native ids to a role; every other thread (Blosc2's pthreads, started by
+    the encoder) counts as "encoder"."""
+    spent: dict[str, float] = {}
+    for tid, seconds in after.items():
+        role = roles.get(tid, "encoder")
+        spent[role] = spent.get(role, 0.0) + seconds - before.get(tid, 0.0)
+    return spent
 
 
 def verify(path: Path, sources, frame_ids) -> bool:
@@ -217,8 +228,13 @@ def main(argv=None) -> dict:
     )
     with camera, Recorder(path, StreamSpec.for_camera(camera), overwrite=True, **options) as rec:
         camera.start(policy="block", buffer_frames=args.buffer_frames)
-        acquisition = {t.native_id for t in threading.enumerate() if t.name == "hyplex-acquisition"}
-        cpu0 = thread_cpu_seconds(acquisition)
+        roles = {threading.get_native_id(): "consumer"}
+        for thread in threading.enumerate():
+            if thread.name == "hyplex-acquisition":
+                roles[thread.native_id] = "camera"
+        for tid, role in zip(rec.thread_ids, ("encoder", "writer"), strict=False):
+            roles[tid] = role
+        cpu0 = thread_cpu_seconds()
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             with camera.read(timeout=5.0, copy=False) as frame:
@@ -226,7 +242,7 @@ def main(argv=None) -> dict:
                     frame_ids.append(frame.frame_id)
             frames += 1
         wall = time.monotonic() - start
-        cpu1 = thread_cpu_seconds(acquisition)
+        cpu1 = thread_cpu_seconds()
         camera.stop()
         stats = camera.stats
     recorded = len(frame_ids)
@@ -241,6 +257,8 @@ def main(argv=None) -> dict:
     dropped = stats.dropped + rec.dropped
     ratio = rec.compression_ratio
     needed = args.fps * frame_MB / ratio
+    cpu = cpu_by_role(cpu0, cpu1, roles)
+    recorder_cpu = sum(v for k, v in cpu.items() if k != "camera")
     result = {
         "benchmark": "stream",
         "shape": [rows, cols],
@@ -268,8 +286,13 @@ def main(argv=None) -> dict:
         "compression_ratio": round(ratio, 3),
         "write_mb_s_needed": round(needed, 1),
         "write_mb_s_measured": round(rec.write_MBps, 1),
-        "recorder_cpu_cores": round((cpu1[0] - cpu0[0]) / wall, 2),
-        "process_cpu_cores": round((cpu1[1] - cpu0[1]) / wall, 2),
+        "recorder_cpu_cores": round(recorder_cpu / wall, 2),
+        "recorder_cpu_cores_at_target_fps": round(recorder_cpu / max(recorded, 1) * args.fps, 2),
+        "cpu_ms_per_recorded_frame": {
+            role: round(1e3 * seconds / max(recorded, 1), 1) for role, seconds in cpu.items()
+        },
+        "process_cpu_cores": round(sum(cpu.values()) / wall, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu_cores_available": len(os.sched_getaffinity(0)),
         "encode_s_per_frame": round(rec.encode_seconds / max(recorded, 1), 4),
         "verified": verified,

@@ -17,10 +17,19 @@ with The HDF Group), so any h5py reads it after ``import hdf5plugin``::
 The recorder does not let HDF5 run the filter (that would compress inside HDF5's write call,
 on the writer thread): :func:`encode_frame` compresses each frame on the recorder's encoder
 thread into the chunk layout filter 32026 decodes, a serialized Blosc2 super-chunk
-("cframe") holding the frame's bytes, and the writer stores it with
-``write_direct_chunk``. Blosc2 compresses with its own ``threads`` pthreads (the Python call
-keeps the GIL, so more Python threads would not help; measured: two Python threads 0.9x one,
-two Blosc2 threads 1.85x one).
+("cframe") holding the frame's one Blosc2 chunk, and the writer stores it with
+``write_direct_chunk``.
+
+Without the GIL: python-blosc2 keeps the GIL while it compresses (measured: a Python thread
+counting beside one compressing thread ran at 0.14-0.22 of its speed on 2 cores, and two
+compressing Python threads were 0.9x one), so a 10-30 ms compression would stall the
+acquisition and writer threads. :class:`PluginBlosc2` therefore calls the C-Blosc2 that
+``hdf5plugin`` ships (the library HDF5's own filter uses) through ``ctypes``, which releases
+the GIL for the call: ``blosc2_compress`` (bit-shuffle, LZ4/Zstandard, ``threads`` pthreads)
+into a chunk, ``blosc2_schunk_new`` / ``blosc2_schunk_append_chunk`` /
+``blosc2_schunk_to_buffer`` into the cframe (measured: the counting thread kept 0.45 of its
+speed on a loaded 2-core machine). Where that library lacks those symbols the python-blosc2
+path is used.
 
 ``compression="none"`` stores raw chunks as before; ``packing="mono12p"`` stores 12-bit frames
 as three bytes per two pixels (:mod:`hyplex.devices.bitpack`), alone or before compression.
@@ -28,8 +37,10 @@ as three bytes per two pixels (:mod:`hyplex.devices.bitpack`), alone or before c
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +58,7 @@ __all__ = [
     "encode_frame",
     "decode_chunk",
     "default_threads",
+    "PluginBlosc2",
 ]
 
 BLOSC2_FILTER_ID = 32026  # registered HDF5 filter id of Blosc2 (hdf5plugin.Blosc2)
@@ -211,13 +223,120 @@ class FrameEncoding:
         )
 
 
-def encode_frame(encoding: FrameEncoding, frame: np.ndarray):
+class _Storage(ctypes.Structure):
+    """``blosc2_storage`` (c-blosc2 >= 2.0): NULL params select the library's defaults."""
+
+    _fields_ = [
+        ("contiguous", ctypes.c_bool),
+        ("urlpath", ctypes.c_char_p),
+        ("cparams", ctypes.c_void_p),
+        ("dparams", ctypes.c_void_p),
+        ("io", ctypes.c_void_p),
+    ]
+
+
+_SHUFFLE_CODES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+class PluginBlosc2:
+    """C-Blosc2 from ``hdf5plugin``'s Blosc2 filter library, called through ``ctypes`` so
+    that the GIL is released while it compresses (module doc).
+
+    ``blosc2_compress`` uses the library's global context (its compressor and thread count
+    are process-wide settings), so every call holds :attr:`lock` from setting them to the end
+    of the compression; the lock belongs to the class, as the library's context belongs to the
+    process. Build one with :meth:`load`, which returns None where the library or a symbol is
+    missing.
+    """
+
+    lock = threading.Lock()  # guards the C library's global compressor settings
+
+    def __init__(self, library: ctypes.CDLL):
+        lib = self.lib = library
+        lib.blosc2_init.argtypes, lib.blosc2_init.restype = [], None
+        lib.blosc2_compress.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int32]
+        lib.blosc2_compress.argtypes += [ctypes.c_void_p, ctypes.c_int32]
+        lib.blosc2_compress.argtypes += [ctypes.c_void_p, ctypes.c_int32]
+        lib.blosc2_compress.restype = ctypes.c_int
+        lib.blosc1_set_compressor.argtypes = [ctypes.c_char_p]
+        lib.blosc1_set_compressor.restype = ctypes.c_int
+        lib.blosc2_set_nthreads.argtypes = [ctypes.c_int16]
+        lib.blosc2_set_nthreads.restype = ctypes.c_int16
+        lib.blosc2_schunk_new.argtypes = [ctypes.POINTER(_Storage)]
+        lib.blosc2_schunk_new.restype = ctypes.c_void_p
+        lib.blosc2_schunk_append_chunk.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_bool]
+        lib.blosc2_schunk_append_chunk.restype = ctypes.c_int64
+        lib.blosc2_schunk_to_buffer.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.POINTER(ctypes.c_bool),
+        ]
+        lib.blosc2_schunk_to_buffer.restype = ctypes.c_int64
+        lib.blosc2_schunk_free.argtypes = [ctypes.c_void_p]
+        lib.blosc2_schunk_free.restype = ctypes.c_int
+        self._free = ctypes.CDLL(None).free
+        self._free.argtypes, self._free.restype = [ctypes.c_void_p], None
+        lib.blosc2_init()
+
+    @classmethod
+    def load(cls) -> PluginBlosc2 | None:
+        try:
+            hdf5plugin = require_hdf5plugin()
+            path = os.path.join(os.path.dirname(hdf5plugin.__file__), "plugins", "libh5blosc2.so")
+            return cls(ctypes.CDLL(path))
+        except (OSError, AttributeError, ImportError):
+            return None
+
+    def compress(
+        self, data: np.ndarray, codec: str, clevel: int, threads: int, shuffle="bitshuffle"
+    ) -> bytes:
+        """The cframe of one Blosc2 chunk of ``data`` (C-contiguous), as filter 32026 reads."""
+        dest = np.empty(data.nbytes + 64, np.uint8)  # BLOSC2_MAX_OVERHEAD is 32
+        with self.lock:
+            if self.lib.blosc1_set_compressor(codec.encode()) < 0:
+                raise ValueError(f"the hdf5plugin Blosc2 library has no {codec} codec")
+            self.lib.blosc2_set_nthreads(int(threads))
+            size = self.lib.blosc2_compress(
+                int(clevel),
+                _SHUFFLE_CODES[shuffle],
+                data.dtype.itemsize,
+                data.ctypes.data,
+                data.nbytes,
+                dest.ctypes.data,
+                dest.nbytes,
+            )
+        if size <= 0:
+            raise RuntimeError(f"blosc2_compress failed ({size})")
+        storage = _Storage(True, None, None, None, None)
+        schunk = self.lib.blosc2_schunk_new(ctypes.byref(storage))
+        if not schunk:
+            raise MemoryError("blosc2_schunk_new failed")
+        try:
+            if self.lib.blosc2_schunk_append_chunk(schunk, dest.ctypes.data, True) != 1:
+                raise RuntimeError("blosc2_schunk_append_chunk failed")
+            pointer, needs_free = ctypes.c_void_p(), ctypes.c_bool()
+            length = self.lib.blosc2_schunk_to_buffer(
+                schunk, ctypes.byref(pointer), ctypes.byref(needs_free)
+            )
+            if length <= 0:
+                raise RuntimeError(f"blosc2_schunk_to_buffer failed ({length})")
+            frame = ctypes.string_at(pointer.value, length)
+            if needs_free.value:
+                self._free(pointer)
+            return frame
+        finally:
+            self.lib.blosc2_schunk_free(schunk)
+
+
+def encode_frame(encoding: FrameEncoding, frame: np.ndarray, plugin: PluginBlosc2 | None = None):
     """The bytes of ``frame``'s chunk: packed if asked, then a Blosc2 cframe if compressed.
 
     Parameters
     ----------
     encoding : FrameEncoding
     frame : numpy.ndarray, ``encoding.frame_shape`` of ``encoding.dtype``, C-contiguous
+    plugin : PluginBlosc2, optional
+        Compress through it, without the GIL (default: python-blosc2, with the GIL).
 
     Returns
     -------
@@ -229,6 +348,8 @@ def encode_frame(encoding: FrameEncoding, frame: np.ndarray):
         data = pack_mono12p(frame)
     if encoding.compression is Compression.NONE:
         return data
+    if plugin is not None:
+        return plugin.compress(data, encoding.compression.value, encoding.clevel, encoding.threads)
     import blosc2
 
     chunk = blosc2.SChunk(chunksize=data.nbytes, data=data, cparams=encoding._cparams())

@@ -64,7 +64,13 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from hyplex.devices.compression import Compression, FrameEncoding, Packing, encode_frame
+from hyplex.devices.compression import (
+    Compression,
+    FrameEncoding,
+    Packing,
+    PluginBlosc2,
+    encode_frame,
+)
 from hyplex.devices.errors import CameraError, RecordingError, RecordingExists, StreamEnded
 from hyplex.devices.frame import Frame, PixelFormat, metadata_dtype
 from hyplex.devices.recording import Recording, export_frames
@@ -204,6 +210,8 @@ class Recorder:
             name: _encoding(spec, self.compression, self.packing, clevel, threads)
             for name, spec in self.specs.items()
         }
+        # compress without the GIL where hdf5plugin's C-Blosc2 allows (compression.py)
+        self._plugin = None if self.compression is Compression.NONE else PluginBlosc2.load()
         self.throttle = (
             None if throttle_MBps is None else TokenBucket(float(throttle_MBps) * 1e6, clock=clock)
         )
@@ -382,7 +390,7 @@ class Recorder:
         encoding = self._streams[name]["encoding"]
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
-        return encode_frame(encoding, data)
+        return encode_frame(encoding, data, self._plugin)
 
     def write_chunk(self, frames: h5py.Dataset, index: int, payload) -> None:
         """Store one frame's chunk at ``index`` (the one place frame bytes go to the file;

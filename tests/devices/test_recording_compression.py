@@ -20,6 +20,7 @@ from hyplex.devices.clock import VirtualClock
 from hyplex.devices.compression import (
     BLOSC2_FILTER_ID,
     FrameEncoding,
+    PluginBlosc2,
     decode_chunk,
     encode_frame,
     require_codec,
@@ -95,9 +96,13 @@ def test_bit_shuffle_is_what_compresses_sensor_frames(compression, gain):
     import blosc2
 
     frame = _sensor_frames(1, (240, 320))[0]
-    encoding = FrameEncoding(frame.shape, frame.dtype, compression)
-    stored = encode_frame(encoding, frame)
+    encoding = FrameEncoding(frame.shape, frame.dtype, compression, threads=2)
+    plugin = PluginBlosc2.load()  # hdf5plugin's C-Blosc2, called without the GIL
+    assert plugin is not None
+    stored = encode_frame(encoding, frame, plugin)
     assert np.array_equal(decode_chunk(encoding, stored), frame)
+    # python-blosc2's path makes the same kind of chunk
+    assert np.array_equal(decode_chunk(encoding, encode_frame(encoding, frame)), frame)
     codec = blosc2.Codec.LZ4 if compression == "lz4" else blosc2.Codec.ZSTD
     plain = blosc2.compress2(frame, typesize=2, clevel=1, codec=codec, filters=[])
     assert frame.nbytes / len(stored) > gain * frame.nbytes / len(plain)
@@ -142,7 +147,9 @@ def test_compressed_recording_round_trip(tmp_path, compression, packing, queue_f
 def test_a_fresh_process_reads_it_with_plain_h5py_and_hdf5plugin(tmp_path):
     path = tmp_path / "rec.h5"
     frames = _sensor_frames(3)
-    with Recorder(path, _spec(), compression="zstd", queue_frames=2) as recorder:
+    with Recorder(
+        path, _spec(), compression="zstd", queue_frames=2, block_when_full=True
+    ) as recorder:
         for index, data in enumerate(frames):
             recorder.write(_frame(data, index))
     script = (
@@ -240,7 +247,9 @@ def _disk_fills_after(recorder, n_chunks, monkeypatch):
 def test_a_full_disk_stops_cleanly_with_a_valid_file(tmp_path, monkeypatch, queue_frames):
     path = tmp_path / "full.h5"
     frames = _sensor_frames(12)
-    recorder = Recorder(path, _spec(), compression="lz4", queue_frames=queue_frames)
+    recorder = Recorder(
+        path, _spec(), compression="lz4", queue_frames=queue_frames, block_when_full=True
+    )
     _disk_fills_after(recorder, 5, monkeypatch)
     with pytest.raises(RecordingDiskFull, match="full.*valid.*camera: 5"):
         for index, data in enumerate(frames):
@@ -390,3 +399,34 @@ def test_stream_records_compressed_frames(app, png_sequence, tmp_path):
     assert result.exit_code == 2 and "unknown compression 'gzip'" in result.output
     result = CliRunner().invoke(app, [*camera, "--overwrite", "--packing", "mono12p"])
     assert result.exit_code == 1 and "12-bit pixels" in result.output
+
+
+def test_compression_releases_the_gil():
+    """The encoder compresses through hdf5plugin's C-Blosc2 via ctypes, which releases the
+    GIL: a Python thread keeps running during the call (with python-blosc2 it would stall
+    for the whole call, stalling the camera's acquisition thread with it)."""
+    import threading
+
+    import blosc2
+
+    frame = _sensor_frames(1, (600, 800))[0]
+    plugin = PluginBlosc2.load()
+
+    def spins_during(compress) -> int:
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (compress(), done.set()))
+        count = 0
+        thread.start()
+        while not done.is_set():
+            count += 1
+        thread.join()
+        return count
+
+    def slow_plugin():
+        plugin.compress(frame, "zstd", 9, 1)
+
+    def slow_python():
+        blosc2.compress2(frame, typesize=2, clevel=9, codec=blosc2.Codec.ZSTD, nthreads=1)
+
+    spins_python, spins_plugin = spins_during(slow_python), spins_during(slow_plugin)
+    assert spins_plugin > 5 * spins_python + 1000
