@@ -34,7 +34,7 @@ the first half); label flip rate (pixels whose label changes where the truth doe
 mIoU on the second half, against per-frame labels.
 
 Profiles (``--profile``, :mod:`hyplex.models.realtime`): ``full`` runs the models above;
-``realtime`` runs the real-time decoders (``LinearDecoder(9, 34)`` and
+``realtime`` runs the real-time decoders (``SeparableReconstructor(9, 34)`` and
 ``SeparableSegNet(9, n_classes)``, BatchNorm and whitening folded by the engine). With
 ``realtime`` the accuracy cost is measured too: both profiles are co-designed with the quick
 settings (``quick_config``, the shipped quick library, ``--accuracy-steps``) on the same
@@ -338,8 +338,13 @@ def main(argv=None) -> dict:
     if args.quick and args.full_frame:
         parser.error("--quick (1500 x 2000) and --full-frame (4000 x 3000) exclude each other")
 
-    from hyplex.models.realtime import REALTIME_SEGMENTER, SeparableSegNet
-    from hyplex.models.reconstruction import LinearDecoder, SpectralTransformer
+    from hyplex.models.realtime import (
+        REALTIME_RECONSTRUCTOR,
+        REALTIME_SEGMENTER,
+        SeparableReconstructor,
+        SeparableSegNet,
+    )
+    from hyplex.models.reconstruction import SpectralTransformer
     from hyplex.models.segmentation import UNet
     from hyplex.pipeline import Pipeline, PipelineConfig
     from hyplex.pipeline.inference import InferenceConfig, InferenceEngine, resolve_device
@@ -362,10 +367,10 @@ def main(argv=None) -> dict:
     scale = float(np.nanmedian(preprocessor(frames[0])))
     torch.manual_seed(0)
     if args.profile == "realtime":
-        reconstructor = LinearDecoder(9, 34).eval().to(device)
-        options = {k: v for k, v in REALTIME_SEGMENTER[1].items()}
-        segmenter = SeparableSegNet(9, n_classes, **options).eval().to(device)
-        names = ("LinearDecoder(9, 34)", f"SeparableSegNet(9, {n_classes})")
+        reconstructor = SeparableReconstructor(9, 34, **REALTIME_RECONSTRUCTOR[1])
+        reconstructor = reconstructor.eval().to(device)
+        segmenter = SeparableSegNet(9, n_classes, **REALTIME_SEGMENTER[1]).eval().to(device)
+        names = ("SeparableReconstructor(9, 34)", f"SeparableSegNet(9, {n_classes})")
     else:
         reconstructor = SpectralTransformer(9, 34).eval().to(device)
         segmenter = UNet(9, n_classes).eval().to(device)

@@ -29,6 +29,7 @@ from torch import nn
 
 from hyplex.models.decoder_input import as_barcode_maps, restore_points
 from hyplex.models.layers import SpectralAttentionBlock, crop_to, pad_to_multiple
+from hyplex.models.realtime import SeparableReconstructor
 
 __all__ = [
     "RECONSTRUCTORS",
@@ -310,6 +311,7 @@ class SpectralTransformer(nn.Module):
 RECONSTRUCTORS: dict[str, type[nn.Module]] = {
     "linear": LinearDecoder,
     "mst": SpectralTransformer,
+    "separable": SeparableReconstructor,  # the real-time profile (hyplex.models.realtime)
 }
 
 
