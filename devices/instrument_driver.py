@@ -109,6 +109,9 @@ class Instrument:
             )
         self.clock = clock or MonotonicClock()
         self.poll_s = self.POLL_S if poll_s is None else float(poll_s)
+        if not self.poll_s > 0:
+            self.close()
+            raise ValueError(f"poll_s must be > 0 s, got {poll_s!r}")
 
     @classmethod
     def echoes_on(cls, url: str) -> bool:

@@ -30,7 +30,7 @@ from typing import ClassVar
 from hyplex.devices.clock import Clock, MonotonicClock
 
 SIMULATOR_CLASSES = {
-    "monochromator": "hyplex.devices.monochromator:MonochromatorSimulator",
+    "monochromator": "hyplex.devices.monochromator_sim:MonochromatorSimulator",
     "filterwheel": "hyplex.devices.filter_wheel:FilterWheelSimulator",
     "stage": "hyplex.devices.stage:StageSimulator",
     "powermeter": "hyplex.devices.power_meter:PowerMeterSimulator",

@@ -98,6 +98,23 @@ def test_a_usb_monochromator_has_no_echo_and_a_wrong_echo_setting_is_a_clear_err
         transport.query("WAVE?")
 
 
+def test_a_move_that_ends_elsewhere_is_an_error():
+    clock = VirtualClock()
+    mono = MonochromatorSimulator(clock)
+    handle = mono.handle
+
+    def drifting(line):  # a grating that stops 2 nm short
+        reply = handle(line)
+        return f"{float(reply) - 2.0:.3f}" if line == "WAVE?" else reply
+
+    mono.handle = drifting
+    driver = Monochromator(attach(mono), clock=clock)
+    with pytest.raises(InstrumentError, match=r"asked for 600.000 nm, reads 598.000 nm"):
+        driver.go_to(600.0)
+    with pytest.raises(ValueError, match="poll_s must be > 0"):
+        Monochromator(attach(mono), clock=clock, poll_s=0)
+
+
 def test_a_lost_esr_reply_does_not_hide_the_end_of_a_move():
     """*ESR? clears the bit it reports: the driver re-arms *OPC before every poll."""
     clock = VirtualClock()
