@@ -253,3 +253,25 @@ def test_reconstructor_starts_linear_and_folds_its_batchnorm():
     assert not torch.allclose(expected, model.linear(x))  # the correction is in play
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert fused(torch.rand(4, 9)).shape == (4, 12)
+
+
+def test_engine_runs_the_fused_decoders_with_the_reference_result():
+    """The streaming engine folds the real-time decoders' BatchNorm (its models are fused
+    copies; the caller's modules are left trainable) and decodes as the plain reference."""
+    from hyplex.models.realtime import SeparableReconstructor
+    from hyplex.pipeline.inference import InferenceConfig, InferenceEngine, decode_reference
+
+    reconstructor = _trained_statistics(SeparableReconstructor(9, 6, width=8))
+    segmenter = _trained_statistics(SeparableSegNet(9, 4, width=8, whiten=True))
+    threads = torch.get_num_threads()
+    engine = InferenceEngine(
+        reconstructor, segmenter, config=InferenceConfig(torch_threads=1, workers=1)
+    )
+    torch.set_num_threads(threads)
+    assert engine.models["segmenter"].is_fused and engine.models["reconstructor"].is_fused
+    assert not segmenter.is_fused and not reconstructor.is_fused
+    barcodes = np.random.default_rng(8).uniform(2, 4, (1, 13, 17, 9)).astype(np.float32)
+    decoded = engine(barcodes)
+    reference = decode_reference(barcodes[0], reconstructor, segmenter)
+    np.testing.assert_allclose(decoded.cube[0], reference.cube, atol=1e-4)
+    assert np.mean(decoded.labels[0] == reference.labels) > 0.99
