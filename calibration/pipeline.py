@@ -615,7 +615,10 @@ def _emva(camera, mono, meter, channels, settings: PipelineSettings, report) -> 
         mono.close_shutter()
         dark.append(_snaps(camera, 2))
         report("emva", index + 1, len(exposures))
-    transfer = emva.photon_transfer(bright, dark, exposures, channels, photons)
+    area_um2 = settings.pixel_area_m2 * 1e12 if settings.pixel_area_m2 else None
+    transfer = emva.photon_transfer(
+        bright, dark, exposures, channels, photons, pixel_area_um2=area_um2
+    )
     camera.exposure_us = t70 * 0.5 / 0.7
     mono.open_shutter()
     bright_stack = _snaps(camera, settings.emva_stack_frames)
