@@ -14,6 +14,7 @@ command                       job                                          modul
                                                                            :mod:`.refit`
 ``segment``, ``view``         the video engine and the live viewer          :mod:`.video`
 ``convert-weights``           one's own torch.save decoder -> safetensors   :mod:`.convert`
+``openset fit``, ``coverage`` open-set heads in bundles, hull coverage     :mod:`.openset`
 ============================  ===========================================  ==================
 """
 
@@ -28,6 +29,7 @@ from hyplex.cli.design import register as register_design
 from hyplex.cli.devices import register as register_devices
 from hyplex.cli.inverse import register as register_inverse
 from hyplex.cli.library import library_app
+from hyplex.cli.openset import register as register_openset
 from hyplex.cli.optics import register as register_optics
 from hyplex.cli.refit import register as register_refit
 from hyplex.cli.simulate import simulate_app
@@ -48,6 +50,7 @@ register_design(app)
 register_refit(app)
 register_video(app)
 register_convert(app)
+register_openset(app)
 
 
 def _version(value: bool) -> None:

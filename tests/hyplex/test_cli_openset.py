@@ -1,0 +1,209 @@
+"""``hyplex openset fit`` and ``hyplex coverage``: heads in bundles, and every bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hyplex.cli.app import app
+from hyplex.models.bundle import load_bundle, save_bundle
+from hyplex.models.codesign import train_codesign
+from hyplex.models.codesign_config import CodesignConfig
+from hyplex.models.openset.head_files import (
+    OpenSetHeadError,
+    has_openset_head,
+    load_openset_head,
+    read_head_record,
+)
+
+torch.set_num_threads(1)
+runner = CliRunner()
+ENV = {"COLUMNS": "400", "HYPLEX_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory):
+    from hyplex.models.codesign_library import quick_library
+
+    library = quick_library(tmp_path_factory.mktemp("lib") / "lib.h5", count=24)
+    config = CodesignConfig(
+        bands=8,
+        wavelength_range_nm=(420.0, 700.0),
+        scene_size=24,
+        n_train_scenes=2,
+        n_val_scenes=1,
+        n_objects=3,
+        patch_size=16,
+        batch_size=2,
+        steps=3,
+        finetune_steps=1,
+        evaluate_initial=False,
+        reconstructor_config={"width": 8, "n_blocks": 1, "n_stages": 1},
+        segmenter_config={"base_channels": 4, "depth": 1},
+        device="cpu",
+    )
+    result = train_codesign(config, None, library=library, progress=False)
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "design", result, report=False)
+
+
+def _copy(bundle_path, tmp_path):
+    import shutil
+
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle_path, target)
+    return target
+
+
+def test_openset_fit_stores_a_head_that_reloads(bundle_path, tmp_path):
+    bundle = _copy(bundle_path, tmp_path)
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=[
+            "openset",
+            "fit",
+            "--bundle",
+            str(bundle),
+            "--method",
+            "OE",
+            "--quick",
+            "--steps",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["method"] == "OE" and 0 <= summary["auroc"] <= 1
+    record = read_head_record(bundle)
+    assert record["method"] == "OE" and record["threshold"] == summary["threshold"]
+    loaded = load_bundle(bundle)
+    detector = load_openset_head(bundle, loaded.segmenter, loaded.class_names)
+    scores = detector.predict(torch.zeros(1, 9, 8, 8))
+    assert scores.shape == (1, 8, 8)
+    # a second fit replaces the head and leaves one tensors file
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=["openset", "fit", "--bundle", str(bundle), "--method", "energy", "--quick"],
+    )
+    assert result.exit_code == 0, result.output
+    assert read_head_record(bundle)["method"] == "energy"
+    assert len(list(bundle.glob("openset-*.safetensors"))) == 1
+
+
+def test_openset_fit_to_a_new_bundle_leaves_the_old_one(bundle_path, tmp_path):
+    out = tmp_path / "with_head"
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=[
+            "openset",
+            "fit",
+            "--bundle",
+            str(bundle_path),
+            "--method",
+            "MSP",
+            "--quick",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert has_openset_head(out) and not has_openset_head(bundle_path)
+
+
+def test_bad_inputs_are_clear_errors(bundle_path, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=[
+            "openset",
+            "fit",
+            "--bundle",
+            str(bundle_path),
+            "--method",
+            "OE",
+            "--target-frames",
+            str(empty),
+            "--quick",
+        ],
+    )
+    assert result.exit_code != 0 and "holds no frames" in result.output
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    np.save(wrong / "frame.npy", np.zeros((8, 8, 4), np.float32))
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=[
+            "openset",
+            "fit",
+            "--bundle",
+            str(bundle_path),
+            "--method",
+            "OE",
+            "--target-frames",
+            str(wrong),
+            "--quick",
+        ],
+    )
+    assert result.exit_code != 0 and "mismatched channel counts" in result.output
+    result = runner.invoke(
+        app, env=ENV, args=["openset", "fit", "--bundle", str(bundle_path), "--method", "XYZ"]
+    )
+    assert result.exit_code != 0 and "unknown method" in result.output
+    with pytest.raises(OpenSetHeadError, match="no open-set head"):
+        read_head_record(bundle_path)
+
+
+def test_corrupt_head_is_refused(bundle_path, tmp_path):
+    bundle = _copy(bundle_path, tmp_path)
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=["openset", "fit", "--bundle", str(bundle), "--method", "energy", "--quick"],
+    )
+    assert result.exit_code == 0, result.output
+    tensors = next(bundle.glob("openset-*.safetensors"))
+    tensors.write_bytes(tensors.read_bytes()[:-1] + b"\0")
+    loaded = load_bundle(bundle)
+    with pytest.raises(OpenSetHeadError, match="SHA-256"):
+        load_openset_head(bundle, loaded.segmenter, loaded.class_names)
+
+
+def test_coverage_prints_the_share_and_writes_maps(bundle_path, tmp_path):
+    loaded = load_bundle(bundle_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    inside = np.full((6, 6, 9), 0.2, np.float32)  # a grey surface: inside the mixture
+    outside = np.full((6, 6, 9), 5.0, np.float32)  # five times a white reflector: outside
+    np.save(frames / "inside.npy", inside)
+    np.save(tmp_path / "outside.npy", outside)
+    out = tmp_path / "maps"
+    result = runner.invoke(
+        app,
+        env=ENV,
+        args=[
+            "coverage",
+            "--bundle",
+            str(bundle_path),
+            str(frames),
+            str(tmp_path / "outside.npy"),
+            "--out",
+            str(out),
+            "--scenes",
+            "2",
+            "--training-points",
+            "300",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report[str(tmp_path / "outside.npy")]["outside_share"] == 1.0
+    with np.load(out / "outside.coverage.npz") as stored:
+        assert stored["outside"].shape == (1, 6, 6)
+    assert loaded.responses.shape[0] == 9
