@@ -65,9 +65,13 @@ class SensorModel:
     fixed_pattern_seed : int
         Seed of the DSNU and PRNU maps (>= 0).
     shot_noise_exact_below_e : float
-        Shot noise is drawn exactly from Poisson(mu) (Hoermann's PTRS) for mu below this, and
-        from the normal law of the same mean and variance above (dropping a skewness of
-        1 / sqrt(mu) <= 3 % at the default; ~5x faster). ``math.inf`` draws exactly everywhere.
+        Shot noise is drawn exactly from Poisson(mu) (inversion below 10 e-, Ahrens and
+        Dieter's algorithm PD above) for mu below this, and from the normal law of the same
+        mean and variance above (dropping a skewness of 1 / sqrt(mu) <= 3.2 %, total variation
+        distance 0.004 at the default of 1000 e-; see ``kernels_sensor``). The normal law saves
+        ~15 % of the noise kernel's time (``benchmarks/kernels.py --only sensor_noise``:
+        ``sensor_noise`` vs ``sensor_noise_normal_approx``). ``math.inf`` draws exactly
+        everywhere.
     qe_wavelengths_nm, qe : tuple of float, optional
         Tabulated quantum efficiency (band-averaged onto a grid like every spectrum, 0 outside
         the table); default: the silicon model of
