@@ -149,7 +149,9 @@ def import_and_emva(quick: bool = False, seed: int = 0) -> dict:
     channel responses (``bench.true_response``) with the noise of a real bench: the reference
     spectrometer 1 % per band plus 0.2 % of full scale, the readings 0.5 % plus a 0.5 % lamp
     drift common to one sample. ``import_loo_rmse``: leave-one-out RMSE of the held-out
-    spectra reconstructed through hyplex's prior fit (Wiener estimate),
+    spectra reconstructed through hyplex's prior fit (Wiener estimate with the covariance
+    prior tuned by inner leave-one-out; ``import_basis_loo_rmse`` through the Hyplex basis
+    fit),
     ``import_ridge_loo_rmse``: the plain ridge readings -> spectra regression tuned by inner
     leave-one-out, both relative to the spectra's RMS; ``import_r2_min``: the smallest
     per-channel leave-one-out R^2 of the response fit (``import_weak_channel`` names it).
