@@ -20,7 +20,8 @@ kind and URL with :func:`open_instrument`::
     meter = open_instrument("power_meter", "USB0::0x1313::0x8072::P2000000::INSTR")
 
 Simulators are reachable as ``sim://<kind>`` ports (:func:`attach`), through a
-pseudo-terminal (:class:`PtyBridge`) and from ``hyplex sim-device``.
+pseudo-terminal (:class:`PtyBridge`), on a local TCP port (:class:`SocketBridge`, for the
+``TCPIP::...::SOCKET`` and ``socket://`` paths) and from ``hyplex sim-device``.
 :class:`SimulatedBench` wires them to a light source the simulated camera sees.
 """
 
@@ -40,6 +41,7 @@ from hyplex.devices.power_meter import PowerMeter, PowerMeterSimulator
 from hyplex.devices.pty_bridge import PtyBridge
 from hyplex.devices.serial_transport import SerialTransport
 from hyplex.devices.sim_bench import SimulatedBench
+from hyplex.devices.socket_bridge import SocketBridge
 from hyplex.devices.stage import Stage, StageSimulator
 from hyplex.devices.transport import LineTransport, open_transport
 
@@ -129,6 +131,7 @@ __all__ = [
     "PtyBridge",
     "SerialTransport",
     "SimulatedBench",
+    "SocketBridge",
     "Stage",
     "StageSimulator",
     "attach",

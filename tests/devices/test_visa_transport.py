@@ -158,3 +158,23 @@ def test_the_monochromator_over_usb_tmc_has_no_echo(visa_sim_backend):
         assert driver.go_to(632.8) == pytest.approx(632.8)
         driver.open_shutter()
         assert driver.shutter_open
+
+
+@pytest.mark.parametrize("link", ["visa_resource", "serial_url"], ids=["TCPIP-SOCKET", "socket"])
+def test_the_power_meter_over_a_tcp_socket(link):
+    """pyvisa-py's TCPIP socket session and pyserial's socket:// reach a simulator on a local
+    port; a reply cut in half is flushed (device clear / input reset) and retried."""
+    from hyplex.devices.instruments import PowerMeterSimulator, SocketBridge
+
+    simulator = PowerMeterSimulator(power_W=lambda: 2e-6, noise=0.0)
+    with SocketBridge(simulator) as bridge:
+        url = getattr(bridge, link)
+        with open_instrument("power_meter", url, timeout_s=1.0) as meter:
+            assert meter.identify().startswith("Thorlabs,PM100USB")
+            assert meter.set_wavelength_nm(700) == 700.0
+            assert meter.power_W(expect_light=True) == pytest.approx(2e-6, rel=1e-3)
+            simulator.faults.partial = 1
+            assert meter.power_W() == pytest.approx(2e-6, rel=1e-3)
+            simulator.faults.garbled = 3
+            with pytest.raises(GarbledReply, match=r"power meter at .*'MEAS:POW\?'"):
+                meter.power_W()
