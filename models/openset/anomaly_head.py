@@ -39,6 +39,7 @@ __all__ = [
     "AnomalyHead",
     "AnomalyHeadDetector",
     "BCEAnomalyDetector",
+    "head_features",
     "openset_anomaly_labels",
     "AnomalyHeadTraining",
     "BCEAnomalyHead",
@@ -138,9 +139,18 @@ class AnomalyHead(nn.Module):
         Width of the MLP's hidden layers.
     embedding_dim : int
         Dimension ``D`` of the representation.
+    shape_normalise : bool
+        Divide each input by its mean first (inputs are raw barcodes). False when the inputs
+        are already features (:func:`head_features`): they are only standardised.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 64, embedding_dim: int = 16):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int = 64,
+        embedding_dim: int = 16,
+        shape_normalise: bool = True,
+    ):
         super().__init__()
         for key, value in {
             "in_channels": in_channels,
@@ -150,10 +160,12 @@ class AnomalyHead(nn.Module):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive int; got {value!r}")
         self.in_channels, self.embedding_dim = int(in_channels), int(embedding_dim)
+        self.shape_normalise = bool(shape_normalise)
         self.config = {
             "in_channels": int(in_channels),
             "hidden": int(hidden),
             "embedding_dim": int(embedding_dim),
+            "shape_normalise": bool(shape_normalise),
         }
         self.register_buffer("input_mean", torch.zeros(in_channels))
         self.register_buffer("input_std", torch.ones(in_channels))
@@ -164,16 +176,20 @@ class AnomalyHead(nn.Module):
         """``x / mean(x)`` per barcode (shading- and exposure-free), ``(N, C)``."""
         return points / points.mean(dim=1, keepdim=True).clamp_min(1e-6)
 
+    def prepare(self, points: torch.Tensor) -> torch.Tensor:
+        """The spectral shape of barcodes, or feature points unchanged (``shape_normalise``)."""
+        return self.spectral_shape(points) if self.shape_normalise else points
+
     @torch.no_grad()
     def fit_normalisation(self, normal_points: torch.Tensor) -> None:
         """Set the standardisation from normal barcodes ``(N, C)``."""
-        shape = self.spectral_shape(normal_points.to(self.input_mean.device))
+        shape = self.prepare(normal_points.to(self.input_mean.device))
         self.input_mean.copy_(shape.mean(0))
         self.input_std.copy_(shape.std(0).clamp_min(1e-4))
 
     def represent(self, points: torch.Tensor) -> torch.Tensor:
         """Representations ``(N, D)`` of barcodes ``(N, C)``."""
-        shape = self.spectral_shape(points)
+        shape = self.prepare(points)
         return self.network((shape - self.input_mean) / self.input_std)
 
     def logit(self, representation: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -237,8 +253,14 @@ class AnomalyHead(nn.Module):
 class BCEAnomalyHead(AnomalyHead):
     """The plain supervised anomaly head: a linear logit ``s = w . r + b`` with BCE."""
 
-    def __init__(self, in_channels: int, hidden: int = 64, embedding_dim: int = 16):
-        super().__init__(in_channels, hidden, embedding_dim)
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int = 64,
+        embedding_dim: int = 16,
+        shape_normalise: bool = True,
+    ):
+        super().__init__(in_channels, hidden, embedding_dim, shape_normalise)
         self.linear = nn.Linear(embedding_dim, 1)
 
     def logit(self, representation: torch.Tensor) -> torch.Tensor:
@@ -371,19 +393,56 @@ def openset_anomaly_labels(labels: torch.Tensor) -> torch.Tensor:
     return (torch.as_tensor(labels) == UNKNOWN).long()
 
 
+def head_features(barcodes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """What a deployed anomaly head reads per pixel: the barcode and the segmenter's belief.
+
+    ``[x / mean(x), log mean(x), log_softmax(z)]``: the barcode's spectral shape (``C``), its
+    log brightness (1) and the segmenter's class log-probabilities (``K``), so the head sees
+    the material's spectrum and what the segmenter (with its spatial context) made of it.
+
+    Parameters
+    ----------
+    barcodes : torch.Tensor, (B, C, H, W)
+        Normalised barcodes (positive, O(1)).
+    logits : torch.Tensor, (B, K, H, W)
+        The segmenter's logits for them.
+
+    Returns
+    -------
+    torch.Tensor, (B, C + 1 + K, H, W) float32
+    """
+    if barcodes.ndim != 4 or logits.ndim != 4 or barcodes.shape[2:] != logits.shape[2:]:
+        raise ValueError(
+            f"barcodes (B, C, H, W) and logits (B, K, H, W) must share B, H, W; got "
+            f"{tuple(barcodes.shape)} and {tuple(logits.shape)}"
+        )
+    x = barcodes.float().clamp_min(1e-4)
+    brightness = x.mean(1, keepdim=True)
+    log_probabilities = torch.log_softmax(logits.float().to(x.device), 1)
+    return torch.cat([x / brightness, brightness.log(), log_probabilities], 1)
+
+
 class AnomalyHeadDetector(OpenSetDetector):
     """An anomaly head beside a frozen segmenter, in the open-set detector contract.
 
     The segmenter's labels are untouched (``trains_segmenter = False``: the ID mIoU cannot
-    change); the head scores every pixel from its barcode. ``fit`` trains the head on
-    ``data.train`` (normal) and ``data.auxiliary`` (its planted outliers = seen anomalies,
-    the rest normal). Options (defaults): ``steps`` 400, ``batch_size`` 512, ``lr`` 3e-3,
-    ``hidden`` 64, ``embedding_dim`` 16, plus those of :attr:`extra_defaults`.
+    change). The head scores every pixel from :func:`head_features` (the barcode's shape and
+    brightness and the segmenter's class log-probabilities; the segmenter runs once per frame
+    for both, in :meth:`segment`). ``fit`` trains the head on ``data.train`` (normal) and
+    ``data.auxiliary`` (its planted outliers = seen anomalies, the rest normal). Options
+    (defaults): ``steps`` 400, ``batch_size`` 512, ``lr`` 3e-3, ``hidden`` 64,
+    ``embedding_dim`` 16, plus those of :attr:`extra_defaults`.
     """
 
     method = "BCE"
     head_class: type[AnomalyHead] = None
-    base_defaults = {"steps": 400, "batch_size": 512, "lr": 3e-3, "hidden": 64, "embedding_dim": 16}
+    base_defaults = {
+        "steps": 400,
+        "batch_size": 512,
+        "lr": 3e-3,
+        "hidden": 64,
+        "embedding_dim": 16,
+    }
     extra_defaults: dict = {}
 
     def __init__(self, model: nn.Module, **options):
@@ -402,11 +461,20 @@ class AnomalyHeadDetector(OpenSetDetector):
             raise ValueError(f"option lr must be a number > 0; got {merged['lr']!r}")
         super().__init__(model, **merged)
         channels = getattr(model, "in_channels", None)
-        if channels is None:
-            raise ValueError("the segmenter must have an in_channels attribute (barcode length)")
+        classes = getattr(model, "n_classes", None)
+        if channels is None or classes is None:
+            raise ValueError(
+                "the segmenter must have in_channels and n_classes attributes (barcode length "
+                "and class count)"
+            )
+        self.in_channels = int(channels)
         extra = {key: merged[key] for key in self.extra_defaults}
         self.head = self.head_class(
-            int(channels), merged["hidden"], merged["embedding_dim"], **extra
+            int(channels) + 1 + int(classes),
+            merged["hidden"],
+            merged["embedding_dim"],
+            shape_normalise=False,
+            **extra,
         )
         parameter = next(model.parameters(), None)
         if parameter is not None:
@@ -415,22 +483,33 @@ class AnomalyHeadDetector(OpenSetDetector):
     def head_modules(self) -> dict[str, nn.Module]:
         return {"head": self.head}
 
+    @torch.no_grad()
+    def features(self, barcodes: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """:func:`head_features` of barcode maps ``(N, C, H, W)`` (segmenter in eval mode)."""
+        from hyplex.models.openset.scores import as_barcode_batch
+
+        self.model.eval()
+        x = as_barcode_batch(barcodes, self.model)
+        return torch.cat(
+            [head_features(chunk, self.model(chunk)).cpu() for chunk in x.split(batch_size)]
+        )
+
     def training_scenes(self, data) -> tuple[torch.Tensor, torch.Tensor]:
-        """Barcodes ``(N, F, H, W)`` and anomaly labels ``(N, H, W)`` of train + auxiliary."""
-        channels = self.head.in_channels
-        if data.n_channels != channels:
+        """Head features ``(N, C + 1 + K, H, W)`` and anomaly labels ``(N, H, W)`` of
+        ``data.train`` + ``data.auxiliary``."""
+        if data.n_channels != self.in_channels:
             raise ValueError(
                 f"the data's barcodes have {data.n_channels} channels but the segmenter reads "
-                f"{channels}: mismatched channel counts"
+                f"{self.in_channels}: mismatched channel counts"
             )
         barcodes = torch.cat([data.train.barcodes, data.auxiliary.barcodes])
         labels = torch.cat(
             [
-                torch.where(data.train.labels < 0, -1, 0),  # stray unknowns in ID scenes: ignored
+                torch.where(data.train.labels < 0, -1, 0),  # stray unknowns in ID scenes
                 openset_anomaly_labels(data.auxiliary.labels),
             ]
         )
-        return barcodes, labels
+        return self.features(barcodes), labels
 
     def fit(self, data, *, seed: int = 0, progress: bool = False, **kwargs):
         """Train the head on ``data`` (see the class docstring); returns ``self``."""
@@ -440,16 +519,16 @@ class AnomalyHeadDetector(OpenSetDetector):
         training = AnomalyHeadTraining(
             o["steps"], o["batch_size"], o["lr"], seed=int(seed), progress=progress
         )
-        barcodes, labels = self.training_scenes(data)
+        features, labels = self.training_scenes(data)
         start = time.perf_counter()
-        losses = self.head.fit_scenes(barcodes, labels, training)
+        losses = self.head.fit_scenes(features, labels, training)
         elapsed = time.perf_counter() - start
         self.history = [{"step": i, "loss": v} for i, v in enumerate(losses)]
         self.history.append({"seconds": elapsed})
         return self
 
     def scores_from(self, logits: torch.Tensor, barcodes: torch.Tensor) -> torch.Tensor:
-        return self.head.predict(barcodes).to(logits.device)
+        return self.head.predict(head_features(barcodes, logits)).to(logits.device)
 
 
 class BCEAnomalyDetector(AnomalyHeadDetector):

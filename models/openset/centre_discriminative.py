@@ -79,8 +79,14 @@ class CEDLAnomalyHead(AnomalyHead):
         As :class:`~.anomaly_head.AnomalyHead`.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 64, embedding_dim: int = 16):
-        super().__init__(in_channels, hidden, embedding_dim)
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int = 64,
+        embedding_dim: int = 16,
+        shape_normalise: bool = True,
+    ):
+        super().__init__(in_channels, hidden, embedding_dim, shape_normalise)
         self.centre = nn.Parameter(torch.zeros(embedding_dim))
         self.raw_alpha = nn.Parameter(torch.tensor(math.log(math.e - 1.0)))  # softplus -> 1
         self.beta = nn.Parameter(torch.tensor(1.0))

@@ -189,6 +189,8 @@ class NSRegAnomalyHead(AnomalyHead):
         Relations drawn per step (a third of each type).
     cell : int
         Superpixel side in pixels for :meth:`fit_scenes`.
+    shape_normalise : bool
+        As :class:`~.anomaly_head.AnomalyHead`.
     """
 
     def __init__(
@@ -200,8 +202,9 @@ class NSRegAnomalyHead(AnomalyHead):
         weight: float = 1.0,
         relations_per_step: int = 384,
         cell: int = 4,
+        shape_normalise: bool = True,
     ):
-        super().__init__(in_channels, hidden, embedding_dim)
+        super().__init__(in_channels, hidden, embedding_dim, shape_normalise)
         if not 0.0 < unconnected_normal_target < 1.0 or weight < 0 or relations_per_step < 3:
             raise ValueError(
                 "need 0 < unconnected_normal_target < 1, weight >= 0, relations_per_step >= 3; "
