@@ -148,6 +148,14 @@ def segment_command(
             "--verbose", help="Print each stage's share of the 30 fps budget and bandwidth."
         ),
     ] = False,
+    unknown: Annotated[
+        bool | None,
+        typer.Option(
+            "--unknown/--no-unknown",
+            help="Write the unknown-material map of the bundle's open-set head and mark "
+            "unknown pixels in the overlay (default: when the bundle has a head).",
+        ),
+    ] = None,
 ) -> None:
     """Decode INPUTS: barcodes, reconstruction and segmentation of every frame, to files.
 
@@ -184,6 +192,16 @@ def segment_command(
             raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
     if reconstructor is None and segmenter is None and bundle is None:
         raise typer.BadParameter("give --bundle, or --reconstructor and/or --segmenter")
+    if unknown:  # before any input is opened
+        from hyplex.models.openset.head_files import has_openset_head
+
+        if bundle is None or not has_openset_head(bundle):
+            raise typer.BadParameter(
+                f"--unknown needs a bundle with an open-set head; "
+                f"{'bundle ' + str(bundle) if bundle else 'no --bundle'} has none (add one with "
+                "'hyplex openset fit --bundle B --method OE')",
+                param_hint="'--unknown'",
+            )
     from hyplex.pipeline.models import load_module
 
     for role, path in (("reconstructor", reconstructor), ("segmenter", segmenter)):
@@ -224,6 +242,7 @@ def segment_command(
             progress=workers == 1 and scheduler is None and sys.stderr.isatty(),
             profile=profile,
             verbose=verbose,
+            unknown=unknown,
         )
         for text in inputs
     ]

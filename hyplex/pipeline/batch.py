@@ -61,6 +61,10 @@ class SegmentJob:
     verbose : bool
         Add ``roofline`` to the result: each stage's time as a share of the 30 fps frame
         budget and its bytes against the copy bandwidth (:mod:`hyplex.pipeline.roofline`).
+    unknown : bool or None
+        Write the ``unknown`` map of the bundle's open-set head (:mod:`hyplex.models.openset`)
+        and mark unknown pixels in the overlay: True demands a head (an error without one),
+        None uses one when the bundle has it, False never.
     """
 
     input: str
@@ -78,6 +82,7 @@ class SegmentJob:
     progress: bool = False
     profile: str | None = None
     verbose: bool = False
+    unknown: bool | None = None
 
 
 def job_models(job: SegmentJob) -> dict:
@@ -101,7 +106,31 @@ def job_models(job: SegmentJob) -> dict:
         models["segmenter"] = load_module(job.segmenter, "segmenter")
     if models["reconstructor"] is None and models["segmenter"] is None:
         raise ValueError("no model: give --bundle, --reconstructor and/or --segmenter")
+    models["openset"] = _openset_head(job, models)
+    if models["openset"] is not None:  # a head that fine-tuned the segmenter brings its own
+        models["segmenter"] = models["openset"].model
     return models
+
+
+def _openset_head(job: SegmentJob, models: dict):
+    """The bundle's open-set detector when ``job.unknown`` asks for it (module doc)."""
+    if job.unknown is False:
+        return None
+    from hyplex.models.openset.head_files import has_openset_head, load_openset_head
+
+    if not job.bundle or not has_openset_head(job.bundle):
+        if job.unknown:
+            where = f"bundle {job.bundle}" if job.bundle else "no --bundle"
+            raise ValueError(
+                f"unknown maps need a bundle with an open-set head; {where} has none (add one "
+                "with 'hyplex openset fit --bundle B --method OE')"
+            )
+        return None
+    if job.segmenter or models["segmenter"] is None:
+        raise ValueError("the open-set head scores the bundle's own segmenter; drop --segmenter")
+    import copy
+
+    return load_openset_head(job.bundle, copy.deepcopy(models["segmenter"]), models["class_names"])
 
 
 def output_channels(module, in_channels: int, n_filters: int, shape=(8, 8)) -> int:
@@ -159,7 +188,8 @@ def segment_file(job: SegmentJob) -> dict:
                 in_channels = output_channels(models["reconstructor"], None, layout.n_filters)
             n_classes = output_channels(segmenter, in_channels, layout.n_filters)
         temporal = GatedLogitSmoother(n_classes) if job.temporal and n_classes >= 2 else None
-        engine = InferenceEngine(models["reconstructor"], segmenter, temporal, config)
+        openset = models.get("openset")
+        engine = InferenceEngine(models["reconstructor"], segmenter, temporal, config, openset)
         pipeline = Pipeline(preprocessor, engine, PipelineConfig(**job.pipeline))
         out_dir = Path(job.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +213,7 @@ def segment_file(job: SegmentJob) -> dict:
                 n_bands,
                 wavelengths,
                 models.get("class_names"),
+                unknown_method=None if openset is None else openset.method,
             )
         )
         sinks.append(StatsWriter(outputs["stats"]))

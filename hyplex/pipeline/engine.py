@@ -286,6 +286,7 @@ class Pipeline:
                     inference_s=share,
                     batch=len(good),
                     source_time_ns=t_read,
+                    unknown=(decoded.extra["unknown"][b] if "unknown" in decoded.extra else None),
                 )
             )
         return results

@@ -177,6 +177,9 @@ class InferenceEngine:
         ``forward(logits, features, state) -> (log_probabilities, state)``, e.g.
         :class:`hyplex.models.temporal.GatedLogitSmoother`; applied frame by frame in order.
     config : InferenceConfig
+    openset : hyplex.models.openset.OpenSetDetector or None
+        An open-set head around ``segmenter`` (its ``model``): each batch then also gives
+        ``extra["unknown"]`` (B, h, w) float32, the unknown-material probability.
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class InferenceEngine:
         segmenter=None,
         temporal=None,
         config: InferenceConfig | None = None,
+        openset=None,
     ):
         if reconstructor is None and segmenter is None:
             raise ValueError("give a reconstructor, a segmenter or both")
@@ -234,6 +238,9 @@ class InferenceEngine:
             if self.config.compile and name != "temporal":
                 module = torch.compile(module, dynamic=False)
             self.models[name] = module
+        self.openset = None if openset is None else openset.to(self.device)
+        if self.openset is not None and segmenter is None:
+            raise ValueError("an open-set head needs the segmenter it scores")
         self._state = None
         self._pinned: torch.Tensor | None = None
         self._upload_stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -289,6 +296,10 @@ class InferenceEngine:
             if "segmenter" in self.models:
                 source = cube if self.config.segment_from == "cube" else x
                 logits = self.models["segmenter"](source).float()
+                if self.openset is not None:  # from the frame's own logits, before smoothing
+                    scores = self.openset.scores_from(logits, source.float())
+                    unknown = self.openset.unknown_probability(scores)
+                    out.extra["unknown"] = unknown.float().cpu().numpy()
                 if "temporal" in self.models:
                     features = x.float()
                     frames = []

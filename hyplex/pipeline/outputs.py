@@ -20,6 +20,8 @@ flushed; a killed writer leaves its first ``committed`` frames readable (:func:`
     /labels         (N, h, w) uint8/int16, chunks (1, h, w), gzip
     /confidence     (N, h, w) float16
     /cube           (N, h, w, L') float32, chunks (1, h, w, L')   (optional)
+    /unknown        (N, h, w) float16: unknown-material probability of an open-set head,
+                    0.5 at its 95 %-TPR threshold (optional; attrs unknown_method)
     /frame_index    (N,) int64: index in the source;  /frame_id (N,) int64
     /committed      (1,) int64
     attrs: format, version, class_names (JSON), wavelengths_nm
@@ -134,10 +136,17 @@ def to_uint8(image, low_percentile: float = 1.0, high_percentile: float = 99.5) 
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
 
-def overlay(intensity, labels, n_classes: int, alpha: float = 0.45, scale: int = 1):
-    """Label colours blended over a grey image: RGB (h * scale, w * scale, 3) uint8."""
+UNKNOWN_COLOUR = np.array([255, 0, 255], np.float32)  # full magenta: label_palette stops at S = 200
+
+
+def overlay(intensity, labels, n_classes: int, alpha: float = 0.45, scale: int = 1, unknown=None):
+    """Label colours blended over a grey image: RGB (h * scale, w * scale, 3) uint8.
+    ``unknown`` (h, w) probabilities, optional: pixels above 0.5 (the open-set head's 95 %-TPR
+    threshold) are marked in magenta instead of their label colour."""
     grey = to_uint8(intensity)
     colours = label_palette(n_classes)[np.clip(labels, 0, n_classes - 1)]
+    if unknown is not None:
+        colours = np.where((np.asarray(unknown) > 0.5)[..., None], UNKNOWN_COLOUR, colours)
     mixed = ((1 - alpha) * grey[..., None] + alpha * colours).astype(np.uint8)
     if scale > 1:
         mixed = np.repeat(np.repeat(mixed, scale, 0), scale, 1)
@@ -171,6 +180,8 @@ class DecodedWriter:
     cube_bands : int
         L' kept bands to store (0: no cube).
     wavelengths_nm, class_names : optional metadata.
+    unknown_method : str, optional
+        The open-set method whose ``unknown`` map to store (None: no map).
     """
 
     def __init__(
@@ -181,6 +192,7 @@ class DecodedWriter:
         cube_bands: int = 0,
         wavelengths_nm=None,
         class_names=None,
+        unknown_method: str | None = None,
     ):
         height, width = (int(v) for v in metapixels)
         if height < 1 or width < 1 or int(n_classes) < 1 or int(cube_bands) < 0:
@@ -191,6 +203,7 @@ class DecodedWriter:
         label_dtype = np.uint8 if n_classes <= 256 else np.int16
         self._pending = PendingFile(path, "decoded output")
         self.path = self._pending.path
+        self._unknown_method = unknown_method
         try:
             self._file = h5py.File(self._pending.partial, "w", libver="latest")
             self._create(
@@ -240,6 +253,10 @@ class DecodedWriter:
             "frame_id", (0,), np.int64, maxshape=(None,), chunks=(256,)
         )
         self.committed = f.create_dataset("committed", data=np.zeros(1, np.int64))
+        self.unknown = None
+        if getattr(self, "_unknown_method", None) is not None:  # before SWMR: no new datasets
+            f.attrs["unknown_method"] = str(self._unknown_method)
+            self.unknown = f.create_dataset("unknown", (0, height, width), np.float16, **grow)
         f.swmr_mode = True
         self.count = 0
 
@@ -250,6 +267,8 @@ class DecodedWriter:
         datasets = [self.frame_index, self.frame_id, self.labels, self.confidence]
         if self.cube is not None:
             datasets.append(self.cube)
+        if self.unknown is not None:
+            datasets.append(self.unknown)
         for dataset in datasets:
             dataset.resize(n + 1, axis=0)
         self.frame_index[n], self.frame_id[n] = result.index, result.frame_id
@@ -258,6 +277,8 @@ class DecodedWriter:
             self.confidence[n] = result.confidence
         if self.cube is not None and result.cube is not None:
             self.cube[n] = result.cube
+        if self.unknown is not None and getattr(result, "unknown", None) is not None:
+            self.unknown[n] = result.unknown
         for dataset in datasets:
             dataset.flush()
         self.count = n + 1
@@ -291,6 +312,8 @@ def read_decoded(path) -> dict:
         out = {name: f[name][:n] for name in ("labels", "confidence", "frame_index", "frame_id")}
         if "cube" in f:
             out["cube"] = f["cube"][:n]
+        if "unknown" in f:
+            out["unknown"] = f["unknown"][:n]
         out["attrs"] = dict(f.attrs)
         return out
 
@@ -362,7 +385,13 @@ class OverlayVideoWriter:
         if result.labels is None or self._closed:
             return
         intensity = result.intensity if result.intensity is not None else result.labels
-        image = overlay(intensity, result.labels, self.n_classes, scale=self.scale)
+        image = overlay(
+            intensity,
+            result.labels,
+            self.n_classes,
+            scale=self.scale,
+            unknown=getattr(result, "unknown", None),
+        )
         image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), "edge")
         if self._container is None:
             self._open(*image.shape[:2])

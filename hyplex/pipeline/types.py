@@ -83,6 +83,8 @@ class FrameResult:
         Why the frame could not be decoded (then the arrays are None).
     source_time_ns : int
         Host monotonic time when the source delivered the frame, ns.
+    unknown : numpy.ndarray, float32 (h, w) or None
+        Unknown-material probability of an open-set head (0.5 at its 95 %-TPR threshold).
     """
 
     index: int
@@ -100,6 +102,7 @@ class FrameResult:
     dropped_so_far: int = 0
     error: str | None = None
     source_time_ns: int = 0
+    unknown: np.ndarray | None = None
 
 
 @dataclass

@@ -36,7 +36,7 @@ from hyplex.models.openset.outlier_exposure import (
     pixels,
     uniform_cross_entropy,
 )
-from hyplex.models.openset.scores import OpenSetDetector, as_barcode_batch, energy_score, msp_score
+from hyplex.models.openset.scores import OpenSetDetector, energy_score, msp_score
 
 __all__ = ["BarcodeWatermark", "WatermarkingDetector"]
 
@@ -106,13 +106,10 @@ class WatermarkingDetector(OpenSetDetector):
     def _score(self, logits):
         return msp_score(logits) if self.options["score"] == "MSP" else energy_score(logits)
 
-    def segment(self, barcodes):
-        """Labels from the clean barcodes (the deployed segmenter, unchanged), the score from
-        the watermarked ones: two passes, so the head costs no ID accuracy."""
-        self.model.eval()
-        x = as_barcode_batch(barcodes, self.model)
-        logits = self.model(x)
-        return logits, self._score(self.model(self.watermark(x)))
+    def scores_from(self, logits, barcodes):
+        """The score of the *watermarked* barcodes (a second pass); ``logits`` of the clean
+        barcodes give the labels, so the head costs no ID accuracy."""
+        return self._score(self.model(self.watermark(barcodes)))
 
     def fit(
         self, data: OpenSetData, *, seed: int = 0, progress: bool = False, device=None, **kwargs

@@ -207,3 +207,82 @@ def test_coverage_prints_the_share_and_writes_maps(bundle_path, tmp_path):
     with np.load(out / "outside.coverage.npz") as stored:
         assert stored["outside"].shape == (1, 6, 6)
     assert loaded.responses.shape[0] == 9
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    from hyplex.devices.frame import Frame, PixelFormat
+    from hyplex.devices.recorder import Recorder, StreamSpec
+
+    path = tmp_path_factory.mktemp("rec") / "clip.h5"
+    rng = np.random.default_rng(0)
+    with Recorder(path, StreamSpec((240, 240), PixelFormat.MONO12)) as recorder:
+        for i in range(3):
+            data = rng.integers(0, 4095, (240, 240)).astype(np.uint16)
+            recorder.write(Frame(data, frame_id=i, seq=i, host_timestamp_ns=i))
+    return path
+
+
+def test_segment_writes_the_unknown_map_of_the_head(bundle_path, recording, tmp_path):
+    from hyplex.pipeline.outputs import read_decoded
+
+    bundle = _copy(bundle_path, tmp_path)
+    fit = [
+        "openset",
+        "fit",
+        "--bundle",
+        str(bundle),
+        "--method",
+        "Watermarking",
+        "--quick",
+        "--steps",
+        "2",
+    ]
+    assert runner.invoke(app, env=ENV, args=fit).exit_code == 0
+    out = tmp_path / "out"
+    args = [
+        "segment",
+        str(recording),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--no-video",
+        "--input-scale-dn",
+        "4095",
+        "--unknown",
+    ]
+    result = runner.invoke(app, env=ENV, args=args)
+    assert result.exit_code == 0, result.output
+    stored = read_decoded(out / "clip.labels.h5")
+    assert stored["unknown"].shape == stored["labels"].shape == (3, 10, 10)
+    assert ((stored["unknown"] >= 0) & (stored["unknown"] <= 1)).all()
+    assert stored["unknown"].std() > 0
+    assert stored["attrs"]["unknown_method"] == "Watermarking"
+
+
+def test_segment_asks_for_unknown_maps_of_a_bundle_without_a_head(bundle_path, recording, tmp_path):
+    args = [
+        "segment",
+        str(recording),
+        "--bundle",
+        str(bundle_path),
+        "--out",
+        str(tmp_path),
+        "--no-video",
+        "--unknown",
+    ]
+    result = runner.invoke(app, env=ENV, args=args)
+    assert result.exit_code != 0 and "needs a bundle with an open-set head" in result.output
+
+
+def test_overlay_marks_unknown_pixels():
+    from hyplex.pipeline.outputs import UNKNOWN_COLOUR, overlay
+
+    labels = np.zeros((2, 2), np.uint8)
+    unknown = np.array([[0.9, 0.1], [0.2, 0.6]])
+    plain = overlay(np.ones((2, 2)), labels, 3)
+    marked = overlay(np.ones((2, 2)), labels, 3, unknown=unknown)
+    assert (marked[0, 0] != plain[0, 0]).any() and (marked[0, 1] == plain[0, 1]).all()
+    assert marked[1, 1, 1] < marked[1, 1, 0]  # magenta: green channel lowest
+    assert UNKNOWN_COLOUR.shape == (3,)
