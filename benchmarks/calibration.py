@@ -136,6 +136,14 @@ def main(quick: bool = False) -> dict:
         "registration_offset_error_px": float(
             np.max(np.abs(np.subtract(found.offset_px, layout.offset_px)))
         ),
+        # EMVA SNR_max of the runner's own series (to 1.5x t70, through the ptys), brightest
+        # channel, against the twin's sqrt(full well)
+        "snr_max_db_error_runner": float(
+            abs(
+                np.nanmax(calibration.sections["emva"]["snr_max_db"])
+                - 20.0 * np.log10(np.sqrt(twin.sensor.full_well_e))
+            )
+        ),
         "peer": "Hyplex NNLS basis fit on 48 broadband samples (CVPR 2022)",
         "seconds": round(seconds, 1),
     }
