@@ -4,8 +4,9 @@ it to HDF5, losslessly compressed, optionally with the writer held to a slow dis
 The camera is ``hyplex.devices.SimulatedCamera`` on the host's real clock, looping
 ``--cycle-frames`` noisy frames of the twin (rendered before the clock starts; see
 ``sim_camera.py``). The consumer reads frames zero-copy from the ring (BLOCK policy) and hands
-each to ``hyplex.devices.Recorder`` with a write queue (``--queue-frames``): the frame is
-copied into a pooled buffer, an encoder thread compresses it (Blosc2, bit-shuffle, LZ4 or
+each to ``hyplex.devices.Recorder`` with a write queue (``--queue-frames``): the recorder
+takes the ring slot over (``--copy``: copies it into a pooled buffer), an encoder thread
+compresses it (Blosc2, bit-shuffle, LZ4 or
 Zstandard; ``--compression``), a writer thread writes the chunk (SWMR, flushed per frame)
 through a token bucket of ``--throttle-mbps`` MB/s (a slow disk, emulated). A frame that finds
 the queue full is dropped by the recorder (counted); a consumer that stalls makes the
@@ -160,7 +161,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--exposure-us", type=float, default=1000.0)
     parser.add_argument("--cycle-frames", type=int, default=3)
-    parser.add_argument("--buffer-frames", type=int, default=6, help="ring slots")
+    parser.add_argument(
+        "--buffer-frames",
+        type=int,
+        default=12,
+        help="ring slots (queued frames hold theirs)",
+    )
+    parser.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy frames into the queue, not hand slots over",
+    )
     parser.add_argument(
         "--device-buffers", type=int, default=4, help="frames the simulated device holds"
     )
@@ -237,9 +248,11 @@ def main(argv=None) -> dict:
         cpu0 = thread_cpu_seconds()
         start = time.monotonic()
         while time.monotonic() - start < seconds:
-            with camera.read(timeout=5.0, copy=False) as frame:
-                if rec.write(frame) is not None:
-                    frame_ids.append(frame.frame_id)
+            frame = camera.read(timeout=5.0, copy=False)
+            frame_id = frame.frame_id
+            # the recorder takes the ring slot over (no copy) and releases it once encoded
+            if rec.write(frame, take=not args.copy) is not None:
+                frame_ids.append(frame_id)
             frames += 1
         wall = time.monotonic() - start
         cpu1 = thread_cpu_seconds()
@@ -270,6 +283,7 @@ def main(argv=None) -> dict:
         "clevel": args.clevel,
         "packing": args.packing,
         "queue_frames": args.queue_frames,
+        "handed_over": not args.copy,
         "throttle_mbps": args.throttle_mbps,
         "ring_slots": args.buffer_frames,
         "device_buffers": args.device_buffers,

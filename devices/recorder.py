@@ -338,9 +338,13 @@ class Recorder:
             f"the committed frames ({committed})"
         ) from error
 
-    def write(self, frame: Frame, stream: str | None = None) -> int | None:
+    def write(self, frame: Frame, stream: str | None = None, take: bool = False) -> int | None:
         """Append ``frame`` (and its metadata row); returns its index in the stream, or None
         when the write queue was full and the frame was dropped (counted, its row recorded).
+
+        With ``take=True`` the recorder takes the frame over instead of copying it (a ring
+        slot read with ``copy=False`` stays in use until it is encoded) and releases it when
+        done, in every case, errors included: the caller must not release or reuse it.
 
         Raises
         ------
@@ -349,6 +353,15 @@ class Recorder:
         RecordingDiskFull, RecordingError
             An earlier write failed (the disk is full); the file holds the committed frames.
         """
+        if not take:
+            return self._write(frame, stream, False)
+        try:
+            return self._write(frame, stream, True)
+        except BaseException:
+            frame.release()
+            raise
+
+    def _write(self, frame: Frame, stream: str | None, take: bool) -> int | None:
         if self._file is None:
             raise ValueError("the recorder is closed")
         state = self._stream(stream)
@@ -372,16 +385,28 @@ class Recorder:
                 self._raise_failure()
                 raise
             state["count"] = index + 1
+            if take:
+                frame.release()
             return index
-        buffer = self._queue.take_buffer(state["name"], block=self.block_when_full)
-        if buffer is None:
+        name = state["name"]
+        if take:
+            taken = self._queue.take_slot(name, block=self.block_when_full)
+            buffer = None
+        else:
+            buffer = self._queue.take_buffer(name, block=self.block_when_full)
+            taken = buffer is not None
+        if not taken:
             state["n_dropped"] += 1
-            self._queue.submit(Job(state["name"], None, None, row))
+            self._queue.submit(Job(name, None, None, row))
+            if take:
+                frame.release()
             return None
-        np.copyto(buffer, data)
+        if buffer is not None:
+            np.copyto(buffer, data)
         index = state["count"]
         state["count"] = index + 1
-        self._queue.submit(Job(state["name"], index, buffer, row))
+        job = Job(name, index, buffer, row, frame=frame if take else None, slot=True)
+        self._queue.submit(job)
         return index
 
     # encoder and writer (the caller's thread, or the WriteQueue's threads) --------------------
@@ -645,8 +670,8 @@ def record(
                     frame = camera.read(timeout=timeout, copy=False)
                 except StreamEnded:
                     break
-                with frame:
-                    index = recorder.write(frame)
+                # queued: the recorder takes the ring slot over (no copy) and releases it
+                index = recorder.write(frame, take=True)
                 written += index is not None
                 if progress is not None:
                     progress(written, time.monotonic() - start, camera.stats)

@@ -11,9 +11,11 @@ writer thread, so that compression and disk writes never run on the caller's thr
     none free: the frame is a DROP,                                the raw buffer when it was
     counted and its row kept                                       written as is
 
-The caller's cost per frame is one copy into a pooled buffer (no allocation). The pool bounds
-the raw frames in flight and the chunk queue bounds the encoded ones, so memory stays at
-``queue_frames`` frames per stream plus ``queue_frames`` chunks whatever the disk does. When
+The caller's cost per frame is one copy into a pooled buffer (no allocation), or nothing when
+it hands the frame itself over (``Job.frame``: a ring slot read with ``copy=False``, released
+by the queue once encoded, or once written when stored as is). ``queue_frames`` slots per
+stream bound the frames in flight and the chunk queue bounds the encoded ones, so memory stays
+at ``queue_frames`` frames per stream plus ``queue_frames`` chunks whatever the disk does. When
 the writer falls behind (a slow disk), the chunk queue fills, the encoder waits, the pool
 empties and the next frame is dropped: never a silent stall of the acquisition, and every
 drop is counted and recorded (its metadata row goes to the stream's ``dropped`` table, in
@@ -46,9 +48,15 @@ class Job:
 
     stream: str
     index: int | None  # frame index in the stream; None for a drop
-    buffer: np.ndarray | None  # pooled copy of the frame; None for a drop
+    buffer: np.ndarray | None  # pooled copy of the frame; None for a drop or a handed frame
     row: np.ndarray  # metadata row
-    payload: object = None  # what the encoder made of ``buffer``
+    payload: object = None  # what the encoder made of the pixels
+    frame: object = None  # a Frame handed over (its data are the pixels; released here)
+    slot: bool = False  # holds one of the stream's queue slots
+
+    @property
+    def pixels(self):
+        return self.frame.data if self.frame is not None else self.buffer
 
 
 class WriteQueue:
@@ -80,12 +88,9 @@ class WriteQueue:
             raise ValueError(f"queue_frames must be an integer >= 1, got {queue_frames!r}")
         self.queue_frames = int(queue_frames)
         self._encode, self._store, self._store_drop = encode, store, store_drop
-        self._pools: dict[str, queue.Queue] = {}
-        for name, (shape, dtype) in shapes.items():
-            pool: queue.Queue = queue.Queue()
-            for _ in range(self.queue_frames):
-                pool.put(np.empty(shape, dtype))
-            self._pools[name] = pool
+        self._shapes = dict(shapes)
+        self._slots = {name: threading.Semaphore(self.queue_frames) for name in shapes}
+        self._free: dict[str, list] = {name: [] for name in shapes}  # buffers made so far
         self._jobs: queue.Queue = queue.Queue()  # bounded by the pools
         self._chunks: queue.Queue = queue.Queue(maxsize=self.queue_frames)
         self.failure: BaseException | None = None
@@ -102,19 +107,28 @@ class WriteQueue:
 
     # caller side ----------------------------------------------------------------------------
 
+    def take_slot(self, stream: str, block: bool = False, timeout: float | None = None) -> bool:
+        """Take one of ``stream``'s ``queue_frames`` slots; False when none is free (a drop)
+        and not ``block``."""
+        return self._slots[stream].acquire(blocking=block, timeout=timeout if block else None)
+
     def take_buffer(self, stream: str, block: bool = False, timeout: float | None = None):
-        """A free buffer of ``stream``'s pool, or None when none is free (a drop) and not
-        ``block``."""
-        try:
-            return self._pools[stream].get(block=block, timeout=timeout)
-        except queue.Empty:
+        """A slot and a free buffer of ``stream`` (made on first use, reused after), or None
+        when no slot is free (a drop) and not ``block``."""
+        if not self.take_slot(stream, block, timeout):
             return None
+        free = self._free[stream]
+        try:
+            return free.pop()
+        except IndexError:
+            shape, dtype = self._shapes[stream]
+            return np.empty(shape, dtype)
 
     def submit(self, job: Job) -> None:
         """Queue a frame (``job.buffer`` from :meth:`take_buffer`, filled) or a drop."""
         if self._closed:
             raise ValueError("the write queue is closed")
-        if job.buffer is None:
+        if job.index is None:
             self.dropped += 1
         self._jobs.put(job)
 
@@ -135,8 +149,14 @@ class WriteQueue:
 
     def _give_back(self, job: Job) -> None:
         if job.buffer is not None:
-            self._pools[job.stream].put(job.buffer)
+            self._free[job.stream].append(job.buffer)
             job.buffer = None
+        if job.frame is not None:
+            job.frame.release()
+            job.frame = None
+        if job.slot:
+            job.slot = False
+            self._slots[job.stream].release()
 
     def _run_encoder(self) -> None:
         self.thread_ids.append(threading.get_native_id())
@@ -145,15 +165,16 @@ class WriteQueue:
             if job is _STOP:
                 self._chunks.put(_STOP)
                 return
-            if job.buffer is not None and self.failure is None:
+            pixels = job.pixels
+            if pixels is not None and self.failure is None:
                 try:
                     start = time.perf_counter()
-                    job.payload = self._encode(job.stream, job.buffer)
+                    job.payload = self._encode(job.stream, pixels)
                     self.encode_seconds += time.perf_counter() - start
                 except BaseException as error:  # noqa: BLE001 (kept for the caller)
                     self.failure = self.failure or error
-                if job.payload is not job.buffer:
-                    self._give_back(job)  # the chunk is a new object: the buffer is free
+            if job.payload is not pixels:
+                self._give_back(job)  # the chunk is a new object: the pixels are free
             self._chunks.put(job)
 
     def _run_writer(self) -> None:

@@ -227,6 +227,36 @@ def test_a_full_write_queue_drops_and_records_every_drop(tmp_path):
     assert sorted(dropped + accepted) == list(range(30)) and dropped == sorted(dropped)
 
 
+def test_handed_over_ring_slots_are_recorded_and_released(twin, scene, tmp_path):
+    """``write(frame, take=True)``: the encoder reads the ring slot itself (no copy) and the
+    queue releases it; a slot that were never released would stall the 3-slot ring within
+    a few frames (the read below would time out)."""
+    from hyplex.devices.errors import StreamEnded
+
+    path = tmp_path / "handed.h5"
+    with SimulatedCamera(scene, twin, clock=VirtualClock(), cycle_frames=2, seed=5) as camera:
+        expected = [camera.render_raw(k).copy() for k in range(2)]
+        spec = StreamSpec.for_camera(camera)
+        camera.start(n=12, buffer_frames=3)
+        ids = []
+        with Recorder(
+            path, spec, compression="zstd", queue_frames=2, block_when_full=True
+        ) as recorder:
+            while True:
+                try:
+                    frame = camera.read(timeout=10.0, copy=False)
+                except StreamEnded:
+                    break
+                ids.append(frame.frame_id)
+                recorder.write(frame, take=True)
+        camera.stop()
+    assert len(ids) == 12
+    with Recording(path) as recording:
+        assert len(recording) == 12
+        for index, frame_id in enumerate(ids):
+            assert np.array_equal(recording[index], expected[frame_id % 2])
+
+
 # --- full disk ------------------------------------------------------------------------------
 
 
