@@ -3,8 +3,14 @@ per channel.
 
 Reference: EMVA Standard 1288, "Standard for Characterization of Image Sensors and Cameras",
 Release 4.0 Linear (European Machine Vision Association, 2021; the direct successor of
-Release 3.1 for cameras with a linear characteristic). Section numbers below are those of
-R4.0 Linear.
+Release 3.1 for cameras with a linear characteristic). Section numbers below follow the
+section structure R4.0 Linear keeps from R3.1 (2 sensitivity/linearity/noise, 3 dark
+current, 4 spatial nonuniformity and defect pixels, 6-8 the corresponding methods, 10
+publishing the results); we could check them only against secondary sources (the EMVA
+reference implementation ``emva1288`` and published walk-throughs of R4.0), not the PDF.
+Known difference left open: a secondary source reports that R4.0 fixes the saturation point
+by the fraction of saturated pixels (~0.2 %) rather than by the maximum of the variance used
+here.
 
 The linear camera model (sec. 2.1-2.2; ``hyplex.simulation.sensor``)::
 
