@@ -10,7 +10,9 @@ spectral sweep (-> Hyplex basis fit), written to one calibration file.
                                           --sweep over wavelengths_nm--> sweep, spectral
     operator.prompt("sample", i)      camera x N broadband samples --NNLS--> basis_fit
 
-:func:`calibrate` sees only the :class:`~hyplex.devices.camera.Camera` protocol, the
+The steps' measurements are in :mod:`hyplex.calibration.measurement_steps`; this module
+orders them, asks the operator, writes the partial files and resumes. :func:`calibrate` sees
+only the :class:`~hyplex.devices.camera.Camera` protocol, the
 instrument drivers (``Monochromator``, ``PowerMeter``, optionally ``FilterWheel``; any
 transport: a serial port, a pty, ``sim://``) and an :class:`~hyplex.calibration.operator.
 Operator` for the steps that need hands. Nothing in it knows about the camera twin: the
@@ -40,17 +42,25 @@ from pathlib import Path
 
 import numpy as np
 
-from hyplex.calibration import darkflat, emva
-from hyplex.calibration.basis_fit import fit_response_basis
+from hyplex.calibration import emva
+from hyplex.calibration.measurement_steps import (
+    SCPI_OVERLOAD,
+    CalibrationError,
+    MosaicNotFound,
+    ReferencePowerError,
+    check_reference_power,
+    dark_library,
+    measure_basis_fit,
+    measure_darks,
+    measure_emva,
+    measure_flat,
+    measure_sweep,
+)
 from hyplex.calibration.operator import INSTRUCTIONS
-from hyplex.calibration.registration import register_mosaic
 from hyplex.calibration.spectral_response import (
     SweepInterrupted,
     SweepRecord,
     SweepSettings,
-    auto_expose,
-    channel_means,
-    run_sweep,
     spectral_response,
 )
 from hyplex.calibration.store import Calibration, Provenance, load_calibration, save_calibration
@@ -58,23 +68,21 @@ from hyplex.devices.clock import MonotonicClock
 from hyplex.devices.errors import CameraError, InstrumentError, SettingUnavailable
 from hyplex.devices.monochromator import WAVELENGTH_RANGE_NM
 
-SCPI_OVERLOAD = 9.0e37  # SCPI instruments report overrange as 9.9E37 (+INF) or 9.91E37 (NaN)
-
-
-class CalibrationError(RuntimeError):
-    """A calibration could not be made; the message names the step and what was expected."""
+__all__ = [
+    "SCPI_OVERLOAD",
+    "CalibrationError",
+    "CalibrationInterrupted",
+    "CalibrationSetupError",
+    "MosaicNotFound",
+    "PipelineSettings",
+    "ReferencePowerError",
+    "calibrate",
+    "check_reference_power",
+]
 
 
 class CalibrationSetupError(CalibrationError, ValueError):
     """Wrong input found before anything was measured (the output file is untouched)."""
-
-
-class MosaicNotFound(CalibrationError):
-    """The flat of the white reference shows no filter mosaic of the expected grid."""
-
-
-class ReferencePowerError(CalibrationError):
-    """The reference power meter read no light, or was saturated (overrange)."""
 
 
 class CalibrationInterrupted(CalibrationError):
@@ -140,36 +148,6 @@ class PipelineSettings:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
         if int(self.emva_exposures) < 3:
             raise ValueError(f"emva_exposures must be >= 3, got {self.emva_exposures}")
-
-
-def _snaps(camera, n: int) -> list[np.ndarray]:
-    return [np.asarray(camera.snap().data) for _ in range(n)]
-
-
-def check_reference_power(power_W: float, dark_W: float, settings, where: str) -> float:
-    """The net reference power (open - closed), W; ReferencePowerError if the meter read no
-    light (< ``min_reference_power_W``) or was saturated (SCPI overload, not finite, or above
-    ``max_reference_power_W``)."""
-    limit = settings.max_reference_power_W
-    if not (np.isfinite(power_W) and np.isfinite(dark_W)) or max(power_W, dark_W) >= SCPI_OVERLOAD:
-        raise ReferencePowerError(
-            f"power meter saturated {where}: read {power_W:g} W (shutter closed {dark_W:g} W; "
-            "SCPI reports overrange as 9.9E37); expected a reading within the head's range: "
-            "narrow the slit or add a neutral-density filter"
-        )
-    if limit is not None and power_W > limit:
-        raise ReferencePowerError(
-            f"power meter saturated {where}: read {power_W:g} W, above the head's range "
-            f"{limit:g} W; expected less: narrow the slit or add a neutral-density filter"
-        )
-    net = power_W - dark_W
-    if net < settings.min_reference_power_W:
-        raise ReferencePowerError(
-            f"power meter reads no light {where}: {power_W:g} W with the shutter open, "
-            f"{dark_W:g} W closed; expected more than {settings.min_reference_power_W:g} W: "
-            "is the head in the sphere port, the lamp on, the shutter working?"
-        )
-    return net
 
 
 def _check_inputs(camera, grid, layout_grid, operator, settings, out, resume):
@@ -359,14 +337,16 @@ def calibrate(
         step = "darks"
         if "dark" not in sections:
             operator.prompt("darks", INSTRUCTIONS["darks"])
-            sections["dark"] = _darks(camera, settings, report)
+            sections["dark"] = measure_darks(camera, settings, report)
             state.save()
-        library = _dark_library(sections["dark"])
+        library = dark_library(sections["dark"])
         # 2. flat of the white reference, registration, defects ------------------------------
         step = "flat"
         if "flat" not in sections:
             operator.prompt("white", INSTRUCTIONS["white"])
-            state.layout, flat_sections = _flat(camera, library, layout_grid, settings, report)
+            state.layout, flat_sections = measure_flat(
+                camera, library, layout_grid, settings, report
+            )
             sections.update(flat_sections)
             state.save()
         layout = state.layout
@@ -384,13 +364,15 @@ def calibrate(
                 filter_wheel.move_to(settings.filter_position)
         step = "emva"
         if "emva" not in sections:
-            sections["emva"] = _emva(camera, monochromator, power_meter, channels, settings, report)
+            sections["emva"] = measure_emva(
+                camera, monochromator, power_meter, channels, settings, report
+            )
             state.save()
         # 4. spectral sweep --------------------------------------------------------------------
         step = "sweep"
-        record = _sweep(
-            camera, monochromator, power_meter, channels, sweep_settings, settings, clock, state,
-            report,
+        record = measure_sweep(
+            camera, monochromator, power_meter, channels, sweep_settings, settings, clock,
+            sections, state.save, report,
         )  # fmt: skip
         response = spectral_response(record)
         sections["spectral"] = {
@@ -404,7 +386,7 @@ def calibrate(
         step = "samples"
         if samples is not None and len(samples) and "basis_fit" not in sections:
             dark = library.dark_for(flat_exposure)
-            sections["basis_fit"] = _basis_fit(
+            sections["basis_fit"] = measure_basis_fit(
                 camera, operator, channels, grid, samples, flat_exposure, dark, report
             )
     except SweepInterrupted as error:
@@ -482,220 +464,3 @@ def _previous(out: Path, provenance: Provenance, run_settings: dict) -> Calibrat
             f"gives {provenance.sensor_shape}; expected the same ROI to resume"
         )
     return previous
-
-
-def _darks(camera, settings: PipelineSettings, report) -> dict:
-    masters = []
-    exposures = settings.dark_exposures_us
-    for index, exposure in enumerate(exposures):
-        camera.exposure_us = exposure
-        applied = float(camera.exposure_us)
-        masters.append(darkflat.master_dark(_snaps(camera, settings.dark_frames), applied))
-        report("dark", index + 1, len(exposures))
-    full_scale = 2**camera.bit_depth - 1
-    longest = max(masters, key=lambda m: m.exposure_us)
-    if float(np.median(longest.mean_dn)) > 0.5 * full_scale:
-        raise CalibrationError(
-            f"darks: the {longest.exposure_us:g} us dark has a median of "
-            f"{float(np.median(longest.mean_dn)):.0f} DN of {full_scale}; expected a dark "
-            "frame: is the lens covered?"
-        )
-    current = darkflat.DarkLibrary(masters).dark_current(0.0)
-    return {
-        "exposures_us": np.array([m.exposure_us for m in masters]),
-        "master_darks_dn": np.array([m.mean_dn for m in masters]),
-        "temporal_variance_dn2": np.array([m.temporal_variance_dn2 for m in masters]),
-        "n_frames": settings.dark_frames,
-        "dark_offset_dn": current.offset_dn,
-        "dark_slope_dn_per_s": current.slope_dn_per_s,
-        "mean_dark_slope_dn_per_s": current.mean_slope_dn_per_s,
-    }
-
-
-def _dark_library(section: dict) -> darkflat.DarkLibrary:
-    """The master darks of a ``dark`` section (just measured, or read from a partial file)."""
-    variances = section.get("temporal_variance_dn2")
-    n_frames = int(section.get("n_frames", 1))
-    masters = [
-        darkflat.MasterDark(
-            float(exposure),
-            0.0,
-            np.asarray(mean, np.float32),
-            float("nan") if variances is None else float(variances[index]),
-            n_frames,
-        )
-        for index, (exposure, mean) in enumerate(
-            zip(section["exposures_us"], section["master_darks_dn"], strict=True)
-        )
-    ]
-    return darkflat.DarkLibrary(masters)
-
-
-def _flat(camera, library, layout_grid, settings: PipelineSettings, report):
-    shape = tuple(int(v) for v in camera.roi.shape)
-    everything = np.zeros(shape, np.int32)
-    dark_level = float(np.median(library.dark_for(min(settings.dark_exposures_us))))
-    flat_exposure, _ = auto_expose(
-        camera,
-        everything,
-        SweepSettings((1.0, 2.0, 3.0), target_fill=(0.45, 0.6)),
-        dark_level,
-        1000.0,
-    )
-    flat_raw = _snaps(camera, settings.flat_frames)
-    report("flat", 1, 1)
-    flat_dark = library.dark_for(flat_exposure)
-    flat_signal = np.mean(flat_raw, 0) - flat_dark
-    grid_text = f"{layout_grid[0]}x{layout_grid[1]}"
-    try:
-        registration = register_mosaic(flat_signal, layout_grid, settings.pitch_range_px)
-    except ValueError as error:
-        level = float(np.median(flat_signal))
-        raise MosaicNotFound(
-            f"no {grid_text} filter mosaic found in the flat of the white reference "
-            f"({error}; median signal {level:.1f} DN at {flat_exposure:g} us); expected a flat "
-            f"that shows the mosaic: check --layout-grid, --pitch-px, that the white reference "
-            "fills the view and is lit"
-        ) from None
-    layout = registration.layout
-    report("registration", 1, 1)
-    codes = layout.filter_maps(shape)[0]
-    flat = darkflat.flat_field(flat_raw, flat_dark, codes, layout.n_filters)
-    longest = max(library.masters.values(), key=lambda m: m.exposure_us)
-    defects = darkflat.defect_pixels(longest.mean_dn, flat)
-    sections = {
-        "flat": {
-            "gain": flat.gain,
-            "channel_level_dn": flat.channel_level_dn,
-            "exposure_us": flat_exposure,
-            "mean_dn": np.mean(flat_raw, 0).astype(np.float32),
-        },
-        "defects": {"hot": defects.hot, "dead": defects.dead},
-        "registration": {
-            "pitch_u_px": registration.pitch_u_px,
-            "pitch_v_px": registration.pitch_v_px,
-            "rotation_u_deg": registration.rotation_u_deg,
-            "rotation_v_deg": registration.rotation_v_deg,
-        },
-    }
-    return layout, sections
-
-
-def _reference(power_meter, monochromator, settings, where: str, readings: int = 2) -> float:
-    """Net reference power (shutter open minus closed), W, checked; leaves the shutter open."""
-    monochromator.open_shutter()
-    power = float(np.mean([power_meter.power_W() for _ in range(readings)]))
-    monochromator.close_shutter()
-    dark = float(power_meter.power_W())
-    monochromator.open_shutter()
-    return check_reference_power(power, dark, settings, where)
-
-
-def _emva(camera, mono, meter, channels, settings: PipelineSettings, report) -> dict:
-    wavelength = settings.emva_wavelength_nm
-    mono.go_to(wavelength)
-    meter.set_wavelength_nm(float(np.clip(wavelength, 400.0, 1100.0)))
-    net_W = _reference(meter, mono, settings, f"at {wavelength:g} nm (EMVA series)", 4)
-    mono.close_shutter()
-    dark_level = float(np.median(np.asarray(camera.snap().data)[channels >= 0]))
-    mono.open_shutter()
-    target = SweepSettings((1.0, 2.0, 3.0), target_fill=(0.65, 0.75))
-    t70, _ = auto_expose(camera, channels, target, dark_level, 1000.0)
-    exposures = np.unique(np.round(np.linspace(0.02, 1.5, settings.emva_exposures) * t70))
-    photons = None
-    if settings.sensor_irradiance_per_meter_W and settings.pixel_area_m2:
-        irradiance = net_W * settings.sensor_irradiance_per_meter_W
-        area_um2 = settings.pixel_area_m2 * 1e12
-        photons = emva.photons_per_pixel(irradiance, area_um2, exposures, wavelength)
-    bright, dark = [], []
-    for index, exposure in enumerate(exposures):
-        camera.exposure_us = exposure
-        mono.open_shutter()
-        bright.append(_snaps(camera, 2))
-        mono.close_shutter()
-        dark.append(_snaps(camera, 2))
-        report("emva", index + 1, len(exposures))
-    area_um2 = settings.pixel_area_m2 * 1e12 if settings.pixel_area_m2 else None
-    transfer = emva.photon_transfer(
-        bright, dark, exposures, channels, photons, pixel_area_um2=area_um2
-    )
-    camera.exposure_us = t70 * 0.5 / 0.7
-    mono.open_shutter()
-    bright_stack = _snaps(camera, settings.emva_stack_frames)
-    mono.close_shutter()
-    dark_stack = _snaps(camera, settings.emva_stack_frames)
-    mono.open_shutter()
-    uniformity = emva.spatial_nonuniformity(
-        dark_stack, bright_stack, channels, transfer.system_gain_pooled_dn_per_e
-    )
-    return {
-        **asdict(transfer),
-        **asdict(uniformity),
-        "wavelength_nm": wavelength,
-        "reference_power_W": net_W,
-    }
-
-
-def _sweep(camera, mono, meter, channels, sweep_settings, settings, clock, state, report):
-    sections = state.sections
-    record = (
-        SweepRecord.from_dict(sections["sweep"])
-        if "sweep" in sections
-        else SweepRecord(sweep_settings)
-    )
-    if record.complete:
-        return record
-    grid = sweep_settings.wavelengths_nm
-
-    def checkpoint(record: SweepRecord) -> None:
-        point = record.points[-1]
-        try:
-            check_reference_power(
-                point.reference_power_W,
-                point.reference_dark_W,
-                settings,
-                f"at {point.wavelength_nm:g} nm (sweep)",
-            )
-        except ReferencePowerError:
-            record.points.pop()  # not stored: a resumed run measures it again
-            raise
-        sections["sweep"] = record.to_dict()
-        state.save()
-
-    def on_point(point) -> None:
-        report("sweep", grid.index(point.wavelength_nm) + 1, len(grid))
-
-    return run_sweep(
-        camera,
-        mono,
-        meter,
-        channels,
-        sweep_settings,
-        clock,
-        resume=record,
-        checkpoint=checkpoint,
-        progress=on_point,
-    )
-
-
-def _basis_fit(camera, operator, channels, grid, samples, exposure_us, dark_dn, report) -> dict:
-    n_channels = int(channels.max()) + 1
-    dark = channel_means(dark_dn, channels, n_channels)
-    camera.exposure_us = exposure_us
-    readings = []
-    for index in range(len(samples)):
-        instruction = INSTRUCTIONS["sample"].format(number=index + 1, total=len(samples))
-        operator.prompt("sample", instruction, index=index)
-        means = np.mean([channel_means(camera.snap(), channels, n_channels) for _ in range(2)], 0)
-        readings.append((means - dark) / (exposure_us * 1e-6))
-        report("samples", index + 1, len(samples))
-    fit = fit_response_basis(samples, grid, np.array(readings))
-    return {
-        "spectra": samples,
-        "readings": np.array(readings),
-        "response": fit.response,
-        "coefficients": fit.coefficients,
-        "r_squared": fit.r_squared,
-        "exposure_us": exposure_us,
-        "units": "DN s^-1 per (W m^-2 sr^-1 nm^-1) per nm",
-    }
