@@ -105,6 +105,14 @@ def design(
     device: Device = None,
     steps: Steps = None,
     profile: Profile = "full",
+    openset: Annotated[
+        str | None,
+        typer.Option(
+            "--openset",
+            help="Also fit an open-set head into the bundle (unknown materials): OE, DOE, "
+            "DAL, ATOL, Watermarking, MSP, energy, ... (as 'hyplex openset fit').",
+        ),
+    ] = None,
 ) -> None:
     """Co-design a metasurface encoder with reconstruction and segmentation decoders."""
     from hyplex.cli.checks import output_dir
@@ -113,6 +121,14 @@ def design(
     from hyplex.models.codesign import train_codesign
 
     output_dir(out, "--out", "a folder for the checkpoint and the bundle")
+    if openset is not None:  # before training: a typo must not cost a co-design run
+        from hyplex.models.openset.scores import METHODS
+
+        if openset not in METHODS:
+            raise typer.BadParameter(
+                f"unknown open-set method {openset!r}; choose from {sorted(METHODS)}",
+                param_hint="'--openset'",
+            )
     began = time.perf_counter()
     try:
         settings = resolve_config(config, quick, library, device, steps)
@@ -160,6 +176,16 @@ def design(
         if "library_indices" in result.design:
             typer.echo(f"chosen library designs: {result.design['library_indices'].tolist()}")
         typer.echo(f"wrote {bundle} in {time.perf_counter() - began:.0f} s")
+        if openset is not None:
+            from hyplex.models.bundle import load_bundle
+            from hyplex.models.openset.bundle_fitting import HeadFitSettings, fit_bundle_head
+
+            options = {"steps": 40} if quick and openset not in ("MSP", "energy") else {}
+            _, metrics = fit_bundle_head(
+                load_bundle(bundle), HeadFitSettings(openset, options), progress=True
+            )
+            shown = ", ".join(f"{k} {metrics[k]:.3g}" for k in ("auroc", "fpr95", "threshold"))
+            typer.echo(f"open-set head {openset}: {shown} (twin test unknowns)")
     distributed.shutdown(context)
 
 

@@ -20,6 +20,28 @@ from hyplex.models.openset.head_files import (
 
 torch.set_num_threads(1)
 runner = CliRunner()
+TINY = """
+[codesign]
+bands = 8
+wavelength_range_nm = [420.0, 700.0]
+scene_size = 24
+n_train_scenes = 2
+n_val_scenes = 1
+n_objects = 3
+patch_size = 16
+batch_size = 2
+steps = 3
+finetune_steps = 1
+evaluate_initial = false
+device = "cpu"
+[codesign.reconstructor_config]
+width = 8
+n_blocks = 1
+n_stages = 1
+[codesign.segmenter_config]
+base_channels = 4
+depth = 1
+"""
 ENV = {"COLUMNS": "400", "HYPLEX_THREADS": "1"}
 
 
@@ -286,3 +308,30 @@ def test_overlay_marks_unknown_pixels():
     assert (marked[0, 0] != plain[0, 0]).any() and (marked[0, 1] == plain[0, 1]).all()
     assert marked[1, 1, 1] < marked[1, 1, 0]  # magenta: green channel lowest
     assert UNKNOWN_COLOUR.shape == (3,)
+
+
+def test_design_openset_trains_a_head_into_the_new_bundle(tmp_path):
+    from hyplex.models.codesign_library import quick_library
+
+    library = tmp_path / "lib.h5"
+    quick_library(library, count=24)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    args = [
+        "design",
+        "--config",
+        str(config),
+        "--library",
+        str(library),
+        "--out",
+        str(out),
+        "--openset",
+        "energy",
+    ]
+    result = runner.invoke(app, env=ENV, args=args)
+    assert result.exit_code == 0, result.output
+    assert "open-set head energy" in result.output
+    assert read_head_record(out / "bundle")["method"] == "energy"
+    bad = runner.invoke(app, env=ENV, args=[*args[:-1], "NOPE"])
+    assert bad.exit_code != 0 and "unknown open-set method 'NOPE'" in bad.output
