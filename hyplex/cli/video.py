@@ -396,7 +396,12 @@ def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch
         loaded = load_calibration(calibration, sensor_shape=shape)
         layout, darkflat = loaded.layout or layout, DarkFlat.from_calibration(loaded)
     layout = layout or MosaicLayout.fit(shape, pitch_px=pitch_px)
-    engine = InferenceEngine(models["reconstructor"], models["segmenter"], config=InferenceConfig())
+    engine = InferenceEngine(
+        models["reconstructor"],
+        models["segmenter"],
+        config=InferenceConfig(),
+        openset=models.get("openset"),  # a bundle's open-set head: unknown map and share
+    )
     pipeline = Pipeline(
         Preprocessor(layout, shape, darkflat),
         engine,

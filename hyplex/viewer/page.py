@@ -29,6 +29,7 @@ PAGE_HTML = r"""<!doctype html>
 <div id="status">frame <span id="frame-count">0</span> &middot; <span id="fps">0</span> fps
   &middot; dropped <span id="dropped">0</span> (source <span id="source-dropped">0</span>)
   &middot; corrupt <span id="corrupt">0</span> &middot; latency <span id="latency">-</span> ms
+  &middot; unknown <span id="unknown-share">-</span>
   <span id="error"></span></div>
 <div class="panes">
   <div class="pane"><h2>raw frame</h2><img id="raw" src="/stream/raw" alt="raw frame"></div>
@@ -37,6 +38,9 @@ PAGE_HTML = r"""<!doctype html>
     <img id="cube" src="/stream/rgb" alt="reconstructed cube"></div>
   <div class="pane"><h2>segmentation overlay</h2>
     <img id="overlay" src="/stream/overlay" alt="segmentation overlay"></div>
+  <div class="pane" id="unknown-pane" style="display: none"><h2>unknown material
+    (open-set head, white = unknown)</h2>
+    <img id="unknown" alt="unknown-material map"></div>
   <div class="pane"><h2>spectrum under the cursor (click a map)</h2>
     <svg id="spectrum" viewBox="0 0 384 220" preserveAspectRatio="none">
       <polyline id="spectrum-line" fill="none" stroke="#1565c0" stroke-width="2" points="">
@@ -58,6 +62,16 @@ async function poll() {
     document.getElementById('corrupt').textContent = s.corrupt;
     document.getElementById('latency').textContent = s.latency_ms === null ? '-' : s.latency_ms;
     document.getElementById('error').textContent = s.error || '';
+    const share = s.unknown_share;
+    document.getElementById('unknown-share').textContent =
+      share === null || share === undefined ? '-' : (100 * share).toFixed(1) + ' %';
+    if (share !== null && share !== undefined) {
+      const pane = document.getElementById('unknown-pane');
+      if (pane.style.display === 'none') {
+        pane.style.display = '';
+        document.getElementById('unknown').src = '/stream/unknown';
+      }
+    }
     shape = s.shape;
     if (!bandsFilled && s.wavelengths_nm.length) {
       const select = document.getElementById('band');

@@ -6,6 +6,7 @@
     FastAPI app (uvicorn, localhost):
       GET /                         the page (``hyplex.viewer.page.PAGE_HTML``)
       GET /stream/{view}            MJPEG (multipart/x-mixed-replace): raw | rgb | band | overlay
+                                    | unknown (the open-set head's unknown-material probability)
       GET /frame/{view}.jpg         one JPEG of the latest frame
       GET /api/status               frames, fps, drops, corrupt, latency, cube shape, wavelengths
       GET /api/spectrum?row=&col=   the reconstructed spectrum of one metapixel (JSON)
@@ -30,7 +31,7 @@ from hyplex.optics.extras import require
 from hyplex.pipeline.outputs import overlay, rgb_rendering, to_uint8
 from hyplex.viewer.page import PAGE_HTML
 
-VIEWS = ("raw", "rgb", "band", "overlay")
+VIEWS = ("raw", "rgb", "band", "overlay", "unknown")
 
 
 class LiveSession:
@@ -113,6 +114,11 @@ class LiveSession:
             "n_bands": int(self.wavelengths_nm.size),
             "wavelengths_nm": self.wavelengths_nm.tolist(),
             "class_names": self.class_names,
+            "unknown_share": (
+                None
+                if result is None or result.unknown is None
+                else round(float((result.unknown > 0.5).mean()), 4)
+            ),
             "error": self.error,
         }
 
@@ -155,7 +161,18 @@ class LiveSession:
         if view == "overlay":
             if result.labels is None:
                 return None
-            return overlay(result.intensity, result.labels, len(self.class_names), scale=scale)
+            return overlay(
+                result.intensity,
+                result.labels,
+                len(self.class_names),
+                scale=scale,
+                unknown=result.unknown,
+            )
+        if view == "unknown":  # probability 0..1 as grey 0..255 (0.5: the 95 %-TPR threshold)
+            if result.unknown is None:
+                return None
+            grey = (np.clip(result.unknown, 0, 1) * 255).astype(np.uint8)
+            return np.repeat(np.repeat(grey, scale, 0), scale, 1)
         if result.cube is None:
             return None
         image = rgb_rendering(result.cube, self.wavelengths_nm, band if view == "band" else None)

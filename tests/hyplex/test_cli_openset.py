@@ -335,3 +335,30 @@ def test_design_openset_trains_a_head_into_the_new_bundle(tmp_path):
     assert read_head_record(out / "bundle")["method"] == "energy"
     bad = runner.invoke(app, env=ENV, args=[*args[:-1], "NOPE"])
     assert bad.exit_code != 0 and "unknown open-set method 'NOPE'" in bad.output
+
+
+def test_viewer_shows_the_unknown_map_and_share():
+    from types import SimpleNamespace
+
+    from hyplex.pipeline.types import FrameResult
+    from hyplex.viewer.server import VIEWS, LiveSession
+
+    pipeline = SimpleNamespace(summary=SimpleNamespace(dropped=0, corrupt=0))
+    session = LiveSession(pipeline, None, np.linspace(400, 700, 4), ["background", "a", "b"])
+    assert session.status()["unknown_share"] is None
+    unknown = np.zeros((4, 4), np.float32)
+    unknown[:2, :2] = 0.9
+    session._on_result(
+        FrameResult(
+            0,
+            0,
+            labels=np.zeros((4, 4), np.uint8),
+            intensity=np.ones((4, 4), np.float32),
+            unknown=unknown,
+        )
+    )
+    assert session.status()["unknown_share"] == 0.25
+    assert "unknown" in VIEWS
+    image = session.image("unknown")
+    assert image.shape[0] == image.shape[1] and image.max() == 229 and image.min() == 0
+    assert session.image("overlay") is not None
