@@ -216,14 +216,15 @@ def stream_command(
                     frame = device.read(timeout=5.0 if count else 120.0, copy=False)
                 except StreamEnded:
                     break
-                with frame:
-                    if recorder is not None:
-                        try:
-                            recorder.write(frame)
-                        except RecordingDiskFull as error:
-                            sys.stderr.write("\n")
-                            typer.echo(f"stopped: {error}", err=True)
-                            break
+                if recorder is None:
+                    frame.release()
+                else:
+                    try:  # the recorder takes the ring slot over (no copy) and releases it
+                        recorder.write(frame, take=True)
+                    except RecordingDiskFull as error:
+                        sys.stderr.write("\n")
+                        typer.echo(f"stopped: {error}", err=True)
+                        break
                 count += 1
                 elapsed = time.monotonic() - start
                 if elapsed - last_print >= 0.25:
