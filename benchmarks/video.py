@@ -325,6 +325,7 @@ def main(argv=None) -> dict:
         "--accuracy-steps", type=int, default=1500, help="co-design steps per profile (realtime)"
     )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the accuracy part")
+    parser.add_argument("--accuracy-seed", type=int, default=0, help="scenes and training seed")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the engine")
     parser.add_argument("--workers", type=int, default=None, help="engine inference workers")
     parser.add_argument(
@@ -515,7 +516,7 @@ def main(argv=None) -> dict:
     }
     print(roof["table"], file=sys.stderr)
     if args.profile == "realtime" and not args.no_accuracy:
-        report.update(_profile_accuracy(args.accuracy_steps))
+        report.update(_profile_accuracy(args.accuracy_steps, args.accuracy_seed))
     if not args.no_temporal:
         report["temporal"] = _temporal_consistency()
     report["wall_s"] = round(time.perf_counter() - started, 1)
