@@ -458,8 +458,7 @@ class Recorder:
         """Write every queued frame, then flush and raise ``committed`` (not after a failed
         write: the file keeps what was committed before it)."""
         if self._queue is not None:
-            while self._queue.pending and self.failure is None:
-                time.sleep(0.005)
+            self._queue.wait_idle()
         if self.failure is None:
             for state in self._streams.values():
                 self._flush(state)

@@ -99,6 +99,8 @@ class WriteQueue:
         self.encode_seconds = 0.0
         self.thread_ids: list[int] = []
         self._closed = False
+        self._unfinished = 0  # jobs submitted and not yet through the writer
+        self._idle = threading.Condition()
         self._encoder = threading.Thread(target=self._run_encoder, name="hyplex-encoder")
         self._writer = threading.Thread(target=self._run_writer, name="hyplex-writer")
         for thread in (self._encoder, self._writer):
@@ -130,7 +132,15 @@ class WriteQueue:
             raise ValueError("the write queue is closed")
         if job.index is None:
             self.dropped += 1
+        with self._idle:
+            self._unfinished += 1
         self._jobs.put(job)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every job submitted so far went through the writer (written, recorded
+        or discarded after a failure); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
 
     def close(self) -> None:
         """Write everything queued, then stop both threads (idempotent)."""
@@ -142,8 +152,8 @@ class WriteQueue:
 
     @property
     def pending(self) -> int:
-        """Jobs not yet written (approximate)."""
-        return self._jobs.qsize() + self._chunks.qsize()
+        """Jobs submitted and not yet through the writer."""
+        return self._unfinished
 
     # threads ----------------------------------------------------------------------------------
 
@@ -198,3 +208,6 @@ class WriteQueue:
             finally:
                 job.payload = None
                 self._give_back(job)
+                with self._idle:
+                    self._unfinished -= 1
+                    self._idle.notify_all()

@@ -127,6 +127,8 @@ def test_compressed_recording_round_trip(tmp_path, compression, packing, queue_f
     ) as recorder:
         for index, data in enumerate(frames):
             assert recorder.write(_frame(data, index)) == index
+        recorder.flush()  # waits for the queue: every accepted frame is committed
+        assert recorder.flushed() == 7
     assert recorder.dropped == 0 and recorder.compression_ratio > 1.2
     with Recording(path) as recording:
         assert len(recording) == 7 and recording.compression == compression
