@@ -26,6 +26,7 @@ from hyplex.models.unlearning.toolkit import (
     UnlearningMethod,
     cross_entropy,
     forward_elements,
+    upcast,
     weighted_mean,
 )
 
@@ -35,7 +36,7 @@ __all__ = ["belief_targets", "BeliefSupervision"]
 def belief_targets(logits: torch.Tensor, targets: torch.Tensor, k: int, lam: float):
     """Soft targets ``q (M, C)`` from flat logits ``(M, C)`` and targets ``(M,)`` (no grad)."""
     with torch.no_grad():
-        probabilities = torch.softmax(logits.float(), dim=-1)
+        probabilities = torch.softmax(upcast(logits), dim=-1)
         k = min(int(k), probabilities.shape[1])
         top, index = probabilities.topk(k, dim=-1)
         belief = torch.zeros_like(probabilities).scatter_(1, index, top)
@@ -61,7 +62,7 @@ class BeliefSupervision(UnlearningMethod):
     def objective(self, model, reference, forget, retain):
         logits, targets, weights = forward_elements(model, forget)
         q = belief_targets(logits, targets, self.k, self.lam)
-        log_p = torch.log_softmax(logits.float(), dim=-1)
+        log_p = torch.log_softmax(upcast(logits), dim=-1)
         loss = weighted_mean((q * log_p).sum(dim=1), weights)
         keep = None if retain is None or self.retain_weight == 0 else cross_entropy(model, retain)
         return Objective(loss, keep)

@@ -37,6 +37,7 @@ from hyplex.models.unlearning.toolkit import (
     UnlearningMethod,
     flat_logits,
     forward_elements,
+    upcast,
     weighted_mean,
 )
 
@@ -54,7 +55,7 @@ UNKNOWN_LABEL = -1
 def element_energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Free energy ``-T logsumexp(z / T)`` over the class axis of flat logits ``(M, C) ->
     (M,)``."""
-    return -temperature * torch.logsumexp(logits.float() / temperature, dim=-1)
+    return -temperature * torch.logsumexp(upcast(logits) / temperature, dim=-1)
 
 
 def energy_refusal(logits: torch.Tensor, threshold: float, temperature: float = 1.0):
@@ -70,7 +71,7 @@ def energy_refusal(logits: torch.Tensor, threshold: float, temperature: float = 
     torch.Tensor, int64, the logits' shape less the class axis.
     """
     axis = 1 if logits.ndim == 4 else -1
-    energy = -temperature * torch.logsumexp(logits.float() / temperature, dim=axis)
+    energy = -temperature * torch.logsumexp(upcast(logits) / temperature, dim=axis)
     labels = logits.argmax(dim=axis)
     return torch.where(energy > threshold, torch.full_like(labels, UNKNOWN_LABEL), labels)
 
@@ -136,7 +137,7 @@ class EnergyUnlearningAlignment(UnlearningMethod):
             r_logits, r_targets, r_weights = forward_elements(model, retain)
             r_energy = element_energy(r_logits, self.temperature)
             hinge = weighted_mean(torch.relu(r_energy - self.retain_margin).square(), r_weights)
-            log_p = torch.log_softmax(r_logits.float(), dim=-1).gather(1, r_targets[:, None])
+            log_p = torch.log_softmax(upcast(r_logits), dim=-1).gather(1, r_targets[:, None])
             keep = weighted_mean(-log_p[:, 0], r_weights) + hinge
         extras = {"forget_energy": float(weighted_mean(energy.detach(), weights))}
         return Objective(loss, keep, extras)

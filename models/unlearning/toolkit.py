@@ -58,6 +58,7 @@ __all__ = [
     "as_batch",
     "flat_logits",
     "element_log_probs",
+    "upcast",
     "forward_elements",
     "cross_entropy",
     "cycle_pairs",
@@ -166,9 +167,14 @@ def flat_logits(logits: torch.Tensor, targets: torch.Tensor, mask=None):
     return flat, torch.where(valid, targets, torch.zeros_like(targets)), weights
 
 
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 for half/bfloat16/float32 tensors; float64 stays float64."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
 def element_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``log p(y | x)`` per element: ``(M, C), (M,) -> (M,)`` (flattened layout)."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
+    return torch.log_softmax(upcast(logits), dim=-1).gather(1, targets[:, None])[:, 0]
 
 
 def forward_elements(model: nn.Module, batch: Batch):
