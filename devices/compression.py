@@ -291,20 +291,27 @@ class PluginBlosc2:
         self, data: np.ndarray, codec: str, clevel: int, threads: int, shuffle="bitshuffle"
     ) -> bytes:
         """The cframe of one Blosc2 chunk of ``data`` (C-contiguous), as filter 32026 reads."""
-        dest = np.empty(data.nbytes + 64, np.uint8)  # BLOSC2_MAX_OVERHEAD is 32
         with self.lock:
-            if self.lib.blosc1_set_compressor(codec.encode()) < 0:
-                raise ValueError(f"the hdf5plugin Blosc2 library has no {codec} codec")
-            self.lib.blosc2_set_nthreads(int(threads))
-            size = self.lib.blosc2_compress(
-                int(clevel),
-                _SHUFFLE_CODES[shuffle],
-                data.dtype.itemsize,
-                data.ctypes.data,
-                data.nbytes,
-                dest.ctypes.data,
-                dest.nbytes,
-            )
+            return self._compress_locked(data, codec, clevel, threads, shuffle)
+
+    def _compress_locked(self, data, codec, clevel, threads, shuffle) -> bytes:
+        # one chunk buffer per instance, reused: a fresh 24 MB array per frame cost its page
+        # faults every time (the lock makes the reuse safe)
+        dest = getattr(self, "_dest", None)
+        if dest is None or dest.nbytes < data.nbytes + 64:  # BLOSC2_MAX_OVERHEAD is 32
+            dest = self._dest = np.empty(data.nbytes + 64, np.uint8)
+        if self.lib.blosc1_set_compressor(codec.encode()) < 0:
+            raise ValueError(f"the hdf5plugin Blosc2 library has no {codec} codec")
+        self.lib.blosc2_set_nthreads(int(threads))
+        size = self.lib.blosc2_compress(
+            int(clevel),
+            _SHUFFLE_CODES[shuffle],
+            data.dtype.itemsize,
+            data.ctypes.data,
+            data.nbytes,
+            dest.ctypes.data,
+            dest.nbytes,
+        )
         if size <= 0:
             raise RuntimeError(f"blosc2_compress failed ({size})")
         storage = _Storage(True, None, None, None, None)
