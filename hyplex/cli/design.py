@@ -178,9 +178,13 @@ def design(
         typer.echo(f"wrote {bundle} in {time.perf_counter() - began:.0f} s")
         if openset is not None:
             from hyplex.models.bundle import load_bundle
-            from hyplex.models.openset.bundle_fitting import HeadFitSettings, fit_bundle_head
+            from hyplex.models.openset.bundle_fitting import (
+                HeadFitSettings,
+                fit_bundle_head,
+                step_options,
+            )
 
-            options = {"steps": 40} if quick and openset not in ("MSP", "energy") else {}
+            options = step_options(openset, 40 if quick else None)
             _, metrics = fit_bundle_head(
                 load_bundle(bundle), HeadFitSettings(openset, options), progress=True
             )

@@ -153,11 +153,9 @@ def fit_command(
             target = read_barcode_frames(target_frames, loaded)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="'--target-frames'") from None
-    options = {}
-    if steps is not None or quick:
-        options["steps"] = steps or 40
-    if method in ("MSP", "energy"):
-        options = {}
+    from hyplex.models.openset.bundle_fitting import step_options
+
+    options = step_options(method, steps or (40 if quick else None))
     train = 8 if quick else scenes
     counts = {
         "train": train,

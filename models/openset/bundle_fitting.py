@@ -19,7 +19,19 @@ from hyplex.models.openset.head_files import save_openset_head
 from hyplex.models.openset.metrics import ood_metrics
 from hyplex.models.openset.scores import METHODS, build_detector
 
-__all__ = ["HeadFitSettings", "fit_bundle_head"]
+__all__ = ["HeadFitSettings", "fit_bundle_head", "step_options"]
+
+
+def step_options(method: str, steps: int | None) -> dict:
+    """Options that set a method's training length to ``steps``: every option of its
+    ``defaults`` named ``steps`` or ``*_steps`` (ACT has three phases); {} for post-hoc
+    methods or ``steps=None``."""
+    if steps is None:
+        return {}
+    from hyplex.models.openset.scores import detector_class
+
+    defaults = getattr(detector_class(method), "defaults", {}) or {}
+    return {k: int(steps) for k in defaults if k == "steps" or k.endswith("_steps")}
 
 
 @dataclass

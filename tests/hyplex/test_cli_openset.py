@@ -362,3 +362,30 @@ def test_viewer_shows_the_unknown_map_and_share():
     image = session.image("unknown")
     assert image.shape[0] == image.shape[1] and image.max() == 229 and image.min() == 0
     assert session.image("overlay") is not None
+
+
+def test_openset_fit_act_adapts_to_target_frames(bundle_path, tmp_path):
+    bundle = _copy(bundle_path, tmp_path)
+    frames = tmp_path / "captured"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(frames / f"f{i}.npy", rng.uniform(0.05, 0.5, (16, 16, 9)).astype(np.float32))
+    args = [
+        "openset",
+        "fit",
+        "--bundle",
+        str(bundle),
+        "--method",
+        "ACT",
+        "--quick",
+        "--steps",
+        "2",
+        "--target-frames",
+        str(frames),
+    ]
+    result = runner.invoke(app, env=ENV, args=args)
+    assert result.exit_code == 0, result.output
+    record = read_head_record(bundle)
+    assert record["method"] == "ACT"
+    assert all(v == 2 for k, v in record["options"].items() if k.endswith("steps"))
