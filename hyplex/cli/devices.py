@@ -264,7 +264,10 @@ def _progress(count, elapsed, stats, recorder) -> None:
         f"(device {stats.dropped_device}, host {stats.dropped_host})"
     )
     if recorder is not None:
-        line += f"  recorder {recorder.throughput_MBps:7.1f} MB/s"
+        line += (
+            f"  recorder {recorder.throughput_MBps:7.1f} MB/s, ratio "
+            f"{recorder.compression_ratio:.2f}, recorder dropped {recorder.dropped}"
+        )
     sys.stderr.write(line)
     sys.stderr.flush()
 
