@@ -164,20 +164,27 @@ def fit_command(
         "test": max(train // 4, 2),
     }
     settings = HeadFitSettings(method, options, counts, (24, 24) if quick else (32, 32), seed)
-    if output is not None:
-        if output.exists():
-            raise typer.BadParameter(
-                f"{output} exists; choose a new folder", param_hint="'--output'"
-            )
+    if output is not None and output.exists():
+        raise typer.BadParameter(f"{output} exists; choose a new folder", param_hint="'--output'")
+    try:  # nothing is written until the head is fitted: Ctrl-C leaves no half bundle
+        detector, metrics = fit_bundle_head(
+            loaded, settings, target=target, progress=True, write=False
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    from hyplex.models.openset.head_files import save_openset_head
+
+    if output is None:
+        save_openset_head(loaded.path, detector, loaded.class_names, metrics)
+    else:  # the copy and its head appear together (staging folder renamed into place)
         from hyplex.optics.atomic_io import atomic_directory
 
         with atomic_directory(output) as staging:
             shutil.copytree(bundle, staging, dirs_exist_ok=True)
+            for stale in list(Path(staging).glob("openset*")):
+                stale.unlink()
+            save_openset_head(staging, detector, loaded.class_names, metrics)
         loaded = _load_bundle(output)
-    try:
-        _, metrics = fit_bundle_head(loaded, settings, target=target, progress=True)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
     typer.echo(json.dumps({"bundle": str(loaded.path), "method": method, **metrics}))
 
 
