@@ -33,6 +33,12 @@ openset_app = typer.Typer(
 )
 
 BundleOption = Annotated[Path, typer.Option("--bundle", help="Design bundle directory.")]
+ScaleOption = Annotated[
+    float,
+    typer.Option(
+        min=1e-9, help="Raw frames: divide barcodes by this white level, DN (.npy: unused)."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -50,13 +56,17 @@ def _load_bundle(path: Path):
         raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
 
 
-def read_barcode_frames(path, bundle, max_frames: int = 64) -> np.ndarray:
+def read_barcode_frames(
+    path, bundle, max_frames: int = 64, input_scale_dn: float = 1.0
+) -> np.ndarray:
     """Barcodes ``(N, F, h, w)`` float32 of captured frames at ``path`` for ``bundle``.
 
     ``.npy`` files (a file or every ``*.npy`` of a folder) hold barcodes ``(h, w, F)`` or
     ``(N, h, w, F)``; anything else is read as raw frames (:func:`hyplex.pipeline.sources.
     open_source`) and cut with the bundle's layout (:class:`hyplex.pipeline.stages.
-    Preprocessor`), NaN (empty sub-filters) set to 0. At most ``max_frames`` frames.
+    Preprocessor`), divided by ``input_scale_dn`` (the white-reference level in DN, as
+    ``hyplex segment --input-scale-dn``), NaN (empty sub-filters) set to 0. At most
+    ``max_frames`` frames.
 
     Raises
     ------
@@ -99,7 +109,7 @@ def read_barcode_frames(path, bundle, max_frames: int = 64) -> np.ndarray:
                 preprocessor = Preprocessor(bundle.layout, shape)
                 for item in source:
                     raw = getattr(item, "data", item)
-                    frames.append(np.nan_to_num(preprocessor(raw)))
+                    frames.append(np.nan_to_num(preprocessor(raw) / float(input_scale_dn)))
                     if len(frames) >= max_frames:
                         break
         finally:
@@ -133,6 +143,7 @@ def fit_command(
     scenes: Annotated[int, typer.Option(min=2, help="Twin training scenes (ID).")] = 32,
     seed: Annotated[int, typer.Option(help="Scenes, noise and training draws.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="Few scenes and steps (a demo).")] = False,
+    input_scale_dn: ScaleOption = 1.0,
 ) -> None:
     """Fit an open-set head (unknown-material score + 95 %-TPR threshold) into a bundle."""
     from hyplex.models.openset.bundle_fitting import HeadFitSettings, fit_bundle_head
@@ -150,7 +161,7 @@ def fit_command(
     target = None
     if target_frames is not None:
         try:
-            target = read_barcode_frames(target_frames, loaded)
+            target = read_barcode_frames(target_frames, loaded, input_scale_dn=input_scale_dn)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="'--target-frames'") from None
     from hyplex.models.openset.bundle_fitting import step_options
@@ -200,6 +211,7 @@ def coverage_command(
     ] = 2000,
     stride: Annotated[int, typer.Option(min=1, help="Test every n-th metapixel per axis.")] = 1,
     seed: Annotated[int, typer.Option(help="Scenes and sampling.")] = 0,
+    input_scale_dn: ScaleOption = 1.0,
 ) -> None:
     """Share of captured pixels outside the convex hull of the bundle's training mixture."""
     from hyplex.models.openset.auxiliary import OpenSetSplit, make_openset_scenes
@@ -217,7 +229,7 @@ def coverage_command(
     report = {}
     for path in inputs:
         try:
-            frames = read_barcode_frames(path, loaded)
+            frames = read_barcode_frames(path, loaded, input_scale_dn=input_scale_dn)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="INPUTS") from None
         maps = np.stack(

@@ -389,3 +389,26 @@ def test_openset_fit_act_adapts_to_target_frames(bundle_path, tmp_path):
     record = read_head_record(bundle)
     assert record["method"] == "ACT"
     assert all(v == 2 for k, v in record["options"].items() if k.endswith("steps"))
+
+
+def test_coverage_of_raw_frames_through_the_bundle_layout(bundle_path, recording, tmp_path):
+    args = [
+        "coverage",
+        str(recording),
+        "--bundle",
+        str(bundle_path),
+        "--out",
+        str(tmp_path),
+        "--scenes",
+        "1",
+        "--training-points",
+        "200",
+        "--input-scale-dn",
+        "4095",
+    ]
+    result = runner.invoke(app, env=ENV, args=args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0.0 <= report[str(recording)]["outside_share"] <= 1.0
+    with np.load(tmp_path / "clip.coverage.npz") as stored:
+        assert stored["outside"].shape == (3, 10, 10)
