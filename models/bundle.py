@@ -6,7 +6,9 @@ A bundle is a directory (format ``hyplex-design-bundle``, version 1)::
                            (kind, family, parameter names, library indices), mosaic layout
                            (MosaicLayout fields), capture settings, decoder names + configs,
                            class names, held-out metrics, profile ("full" or "realtime":
-                           the decoders' profile, hyplex.models.realtime; absent = "full")
+                           the decoders' profile, hyplex.models.realtime; absent = "full"),
+                           training_scenes (generator, seed, ids: the scenes the decoders
+                           were trained on; hyplex forget removes them by id)
     design.npz             wavelengths_nm (L,), responses (F, L) and, as the encoder has them,
                            library_indices (F,), params_nm (F, P), thickness_nm (F,),
                            geometry_nm (F, P + 1); read with allow_pickle=False
@@ -177,6 +179,13 @@ def _write_bundle(staging, result, config, model, design, responses, layout, rep
         "class_names": list(result.class_names),
         "metrics": result.metrics,
         "profile": profile_of(config.reconstructor, config.segmenter),
+        # what the decoders learnt from, so that scenes can be forgotten by name (hyplex
+        # forget): scene k is generate_scenes(..., seed)[k], drawn from default_rng([seed, k])
+        "training_scenes": {
+            "generator": "hyplex.models.data.generate_scenes",
+            "seed": int(config.seed),
+            "ids": [f"scene-{k:04d}" for k in range(int(config.n_train_scenes))],
+        },
     }
     (staging / "bundle.json").write_text(json.dumps(_jsonable(record), indent=1))
     (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=1))

@@ -15,6 +15,7 @@ command                       job                                          modul
 ``segment``, ``view``         the video engine and the live viewer          :mod:`.video`
 ``convert-weights``           one's own torch.save decoder -> safetensors   :mod:`.convert`
 ``openset fit``, ``coverage`` open-set heads in bundles, hull coverage     :mod:`.openset`
+``forget``                    unlearning a class or scenes from a bundle    :mod:`.forget`
 ============================  ===========================================  ==================
 """
 
@@ -27,6 +28,7 @@ from hyplex.cli.calibrate import register as register_calibrate
 from hyplex.cli.convert import register as register_convert
 from hyplex.cli.design import register as register_design
 from hyplex.cli.devices import register as register_devices
+from hyplex.cli.forget import register as register_forget
 from hyplex.cli.inverse import register as register_inverse
 from hyplex.cli.library import library_app
 from hyplex.cli.openset import register as register_openset
@@ -51,6 +53,7 @@ register_refit(app)
 register_video(app)
 register_convert(app)
 register_openset(app)
+register_forget(app)
 
 
 def _version(value: bool) -> None:
