@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 PROFILES = ("full", "realtime")
-REALTIME_RECONSTRUCTOR = ("separable", {"width": 32})
+REALTIME_RECONSTRUCTOR = ("separable_projector", {"width": 32})
 REALTIME_SEGMENTER = ("separable", {"width": 24, "n_blocks": 2, "factor": 2, "whiten": True})
 
 

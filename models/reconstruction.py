@@ -311,7 +311,7 @@ class SpectralTransformer(nn.Module):
 RECONSTRUCTORS: dict[str, type[nn.Module]] = {
     "linear": LinearDecoder,
     "mst": SpectralTransformer,
-    "separable": SeparableReconstructor,  # the real-time profile (hyplex.models.realtime)
+    "separable_projector": SeparableReconstructor,  # the real-time profile (hyplex.models.realtime)
 }
 
 

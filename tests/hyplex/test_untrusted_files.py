@@ -450,6 +450,11 @@ def _decoders():
         "unet": build_segmenter("unet", in_channels=9, n_classes=4, base_channels=4, depth=1),
         "attention": build_segmenter("attention", in_channels=9, n_classes=4, width=8, depth=1),
         "pixel_classifier": PixelClassifier(9, 4, hidden=8),
+        # the real-time profile (hyplex.models.realtime)
+        "separable_projector": build_reconstructor(
+            "separable_projector", in_channels=9, n_bands=12, width=8
+        ),
+        "separable": build_segmenter("separable", in_channels=9, n_classes=4, width=8),
     }
 
 

@@ -138,7 +138,8 @@ def test_profile_names_and_settings():
     config = realtime_codesign_settings(CodesignConfig(steps=7))
     assert config.steps == 7 and config.segmenter == "separable"
     assert profile_of(config.reconstructor, config.segmenter) == "realtime"
-    assert profile_of("mst", "unet") == "full" and profile_of("separable", "unet") == "full"
+    assert profile_of("mst", "unet") == "full"
+    assert profile_of("separable_projector", "unet") == "full"
     model = build_segmenter(config.segmenter, in_channels=9, n_classes=4, **config.segmenter_config)
     assert isinstance(model, SeparableSegNet)
     with pytest.raises(ValueError, match="width must be a positive int"):
@@ -175,7 +176,8 @@ def test_bundle_records_its_profile_and_refuses_the_other(bundles):
     realtime = load_bundle(bundles["realtime"])
     assert realtime.segmenter.config == {**REALTIME_SEGMENTER[1], "in_channels": 9,
                                          "n_classes": len(realtime.class_names)}  # fmt: skip
-    with pytest.raises(BundleError, match=r"is a realtime bundle .*separable \+ separable.*a full"):
+    names = r"separable_projector \+ separable"
+    with pytest.raises(BundleError, match=rf"is a realtime bundle .*{names}.*a full"):
         load_bundle(bundles["realtime"], profile="full")
     with pytest.raises(BundleError, match="is a full bundle .*--profile realtime"):
         load_bundle(bundles["full"], profile="realtime")
@@ -238,7 +240,7 @@ def test_reconstructor_starts_linear_and_folds_its_batchnorm():
     from hyplex.models.realtime import SeparableReconstructor
     from hyplex.models.reconstruction import build_reconstructor
 
-    model = build_reconstructor("separable", in_channels=9, n_bands=12, width=8)
+    model = build_reconstructor("separable_projector", in_channels=9, n_bands=12, width=8)
     assert isinstance(model, SeparableReconstructor)
     x = torch.rand(2, 9, 11, 13, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
