@@ -462,3 +462,40 @@ def test_compression_releases_the_gil():
 
     spins_python, spins_plugin = spins_during(slow_python), spins_during(slow_plugin)
     assert spins_plugin > 5 * spins_python + 1000
+
+
+def test_the_pipeline_source_reads_packed_compressed_recordings(tmp_path):
+    """``hyplex segment`` reads recordings through RecordingSource: a Mono12p + zstd file
+    yields the original (H, W) uint16 frames."""
+    from hyplex.pipeline.sources import RecordingSource
+
+    path = tmp_path / "packed.h5"
+    frames = _sensor_frames(4)
+    with Recorder(path, _spec(), compression="zstd", packing="mono12p") as recorder:
+        for index, data in enumerate(frames):
+            recorder.write(_frame(data, index))
+    source = RecordingSource(path)
+    try:
+        items = list(source)
+    finally:
+        source.close()
+    assert len(items) == 4 and source.sensor_shape == SHAPE
+    for item, data in zip(items, frames, strict=True):
+        assert item.error is None and np.array_equal(item.data, data)
+
+
+def test_a_version_1_recording_without_the_dropped_table_still_reads(tmp_path):
+    path = tmp_path / "v1.h5"
+    frames = _sensor_frames(2)
+    with Recorder(path, _spec()) as recorder:
+        for index, data in enumerate(frames):
+            recorder.write(_frame(data, index))
+    with h5py.File(path, "a") as handle:  # as version 1 wrote it
+        group = handle["streams/camera"]
+        del group["dropped"]
+        for key in ("compression", "packing"):
+            del group.attrs[key]
+        handle.attrs["version"] = 1
+    with Recording(path) as recording:
+        assert len(recording) == 2 and recording.dropped.shape == (0,)
+        assert recording.compression == "none" and np.array_equal(recording[1], frames[1])
