@@ -23,6 +23,7 @@ torch.set_num_threads(1)
 SMALL = {
     "unet": {"base_channels": 8, "depth": 2},
     "attention": {"width": 8, "depth": 2},
+    "separable": {"width": 8, "n_blocks": 2, "factor": 2},  # hyplex.models.realtime
 }
 
 
