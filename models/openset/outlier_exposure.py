@@ -246,8 +246,8 @@ def train_with_outliers(
             xo, yo = data.auxiliary.batch(_draw(data.auxiliary, out_size, generator), device)
             x, y = torch.cat([x, xo]), torch.cat([y, yo])
         batch = OutlierBatch(x, y, n_in, step, steps, generator)
-        loss, stats = objective.loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # before the loss: an objective may backward
+        loss, stats = objective.loss(model, batch)  # part of it there (DOE's clean-weight CE)
         loss.backward()
         objective.after_backward(model)
         optimizer.step()
