@@ -47,6 +47,8 @@ module                              method
 ``unreliable_sources``              ATOL (Zheng et al., NeurIPS 2023)
 ``watermarking``                    Watermarking (Wang et al., NeurIPS 2022)
 ``coverage``                        convex-hull coverage of captured data (Mixture Data ...)
+``head_files``                      a head inside a bundle: openset.json + safetensors (atomic)
+``bundle_fitting``                  fit + calibrate + store a head for a bundle (CLI, design)
 ==================================  ==============================================================
 """
 
