@@ -1,0 +1,152 @@
+"""Logic rules read from a fully connected head, with their fidelity to the network.
+
+Papers: J. Zhao, Q. Wang et al., "A game method for improving the interpretability of
+convolution neural network" (arXiv 1910.09090, 2019), and "How far from automatically
+interpreting deep learning" (same group). The first builds a *logical network* from the
+fully connected layers, extracting the logical relation between their inputs and outputs,
+and alternates ("plays a game") between perceptual learning (the network) and logical
+learning (the rules). Only the abstracts could be read here; the extraction below follows
+the classic decompositional search for a layer's sufficient conditions (the KT algorithm of
+L.-M. Fu, "Rule generation from neural networks", IEEE TSMC 1994; Towell & Shavlik 1993):
+
+* Inputs of the head are binarised literals (a barcode channel above its threshold, a
+  feature unit active). For one unit ``a = w . x + b`` with ``x in {0, 1}^D``, a conjunction
+  ``C`` of literals is a rule "C => unit on" when the worst case over the free inputs is
+  still positive::
+
+      b + sum_{i: x_i=1 in C} w_i + sum_{i free} min(w_i, 0) > 0
+
+  and "C => unit off" when the best case is still <= 0 (``max(w_i, 0)`` for free inputs).
+  Rules are enumerated up to ``max_literals`` and only minimal ones kept.
+* A two-layer head ``x -> hidden -> output`` is read layer by layer and the rules are
+  composed: each hidden literal of an output rule is replaced by one of that hidden unit's
+  on/off rules (a disjunction), conjunctions that contradict themselves are dropped.
+* :func:`rule_fidelity` is the share of inputs on which the rule set decides as the network.
+
+Not reproduced: the game's alternating training (the rules are read from a trained head,
+not fed back into its training) and the papers' CNN benchmarks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Rule", "unit_rules", "extract_head_rules", "rules_predict", "rule_fidelity"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``literals`` (frozenset of ``(input index, required 0/1 value)``) imply ``conclusion``
+    (True: the unit/class is on)."""
+
+    literals: frozenset
+    conclusion: bool = True
+
+    def holds(self, x: np.ndarray) -> np.ndarray:
+        """Whether the premise holds for binary inputs ``x`` (N, D) -> (N,) bool."""
+        out = np.ones(x.shape[0], bool)
+        for index, value in self.literals:
+            out &= x[:, index] == value
+        return out
+
+    def describe(self, names=None) -> str:
+        parts = [
+            (names[i] if names else f"x{i}") + ("" if v else "=0") for i, v in sorted(self.literals)
+        ]
+        return (" AND ".join(parts) or "TRUE") + (" => on" if self.conclusion else " => off")
+
+
+def unit_rules(weights, bias: float, max_literals: int = 3, on: bool = True) -> list[Rule]:
+    """Minimal conjunctions of at most ``max_literals`` binary literals that force one linear
+    unit ``w . x + b`` (D,) on (``> 0``) or, with ``on=False``, off (``<= 0``)."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 1 or not np.all(np.isfinite(w)):
+        raise ValueError(f"weights must be a finite (D,) vector; got shape {w.shape}")
+    if max_literals < 0:
+        raise ValueError(f"max_literals must be >= 0; got {max_literals}")
+    free_worst = np.minimum(w, 0) if on else np.maximum(w, 0)
+    found: list[frozenset] = []
+    for size in range(0, min(max_literals, len(w)) + 1):
+        for indices in itertools.combinations(range(len(w)), size):
+            for values in itertools.product((1, 0), repeat=size):
+                literals = frozenset(zip(indices, values, strict=True))
+                if any(r <= literals for r in found):
+                    continue  # not minimal
+                bound = float(bias) + free_worst.sum()
+                for i, v in literals:
+                    bound += (w[i] if v else 0.0) - free_worst[i]
+                if (bound > 0) if on else (bound <= 0):
+                    found.append(literals)
+    return [Rule(r, on) for r in found]
+
+
+def _linear_layers(head: nn.Module) -> list[nn.Linear]:
+    layers = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not 1 <= len(layers) <= 2 or layers[-1].out_features not in (1, 2):
+        raise ValueError(
+            "head must hold one or two nn.Linear layers ending in 1 output (logit) or 2 "
+            f"(two-class logits); got {[tuple(m.weight.shape) for m in layers]}"
+        )
+    return layers
+
+
+def _output_unit(layer: nn.Linear) -> tuple[np.ndarray, float]:
+    w = layer.weight.detach().double().cpu().numpy()
+    b = layer.bias.detach().double().cpu().numpy() if layer.bias is not None else np.zeros(len(w))
+    if w.shape[0] == 2:  # two logits: class 1 wins when (w1 - w0) . x + (b1 - b0) > 0
+        return w[1] - w[0], float(b[1] - b[0])
+    return w[0], float(b[0])
+
+
+def extract_head_rules(head: nn.Module, max_literals: int = 3) -> list[Rule]:
+    """Rules over the head's binary inputs for "class 1 (e.g. fake)".
+
+    ``head``: ``nn.Linear`` or ``Linear -> ReLU/step-like -> Linear`` with 1 or 2 outputs;
+    hidden units count as on when their pre-activation is > 0 (ReLU/sigmoid at 0.5).
+    Returns minimal rules (conclusion True), each at most ``max_literals`` input literals.
+    """
+    layers = _linear_layers(head)
+    out_w, out_b = _output_unit(layers[-1])
+    if len(layers) == 1:
+        return unit_rules(out_w, out_b, max_literals)
+    hidden = layers[0]
+    h_w = hidden.weight.detach().double().cpu().numpy()
+    h_b = hidden.bias.detach().double().cpu().numpy()
+    # output rules over hidden literals; a ReLU unit that is on passes a positive value, so
+    # read it as 1 (its largest weight contribution is bounded by the sign, as KT does)
+    output = unit_rules(out_w, out_b, max_literals)
+    on = [unit_rules(h_w[j], h_b[j], max_literals, True) for j in range(len(h_w))]
+    off = [unit_rules(h_w[j], h_b[j], max_literals, False) for j in range(len(h_w))]
+    composed: list[frozenset] = []
+    for rule in output:
+        options = [on[j] if v else off[j] for j, v in sorted(rule.literals)]
+        for choice in itertools.product(*options):
+            literals = frozenset().union(*(r.literals for r in choice))
+            indices = [i for i, _ in literals]
+            if len(indices) != len(set(indices)) or len(literals) > max_literals:
+                continue  # contradictory or too long
+            if not any(c <= literals for c in composed):
+                composed = [c for c in composed if not literals <= c] + [literals]
+    return [Rule(c, True) for c in composed]
+
+
+def rules_predict(rules: list[Rule], x: np.ndarray) -> np.ndarray:
+    """1 where any rule fires, else 0: binary (N, D) -> (N,) int."""
+    x = np.asarray(x)
+    fired = np.zeros(x.shape[0], bool)
+    for rule in rules:
+        fired |= rule.holds(x)
+    return fired.astype(int)
+
+
+def rule_fidelity(rules: list[Rule], head: nn.Module, x: np.ndarray) -> float:
+    """Share of binary inputs ``x`` (N, D) on which the rules decide as the head does."""
+    with torch.no_grad():
+        logits = head(torch.as_tensor(np.asarray(x), dtype=torch.float32))
+    decision = (logits[:, 1] > logits[:, 0]) if logits.shape[1] == 2 else (logits[:, 0] > 0)
+    return float(np.mean(rules_predict(rules, x) == decision.cpu().numpy().astype(int)))

@@ -1,0 +1,60 @@
+"""Rule extraction recovers the rule planted in a fully connected head."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hyplex.models.interpretability.rule_extraction import (
+    Rule,
+    extract_head_rules,
+    rule_fidelity,
+    unit_rules,
+)
+
+ALL_INPUTS = np.array(list(itertools.product((0, 1), repeat=5)))
+
+
+def test_unit_rules_by_hand():
+    # 2 x0 + 2 x1 - 3 > 0  <=>  x0 AND x1
+    assert [r.literals for r in unit_rules([2.0, 2.0, 0.0], -3.0)] == [frozenset({(0, 1), (1, 1)})]
+    # off when x0 = 0 or when x1 = 0
+    off = {r.literals for r in unit_rules([2.0, 2.0, 0.0], -3.0, on=False)}
+    assert off == {frozenset({(0, 0)}), frozenset({(1, 0)})}
+
+
+def _planted_head():
+    """fake <=> (x0 AND x3) OR (x1 AND NOT x2), through two ReLU hidden units."""
+    head = nn.Sequential(nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        head[0].weight.copy_(
+            torch.tensor(
+                [
+                    [4.0, 0, 0, 4.0, 0],  # h0: x0 AND x3
+                    [0, 4.0, -8.0, 0, 0],  # h1: x1 AND NOT x2
+                    [0, 0, 0, 0, 0.1],  # h2: noise unit, never decisive
+                ]
+            )
+        )
+        head[0].bias.copy_(torch.tensor([-6.0, -2.0, -1.0]))
+        head[2].weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [3.0, 3.0, 0.1]]))
+        head[2].bias.copy_(torch.tensor([1.0, 0.0]))
+    return head
+
+
+def test_rules_reproduce_a_planted_head():
+    head = _planted_head()
+    rules = extract_head_rules(head, max_literals=2)
+    found = {r.literals for r in rules}
+    assert found == {frozenset({(0, 1), (3, 1)}), frozenset({(1, 1), (2, 0)})}
+    assert rule_fidelity(rules, head, ALL_INPUTS) == 1.0
+    assert Rule(frozenset({(0, 1), (3, 1)})).describe(list("abcde")) == "a AND d => on"
+
+
+def test_bad_heads_are_named():
+    with pytest.raises(ValueError, match="nn.Linear"):
+        extract_head_rules(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match="finite"):
+        unit_rules([np.nan], 0.0)
