@@ -108,10 +108,13 @@ def ratio_by_exposure(grid, scene, shape, exposures_us, codecs) -> list[dict]:
     return rows
 
 
-def thread_cpu_seconds() -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of this process, by native thread id."""
-    import psutil
-
+def thread_cpu_seconds() -> dict[int, float] | None:
+    """CPU seconds (user + system) of each thread of this process, by native thread id (None
+    without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
     return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
 
 
@@ -119,6 +122,8 @@ def cpu_by_role(before, after, roles) -> dict[str, float]:
     """CPU seconds spent between two :func:`thread_cpu_seconds` snapshots, by role:
     ``roles`` maps native ids to a role; every other thread (Blosc2's pthreads, started by
     the encoder) counts as "encoder"."""
+    if before is None or after is None:
+        return {}
     spent: dict[str, float] = {}
     for tid, seconds in after.items():
         role = roles.get(tid, "encoder")
@@ -271,7 +276,7 @@ def main(argv=None) -> dict:
     ratio = rec.compression_ratio
     needed = args.fps * frame_MB / ratio
     cpu = cpu_by_role(cpu0, cpu1, roles)
-    recorder_cpu = sum(v for k, v in cpu.items() if k != "camera")
+    recorder_cpu = sum(v for k, v in cpu.items() if k != "camera") if cpu else None
     result = {
         "benchmark": "stream",
         "shape": [rows, cols],
@@ -300,12 +305,14 @@ def main(argv=None) -> dict:
         "compression_ratio": round(ratio, 3),
         "write_mb_s_needed": round(needed, 1),
         "write_mb_s_measured": round(rec.write_MBps, 1),
-        "recorder_cpu_cores": round(recorder_cpu / wall, 2),
-        "recorder_cpu_cores_at_target_fps": round(recorder_cpu / max(recorded, 1) * args.fps, 2),
+        "recorder_cpu_cores": None if recorder_cpu is None else round(recorder_cpu / wall, 2),
+        "recorder_cpu_cores_at_target_fps": None
+        if recorder_cpu is None
+        else round(recorder_cpu / max(recorded, 1) * args.fps, 2),
         "cpu_ms_per_recorded_frame": {
             role: round(1e3 * seconds / max(recorded, 1), 1) for role, seconds in cpu.items()
         },
-        "process_cpu_cores": round(sum(cpu.values()) / wall, 2),
+        "process_cpu_cores": round(sum(cpu.values()) / wall, 2) if cpu else None,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu_cores_available": len(os.sched_getaffinity(0)),
         "encode_s_per_frame": round(rec.encode_seconds / max(recorded, 1), 4),
