@@ -75,7 +75,8 @@ def fit_bundle_head(
 
     Returns
     -------
-    (detector, metrics) with metrics ``auroc``, ``aupr``, ``fpr95`` on the twin's held-out
+    (detector, metrics): the detector (on CUDA when present, else the CPU) and metrics
+    ``auroc``, ``aupr``, ``fpr95`` on the twin's held-out
     test-unknown categories, ``threshold``, ``seconds``.
     """
     encoder = bundle.encoder()
@@ -98,9 +99,10 @@ def fit_bundle_head(
                 "H, W): mismatched channel counts"
             )
         data.target = target
-    model = copy.deepcopy(bundle.segmenter).float()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = copy.deepcopy(bundle.segmenter).float().to(device)  # CUDA when present
     torch.manual_seed(settings.seed)
-    detector = build_detector(settings.method, model, **settings.options)
+    detector = build_detector(settings.method, model, **settings.options).to(device)
     start = time.perf_counter()
     detector.fit(data, seed=settings.seed, progress=progress)
     seconds = time.perf_counter() - start
