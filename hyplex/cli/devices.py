@@ -48,7 +48,8 @@ QueueFrames = Annotated[
     typer.Option(
         min=0,
         help="--record write queue, frames: compression and disk writes run on their own "
-        "threads; a frame that finds it full is dropped and counted (0: write in line).",
+        "threads; a frame that finds it full waits under --policy block (the camera then "
+        "drops, counted), else it is dropped and counted (0: write in line).",
     ),
 ]
 ThrottleMBps = Annotated[
