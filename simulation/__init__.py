@@ -16,7 +16,9 @@ module                      what
 ``sensor``                  ``SensorModel``: EMVA 1288 linear model
 ``camera``                  ``CameraTwin``: the numpy/numba forward model
 ``differentiable``          ``TorchCamera``: the same model in torch, differentiable
-``kernels``                 numba kernels (``kernels_sensor``: random numbers and the sensor;
+``kernels``                 numba kernels (``kernels_sensor``: the sensor's noise;
+                            ``counter_rng``: Philox-4x32-10 counter-based random numbers;
+                            ``kernels_binning``: metapixel binning, run-length slot maps;
                             ``kernels_numpy``: their numpy formulations)
 ``barcodes``                raw frame -> (h, w, n_filters) barcodes
 ``datarate``                equivalent hyperspectral data rate
