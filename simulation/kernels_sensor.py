@@ -4,7 +4,7 @@ Random numbers come from Philox-4x32-10 (``counter_rng.py``; Salmon et al., SC 2
 the seed, with the counter (pixel, block, frame): a frame is bitwise the same at any thread
 count. Per pixel, one Philox block (four 32-bit words) serves the common case:
 
-- word 0: the shot-noise normal deviate (128-layer ziggurat) or, below 10 e-, the inversion
+- word 0: the shot-noise normal deviate (256-layer ziggurat) or, below 10 e-, the inversion
   uniform;
 - word 1: the squeeze uniform of Ahrens and Dieter's algorithm PD;
 - word 2: the read-noise normal deviate;
@@ -199,11 +199,12 @@ def poisson_pd(mean, key, pixel, table):
 
 @njit(cache=True, inline="always")
 def _normal_fast(word, table):
-    """The ziggurat's common case (:func:`counter_rng.normal_from_word`) and whether it
-    applies (False for the ~1.2 % of words that need its rare branches)."""
-    layer = int(word & np.uint64(127))
-    x = (np.int64(word >> np.uint64(8)) + 0.5) * 2.0**-24 * table[0, layer]
-    sign = np.float64(np.int64((word >> np.uint64(7)) & np.uint64(1)) * 2 - 1)
+    """The ziggurat's common case (:func:`counter_rng.normal_from_word`: bits 0-7 the layer,
+    bit 8 the sign, bits 9-31 the uniform) and whether it applies (False for the 1.5 % of
+    words that need its rare branches)."""
+    layer = int(word & np.uint64(255))
+    x = (np.int64(word >> np.uint64(9)) + 0.5) * 2.0**-23 * table[0, layer]
+    sign = np.float64(np.int64((word >> np.uint64(8)) & np.uint64(1)) * 2 - 1)
     return x * sign, x < table[0, layer + 1]
 
 
