@@ -1,0 +1,398 @@
+"""Benchmark: open-set perception on twin scenes (issue 15) — unknown materials, anomaly heads,
+and twin-to-captured adaptation, against the post-hoc baselines MSP and energy and the plain
+BCE anomaly head.
+
+Setting (one per seed; every method sees the same data and the same closed-set segmenter)::
+
+    encoder     9 Gaussian band-pass filters (40 nm standard deviation, centres 420-980 nm)
+                on a 61-band 400-1000 nm grid, with the EMVA 1288 camera noise of the
+                co-design capture model (the thin-film stand-in encoder's broad, collinear
+                responses leave per-pixel barcodes little spectral contrast: the per-pixel
+                ACT source detector reached AUROC 0.59 there, so adaptation had nothing to
+                keep)
+    known       the segmenter's K = 4 classes (vegetation, soil, road, metal) on sand/gravel
+    auxiliary   held-out categories wood, roof, dry_vegetation, aces, cfi2017, their mixtures
+                and perturbations, and GenIAS spectra (fitted on the known classes' spectra)
+    test        other held-out categories: paint, char, concrete, colorchecker, nist_cqs
+                (planted in test scenes only; no method sees them in training)
+
+Per method (means over seeds): AUROC, FPR@95TPR and AUPR of unknown pixels on the test scenes
+(scikit-learn, :func:`hyplex.models.openset.metrics.ood_metrics`), the ID mIoU change on
+held-out ID scenes (points; methods that leave the segmenter alone change nothing by
+construction) and the training time. Also:
+
+* ACT: source = the labelled twin data; target = test scenes through the *captured* encoder
+  (fabricated filters, CIE A light at 2000 lx, the twin's white reference: see
+  :func:`hyplex.models.openset.contrastive_alignment.captured_encoder`), anomaly AUROC of the
+  target's unknown pixels before (source detector) and after adaptation;
+* coverage (:mod:`hyplex.models.openset.coverage`): share of pixels outside the convex hull of
+  training barcodes, for held-out ID pixels ("in-hull" set) and test-unknown pixels;
+* item 11's metrics (:mod:`hyplex.models.openset.robustness_evaluation`): the segmenter's
+  group-accuracy drop from the twin's light (D65) to CIE A on the same held-out scenes, and
+  SurFITR/AUDETER-style detection of metameric fakes by the CEDL head (pixel and image AUROC,
+  EER, F1/IoU at its 95 %-TPR threshold).
+
+Reproduce (last stdout line: one JSON object; progress on stderr)::
+
+    .venv/bin/python benchmarks/openset.py --quick     # 3 seeds, small scenes
+    .venv/bin/python benchmarks/openset.py             # 3 seeds, more and larger scenes
+    .venv/bin/python benchmarks/openset.py --quick --out benchmarks/results/openset_quick.json
+    .venv/bin/python benchmarks/openset.py --smoke --seeds 1   # the machinery only (tests)
+
+Timings depend on the machine's load; the team's 2 cores are shared (say so when quoting).
+"""
+# ruff: noqa: E402  (thread settings must precede the imports that read them)
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METHODS = ("MSP", "energy", "OE", "DOE", "DAL", "ATOL", "Watermarking", "CEDL", "NSReg", "BCE")
+OUTLIER_METHODS = ("DOE", "DAL", "ATOL")
+GRID_NM = np.linspace(400.0, 1000.0, 61)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def settings(quick: bool, smoke: bool = False) -> dict:
+    if smoke:  # the machinery only (tests): tiny scenes, a few steps; the figures mean nothing
+        return {
+            "counts": {"train": 4, "auxiliary": 4, "heldout": 2, "test": 3},
+            "shape": (16, 16),
+            "segmenter": {"width": 4, "depth": 1, "reduction": 2},
+            "segmenter_steps": 3,
+            "target_scenes": 2,
+            "genias_steps": 3,
+            "fake_scenes": 3,
+            "coverage_points": 10,
+            "coverage_training": 200,
+            "head_options": {"steps": 3},
+            "method_options": {"steps": 2},
+            "act_options": {"source_steps": 3, "adapt_steps": 2, "self_label_steps": 2},
+        }
+    if quick:
+        return {
+            "counts": {"train": 24, "auxiliary": 16, "heldout": 8, "test": 12},
+            "shape": (32, 32),
+            "segmenter": {"width": 8, "depth": 1, "reduction": 2},
+            "segmenter_steps": 150,
+            "target_scenes": 12,
+            "genias_steps": 200,
+            "fake_scenes": 6,
+            "coverage_points": 150,
+            "coverage_training": 1500,
+            "head_options": {"steps": 300},
+            "act_options": {"source_steps": 200, "adapt_steps": 120, "self_label_steps": 80},
+        }
+    return {
+        "counts": {"train": 48, "auxiliary": 32, "heldout": 16, "test": 24},
+        "shape": (40, 40),
+        "segmenter": {"width": 16, "depth": 2, "reduction": 4},
+        "segmenter_steps": 300,
+        "target_scenes": 24,
+        "genias_steps": 600,
+        "fake_scenes": 12,
+        "coverage_points": 400,
+        "coverage_training": 3000,
+        "head_options": {"steps": 400},
+        "act_options": {},
+    }
+
+
+def miou(model, data) -> float:
+    from hyplex.models.label_metrics import mean_iou
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.heldout.barcodes)
+    predicted = logits.argmax(1).cpu().numpy()
+    labels = data.heldout.labels.numpy()
+    return 100.0 * mean_iou(predicted, labels, len(data.class_names), ignore_index=-1)
+
+
+def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dict:
+    from hyplex.models.encoder_baselines import FixedResponseEncoder
+    from hyplex.models.encoder_capture import CaptureSettings
+    from hyplex.models.openset import (
+        OpenSetSplit,
+        build_detector,
+        build_openset_data,
+        make_openset_scenes,
+        ood_metrics,
+    )
+    from hyplex.models.openset.anomaly_generator import GenIAS, GenIASTraining
+    from hyplex.models.openset.contrastive_alignment import captured_encoder
+    from hyplex.models.openset.coverage import outside_share
+    from hyplex.models.openset.outlier_exposure import train_segmenter
+    from hyplex.models.openset.robustness_evaluation import (
+        forgery_detection,
+        group_accuracy_drop,
+    )
+    from hyplex.models.segmentation import build_segmenter, fake_class_ids
+
+    out = {"seed": seed, "methods": {}}
+    start = time.perf_counter()
+    genias = GenIAS(GRID_NM.size)
+    genias.fit(genias_source, GenIASTraining(steps=config["genias_steps"], seed=seed))
+    split = OpenSetSplit()
+    data = build_openset_data(
+        encoder, GRID_NM, split, config["counts"], config["shape"], seed=seed, generated=genias
+    )
+    log(f"seed {seed}: data in {time.perf_counter() - start:.1f} s")
+    torch.manual_seed(seed)
+    segmenter = build_segmenter(
+        "attention", in_channels=9, n_classes=len(data.class_names), **config["segmenter"]
+    )
+    train_segmenter(segmenter, data, steps=config["segmenter_steps"], seed=seed)
+    baseline_miou = miou(segmenter, data)
+    out["baseline_miou"] = baseline_miou
+    cedl = None
+    for method in METHODS:
+        if method in ("CEDL", "NSReg", "BCE"):
+            options = config["head_options"]
+        elif method in ("MSP", "energy"):
+            options = {}
+        else:
+            options = config.get("method_options", {})
+        try:
+            model = copy.deepcopy(segmenter)
+            detector = build_detector(method, model, **options)
+            began = time.perf_counter()
+            detector.fit(data, seed=seed)
+            seconds = time.perf_counter() - began
+            with torch.no_grad():
+                scores = detector.predict(data.test.barcodes)
+            metrics = ood_metrics(scores, data.test.unknown)
+            out["methods"][method] = {
+                "auroc": metrics["auroc"],
+                "fpr95": metrics["fpr95"],
+                "aupr": metrics["aupr"],
+                "id_miou_drop": baseline_miou - miou(model, data),
+                "train_seconds": seconds,
+            }
+            if method == "CEDL":
+                cedl = detector
+            log(
+                f"seed {seed}: {method:12s} AUROC {metrics['auroc']:.3f} FPR95 "
+                f"{metrics['fpr95']:.3f} ({seconds:.1f} s)"
+            )
+        except Exception as error:  # a method's failure is recorded, the others still run
+            out["methods"][method] = {"error": f"{type(error).__name__}: {error}"}
+            log(f"seed {seed}: {method} failed\n{traceback.format_exc()}")
+
+    # ACT: twin (labelled) -> captured (unlabelled) adaptation
+    camera = captured_encoder(encoder.fixed.numpy(), GRID_NM, seed=seed)
+    target_scenes = make_openset_scenes(
+        split,
+        GRID_NM,
+        config["target_scenes"],
+        "test",
+        config["shape"],
+        n_objects=4,
+        seed=seed * 10 + 7,
+    )
+    target = target_scenes.barcodes(camera, seed=seed * 10 + 8)
+    adapted_data = copy.copy(data)
+    adapted_data.target = target.barcodes
+    act = build_detector("ACT", copy.deepcopy(segmenter), **config["act_options"])
+    began = time.perf_counter()
+    act.fit(adapted_data, seed=seed)
+    with torch.no_grad():
+        before = act.adapter.predict(target.barcodes, adapted=False)
+        after = act.adapter.predict(target.barcodes, adapted=True)
+    out["act"] = {
+        "auroc_before": ood_metrics(before, target.unknown)["auroc"],
+        "auroc_after": ood_metrics(after, target.unknown)["auroc"],
+        "train_seconds": time.perf_counter() - began,
+        "target_unknown_share": float(target.unknown.float().mean()),
+    }
+    log(f"seed {seed}: ACT {out['act']['auroc_before']:.3f} -> {out['act']['auroc_after']:.3f}")
+
+    # coverage: held-out ID pixels vs test-unknown pixels against the training barcodes
+    rng = np.random.default_rng(seed)
+    training = data.train.barcodes.permute(0, 2, 3, 1).reshape(-1, 9).numpy()
+    training = training[rng.choice(len(training), config["coverage_training"], replace=False)]
+    heldout = data.heldout.barcodes.permute(0, 2, 3, 1).reshape(-1, 9).numpy()
+    unknown_pixels = data.test.barcodes.permute(0, 2, 3, 1)[data.test.unknown].numpy()
+    count = config["coverage_points"]
+    out["coverage"] = {
+        "in_hull_set_outside_share": outside_share(
+            heldout[rng.choice(len(heldout), count, replace=False)], training, 1e-6
+        ),
+        "out_of_hull_set_outside_share": outside_share(
+            unknown_pixels[rng.choice(len(unknown_pixels), count, replace=False)], training, 1e-6
+        ),
+    }
+
+    # item 11: group-accuracy drop D65 -> A, and metameric fakes found by the CEDL head
+    heldout_scenes = make_openset_scenes(
+        split, GRID_NM, config["counts"]["heldout"], "id", config["shape"], seed=seed * 10 + 3
+    )
+    responses = encoder.fixed.numpy()
+    counter = FixedResponseEncoder(responses, GRID_NM, CaptureSettings(illuminant="A"))
+    segmenter.eval()
+    with torch.no_grad():
+        common = segmenter(heldout_scenes.barcodes(encoder, seed=1).barcodes).argmax(1)
+        counter_pred = segmenter(heldout_scenes.barcodes(counter, seed=1).barcodes).argmax(1)
+    labels = torch.as_tensor(heldout_scenes.labels)
+    out["group"] = group_accuracy_drop(common, labels, counter_pred, labels)
+    fake_split = OpenSetSplit(fake_classes=("vegetation",))
+    fakes = make_openset_scenes(
+        fake_split,
+        GRID_NM,
+        config["fake_scenes"],
+        "id",
+        config["shape"],
+        n_objects=4,
+        seed=seed * 10 + 9,
+    )
+    fake_ids = fake_class_ids(fake_split.class_names)
+    forged = np.isin(fakes.labels, fake_ids)
+    out["forgery"] = None
+    if forged.any() and cedl is not None:
+        cedl.calibrate(data.heldout.barcodes)
+        with torch.no_grad():
+            fake_scores = cedl.predict(fakes.barcodes(encoder, seed=2).barcodes).numpy()
+        objects = fakes.labels > 0  # fakes against real objects (background left out)
+        out["forgery"] = forgery_detection(fake_scores, forged, cedl.threshold, objects)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
+    def mean_of(method, key):
+        values = [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
+        return float(np.mean(values)) if values else None
+
+    def std_of(method, key):
+        values = [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
+        return float(np.std(values)) if len(values) > 1 else None
+
+    table = {
+        key: {m: mean_of(m, key) for m in METHODS}
+        for key in ("auroc", "fpr95", "aupr", "id_miou_drop", "train_seconds")
+    }
+    errors = {
+        m: r["methods"][m]["error"] for r in runs for m in METHODS if "error" in r["methods"][m]
+    }
+    auroc, fpr = table["auroc"], table["fpr95"]
+    ranked = [m for m in METHODS if auroc[m] is not None]
+    best = max(ranked, key=lambda m: auroc[m]) if ranked else None
+    outlier = [m for m in OUTLIER_METHODS if auroc[m] is not None]
+    best_outlier = max(outlier, key=lambda m: auroc[m]) if outlier else None
+    before = float(np.mean([r["act"]["auroc_before"] for r in runs]))
+    after = float(np.mean([r["act"]["auroc_after"] for r in runs]))
+    drops = [v for v in table["id_miou_drop"].values() if v is not None]
+
+    def beats(method):
+        return auroc[method] is not None and auroc[method] >= auroc["BCE"] + 0.05
+
+    goals = {
+        "outlier_method_beats_msp_and_energy_by_5_auroc_points_and_cuts_fpr95_30pct": bool(
+            best_outlier is not None
+            and auroc[best_outlier] >= max(auroc["MSP"], auroc["energy"]) + 0.05
+            and fpr[best_outlier] <= 0.7 * min(fpr["MSP"], fpr["energy"])
+        ),
+        "no_method_costs_more_than_2_miou_points": bool(drops and max(drops) <= 2.0),
+        "cedl_and_nsreg_beat_bce_by_5_auroc_points_on_unseen_types": bool(
+            beats("CEDL") and beats("NSReg")
+        ),
+        "cedl_beats_bce_by_5_auroc_points": bool(beats("CEDL")),
+        "nsreg_beats_bce_by_5_auroc_points": bool(beats("NSReg")),
+        "act_raises_target_auroc_by_3_points": bool(after >= before + 0.03),
+    }
+
+    def mean_nested(section, key):
+        values = [r[section][key] for r in runs if r.get(section) and key in r[section]]
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "benchmark": "openset",
+        "quick": quick,
+        "seeds": [r["seed"] for r in runs],
+        "peer": "post-hoc MSP and energy on the closed-set segmenter; the plain BCE head",
+        "auroc": auroc,
+        "fpr95": fpr,
+        "aupr": table["aupr"],
+        "id_miou_drop": table["id_miou_drop"],
+        "train_seconds": table["train_seconds"],
+        "auroc_std": {m: std_of(m, "auroc") for m in METHODS},
+        "baseline_miou": float(np.mean([r["baseline_miou"] for r in runs])),
+        "best_method": best,
+        "best_outlier_method": best_outlier,
+        "act_auroc_before": before,
+        "act_auroc_after": after,
+        "act_seconds": float(np.mean([r["act"]["train_seconds"] for r in runs])),
+        "coverage": {
+            key: mean_nested("coverage", key)
+            for key in ("in_hull_set_outside_share", "out_of_hull_set_outside_share")
+        },
+        "group_accuracy": {
+            key: mean_nested("group", key) for key in ("common", "counter", "drop", "worst_group")
+        },
+        "forgery": {
+            key: mean_nested("forgery", key)
+            for key in ("pixel_auroc", "image_auroc", "eer", "f1", "iou")
+        },
+        "goals": goals,
+        "errors": errors,
+        "wall_seconds": wall,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small scenes (minutes)")
+    parser.add_argument("--smoke", action="store_true", help="tiny run of the machinery (tests)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (>= 1)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    torch.set_num_threads(1)
+    from hyplex.models.encoder_baselines import FixedResponseEncoder
+    from hyplex.models.openset import OpenSetSplit
+    from hyplex.simulation.spectra import load_earthlib
+
+    config = settings(args.quick, args.smoke)
+    wall = time.perf_counter()
+    centres = np.linspace(420.0, 980.0, 9)
+    responses = np.exp(-0.5 * ((GRID_NM[None] - centres[:, None]) / 40.0) ** 2)
+    encoder = FixedResponseEncoder(responses, GRID_NM, name="gaussian band-pass")
+    known = load_earthlib(GRID_NM, OpenSetSplit().known_classes, max_per_class=150, seed=0)
+    genias_source = np.clip(known.reflectance, 0.0, 1.0).astype(np.float32)
+    runs = [run_seed(seed, config, encoder, genias_source) for seed in range(args.seeds)]
+    result = summarise(runs, args.quick, time.perf_counter() - wall)
+    result["smoke"] = bool(args.smoke)
+    result["per_seed"] = runs
+    text = json.dumps(result, default=float)
+    if args.out is not None:
+        from hyplex.optics.atomic_io import atomic_write
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out, lambda handle: handle.write(text.encode()))
+    log(json.dumps({k: v for k, v in result.items() if k != "per_seed"}, indent=1, default=float))
+    print(json.dumps({k: v for k, v in result.items() if k != "per_seed"}, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    main()
