@@ -48,19 +48,17 @@ def _bad(message: str, hint: str):
     return typer.BadParameter(message, param_hint=hint)
 
 
-def _training_ids(bundle_path: Path, config: dict) -> tuple[list[str], int, str]:
-    """``(ids, seed, source)`` of the bundle's training scenes."""
+def _training_ids(bundle_path: Path, config: dict) -> tuple[list[str], int, str, list[str]]:
+    """``(ids, seed, source, forgotten ids)`` of the bundle's training scenes."""
     from hyplex.models.unlearning.segmenter_forgetting import scene_ids
 
     record = json.loads((bundle_path / "bundle.json").read_text())
     manifest = record.get("training_scenes")
     if isinstance(manifest, dict) and isinstance(manifest.get("ids"), list):
-        return (
-            [str(i) for i in manifest["ids"]],
-            int(manifest.get("seed", config["seed"])),
-            ("bundle.json training_scenes"),
-        )
-    return scene_ids(int(config["n_train_scenes"])), int(config["seed"]), "config.json"
+        seed = int(manifest.get("seed", config["seed"]))
+        forgotten = [str(i) for i in manifest.get("forgotten", [])]
+        return [str(i) for i in manifest["ids"]], seed, "bundle.json training_scenes", forgotten
+    return scene_ids(int(config["n_train_scenes"])), int(config["seed"]), "config.json", []
 
 
 def _check_out(bundle: Path, out: Path) -> None:
@@ -109,7 +107,7 @@ def forget_command(
     except BundleError as error:
         raise _bad(str(error), "--bundle") from None
     config = loaded.config
-    ids, scene_seed, source = _training_ids(bundle, config)
+    ids, scene_seed, source, forgotten = _training_ids(bundle, config)
     names = loaded.class_names
     if class_name is not None:
         if class_name not in names or class_name == BACKGROUND:
@@ -128,18 +126,17 @@ def forget_command(
             )
         if len(set(asked)) == len(ids):
             raise _bad("forgetting every training scene leaves nothing to retain", "--scenes")
-    report = _run(loaded, config, ids, scene_seed, source, class_name, scenes, method, steps, lr,
-                  retrain, retrain_steps, seed, progress)  # fmt: skip
+    report = _run(loaded, config, ids, forgotten, scene_seed, source, class_name, scenes,
+                  method, steps, lr, retrain, retrain_steps, seed, progress)  # fmt: skip
     _write(bundle, out, loaded, report)
     typer.echo(json.dumps({k: report[k] for k in ("request", "method", "models")}, indent=1))
     typer.echo(f"wrote {out} (unlearning.json, unlearning.png); {bundle} unchanged")
 
 
-def _run(loaded, config, ids, scene_seed, source, class_name, scenes, method, steps, lr, retrain,
-         retrain_steps, seed, progress) -> dict:  # fmt: skip
+def _run(loaded, config, ids, forgotten, scene_seed, source, class_name, scenes, method, steps,
+         lr, retrain, retrain_steps, seed, progress) -> dict:  # fmt: skip
     from hyplex.models.codesign import scene_options
     from hyplex.models.codesign_config import CodesignConfig
-    from hyplex.models.data import generate_scenes
     from hyplex.models.segmentation import build_segmenter
     from hyplex.models.unlearning import unlearn
     from hyplex.models.unlearning.segmenter_forgetting import (
@@ -148,14 +145,16 @@ def _run(loaded, config, ids, scene_seed, source, class_name, scenes, method, st
         evaluate_segmenter,
         retrain_segmenter,
         scene_request,
+        training_and_heldout,
     )
 
     codesign = CodesignConfig.from_dict(config)
     options = scene_options(codesign)
     grid = loaded.wavelengths_nm
     encoder = loaded.encoder()
-    train = generate_scenes(grid, len(ids), scene_seed, **options)
-    heldout = generate_scenes(grid, codesign.n_val_scenes, scene_seed + 1, **options)
+    # held-out = never-trained scenes of the same generator run (the same spectral library)
+    train, heldout = training_and_heldout(grid, ids, forgotten, max(2, codesign.n_val_scenes),
+                                          scene_seed, **options)  # fmt: skip
     data = encode_scenes(encoder, train, seed=seed, ids=ids)
     heldout_codes = encode_scenes(encoder, heldout, seed=seed + 1)
     if class_name is not None:

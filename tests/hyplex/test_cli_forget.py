@@ -86,6 +86,17 @@ def test_forget_scenes_writes_a_new_bundle_and_leaves_the_input(bundle_path, tmp
     for a, b in zip(new.reconstructor.state_dict().values(),
                     old.reconstructor.state_dict().values(), strict=True):  # fmt: skip
         assert torch.equal(a, b)
+    # the new bundle names what remains: a forgotten scene is no training scene any more,
+    # and a second request on it rebuilds the remaining (non-contiguous) scenes by index
+    again = _forget("--bundle", str(out), "--scenes", "scene-0001", "--out", str(tmp_path / "x"))
+    assert again.exit_code != 0 and "not training scenes" in " ".join(again.output.split())
+    second = tmp_path / "forgot2"
+    result = _forget("--bundle", str(out), "--scenes", "scene-0002", "--steps", "2",
+                     "--no-retrain", "--out", str(second))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((second / "bundle.json").read_text())["training_scenes"]
+    assert record["ids"] == ["scene-0000", "scene-0003"]
+    assert record["forgotten"] == ["scene-0001", "scene-0002"]
 
 
 def test_forget_a_class(bundle_path, tmp_path):
