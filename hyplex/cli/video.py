@@ -156,6 +156,22 @@ def segment_command(
             "unknown pixels in the overlay (default: when the bundle has a head).",
         ),
     ] = None,
+    beliefs: Annotated[
+        bool,
+        typer.Option(
+            "--beliefs",
+            help="Keep per-object material hypotheses with Noisy-OR probabilities over the "
+            "frames (BeliefMem): <stem>.beliefs.json, printed per input.",
+        ),
+    ] = False,
+    beliefs_from: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Continue the material beliefs of an earlier session (a .beliefs.json).",
+        ),
+    ] = None,
 ) -> None:
     """Decode INPUTS: barcodes, reconstruction and segmentation of every frame, to files.
 
@@ -243,6 +259,8 @@ def segment_command(
             profile=profile,
             verbose=verbose,
             unknown=unknown,
+            beliefs=beliefs,
+            beliefs_from=str(beliefs_from) if beliefs_from else None,
         )
         for text in inputs
     ]
@@ -260,6 +278,9 @@ def segment_command(
                 typer.echo(f"  frame {error['index']}: {error['error']}", err=True)
             if verbose and "roofline" in result:
                 typer.echo(result["roofline"]["table"])
+            for obj, candidates in list(result.get("material_beliefs", {}).items())[:10]:
+                shown = ", ".join(f"{name} {p:.2f}" for name, p in candidates)
+                typer.echo(f"  object {obj}: {shown}")
 
     try:
         results = run_jobs(jobs, workers=workers, on_done=report, scheduler=scheduler)

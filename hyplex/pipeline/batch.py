@@ -65,6 +65,12 @@ class SegmentJob:
         Write the ``unknown`` map of the bundle's open-set head (:mod:`hyplex.models.openset`)
         and mark unknown pixels in the overlay: True demands a head (an error without one),
         None uses one when the bundle has it, False never.
+    beliefs : bool
+        Keep per-object material hypotheses with Noisy-OR probabilities over the frames
+        (:mod:`hyplex.pipeline.material_beliefs`): ``<stem>.beliefs.json`` and the result's
+        ``material_beliefs``.
+    beliefs_from : str or None
+        A ``.beliefs.json`` of an earlier session to continue (implies ``beliefs``).
     """
 
     input: str
@@ -83,6 +89,8 @@ class SegmentJob:
     profile: str | None = None
     verbose: bool = False
     unknown: bool | None = None
+    beliefs: bool = False
+    beliefs_from: str | None = None
 
 
 def job_models(job: SegmentJob) -> dict:
@@ -217,6 +225,14 @@ def segment_file(job: SegmentJob) -> dict:
             )
         )
         sinks.append(StatsWriter(outputs["stats"]))
+        beliefs = None
+        if (job.beliefs or job.beliefs_from) and segmenter is not None and n_classes >= 2:
+            from hyplex.pipeline.material_beliefs import MaterialBeliefSink
+
+            names = models.get("class_names") or [f"class {c}" for c in range(n_classes)]
+            outputs["beliefs"] = out_dir / f"{stem}.beliefs.json"
+            beliefs = MaterialBeliefSink(names, outputs["beliefs"], job.beliefs_from)
+            sinks.append(beliefs)
         if job.video and segmenter is not None:
             outputs["video"] = out_dir / f"{stem}.overlay.mp4"
             sinks.append(OverlayVideoWriter(outputs["video"], n_classes))
@@ -243,6 +259,8 @@ def segment_file(job: SegmentJob) -> dict:
         outputs = {key: partial_path(path) for key, path in outputs.items()}
     result = summary.to_dict()
     result["input"], result["outputs"] = job.input, {k: str(v) for k, v in outputs.items()}
+    if beliefs is not None:  # each object's candidate materials with probabilities
+        result["material_beliefs"] = beliefs.top()
     if times is not None and times.stage_ms():
         result["roofline"] = _roofline_record(times, shape, layout, n_bands, n_classes)
     return result
