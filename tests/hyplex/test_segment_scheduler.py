@@ -119,9 +119,10 @@ def cluster(tmp_path):
             process.terminate()
         for process in reversed(processes):
             try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # a worker still saying goodbye: our own process
                 process.kill()
+                process.wait(timeout=10)
         log.close()
 
 
