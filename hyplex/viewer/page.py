@@ -49,6 +49,8 @@ PAGE_HTML = r"""<!doctype html>
       <text id="axis-high" x="380" y="214" font-size="11" fill="#333" text-anchor="end"></text>
     </svg>
     <div id="spectrum-info"></div></div>
+  <div class="pane"><h2>material beliefs per object (Noisy-OR over frames)</h2>
+    <pre id="beliefs">-</pre></div>
 </div>
 <script>
 let shape = null, bandsFilled = false;
@@ -72,6 +74,10 @@ async function poll() {
         document.getElementById('unknown').src = '/stream/unknown';
       }
     }
+    const beliefs = s.material_beliefs;
+    document.getElementById('beliefs').textContent = !beliefs ? '-' :
+      Object.entries(beliefs).map(([obj, cands]) => 'object ' + obj + ': ' +
+        cands.map(([name, p]) => name + ' ' + p.toFixed(2)).join(', ')).join('\n') || '-';
     shape = s.shape;
     if (!bandsFilled && s.wavelengths_nm.length) {
       const select = document.getElementById('band');

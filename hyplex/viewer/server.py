@@ -58,6 +58,11 @@ class LiveSession:
         self.latest = None
         self.error: str | None = None
         self._cond = threading.Condition()
+        self.beliefs = None  # per-object material hypotheses (BeliefMem), when there are classes
+        if len(self.class_names) >= 2:
+            from hyplex.pipeline.material_beliefs import MaterialBeliefSink
+
+            self.beliefs = MaterialBeliefSink(self.class_names)
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._recent: list[float] = []
@@ -80,6 +85,8 @@ class LiveSession:
             return
         now = time.monotonic()
         with self._cond:
+            if self.beliefs is not None:
+                self.beliefs.write(result)
             self.latest = result
             self.count += 1
             self._recent = [t for t in self._recent if now - t < 2.0] + [now]
@@ -119,6 +126,7 @@ class LiveSession:
                 if result is None or result.unknown is None
                 else round(float((result.unknown > 0.5).mean()), 4)
             ),
+            "material_beliefs": None if self.beliefs is None else self.beliefs.top(3, 8),
             "error": self.error,
         }
 

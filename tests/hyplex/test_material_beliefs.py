@@ -103,3 +103,15 @@ def test_segment_surfaces_material_beliefs_and_continues_a_session(tmp_path):
     before = json.loads(memory_file.read_text())["subjects"]
     after = json.loads((tmp_path / "b" / "clip.beliefs.json").read_text())["subjects"]
     assert set(before) <= set(after)  # the earlier session's objects are kept
+
+
+def test_viewer_status_shows_beliefs():
+    from hyplex.viewer.server import LiveSession
+
+    pipeline = SimpleNamespace(summary=SimpleNamespace(dropped=0, corrupt=0))
+    session = LiveSession(pipeline, None, [500.0], NAMES)
+    frame = _frame(0, fake_rows=1)
+    frame.latency_s, frame.unknown, frame.dropped_so_far = 0.01, None, 0
+    session._on_result(frame)
+    beliefs = session.status()["material_beliefs"]
+    assert beliefs["1"][0][0] == "vegetation" and 0 < beliefs["1"][0][1] < 1
