@@ -21,6 +21,11 @@ L.-M. Fu, "Rule generation from neural networks", IEEE TSMC 1994; Towell & Shavl
 * A two-layer head ``x -> hidden -> output`` is read layer by layer and the rules are
   composed: each hidden literal of an output rule is replaced by one of that hidden unit's
   on/off rules (a disjunction), conjunctions that contradict themselves are dropped.
+* For heads whose hidden activations are far from binary (a trained ReLU head), the
+  decompositional reading loses rules; :func:`extract_rules_exhaustive` reads the head's
+  whole truth table over ``D <= 16`` binary inputs instead and keeps the minimal
+  conjunctions (at most ``max_literals``) under which the head always says class 1, i.e. the
+  prime implicants of bounded size of the head's logical function (Quine-McCluskey style).
 * :func:`rule_fidelity` is the share of inputs on which the rule set decides as the network.
 
 Not reproduced: the game's alternating training (the rules are read from a trained head,
@@ -36,7 +41,15 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Rule", "unit_rules", "extract_head_rules", "rules_predict", "rule_fidelity"]
+__all__ = [
+    "Rule",
+    "unit_rules",
+    "extract_head_rules",
+    "extract_rules_exhaustive",
+    "head_decision",
+    "rules_predict",
+    "rule_fidelity",
+]
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,38 @@ def extract_head_rules(head: nn.Module, max_literals: int = 3) -> list[Rule]:
     return [Rule(c, True) for c in composed]
 
 
+def head_decision(head: nn.Module, x: np.ndarray) -> np.ndarray:
+    """The head's class-1 decision on binary inputs ``x`` (N, D) -> (N,) bool (one logit
+    > 0, or logit 1 > logit 0)."""
+    with torch.no_grad():
+        logits = head(torch.as_tensor(np.asarray(x), dtype=torch.float32))
+    decision = (logits[:, 1] > logits[:, 0]) if logits.shape[1] == 2 else (logits[:, 0] > 0)
+    return decision.cpu().numpy()
+
+
+def extract_rules_exhaustive(head: nn.Module, n_inputs: int, max_literals: int = 3) -> list[Rule]:
+    """Minimal conjunctions of at most ``max_literals`` literals under which ``head`` decides
+    class 1 for *every* completion of the other inputs (its whole truth table over
+    ``n_inputs`` <= 16 binary inputs is evaluated once)."""
+    if not 1 <= n_inputs <= 16:
+        raise ValueError(f"n_inputs must lie in [1, 16] (2**n_inputs evaluations); got {n_inputs}")
+    table = np.array(list(itertools.product((0, 1), repeat=n_inputs)), dtype=np.int8)
+    positive = head_decision(head, table)
+    found: list[frozenset] = []
+    for size in range(0, min(max_literals, n_inputs) + 1):
+        for indices in itertools.combinations(range(n_inputs), size):
+            for values in itertools.product((1, 0), repeat=size):
+                literals = frozenset(zip(indices, values, strict=True))
+                if any(r <= literals for r in found):
+                    continue
+                covered = np.ones(len(table), bool)
+                for i, v in literals:
+                    covered &= table[:, i] == v
+                if covered.any() and positive[covered].all():
+                    found.append(literals)
+    return [Rule(r, True) for r in found]
+
+
 def rules_predict(rules: list[Rule], x: np.ndarray) -> np.ndarray:
     """1 where any rule fires, else 0: binary (N, D) -> (N,) int."""
     x = np.asarray(x)
@@ -146,7 +191,4 @@ def rules_predict(rules: list[Rule], x: np.ndarray) -> np.ndarray:
 
 def rule_fidelity(rules: list[Rule], head: nn.Module, x: np.ndarray) -> float:
     """Share of binary inputs ``x`` (N, D) on which the rules decide as the head does."""
-    with torch.no_grad():
-        logits = head(torch.as_tensor(np.asarray(x), dtype=torch.float32))
-    decision = (logits[:, 1] > logits[:, 0]) if logits.shape[1] == 2 else (logits[:, 0] > 0)
-    return float(np.mean(rules_predict(rules, x) == decision.cpu().numpy().astype(int)))
+    return float(np.mean(rules_predict(rules, x) == head_decision(head, x).astype(int)))

@@ -10,6 +10,7 @@ from torch import nn
 from hyplex.models.interpretability.rule_extraction import (
     Rule,
     extract_head_rules,
+    extract_rules_exhaustive,
     rule_fidelity,
     unit_rules,
 )
@@ -58,3 +59,12 @@ def test_bad_heads_are_named():
         extract_head_rules(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1)))
     with pytest.raises(ValueError, match="finite"):
         unit_rules([np.nan], 0.0)
+
+
+def test_exhaustive_rules_match_the_decompositional_ones_on_a_planted_head():
+    head = _planted_head()
+    rules = extract_rules_exhaustive(head, 5, max_literals=2)
+    assert {r.literals for r in rules} == {frozenset({(0, 1), (3, 1)}), frozenset({(1, 1), (2, 0)})}
+    assert rule_fidelity(rules, head, ALL_INPUTS) == 1.0
+    with pytest.raises(ValueError, match="n_inputs"):
+        extract_rules_exhaustive(head, 20)
