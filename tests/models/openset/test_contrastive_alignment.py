@@ -98,15 +98,26 @@ def test_act_raises_the_target_auroc(openset_data, captured_target):
 
 
 @pytest.mark.slow
-def test_act_without_alignment_adapts_less(openset_data, captured_target):
+def test_act_losses_add_to_target_restandardisation(openset_data, captured_target):
+    # Measured on this setting (seed 0): before 0.614; re-standardising the target encoder's
+    # inputs on target statistics alone (all ACT losses off) 0.718; full ACT 0.735; without
+    # the OT alignment 0.736. Most of the gain is the re-standardisation; contrastive learning
+    # and self-labelling add ~2 points; the alignment term adds nothing measurable here.
     aurocs = {}
-    for weight in (1.0, 0.0):
-        adapter = ACTAdapter(9, training=ACTTraining(seed=0, alignment_weight=weight, **QUICK))
+    for name, weights in {
+        "full": {},
+        "no_alignment": dict(alignment_weight=0.0),
+        "restandardised": dict(alignment_weight=0.0, contrastive_weight=0.0, self_label_steps=0),
+    }.items():
+        adapter = ACTAdapter(9, training=ACTTraining(seed=0, **{**QUICK, **weights}))
         adapter.fit_source(*_source(openset_data))
+        before = adapter.predict(captured_target.barcodes, adapted=False)
+        aurocs["before"] = ood_metrics(before, captured_target.unknown)["auroc"]
         adapter.adapt(captured_target.barcodes)
         scores = adapter.predict(captured_target.barcodes)
-        aurocs[weight] = ood_metrics(scores, captured_target.unknown)["auroc"]
-    assert aurocs[1.0] > aurocs[0.0], aurocs
+        aurocs[name] = ood_metrics(scores, captured_target.unknown)["auroc"]
+    print("ACT ablation, target AUROC:", aurocs)  # shown with pytest -s
+    assert aurocs["full"] > aurocs["restandardised"] + 0.01, aurocs
 
 
 def test_act_detector_needs_target_frames_with_matching_channels(
