@@ -20,7 +20,8 @@ noise. The graph is the pixel grid: a pixel's input is its barcode's spectral sh
 mean shape of its 3 x 3 neighbourhood (one GraphSAGE-mean hop)::
 
     stage 1 (source):   f_s, h_s  <-  deviation loss  L_dev(h_s(f_s(x)), y)        [DevNet]
-    stage 2 (adapt):    f_t := copy of f_s, trained with
+    stage 2 (adapt):    f_t := copy of f_s with its input standardisation re-fitted on the
+                        target's statistics, then trained with
         L_OT   = OT_eps( f_t(target batch),  f_s(source *normal* batch) )   one-class alignment
         L_con  = -log s(z_i . z_j+) - log s(-z_i . z_j-)                    target contrastive:
                  j+ a grid neighbour of i, j- a random pixel                (GraphSAGE unsup.)
@@ -30,6 +31,15 @@ mean shape of its 3 x 3 neighbourhood (one GraphSAGE-mean hop)::
     stage 3 (self-labelling): score the target with h_s . f_t; the top ``q`` share become
         pseudo-anomalies and the lowest half pseudo-normals; f_t and a new head h_t are tuned
         with L_dev on them. The target's anomaly score is h_t(f_t(x)).
+
+Measured on the 31-band test setting by its slow ablation::
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -s -m slow \
+        tests/models/openset/test_contrastive_alignment.py
+
+target AUROC 0.614 before, 0.718 from the re-standardisation alone, 0.735 with all of ACT and
+0.736 without ``L_OT``: there the target statistics carry most of the gain and the alignment
+term adds nothing measurable (README, issue 15 part B).
 
 ``L_OT`` is the entropic optimal-transport cost ``<P, C>`` between the two batches (uniform
 weights, squared Euclidean cost ``C``), with the plan ``P`` from log-domain Sinkhorn
