@@ -444,9 +444,15 @@ class AnomalyHeadDetector(OpenSetDetector):
         "embedding_dim": 16,
     }
     extra_defaults: dict = {}
+    #: every option with its default (what ``hyplex openset fit --steps`` looks up)
+    defaults: dict = dict(base_defaults)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {**cls.base_defaults, **cls.extra_defaults}
 
     def __init__(self, model: nn.Module, **options):
-        defaults = {**self.base_defaults, **self.extra_defaults}
+        defaults = self.defaults
         unknown = sorted(set(options) - set(defaults))
         if unknown:
             raise ValueError(

@@ -55,3 +55,13 @@ def test_bce_detector_leaves_the_segmenter_alone(openset_data, closed_set_segmen
         assert torch.equal(value, before[key])
     logits, scores = detector.segment(openset_data.test.barcodes[:2])
     assert logits.shape[0] == 2 and scores.shape == (2, *openset_data.test.labels.shape[1:])
+
+
+def test_detector_defaults_list_every_option():
+    from hyplex.models.openset.bundle_fitting import step_options
+
+    assert step_options("NSReg", 7) == {"steps": 7}
+    assert step_options("ACT", 5) == {"source_steps": 5, "adapt_steps": 5, "self_label_steps": 5}
+    from hyplex.models.openset.normal_structure import NormalStructureDetector
+
+    assert {"cell", "weight", "steps"} <= set(NormalStructureDetector.defaults)
