@@ -1,0 +1,140 @@
+"""The shared red-team evaluation: clean and attacked mIoU / PSNR, attack success rates.
+
+Every robustness figure of hyplex (``hyplex redteam``, ``benchmarks/learning_methods.py``)
+comes from :func:`red_team_report`, so methods are compared by one evaluator. Attacks:
+
+* ``pgd``: white-box PGD on the segmenter's cross-entropy
+  (:func:`~hyplex.models.robustness.probabilistic_margin.pgd_attack`);
+* ``etf_<k>``: the black-box ETF attack from a surrogate trained on ``k`` labelled pixels per
+  class (:mod:`hyplex.models.robustness.lightweight_blackbox`); the target is only evaluated.
+
+All perturbations lie in the same physical budget, ``epsilon`` shot-noise standard deviations
+(:func:`~hyplex.models.robustness.probabilistic_margin.shot_noise_budget`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hyplex.models.label_metrics import mean_iou
+from hyplex.models.robustness.lightweight_blackbox import (
+    ETFConfig,
+    attack_success_rate,
+    etf_attack,
+    train_surrogate,
+)
+from hyplex.models.robustness.probabilistic_margin import (
+    IGNORE_INDEX,
+    pgd_attack,
+    shot_noise_budget,
+)
+
+__all__ = ["red_team_report"]
+
+
+def _predict(model, barcodes, batch_size=4):
+    with torch.no_grad():
+        return torch.cat(
+            [model(barcodes[i : i + batch_size]) for i in range(0, len(barcodes), batch_size)]
+        )
+
+
+def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB for data range 1 (apparent reflectance), over the whole set."""
+    mse = float(F.mse_loss(prediction.float(), target.float()))
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def red_team_report(
+    segmenter,
+    barcodes: torch.Tensor,
+    labels: torch.Tensor,
+    white_electrons,
+    epsilon: float = 3.0,
+    reconstructor=None,
+    cubes: torch.Tensor | None = None,
+    attacker_barcodes: torch.Tensor | None = None,
+    attacker_labels: torch.Tensor | None = None,
+    samples_per_class=(1, 10),
+    pgd_steps: int = 10,
+    etf: ETFConfig | None = None,
+    seed: int = 0,
+    batch_size: int = 4,
+) -> dict:
+    """Clean and attacked figures of a segmenter (and reconstructor) on labelled barcodes.
+
+    Parameters
+    ----------
+    segmenter : torch.nn.Module, ``(B, F, H, W) -> (B, K, H, W)`` (eval mode).
+    barcodes : torch.Tensor, (S, F, H, W)
+        Evaluation barcodes (normalised).
+    labels : torch.Tensor, (S, H, W), int64
+    white_electrons : array_like, (F,)
+        Electrons of a white reflector per filter (the budget's scale).
+    epsilon : float
+        Budget in shot-noise standard deviations.
+    reconstructor : torch.nn.Module, optional
+        ``(B, F, H, W) -> (B, L, H, W)``; with ``cubes (S, L, H, W)`` gives PSNRs.
+    attacker_barcodes, attacker_labels : optional
+        The scenes the black-box attacker labels a few pixels of (default: the evaluation
+        scenes; the benchmark passes other scenes).
+    samples_per_class : sequence of int
+        Surrogate sizes for ETF.
+    pgd_steps : int
+        White-box PGD steps.
+    etf : ETFConfig, optional
+        The ETF settings (default ``ETFConfig()``).
+    seed : int
+    batch_size : int
+        Scenes per forward pass.
+
+    Returns
+    -------
+    dict
+        ``miou_clean``; per attack ``a`` in ``pgd``, ``etf_<k>``: ``miou_<a>``,
+        ``success_<a>`` (share of right pixels turned wrong); with a reconstructor also
+        ``psnr_clean`` and ``psnr_<a>`` (dB); ``epsilon``.
+    """
+    if barcodes.ndim != 4 or labels.shape != (barcodes.shape[0], *barcodes.shape[2:]):
+        raise ValueError(
+            f"barcodes (S, F, H, W) and labels (S, H, W) must agree; got "
+            f"{tuple(barcodes.shape)} and {tuple(labels.shape)}"
+        )
+    etf = ETFConfig() if etf is None else etf
+    with torch.no_grad():
+        n_classes = int(segmenter(barcodes[:1]).shape[1])
+    generator = torch.Generator().manual_seed(int(seed))
+    budget = shot_noise_budget(barcodes, white_electrons, epsilon)
+    clean_prediction = _predict(segmenter, barcodes, batch_size).argmax(1)
+    report = {"epsilon": float(epsilon)}
+
+    def miou(prediction):
+        return mean_iou(prediction.numpy(), labels.numpy(), n_classes, ignore_index=IGNORE_INDEX)
+
+    report["miou_clean"] = miou(clean_prediction)
+    if reconstructor is not None and cubes is not None:
+        report["psnr_clean"] = _psnr(_predict(reconstructor, barcodes, batch_size), cubes)
+    attacked = {}
+    pieces = []
+    for start in range(0, len(barcodes), batch_size):
+        rows = slice(start, start + batch_size)
+
+        def loss(z, rows=rows):
+            return F.cross_entropy(segmenter(z), labels[rows], ignore_index=IGNORE_INDEX)
+
+        pieces.append(pgd_attack(loss, barcodes[rows], budget[rows], pgd_steps, 0.25, generator))
+    attacked["pgd"] = torch.cat(pieces)
+    source_x = barcodes if attacker_barcodes is None else attacker_barcodes
+    source_y = labels if attacker_labels is None else attacker_labels
+    for k in samples_per_class:
+        surrogate = train_surrogate(source_x, source_y, n_classes, int(k), seed=seed)
+        attacked[f"etf_{int(k)}"] = etf_attack(surrogate, barcodes, budget, etf, generator)
+    for name, adversarial in attacked.items():
+        prediction = _predict(segmenter, adversarial, batch_size).argmax(1)
+        report[f"miou_{name}"] = miou(prediction)
+        report[f"success_{name}"] = attack_success_rate(clean_prediction, prediction, labels)
+        if reconstructor is not None and cubes is not None:
+            report[f"psnr_{name}"] = _psnr(_predict(reconstructor, adversarial, batch_size), cubes)
+    return report

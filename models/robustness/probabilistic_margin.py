@@ -1,0 +1,370 @@
+"""MAIL: PGD adversarial training reweighted by the probabilistic margin, in a physical budget.
+
+Method: Q. Wang, F. Liu, B. Han, T. Liu, C. Gong, G. Niu, M. Zhou, M. Sugiyama,
+"Probabilistic Margins for Instance Reweighting in Adversarial Training", NeurIPS 2021
+(arXiv:2106.07904), section 3 (the three probabilistic margins) and section 4 (MAIL)::
+
+    PM_adv(x, y) = p_y(x') - max_{j != y} p_j(x')           the margin of the adversarial
+                                                              instance x' (PM of sec. 3)
+    omega_i      = sigmoid(-gamma (PM_i - beta))              MAIL's weight: small margins
+                                                              (vulnerable instances) weigh more
+    omega_i     <- n omega_i / sum_j omega_j                  normalised to mean 1 in a batch
+    L_MAIL-AT    = (1/n) sum_i omega_i CE(f(x'_i), y_i)       MAIL-AT (uniform weights during
+                                                              the burn-in, as in the paper)
+
+``x'`` is found by PGD (Madry et al., ICLR 2018): ``steps`` signed-gradient ascent steps on the
+cross-entropy from a uniform random start, each projected back into the budget. An instance is
+one barcode pixel (a segmenter's output is a class posterior per pixel), so the weights are per
+pixel. For the reconstructor (a regression net, no class posterior) the pixel weights are those
+of the jointly trained segmenter's margins at the same adversarial barcodes, applied to its
+per-pixel L1 loss: the pixels near a class boundary are the ones whose spectra must not move.
+This transfer is ours, not the paper's.
+
+The physical budget
+-------------------
+A perturbation an adversary could plant in a captured frame (a filter, a light source) should
+be no larger than the camera's own noise would hide. The co-design camera
+(:mod:`hyplex.models.encoder_capture`) forms barcode ``b_f = e_f / w_f`` from ``e_f``
+photoelectrons through filter ``f``, where ``w_f`` is the electrons a white reflector gives
+through it. Shot noise has ``std(e_f) = sqrt(e_f)`` (Poisson; EMVA 1288 eq. 5), so in barcode
+units it is ``sqrt(e_f) / w_f = sqrt(b_f / w_f)``; read noise ``sigma_d`` (electrons) adds in
+quadrature. The allowed perturbation of every barcode value is
+
+    |delta_f(x)| <= epsilon sqrt(max(b_f(x), 0) w_f + sigma_d^2) / w_f
+
+(:func:`shot_noise_budget`): ``epsilon`` is the attack's size in shot-noise standard deviations
+(an L-infinity ball with a per-value radius). ``w_f`` comes from the encoder
+(:func:`white_electrons_of`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MAILConfig",
+    "adversarial_train_segmenter",
+    "mail_weights",
+    "pgd_attack",
+    "probabilistic_margin",
+    "shot_noise_budget",
+    "white_electrons_of",
+]
+
+IGNORE_INDEX = -100
+METHODS = ("standard", "pgd_at", "mail")
+
+
+def white_electrons_of(encoder) -> torch.Tensor:
+    """Electrons ``w_f`` that a white reflector gives through each filter, ``(F,)`` float32.
+
+    Parameters
+    ----------
+    encoder : :class:`hyplex.models.encoder.SpectralEncoder`
+        The encoder that forms the barcodes (e.g. ``bundle.encoder()``).
+    """
+    capture = getattr(encoder, "capture", None)
+    if capture is None or not hasattr(encoder, "responses"):
+        raise ValueError(
+            f"expected a hyplex SpectralEncoder (with .capture and .responses()); got "
+            f"{type(encoder).__name__}"
+        )
+    with torch.no_grad():
+        return capture.white_electrons(encoder.responses()).float().clamp_min(1.0)
+
+
+def shot_noise_budget(
+    barcodes: torch.Tensor, white_electrons, epsilon: float, read_noise_e: float = 0.0
+) -> torch.Tensor:
+    """Per-value perturbation bound in barcode units, ``epsilon`` shot-noise std deep.
+
+    Parameters
+    ----------
+    barcodes : torch.Tensor, (B, F, H, W)
+        Normalised barcodes (unitless; 1 = a white reflector).
+    white_electrons : array_like, (F,)
+        Electrons of a white reflector through each filter, ``w_f`` (> 0).
+    epsilon : float
+        Budget in standard deviations of the pixel's own shot noise (>= 0).
+    read_noise_e : float
+        Read (dark) noise in electrons rms, added in quadrature (>= 0).
+
+    Returns
+    -------
+    torch.Tensor, (B, F, H, W)
+        ``epsilon * sqrt(max(b, 0) w_f + read_noise_e**2) / w_f`` (see the module docstring).
+    """
+    if barcodes.ndim != 4:
+        raise ValueError(f"barcodes must be (B, F, H, W); got {tuple(barcodes.shape)}")
+    white = torch.as_tensor(white_electrons, dtype=barcodes.dtype, device=barcodes.device)
+    if white.ndim != 1 or white.numel() != barcodes.shape[1]:
+        raise ValueError(
+            f"white_electrons must be (F={barcodes.shape[1]},) electrons per filter; got "
+            f"shape {tuple(white.shape)}"
+        )
+    if not bool((white > 0).all()):
+        raise ValueError("white_electrons must be > 0 electrons")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be >= 0 shot-noise standard deviations; got {epsilon}")
+    if not (math.isfinite(read_noise_e) and read_noise_e >= 0):
+        raise ValueError(f"read_noise_e must be >= 0 electrons; got {read_noise_e}")
+    w = white[None, :, None, None]
+    electrons = barcodes.detach().clamp_min(0.0) * w
+    return epsilon * torch.sqrt(electrons + read_noise_e**2) / w
+
+
+def pgd_attack(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    barcodes: torch.Tensor,
+    budget: torch.Tensor,
+    steps: int = 5,
+    step_fraction: float = 0.4,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """PGD in the per-value box ``|delta| <= budget``: maximise ``loss_fn(barcodes + delta)``.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``(B, F, H, W) tensor -> scalar`` loss to increase (gradients must flow).
+    barcodes : torch.Tensor, (B, F, H, W)
+        Clean barcodes (not modified).
+    budget : torch.Tensor, (B, F, H, W)
+        Per-value radius (>= 0), e.g. :func:`shot_noise_budget`.
+    steps : int
+        Ascent steps (>= 1); ``step_fraction * budget`` each, after a uniform random start.
+    generator : torch.Generator, optional
+        Draws the random start (on the barcodes' device).
+
+    Returns
+    -------
+    torch.Tensor, (B, F, H, W)
+        Adversarial barcodes (detached), within the budget of ``barcodes``.
+    """
+    if budget.shape != barcodes.shape:
+        raise ValueError(
+            f"budget {tuple(budget.shape)} must match barcodes {tuple(barcodes.shape)}"
+        )
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    clean = barcodes.detach()
+    start = torch.rand(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    delta = (2 * start - 1) * budget
+    for _ in range(int(steps)):
+        delta.requires_grad_(True)
+        loss = loss_fn(clean + delta)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta = delta + step_fraction * budget * grad.sign()
+            delta = torch.maximum(torch.minimum(delta, budget), -budget)
+    return (clean + delta).detach()
+
+
+def probabilistic_margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``PM = p_y - max_{j != y} p_j`` from logits (MAIL sec. 3), in [-1, 1].
+
+    Parameters
+    ----------
+    logits : torch.Tensor, (B, K, H, W) or (N, K)
+    target : torch.Tensor, (B, H, W) or (N,), int64 class ids (``IGNORE_INDEX`` allowed)
+
+    Returns
+    -------
+    torch.Tensor, (B, H, W) or (N,)
+        The margin (0 where the target is ignored).
+    """
+    if logits.ndim not in (2, 4) or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(
+            f"logits (B, K, H, W) / (N, K) and target (B, H, W) / (N,) must agree; got "
+            f"{tuple(logits.shape)} and {tuple(target.shape)}"
+        )
+    probabilities = torch.softmax(logits, dim=1)
+    valid = target != IGNORE_INDEX
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    p_true = probabilities.gather(1, safe.unsqueeze(1)).squeeze(1)
+    others = probabilities.scatter(1, safe.unsqueeze(1), -1.0)
+    margin = p_true - others.max(dim=1).values
+    return torch.where(valid, margin, torch.zeros_like(margin))
+
+
+def mail_weights(
+    margin: torch.Tensor, gamma: float = 10.0, beta: float = 0.0, valid=None
+) -> torch.Tensor:
+    """MAIL's instance weights ``n sigmoid(-gamma (PM - beta)) / sum sigmoid(...)``.
+
+    Parameters
+    ----------
+    margin : torch.Tensor, any shape
+        Probabilistic margins (:func:`probabilistic_margin`), in [-1, 1].
+    gamma : float
+        Slope (> 0): larger concentrates the weight on the smallest margins.
+    beta : float
+        Margin at which the sigmoid is 1/2.
+    valid : torch.Tensor of bool, same shape, optional
+        Instances that count (others get weight 0 and are left out of ``n``).
+
+    Returns
+    -------
+    torch.Tensor, same shape
+        Non-negative weights with mean 1 over the valid instances (detached).
+    """
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be > 0; got {gamma}")
+    raw = torch.sigmoid(-gamma * (margin.detach() - beta))
+    if valid is not None:
+        raw = raw * valid.to(raw.dtype)
+        count = valid.sum().clamp_min(1).to(raw.dtype)
+    else:
+        count = torch.tensor(float(raw.numel()), dtype=raw.dtype, device=raw.device)
+    return raw * count / raw.sum().clamp_min(1e-12)
+
+
+@dataclass(frozen=True)
+class MAILConfig:
+    """Adversarial-training settings.
+
+    Attributes
+    ----------
+    method : ``"standard"`` (clean CE), ``"pgd_at"`` (Madry: CE on PGD barcodes) or
+        ``"mail"`` (MAIL-AT: PGD barcodes, CE weighted by :func:`mail_weights`).
+    epsilon : budget in shot-noise standard deviations (:func:`shot_noise_budget`).
+    read_noise_e : read noise, electrons rms.
+    pgd_steps, step_fraction : the training attack (:func:`pgd_attack`).
+    gamma, beta : MAIL's weight slope and offset.
+    burn_in : fraction of the steps trained as PGD-AT before the weights switch on (the
+        paper's burn-in: the margins of an untrained net carry no information).
+    steps, lr, batch_size : Adam steps, learning rate, scenes per batch.
+    """
+
+    method: str = "mail"
+    epsilon: float = 3.0
+    read_noise_e: float = 0.0
+    pgd_steps: int = 3
+    step_fraction: float = 0.5
+    gamma: float = 10.0
+    beta: float = 0.0
+    burn_in: float = 0.3
+    steps: int = 200
+    lr: float = 3e-3
+    batch_size: int = 4
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+        if not 0 <= self.burn_in < 1:
+            raise ValueError(f"burn_in must be a fraction in [0, 1); got {self.burn_in}")
+        for name in ("steps", "pgd_steps", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+
+def adversarial_train_segmenter(
+    segmenter: nn.Module,
+    barcodes: torch.Tensor,
+    labels: torch.Tensor,
+    white_electrons,
+    config: MAILConfig = MAILConfig(),
+    reconstructor: nn.Module | None = None,
+    cubes: torch.Tensor | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Train a segmenter (and optionally a reconstructor) by ``config.method``, in place.
+
+    Parameters
+    ----------
+    segmenter : torch.nn.Module
+        ``(B, F, H, W) -> logits (B, K, H, W)``.
+    barcodes : torch.Tensor, (S, F, H, W)
+        Training barcodes (normalised, unitless).
+    labels : torch.Tensor, (S, H, W)
+        Class ids (``IGNORE_INDEX`` = unlabelled).
+    white_electrons : array_like, (F,)
+        ``w_f`` of the encoder (:func:`white_electrons_of`).
+    config : MAILConfig
+    reconstructor : torch.nn.Module, optional
+        ``(B, F, H, W) -> cube (B, L, H, W)``: trained on the same (adversarial) barcodes with
+        an L1 loss weighted per pixel by the same weights.
+    cubes : torch.Tensor, (S, L, H, W), optional
+        Targets of the reconstructor (apparent reflectance).
+    seed : int
+        Batches and attack starts.
+    progress : bool
+        Show a tqdm bar.
+
+    Returns
+    -------
+    dict
+        ``loss`` (last total loss), ``mean_margin`` (last batch's mean adversarial margin).
+    """
+    if barcodes.ndim != 4 or labels.shape != (barcodes.shape[0], *barcodes.shape[2:]):
+        raise ValueError(
+            f"barcodes (S, F, H, W) and labels (S, H, W) must agree; got "
+            f"{tuple(barcodes.shape)} and {tuple(labels.shape)}"
+        )
+    if (reconstructor is None) != (cubes is None):
+        raise ValueError("give both reconstructor and cubes, or neither")
+    device = next(segmenter.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    order = np.random.default_rng(seed)
+    parameters = list(segmenter.parameters())
+    if reconstructor is not None:
+        parameters += list(reconstructor.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    white = torch.as_tensor(white_electrons, dtype=torch.float32, device=device)
+    burn_in_steps = int(config.burn_in * config.steps)
+    iterator = range(config.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"adversarial training ({config.method})", leave=False)
+    last = {"loss": float("nan"), "mean_margin": float("nan")}
+    for step in iterator:
+        rows = order.choice(len(barcodes), min(config.batch_size, len(barcodes)), replace=False)
+        x = barcodes[rows].to(device)
+        y = labels[rows].to(device)
+        valid = y != IGNORE_INDEX
+        if config.method == "standard":
+            inputs = x
+        else:
+            budget = shot_noise_budget(x, white, config.epsilon, config.read_noise_e)
+            segmenter.eval()  # the attack sees inference-mode BatchNorm
+
+            def attack_loss(z, y=y):
+                return F.cross_entropy(segmenter(z), y, ignore_index=IGNORE_INDEX)
+
+            inputs = pgd_attack(
+                attack_loss, x, budget, config.pgd_steps, config.step_fraction, generator
+            )
+            segmenter.train()
+        segmenter.train()
+        logits = segmenter(inputs)
+        per_pixel = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="none")
+        margin = probabilistic_margin(logits.detach(), y)
+        if config.method == "mail" and step >= burn_in_steps:
+            weights = mail_weights(margin, config.gamma, config.beta, valid)
+        else:
+            weights = valid.to(per_pixel.dtype)
+        count = valid.sum().clamp_min(1)
+        loss = (weights * per_pixel).sum() / count
+        if reconstructor is not None:
+            reconstructor.train()
+            target = cubes[rows].to(device)
+            error = (reconstructor(inputs) - target).abs().mean(dim=1)
+            pixel_weights = weights if config.method == "mail" else torch.ones_like(error)
+            loss = loss + (pixel_weights * error).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        last = {"loss": float(loss.detach()), "mean_margin": float(margin[valid].mean())}
+    segmenter.eval()
+    if reconstructor is not None:
+        reconstructor.eval()
+    return last
