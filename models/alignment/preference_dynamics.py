@@ -40,15 +40,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from hyplex.models.alignment.preference_objectives import (
+    dpo_components,
+    dpo_loss,
+    ppo_components,
+    ppo_loss,
+    sequence_log_probs,
+)
 from hyplex.models.alignment.tiny_gpt import SyntheticFacts, TinyGPT, resolve_device
 from hyplex.models.unlearning.toolkit import Adam, flat_gradient
 
 __all__ = [
-    "sequence_log_probs",
-    "dpo_loss",
-    "dpo_components",
-    "ppo_loss",
-    "ppo_components",
     "gradient_alignment",
     "ParityPreference",
     "DynamicsTrace",
@@ -56,126 +58,6 @@ __all__ = [
     "track_ppo",
     "compare_dpo_ppo",
 ]
-
-
-# --------------------------------------------------------------------------------------
-# log-likelihoods and the two objectives
-# --------------------------------------------------------------------------------------
-def sequence_log_probs(
-    model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, per_token: bool = False
-) -> torch.Tensor:
-    """``log pi(response | prompt)``.
-
-    Parameters
-    ----------
-    model : tokens (B, T) -> logits (B, T, V).
-    prompts : (B, P) int64. responses : (B, R) int64.
-    per_token : return (B, R) token log-probabilities instead of their sum (B,).
-    """
-    if prompts.ndim != 2 or responses.ndim != 2 or prompts.shape[0] != responses.shape[0]:
-        raise ValueError(
-            f"prompts (B, P) and responses (B, R) must share B; got {tuple(prompts.shape)} and "
-            f"{tuple(responses.shape)}"
-        )
-    tokens = torch.cat([prompts, responses], dim=1)
-    p = prompts.shape[1]
-    logits = model(tokens[:, :-1])[:, p - 1 :]
-    token_logp = torch.log_softmax(logits.float(), -1).gather(2, responses[..., None])[..., 0]
-    return token_logp if per_token else token_logp.sum(1)
-
-
-def _check_same_shape(*tensors):
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) != 1:
-        raise ValueError(f"log-probability tensors must share one shape; got {sorted(shapes)}")
-
-
-def dpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    reference_chosen: torch.Tensor,
-    reference_rejected: torch.Tensor,
-    beta: float = 0.1,
-) -> torch.Tensor:
-    """DPO loss (Rafailov et al. 2023, eq. 7), mean over pairs.
-
-    All inputs are (B,) sequence log-probabilities in nats; ``beta`` > 0 is the KL strength.
-    """
-    _check_same_shape(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0; got {beta}")
-    margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
-    return -nn.functional.logsigmoid(beta * margin).mean()
-
-
-def dpo_components(
-    policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta: float = 0.1
-) -> dict[str, torch.Tensor]:
-    """DPO's gradient-equivalent parts: ``positive`` = ``-mean(w log pi(y+))``,
-    ``negative`` = ``+mean(w log pi(y-))`` with the weights ``w = beta sigma(-beta margin)``
-    held fixed (detached), ``unweighted`` = the same with ``w = beta / 2`` (no reweighting).
-    ``positive + negative`` has the gradient of :func:`dpo_loss`."""
-    _check_same_shape(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-    margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
-    weight = (beta * torch.sigmoid(-beta * margin)).detach()
-    return {
-        "positive": -(weight * policy_chosen).mean(),
-        "negative": (weight * policy_rejected).mean(),
-        "unweighted": -(beta / 2) * (policy_chosen - policy_rejected).mean(),
-        "weights": weight,
-    }
-
-
-def ppo_loss(
-    token_log_probs: torch.Tensor,
-    old_token_log_probs: torch.Tensor,
-    advantages: torch.Tensor,
-    clip: float = 0.2,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """PPO clipped surrogate (Schulman et al. 2017, eq. 7) to minimise, per token.
-
-    Parameters
-    ----------
-    token_log_probs, old_token_log_probs : (B, R) log pi(y_t | ...) under the current and the
-        sampling policy (nats).
-    advantages : (B,) per-sequence or (B, R) per-token advantages.
-    clip : epsilon of the ratio clip (> 0).
-    mask : (B, R) bool/float, tokens that count (default all).
-    """
-    _check_same_shape(token_log_probs, old_token_log_probs)
-    if not clip > 0:
-        raise ValueError(f"clip must be > 0; got {clip}")
-    if advantages.ndim == 1:
-        advantages = advantages[:, None].expand_as(token_log_probs)
-    _check_same_shape(token_log_probs, advantages)
-    ratio = torch.exp(token_log_probs - old_token_log_probs.detach())
-    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
-    weights = torch.ones_like(surrogate) if mask is None else mask.to(surrogate.dtype)
-    return -(surrogate * weights).sum() / weights.sum().clamp_min(1e-12)
-
-
-def ppo_components(
-    token_log_probs, old_token_log_probs, advantages, clip: float = 0.2
-) -> dict[str, torch.Tensor]:
-    """PPO's parts: ``positive`` (tokens with A > 0), ``negative`` (A < 0), both normalised
-    by the full token count so that they sum to :func:`ppo_loss`; ``unweighted`` replaces
-    ``A`` by ``sign(A)`` (no loss reweighting)."""
-    if advantages.ndim == 1:
-        advantages = advantages[:, None].expand_as(token_log_probs)
-    count = float(token_log_probs.numel())
-
-    def part(select):
-        mask = select.to(token_log_probs.dtype)
-        return ppo_loss(token_log_probs, old_token_log_probs, advantages, clip, mask) * (
-            mask.sum() / count
-        )
-
-    return {
-        "positive": part(advantages > 0),
-        "negative": part(advantages < 0),
-        "unweighted": ppo_loss(token_log_probs, old_token_log_probs, torch.sign(advantages), clip),
-    }
 
 
 def gradient_alignment(loss: torch.Tensor, final_nll: torch.Tensor, parameters) -> tuple:
@@ -306,7 +188,7 @@ def _final_nll(model, prompts, final_responses):
     return -sequence_log_probs(model, prompts, final_responses).mean()
 
 
-def _replay(method, snapshots, records, prompts, final_responses, objective):
+def _replay(snapshots, records, prompts, final_responses, objective):
     """Recompute G (and components) at every stored snapshot against D'."""
     steps = len(records)
     alignment, cosine = np.zeros(steps), np.zeros(steps)
@@ -364,7 +246,7 @@ def track_dpo(
         parts.pop("weights")
         return dpo_loss(pc, pr, ref_c, ref_r, beta), parts
 
-    a, c, comps = _replay("DPO", snapshots, [None] * steps, prompts, final, objective)
+    a, c, comps = _replay(snapshots, [None] * steps, prompts, final, objective)
     return DynamicsTrace("DPO", a, c, comps, np.asarray(masses), np.asarray(entropies))
 
 
@@ -415,7 +297,7 @@ def track_ppo(
         new = sequence_log_probs(model, prompts[rows], responses, per_token=True)
         return ppo_loss(new, old, advantage, clip), ppo_components(new, old, advantage, clip)
 
-    a, c, comps = _replay("PPO", snapshots, records, prompts, final, objective)
+    a, c, comps = _replay(snapshots, records, prompts, final, objective)
     return DynamicsTrace("PPO", a, c, comps, np.asarray(masses), np.asarray(entropies))
 
 

@@ -37,11 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hyplex.models.alignment.preference_dynamics import (
-    ParityPreference,
-    dpo_loss,
-    sequence_log_probs,
-)
+from hyplex.models.alignment.preference_dynamics import ParityPreference
+from hyplex.models.alignment.preference_objectives import dpo_loss, sequence_log_probs
 from hyplex.models.alignment.tiny_gpt import TinyGPT, resolve_device
 from hyplex.models.unlearning.toolkit import Adam, flat_gradient
 

@@ -8,13 +8,15 @@ import torch
 
 from hyplex.models.alignment.preference_dynamics import (
     ParityPreference,
-    dpo_components,
-    dpo_loss,
     gradient_alignment,
-    ppo_components,
-    ppo_loss,
     track_dpo,
     track_ppo,
+)
+from hyplex.models.alignment.preference_objectives import (
+    dpo_components,
+    dpo_loss,
+    ppo_components,
+    ppo_loss,
 )
 from hyplex.models.alignment.tiny_gpt import TinyGPTConfig, make_facts, train_tiny_gpt
 
