@@ -7,9 +7,10 @@ seen in the video, all candidate materials with Noisy-OR probabilities
 Observability"), accumulated frame by frame and, through ``<stem>.beliefs.json``, across
 sessions (``hyplex segment --beliefs-from`` continues an earlier file).
 
-Objects: the connected regions of non-background labels in a frame (8-connectivity); a region
-continues the previous frame's object it overlaps most when that overlap covers at least
-``min_overlap`` of the region (a light tracker: objects that jump farther start anew).
+Objects: the connected regions of non-background labels in a frame (8-connectivity) of at
+least ``min_pixels`` metapixels (specks of label noise are no objects); a region continues the
+previous frame's object it overlaps most when that overlap covers at least ``min_overlap`` of
+the region (a light tracker: objects that jump farther start anew).
 Evidence: for an object and a material ``c``, ``reliability x share_c x confidence_c`` where
 ``share_c`` is the share of the object's pixels labelled ``c`` and ``confidence_c`` their
 mean top-class probability; materials whose ``share_c x confidence_c`` is below
@@ -33,10 +34,15 @@ __all__ = ["ObjectTracker", "MaterialBeliefSink"]
 class ObjectTracker:
     """Connected regions of a label map, with ids carried over from the previous frame."""
 
-    def __init__(self, min_overlap: float = 0.3, background: int = 0, first_id: int = 1):
+    def __init__(
+        self, min_overlap: float = 0.3, background: int = 0, first_id: int = 1, min_pixels=4
+    ):
         if not 0 < min_overlap <= 1:
             raise ValueError(f"min_overlap must lie in (0, 1]; got {min_overlap}")
+        if int(min_pixels) < 1:
+            raise ValueError(f"min_pixels must be >= 1; got {min_pixels}")
         self.min_overlap, self.background = float(min_overlap), int(background)
+        self.min_pixels = int(min_pixels)
         self._previous: np.ndarray | None = None
         self._next_id = int(first_id)
 
@@ -54,6 +60,8 @@ class ObjectTracker:
             previous = None
         for region in range(1, count + 1):
             mask = regions == region
+            if mask.sum() < self.min_pixels:
+                continue
             chosen = 0
             if previous is not None:
                 overlap = np.bincount(previous[mask], minlength=1)

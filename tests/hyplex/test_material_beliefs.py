@@ -115,3 +115,11 @@ def test_viewer_status_shows_beliefs():
     session._on_result(frame)
     beliefs = session.status()["material_beliefs"]
     assert beliefs["1"][0][0] == "vegetation" and 0 < beliefs["1"][0][1] < 1
+
+
+def test_specks_are_no_objects():
+    labels = np.zeros((6, 6), int)
+    labels[0, 0] = 1  # one metapixel of label noise
+    labels[2:5, 2:5] = 2
+    ids = ObjectTracker(min_pixels=4).update(labels)
+    assert ids[0, 0] == 0 and len(np.unique(ids)) == 2

@@ -44,3 +44,17 @@ def test_bad_inputs_are_named():
         RolloutConfig(group=3)
     with pytest.raises(ValueError, match="modulus"):
         ModularAdditionTask(1)
+
+
+def test_the_entropy_gate_holds_the_forget_step_back():
+    from hyplex.models.alignment.exploration_unlearning import (
+        dominant_mode_policy,
+        policy_optimization,
+    )
+
+    task = ModularAdditionTask(5)
+    policy = dominant_mode_policy(task, steps=50, device="cpu")
+    closed = RolloutConfig(steps=3, prompts_per_step=4, entropy_gate=0.0)
+    assert policy_optimization(policy, task, closed, True, device="cpu")["forget_steps"] == 0
+    opened = RolloutConfig(steps=3, prompts_per_step=4, entropy_gate=10.0)
+    assert policy_optimization(policy, task, opened, True, device="cpu")["forget_steps"] == 3
