@@ -301,3 +301,20 @@ def test_ctrl_c_leaves_a_resumable_file_and_exit_code_130(tmp_path, monkeypatch)
     assert partial.status == "partial" and {"dark", "flat"} <= set(partial.sections)
     again = CliRunner().invoke(app, [*arguments, "--grid", "450:650:100"])
     assert again.exit_code == 2 and "exists" in again.output  # never overwritten
+
+
+def test_the_console_operator_shows_the_instruction_and_waits_for_enter(monkeypatch, capsys):
+    import io
+
+    from hyplex.calibration.operator import INSTRUCTIONS, ScriptedOperator
+    from hyplex.cli.calibrate import ConsoleOperator
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    ConsoleOperator().prompt("darks", INSTRUCTIONS["darks"])
+    shown = capsys.readouterr().err
+    assert "[darks] Cover the lens" in shown and "Press Enter" in shown
+    scripted = ScriptedOperator()
+    scripted.prompt("sample", "place sample 1", index=0)
+    assert scripted.log == [("sample", 0)]
+    with pytest.raises(ValueError, match="unknown operator step"):
+        scripted.prompt("coffee", "make coffee")
