@@ -16,6 +16,7 @@ command                       job                                          modul
 ``convert-weights``           one's own torch.save decoder -> safetensors   :mod:`.convert`
 ``openset fit``, ``coverage`` open-set heads in bundles, hull coverage     :mod:`.openset`
 ``forget``                    unlearning a class or scenes from a bundle    :mod:`.forget`
+``redteam``                   attacks on a bundle's decoders (PGD, ETF)     :mod:`.redteam`
 ============================  ===========================================  ==================
 """
 
@@ -33,6 +34,7 @@ from hyplex.cli.inverse import register as register_inverse
 from hyplex.cli.library import library_app
 from hyplex.cli.openset import register as register_openset
 from hyplex.cli.optics import register as register_optics
+from hyplex.cli.redteam import register as register_redteam
 from hyplex.cli.refit import register as register_refit
 from hyplex.cli.simulate import simulate_app
 from hyplex.cli.video import register as register_video
@@ -54,6 +56,7 @@ register_video(app)
 register_convert(app)
 register_openset(app)
 register_forget(app)
+register_redteam(app)
 
 
 def _version(value: bool) -> None:
