@@ -30,6 +30,8 @@ from torch import nn
 from hyplex.models.decoder_input import as_barcode_maps, restore_points
 from hyplex.models.layers import SpectralAttentionBlock, crop_to, pad_to_multiple
 from hyplex.models.realtime import SeparableReconstructor
+from hyplex.models.restoration.conditional_flow import ConditionalFlowDecoder
+from hyplex.models.restoration.spectral_attention import FrequencyAttention
 
 __all__ = [
     "RECONSTRUCTORS",
@@ -246,6 +248,9 @@ class SpectralTransformer(nn.Module):
         Cascaded single-stage transformers ([MST++] uses 3).
     nonnegative : bool
         Pass the output through a softplus so spectra are > 0 (for radiance/reflectance).
+    fft_attention : bool
+        Add SDA-GAN's FFT-domain attention block after the input embedding
+        (:class:`hyplex.models.restoration.spectral_attention.FrequencyAttention`).
 
     Notes
     -----
@@ -263,6 +268,7 @@ class SpectralTransformer(nn.Module):
         levels: int = 1,
         n_stages: int = 2,
         nonnegative: bool = False,
+        fft_attention: bool = False,
     ):
         super().__init__()
         _check_positive_ints(
@@ -283,10 +289,13 @@ class SpectralTransformer(nn.Module):
             "n_stages": int(n_stages),
             "nonnegative": bool(nonnegative),
         }
+        if fft_attention:  # only when set, so configs written before the option stay equal
+            self.config["fft_attention"] = True
         self.in_channels, self.n_bands = int(in_channels), int(n_bands)
         self.multiple = 2**levels
         self.nonnegative = bool(nonnegative)
         self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.frequency_attention = FrequencyAttention(width) if fft_attention else nn.Identity()
         self.stages = nn.Sequential(
             *(_SingleStageTransformer(width, n_blocks, n_heads, levels) for _ in range(n_stages))
         )
@@ -301,7 +310,7 @@ class SpectralTransformer(nn.Module):
         # times faster in channels_last, and the attention blocks then need no transposed copies
         nhwc = maps.contiguous(memory_format=torch.channels_last)
         x, size = pad_to_multiple(nhwc, self.multiple)
-        features = self.conv_in(x)
+        features = self.frequency_attention(self.conv_in(x))
         out = self.conv_out(self.stages(features) + features)  # [MST++] Fig. 2(a) long skip
         if self.nonnegative:
             out = F.softplus(out)
@@ -312,6 +321,7 @@ RECONSTRUCTORS: dict[str, type[nn.Module]] = {
     "linear": LinearDecoder,
     "mst": SpectralTransformer,
     "separable_projector": SeparableReconstructor,  # the real-time profile (hyplex.models.realtime)
+    "flow": ConditionalFlowDecoder,  # p(cube | barcodes), HIDFlowNet (models.restoration)
 }
 
 
@@ -321,7 +331,9 @@ def build_reconstructor(name: str, **config) -> nn.Module:
     Parameters
     ----------
     name : str
-        A key of :data:`RECONSTRUCTORS` (``"linear"`` or ``"mst"``).
+        A key of :data:`RECONSTRUCTORS` (``"linear"``, ``"mst"``, ``"separable_projector"`` or
+        ``"flow"``, the conditional flow with posterior std,
+        :class:`hyplex.models.restoration.conditional_flow.ConditionalFlowDecoder`).
     **config
         Constructor keyword arguments (e.g. a model's ``.config``).
 
