@@ -26,6 +26,13 @@ memorize_to_forget          MOX        Is Gradient Ascent Really Necessary? Memo
 distinguishable_deletion    EUA        Distinguishable Deletion: Unifying Knowledge Erasure and
                                        Refusal for LLM Unlearning (2026)
 belief_targets              BS         LLM Unlearning with LLM Beliefs (2025)
+evaluation                  (shared)   Towards Effective Evaluations and Comparisons for LLM
+                                       Unlearning Methods (ICLR 2025): ES, MIA, model mixing
+federated                   FedAvg,    Graph Federated Unlearning for Privacy Preservation
+                            removal    (2026): projected ascent + recovery
+concept_erasure             AEGIS      AEGIS: Adversarial Target-Guided Retention-Data-Free
+                                       Robust Concept Erasure from Diffusion Models (ICLR 2026)
+segmenter_forgetting        —          class / scene requests on twin scenes, the retrain
 ==========================  =========  =======================================================
 """
 
