@@ -1,0 +1,41 @@
+"""hyplex.models.noisy_labels: learning from coarse and wrong labels (issue 16, items 8-9).
+
+=====================  ==================================================================
+module                 method (paper)
+=====================  ==================================================================
+group_noise            Max-Matching: a region carries one label that fits only some of
+                       its pixels; learn from its best-matching member ("Learning with
+                       Group Noise", AAAI 2021)
+instance_dependent     confusing / unconfusing instances with a per-instance noise model,
+                       alternating optimisation ("Tackling Instance-Dependent Label Noise
+                       via a Universal Probabilistic Model", AAAI 2021)
+=====================  ==================================================================
+"""
+
+from hyplex.models.noisy_labels.group_noise import (
+    coarse_region_labels,
+    matching_scores,
+    max_matching_loss,
+    max_matching_mask,
+)
+from hyplex.models.noisy_labels.instance_dependent import (
+    IDLNConfig,
+    NoiseModel,
+    spectral_label_noise,
+    train_cross_entropy,
+    train_idln,
+    true_label_posterior,
+)
+
+__all__ = [
+    "IDLNConfig",
+    "NoiseModel",
+    "coarse_region_labels",
+    "matching_scores",
+    "max_matching_loss",
+    "max_matching_mask",
+    "spectral_label_noise",
+    "train_cross_entropy",
+    "train_idln",
+    "true_label_posterior",
+]
