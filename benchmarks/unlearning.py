@@ -375,7 +375,7 @@ def main(argv=None) -> dict:
         if "concept" in args.only:
             result["concept_erasure"] = concept_block(args.seeds)
         if "language" in args.only:
-            result.update(language_blocks(args.quick, args.seeds))
+            result.update(language_blocks(args.quick or args.smoke, args.seeds))
         result["config"] = {**config, "seeds": args.seeds}
         result["wall_seconds"] = time.perf_counter() - wall
         print(json.dumps(result, default=float))
@@ -404,7 +404,7 @@ def main(argv=None) -> dict:
         "machine": {"cores": os.cpu_count(), "load": os.getloadavg()[0]},
     }
     if not args.no_language:
-        result.update(language_blocks(args.quick, args.seeds))
+        result.update(language_blocks(args.quick or args.smoke, args.seeds))
     result["goals_met"] = all(g["all"] for g in result["goals"].values())
     result["wall_seconds"] = time.perf_counter() - wall
     text = json.dumps(result, default=float)
