@@ -28,7 +28,8 @@ construction) and the training time. Also:
 * coverage (:mod:`hyplex.models.openset.coverage`): share of pixels outside the convex hull of
   training barcodes, for held-out ID pixels ("in-hull" set) and test-unknown pixels;
 * item 11's metrics (:mod:`hyplex.models.openset.robustness_evaluation`): the segmenter's
-  group-accuracy drop from the twin's light (D65) to CIE A on the same held-out scenes, and
+  group-accuracy drop from the twin's light (D65) to CIE A on the same held-out scenes and
+  from its backgrounds (sand, gravel) to an unseen one (dry vegetation), and
   SurFITR/AUDETER-style detection of metameric fakes by the CEDL head (pixel and image AUROC,
   EER, F1/IoU at its 95 %-TPR threshold).
 
@@ -253,6 +254,19 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dic
         counter_pred = segmenter(heldout_scenes.barcodes(counter, seed=1).barcodes).argmax(1)
     labels = torch.as_tensor(heldout_scenes.labels)
     out["group"] = group_accuracy_drop(common, labels, counter_pred, labels)
+    # counter-background group: the same known objects on a background the segmenter never
+    # saw (dry vegetation instead of sand/gravel)
+    other = OpenSetSplit(
+        backgrounds=("dry_vegetation",), auxiliary=("wood", "roof", "aces", "cfi2017")
+    )
+    counter_scenes = make_openset_scenes(
+        other, GRID_NM, config["counts"]["heldout"], "id", config["shape"], seed=seed * 10 + 3
+    )
+    with torch.no_grad():
+        background_pred = segmenter(counter_scenes.barcodes(encoder, seed=1).barcodes).argmax(1)
+    out["background_group"] = group_accuracy_drop(
+        common, labels, background_pred, torch.as_tensor(counter_scenes.labels)
+    )
     fake_split = OpenSetSplit(fake_classes=("vegetation",))
     fakes = make_openset_scenes(
         fake_split,
@@ -347,6 +361,10 @@ def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
         },
         "group_accuracy": {
             key: mean_nested("group", key) for key in ("common", "counter", "drop", "worst_group")
+        },
+        "background_group_accuracy": {
+            key: mean_nested("background_group", key)
+            for key in ("common", "counter", "drop", "worst_group")
         },
         "forgery": {
             key: mean_nested("forgery", key)
