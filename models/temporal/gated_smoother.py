@@ -146,9 +146,10 @@ class GatedLogitSmoother(nn.Module):
         return mixed, (mixed, features)
 
 
-def smooth_sequence(module: GatedLogitSmoother, logits, features, state=None):
-    """Run ``module`` over a clip: logits (T, K, h, w), features (T, C, h, w) tensors ->
-    smoothed log-probabilities (T, K, h, w) and the final state."""
+def smooth_sequence(module, logits, features, state=None):
+    """Run ``module`` (a GatedLogitSmoother or a TemporalEventModule) over a clip: logits
+    (T, K, h, w), features (T, C, h, w) tensors -> smoothed log-probabilities (T, K, h, w) and
+    the final state."""
     outputs = []
     for t in range(logits.shape[0]):
         out, state = module(logits[t : t + 1], features[t : t + 1], state)
@@ -157,7 +158,7 @@ def smooth_sequence(module: GatedLogitSmoother, logits, features, state=None):
 
 
 def fit_temporal(
-    module: GatedLogitSmoother,
+    module,
     logits,
     features,
     labels,

@@ -1,0 +1,99 @@
+"""TCL (temporal event learning): DPC-kNN merging, the drop-in contract, and its trained gain."""
+
+import numpy as np
+import pytest
+import torch
+
+from hyplex.models.temporal import (
+    GatedLogitSmoother,
+    TemporalEventModule,
+    build_temporal,
+    density_peak_merge,
+    fit_temporal,
+    label_flip_rate,
+    smooth_sequence,
+)
+
+
+def _partition(assignment):
+    groups = {}
+    for index, event in enumerate(assignment):
+        groups.setdefault(int(event), set()).add(index)
+    return sorted(map(frozenset, groups.values()), key=min)
+
+
+def test_density_peak_merge_recovers_exactly_the_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [4.0, 0.0, 1.0], [0.0, 5.0, -2.0]])
+    truth = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 0, 1])  # 14 frames, shuffled
+    tokens = centres[truth] + 0.1 * torch.randn(len(truth), 3, generator=generator)
+    merge = density_peak_merge(tokens[None], n_events=3, neighbours=2)
+    assert _partition(merge.assignment[0].tolist()) == _partition(truth.tolist())
+    # merged tokens are the cluster means, counts the cluster sizes
+    for event in range(3):
+        members = merge.assignment[0] == event
+        torch.testing.assert_close(merge.merged[0, event], tokens[members].mean(0))
+        assert merge.counts[0, event] == members.sum()
+    # each centre is a member of its own cluster
+    assert all(int(merge.assignment[0, c]) == e for e, c in enumerate(merge.centres[0]))
+
+
+def test_density_peak_merge_weights_and_input_checks():
+    tokens = torch.tensor([[[0.0], [0.2], [10.0], [10.1]]])
+    merge = density_peak_merge(tokens, 2, 1, weights=torch.tensor([[1.0, 3.0, 1.0, 1.0]]))
+    low = merge.assignment[0, 0]
+    assert merge.merged[0, low, 0] == pytest.approx(0.15)  # (0 * 1 + 0.2 * 3) / 4
+    with pytest.raises(ValueError, match="tokens must be"):
+        density_peak_merge(torch.zeros(3, 2), 2)
+    with pytest.raises(ValueError, match="weights must be"):
+        density_peak_merge(tokens, 2, weights=-torch.ones(1, 4))
+
+
+def test_module_is_a_drop_in_and_reacts_to_a_change_at_once():
+    module = TemporalEventModule(3, in_channels=4, window=6)
+    features = torch.ones(8, 4, 2, 2)
+    features[6:] = 3.0  # the scene changes at frame 6
+    logits = torch.zeros(8, 3, 2, 2)
+    logits[:6, 0] = 2.0
+    logits[6:, 2] = 2.0
+    with torch.no_grad():
+        out, state = smooth_sequence(module, logits, features)
+    assert out.shape == (8, 3, 2, 2) and state[0].shape == (1, 6, 4, 2, 2)
+    labels = out.argmax(1)
+    assert (labels[:6] == 0).all() and (labels[6:] == 2).all()  # no ghosting behind the change
+    with pytest.raises(ValueError, match="features must be"):
+        module(logits[:1], torch.ones(1, 5, 2, 2))
+    assert build_temporal("none", 3) is None
+    assert isinstance(build_temporal("gated", 3), GatedLogitSmoother)
+    with pytest.raises(ValueError, match="unknown temporal module"):
+        build_temporal("lstm", 3)
+
+
+def test_events_average_noise_more_than_per_frame_labels():
+    """On a still pixel with noisy logits, TCL's event context flips less than per frame."""
+    generator = torch.Generator().manual_seed(1)
+    n_frames, size = 24, 6
+    features = 1.0 + 0.01 * torch.randn(n_frames, 9, size, size, generator=generator)
+    logits = torch.zeros(n_frames, 3, size, size)
+    logits[:, 1] = 0.3
+    logits = logits + torch.randn(logits.shape, generator=generator)
+    truth = np.ones((n_frames, size, size), dtype=int)
+    module = TemporalEventModule(3)
+    with torch.no_grad():
+        smoothed = smooth_sequence(module, logits, features)[0].argmax(1).numpy()
+    per_frame = label_flip_rate(logits.argmax(1).numpy(), truth)
+    assert label_flip_rate(smoothed, truth) < 0.75 * per_frame
+
+
+def test_training_lowers_the_clip_loss():
+    generator = torch.Generator().manual_seed(2)
+    n_frames, size = 12, 5
+    features = 1.0 + 0.05 * torch.rand(n_frames, 9, size, size, generator=generator)
+    truth = torch.zeros(n_frames, size, size, dtype=torch.long)
+    truth[:, :, 3:] = 1
+    logits = torch.randn(n_frames, 2, size, size, generator=generator)
+    logits[:, 1] += 0.8 * (truth.float() * 2 - 1)
+    torch.manual_seed(0)
+    module = TemporalEventModule(2)
+    history = fit_temporal(module, logits, features, truth, steps=30, window=6, seed=0)
+    assert np.mean(history[-5:]) < np.mean(history[:5])
