@@ -88,3 +88,28 @@ def test_mean_iou_on_a_perfect_and_a_constant_model():
     assert mean_iou(Oracle(), [(y, y)], 3) == 1.0
     # all predicted 0: IoU 1/4 for class 0, 0 for classes 1 and 2
     assert abs(mean_iou(Oracle(), [(torch.zeros_like(y), y)], 3) - 1 / 12) < 1e-12
+
+
+def test_energy_refusal_marks_high_energy_elements_unknown():
+    from hyplex.models.unlearning.distinguishable_deletion import (
+        UNKNOWN_LABEL,
+        energy_refusal,
+        refusal_threshold,
+    )
+
+    confident = torch.tensor([[8.0, 0.0, 0.0]])  # energy ~ -8
+    flat = torch.tensor([[0.0, 0.0, 0.0]])  # energy -log 3 ~ -1.1
+    logits = torch.cat([confident, flat])
+    labels = energy_refusal(logits, threshold=-2.0)
+    assert labels.tolist() == [0, UNKNOWN_LABEL]
+    pixels = logits.T.reshape(1, 3, 1, 2)  # (B, C, H, W) layout
+    assert energy_refusal(pixels, -2.0).tolist() == [[[0, UNKNOWN_LABEL]]]
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    retain = [(torch.randn(200, 3) * 0.1 + torch.tensor([6.0, 0.0, 0.0]), torch.zeros(200).long())]
+    threshold = refusal_threshold(Fixed(), retain, tpr=0.95)
+    kept = energy_refusal(retain[0][0], threshold) != UNKNOWN_LABEL
+    assert abs(float(kept.float().mean()) - 0.95) < 0.02
