@@ -36,8 +36,8 @@ __all__ = ["coarse_region_labels", "matching_scores", "max_matching_mask", "max_
 IGNORE_INDEX = -100
 
 
-def coarse_region_labels(class_maps, cell: int, seed: int = 0):
-    """Group-noise labels: one class per ``cell x cell`` region, drawn by area among its classes.
+def coarse_region_labels(class_maps, cell: int, seed: int = 0, by_area: bool = True):
+    """Group-noise labels: one class per ``cell x cell`` region, drawn among the classes it holds.
 
     Parameters
     ----------
@@ -47,6 +47,10 @@ def coarse_region_labels(class_maps, cell: int, seed: int = 0):
         Region size in pixels (>= 1).
     seed : int
         Draws each region's label.
+    by_area : bool
+        Draw a region's label with probability proportional to its classes' areas (an
+        annotator who names what covers most of it); False: uniformly among the classes
+        present (one who names any of them: more of the region's pixels are mislabelled).
 
     Returns
     -------
@@ -76,7 +80,8 @@ def coarse_region_labels(class_maps, cell: int, seed: int = 0):
     for g in range(n_groups):
         members = flat_maps[order[bounds[g] : bounds[g + 1]]]
         values, counts = np.unique(members, return_counts=True)
-        labels[g] = rng.choice(values, p=counts / counts.sum())
+        weights = counts if by_area else np.ones_like(counts)
+        labels[g] = rng.choice(values, p=weights / weights.sum())
     return group_ids, labels, labels[group_ids]
 
 

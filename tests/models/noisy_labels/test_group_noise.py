@@ -79,3 +79,11 @@ def test_max_matching_beats_cross_entropy_under_group_noise():
         with torch.no_grad():
             accuracy[method] = (net(tx).argmax(1) == ty).float().mean().item()
     assert accuracy["max_matching"] > accuracy["ce"] + 0.05, accuracy
+
+
+def test_uniform_region_labels_mislabel_more_pixels_than_area_weighted_ones():
+    rng = np.random.default_rng(0)
+    maps = (rng.random((4, 16, 16)) < 0.2).astype(np.int64)  # class 1 covers ~20 % of pixels
+    _, _, by_area = coarse_region_labels(maps, cell=8, seed=0)
+    _, _, uniform = coarse_region_labels(maps, cell=8, seed=0, by_area=False)
+    assert (uniform != maps).mean() > (by_area != maps).mean()

@@ -91,3 +91,25 @@ def test_training_methods_are_validated():
         MAILConfig(method="trades")
     with pytest.raises(ValueError, match="burn_in"):
         MAILConfig(burn_in=1.0)
+
+
+def test_the_reconstructor_trains_on_the_same_adversarial_barcodes():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (4, 4, 4), generator=generator)
+    cubes = torch.rand(4, 5, 4, 4, generator=generator)
+    barcodes = cubes[:, :3] * 0.8 + 0.1
+    torch.manual_seed(0)
+    segmenter = nn.Conv2d(3, 2, 1)
+    reconstructor = nn.Conv2d(3, 5, 1)
+    with torch.no_grad():
+        before = (reconstructor(barcodes) - cubes).abs().mean().item()
+    config = MAILConfig(method="mail", epsilon=1.0, steps=40, batch_size=4, lr=2e-2, burn_in=0.2)
+    adversarial_train_segmenter(
+        segmenter, barcodes, labels, torch.full((3,), 800.0), config,
+        reconstructor=reconstructor, cubes=cubes,
+    )  # fmt: skip
+    with torch.no_grad():
+        after = (reconstructor(barcodes) - cubes).abs().mean().item()
+    assert after < 0.8 * before
+    with pytest.raises(ValueError, match="both"):
+        adversarial_train_segmenter(segmenter, barcodes, labels, torch.ones(3), config, cubes=cubes)
