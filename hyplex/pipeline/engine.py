@@ -287,6 +287,7 @@ class Pipeline:
                     batch=len(good),
                     source_time_ns=t_read,
                     unknown=(decoded.extra["unknown"][b] if "unknown" in decoded.extra else None),
+                    cube_std=decoded.extra["cube_std"][b] if "cube_std" in decoded.extra else None,
                 )
             )
         return results

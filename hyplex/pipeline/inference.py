@@ -66,6 +66,11 @@ class InferenceConfig:
         (inter-frame parallelism scales better than intra-op threads on these small-channel
         networks). Always 1 with a temporal module (its state
         is sequential) and on CUDA.
+    uncertainty_samples : int
+        Posterior samples per frame for the per-pixel, per-band standard deviation of a
+        reconstructor that has ``posterior`` (the conditional flow,
+        :mod:`hyplex.models.restoration.conditional_flow`): ``extra["cube_std"]``
+        (B, h, w, L') float32.  0 (default): none.
     """
 
     device: str = "auto"
@@ -78,6 +83,7 @@ class InferenceConfig:
     segment_from: str = "barcodes"
     torch_threads: int | None = None
     workers: int | None = None
+    uncertainty_samples: int = 0
 
     def __post_init__(self):
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
@@ -97,6 +103,13 @@ class InferenceConfig:
             )
         if self.bands is not None:
             self.bands = tuple(int(b) for b in self.bands)
+        if int(self.uncertainty_samples) != self.uncertainty_samples or not (
+            self.uncertainty_samples == 0 or self.uncertainty_samples >= 2
+        ):
+            raise ValueError(
+                "uncertainty_samples must be 0 or an integer >= 2, got "
+                f"{self.uncertainty_samples!r}"
+            )
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -293,6 +306,15 @@ class InferenceEngine:
                 cube = self.models["reconstructor"](x)
                 kept = cube if self.config.bands is None else cube[:, list(self.config.bands)]
                 out.cube = kept.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                if self.config.uncertainty_samples:  # posterior std of a flow decoder
+                    latents = torch.Generator(x.device).manual_seed(0)  # the same draws each frame
+                    std = (
+                        self.models["reconstructor"]
+                        .posterior(x, self.config.uncertainty_samples, latents)
+                        .std
+                    )
+                    std = std if self.config.bands is None else std[:, list(self.config.bands)]
+                    out.extra["cube_std"] = std.float().permute(0, 2, 3, 1).cpu().numpy()
             if "segmenter" in self.models:
                 source = cube if self.config.segment_from == "cube" else x
                 logits = self.models["segmenter"](source).float()

@@ -22,6 +22,8 @@ flushed; a killed writer leaves its first ``committed`` frames readable (:func:`
     /cube           (N, h, w, L') float32, chunks (1, h, w, L')   (optional)
     /unknown        (N, h, w) float16: unknown-material probability of an open-set head,
                     0.5 at its 95 %-TPR threshold (optional; attrs unknown_method)
+    /cube_std       (N, h, w, L') float16: posterior standard deviation of the cube, from a
+                    flow reconstructor (``hyplex segment --uncertainty``; optional)
     /frame_index    (N,) int64: index in the source;  /frame_id (N,) int64
     /committed      (1,) int64
     attrs: format, version, class_names (JSON), wavelengths_nm
@@ -182,6 +184,8 @@ class DecodedWriter:
     wavelengths_nm, class_names : optional metadata.
     unknown_method : str, optional
         The open-set method whose ``unknown`` map to store (None: no map).
+    uncertainty : bool
+        Also store ``cube_std`` (needs ``cube_bands``; the results' ``cube_std``).
     """
 
     def __init__(
@@ -193,8 +197,12 @@ class DecodedWriter:
         wavelengths_nm=None,
         class_names=None,
         unknown_method: str | None = None,
+        uncertainty: bool = False,
     ):
         height, width = (int(v) for v in metapixels)
+        if uncertainty and not int(cube_bands):
+            raise ValueError("uncertainty maps need the cube stored (cube_bands >= 1)")
+        self._uncertainty = bool(uncertainty)
         if height < 1 or width < 1 or int(n_classes) < 1 or int(cube_bands) < 0:
             raise ValueError(
                 f"need metapixels >= (1, 1), n_classes >= 1 and cube_bands >= 0, got "
@@ -257,6 +265,15 @@ class DecodedWriter:
         if getattr(self, "_unknown_method", None) is not None:  # before SWMR: no new datasets
             f.attrs["unknown_method"] = str(self._unknown_method)
             self.unknown = f.create_dataset("unknown", (0, height, width), np.float16, **grow)
+        self.cube_std = None
+        if getattr(self, "_uncertainty", False):  # before SWMR: no new datasets
+            self.cube_std = f.create_dataset(
+                "cube_std",
+                (0, height, width, cube_bands),
+                np.float16,
+                maxshape=(None, height, width, cube_bands),
+                chunks=(1, height, width, cube_bands),
+            )
         f.swmr_mode = True
         self.count = 0
 
@@ -269,6 +286,8 @@ class DecodedWriter:
             datasets.append(self.cube)
         if self.unknown is not None:
             datasets.append(self.unknown)
+        if self.cube_std is not None:
+            datasets.append(self.cube_std)
         for dataset in datasets:
             dataset.resize(n + 1, axis=0)
         self.frame_index[n], self.frame_id[n] = result.index, result.frame_id
@@ -279,6 +298,8 @@ class DecodedWriter:
             self.cube[n] = result.cube
         if self.unknown is not None and getattr(result, "unknown", None) is not None:
             self.unknown[n] = result.unknown
+        if self.cube_std is not None and getattr(result, "cube_std", None) is not None:
+            self.cube_std[n] = result.cube_std
         for dataset in datasets:
             dataset.flush()
         self.count = n + 1
@@ -314,6 +335,8 @@ def read_decoded(path) -> dict:
             out["cube"] = f["cube"][:n]
         if "unknown" in f:
             out["unknown"] = f["unknown"][:n]
+        if "cube_std" in f:
+            out["cube_std"] = f["cube_std"][:n]
         out["attrs"] = dict(f.attrs)
         return out
 

@@ -85,6 +85,8 @@ class FrameResult:
         Host monotonic time when the source delivered the frame, ns.
     unknown : numpy.ndarray, float32 (h, w) or None
         Unknown-material probability of an open-set head (0.5 at its 95 %-TPR threshold).
+    cube_std : numpy.ndarray, float32 (h, w, L') or None
+        Posterior standard deviation of the cube (a flow reconstructor, ``--uncertainty``).
     """
 
     index: int
@@ -103,6 +105,7 @@ class FrameResult:
     error: str | None = None
     source_time_ns: int = 0
     unknown: np.ndarray | None = None
+    cube_std: np.ndarray | None = None
 
 
 @dataclass

@@ -384,8 +384,9 @@ class ConditionalFlowDecoder(nn.Module):
         :class:`PosteriorSummary`; shapes ``(B, L, h, w)``)."""
         if _check_positive_int("n_samples", n_samples) < 2:
             raise ValueError(f"n_samples must be >= 2 for a standard deviation; got {n_samples}")
-        draws = self.sample(barcodes, n_samples, generator)
-        quantiles = torch.quantile(draws, torch.tensor([0.05, 0.95], dtype=draws.dtype), dim=0)
+        draws = self.sample(barcodes, n_samples, generator).float()  # quantile needs float32+
+        levels = torch.tensor([0.05, 0.95], dtype=draws.dtype, device=draws.device)
+        quantiles = torch.quantile(draws, levels, dim=0)
         return PosteriorSummary(draws.mean(0), draws.std(0), quantiles[0], quantiles[1])
 
     def _check_cube(self, cube: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
