@@ -169,10 +169,11 @@ def erase_concept(genias, probe: ConceptProbe, concept_spectra, concept: str,
     parameters = list(decoder.parameters())
     for p in parameters:
         p.requires_grad_(True)
-    x = torch.as_tensor(np.asarray(concept_spectra), dtype=torch.float32)
+    device = parameters[0].device
+    x = torch.as_tensor(np.asarray(concept_spectra), dtype=torch.float32, device=device)
     with torch.no_grad():
         z_c, _, _ = model.encode(x)
-        safe = original(torch.zeros(1, model.latent_dim))
+        safe = original(torch.zeros(1, model.latent_dim, device=device))
     prior_std = settings.prior_std
     generator = torch.Generator().manual_seed(int(settings.seed))
     optimizer = Adam(parameters, settings.lr)
@@ -186,7 +187,7 @@ def erase_concept(genias, probe: ConceptProbe, concept_spectra, concept: str,
             )
         erase = sum(((decoder(z) - safe) ** 2).mean() for z in erase_inputs)
         prior = prior_std * torch.randn(settings.prior_samples, model.latent_dim,
-                                        generator=generator)  # fmt: skip
+                                        generator=generator).to(device)  # fmt: skip
         with torch.no_grad():
             kept = original(prior)
         retain = ((decoder(prior) - kept) ** 2).mean()

@@ -61,7 +61,7 @@ __all__ = [
 
 
 def _loss(model: nn.Module, batch) -> torch.Tensor:
-    batch = as_batch(batch)
+    batch = as_batch(batch).to(next(model.parameters()).device)
     logits = model(batch.inputs)
     return nn.functional.cross_entropy(logits, batch.targets, ignore_index=IGNORE_INDEX)
 
@@ -157,7 +157,7 @@ def remove_client(model: nn.Module, clients, removed: int, steps: int = 20, lr: 
     remaining = [c for i, c in enumerate(clients) if i != removed]
     own = clients[removed]
     for _ in range(int(steps)):
-        batch = as_batch(own[int(rng.integers(len(own)))])
+        batch = as_batch(own[int(rng.integers(len(own)))]).to(parameters[0].device)
         logits = unlearned(batch.inputs)
         # ascend only on the elements still recalled (argmax = label); plain ascent is
         # unbounded and, past the point of forgetting, pushes the others' classes around
