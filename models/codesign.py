@@ -152,6 +152,14 @@ def build_decoders(config, n_filters: int, n_bands: int, n_classes: int):
         config.segmenter,
         **{**config.segmenter_config, "in_channels": n_filters, "n_classes": n_classes},
     )
+    if getattr(config, "init_encoder", None):  # hyplex pretrain's encoder (masked NT-Xent)
+        from hyplex.models.pretraining import load_encoder
+
+        if config.segmenter != "unet":
+            raise ValueError(
+                f"init_encoder is a U-Net encoder; the segmenter is {config.segmenter!r}"
+            )
+        load_encoder(segmenter, config.init_encoder)
     return reconstructor, segmenter
 
 

@@ -81,6 +81,9 @@ class CodesignConfig:
     reconstructor, reconstructor_config : :func:`hyplex.models.reconstruction.
         build_reconstructor` name and keyword arguments (channels and bands are filled in).
     segmenter, segmenter_config : :func:`hyplex.models.segmentation.build_segmenter` likewise.
+    init_encoder : path of a pretrained U-Net encoder (``hyplex pretrain``, safetensors) loaded
+        into the segmenter before training (:func:`hyplex.models.pretraining.load_encoder`);
+        None: random initialisation.
     weight_mrae, weight_l1, weight_sam, weight_ce : loss weights (MRAE, L1, SAM, cross-entropy).
     mrae_eps : denominator floor of the MRAE loss.
     finetune_steps : decoder-only steps after hardening the encoder.
@@ -124,6 +127,7 @@ class CodesignConfig:
     )
     segmenter: str = "unet"
     segmenter_config: dict = field(default_factory=lambda: {"base_channels": 8, "depth": 2})
+    init_encoder: str | None = None
     weight_mrae: float = 1.0
     weight_l1: float = 1.0
     weight_sam: float = 0.1

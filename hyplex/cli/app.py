@@ -34,6 +34,7 @@ from hyplex.cli.inverse import register as register_inverse
 from hyplex.cli.library import library_app
 from hyplex.cli.openset import register as register_openset
 from hyplex.cli.optics import register as register_optics
+from hyplex.cli.pretrain import register as register_pretrain
 from hyplex.cli.redteam import register as register_redteam
 from hyplex.cli.refit import register as register_refit
 from hyplex.cli.simulate import simulate_app
@@ -57,6 +58,7 @@ register_convert(app)
 register_openset(app)
 register_forget(app)
 register_redteam(app)
+register_pretrain(app)
 
 
 def _version(value: bool) -> None:

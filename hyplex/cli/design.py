@@ -113,6 +113,14 @@ def design(
             "DAL, ATOL, Watermarking, MSP, energy, ... (as 'hyplex openset fit').",
         ),
     ] = None,
+    init_encoder: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-encoder",
+            help="Start the U-Net segmenter's encoder from a 'hyplex pretrain' file "
+            "(.safetensors).",
+        ),
+    ] = None,
 ) -> None:
     """Co-design a metasurface encoder with reconstruction and segmentation decoders."""
     from hyplex.cli.checks import output_dir
@@ -134,6 +142,22 @@ def design(
         settings = resolve_config(config, quick, library, device, steps)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    if init_encoder is not None:  # before training: a wrong file must not cost a run
+        from hyplex.models.pretraining import load_encoder
+        from hyplex.models.segmentation import build_segmenter
+
+        if settings.segmenter != "unet":
+            raise typer.BadParameter(
+                f"the pretrained encoder is a U-Net's; the segmenter is {settings.segmenter!r}",
+                param_hint="'--init-encoder'",
+            )
+        channels = {"rgb": 3, "identity": settings.bands}.get(settings.encoder, settings.n_filters)
+        try:  # the file must fit the segmenter the run will build (channels, width, depth)
+            probe = {**settings.segmenter_config, "in_channels": channels}
+            load_encoder(build_segmenter("unet", **probe, n_classes=2), init_encoder)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="'--init-encoder'") from None
+        settings = settings.replace(init_encoder=str(init_encoder))
     if profile not in ("full", "realtime"):
         raise typer.BadParameter(
             f"--profile must be full or realtime, got {profile!r}", param_hint="'--profile'"

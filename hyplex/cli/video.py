@@ -118,7 +118,14 @@ def segment_command(
         float, typer.Option(min=0.5, help="Pitch when no layout is given, px.")
     ] = 7.287,
     bands: Bands = None,
-    temporal: Annotated[bool, typer.Option(help="Temporal smoothing of the labels.")] = False,
+    temporal: Annotated[
+        str,
+        typer.Option(
+            help="Temporal module over the labels: none, gated (occlusion-aware logit "
+            "smoothing) or tcl (temporal event learning: DPC-kNN event merging + contextual "
+            "attention over the last frames).",
+        ),
+    ] = "none",
     cube: Annotated[bool, typer.Option(help="Store reconstructed cubes.")] = True,
     video: Annotated[bool, typer.Option(help="Write the overlay MP4.")] = True,
     policy: Annotated[str, typer.Option(help="block | drop_oldest")] = "block",
@@ -227,7 +234,13 @@ def segment_command(
             except ValueError as error:
                 raise typer.BadParameter(str(error), param_hint=f"--{role}") from None
     from hyplex.cli.checks import output_dir
+    from hyplex.models.temporal import TEMPORAL_MODULES
 
+    if temporal not in TEMPORAL_MODULES:
+        raise typer.BadParameter(
+            f"{temporal!r} is no temporal module; expected one of {', '.join(TEMPORAL_MODULES)}",
+            param_hint="'--temporal'",
+        )
     output_dir(out, "--out", "a folder for the outputs")
     kept = parse_bands(bands)
     if kept is not None:

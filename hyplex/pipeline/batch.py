@@ -46,8 +46,11 @@ class SegmentJob:
     pitch_px : float
         Sub-filter pitch for ``MosaicLayout.fit`` when neither calibration nor bundle gives a
         layout, sensor pixels.
-    temporal : bool
-        Smooth the labels over time (:class:`hyplex.models.temporal.GatedLogitSmoother`).
+    temporal : str or bool
+        Temporal module over the labels (:func:`hyplex.models.temporal.build_temporal`):
+        ``"none"``, ``"gated"`` (:class:`~hyplex.models.temporal.GatedLogitSmoother`) or
+        ``"tcl"`` (:class:`~hyplex.models.temporal.TemporalEventModule`); True means
+        ``"gated"``, False ``"none"`` (older jobs).
     cube : bool
         Store the reconstructed cubes.
     video : bool
@@ -80,7 +83,7 @@ class SegmentJob:
     bundle: str | None = None
     calibration: str | None = None
     pitch_px: float = 7.287
-    temporal: bool = False
+    temporal: str | bool = "none"
     cube: bool = True
     video: bool = True
     inference: dict = field(default_factory=dict)
@@ -152,7 +155,7 @@ def output_channels(module, in_channels: int, n_filters: int, shape=(8, 8)) -> i
 def segment_file(job: SegmentJob) -> dict:
     """Run one job (see the module doc); returns the run summary as a dict plus ``outputs``."""
     from hyplex.calibration.store import load_calibration
-    from hyplex.models.temporal import GatedLogitSmoother
+    from hyplex.models.temporal import build_temporal
     from hyplex.pipeline.engine import Pipeline
     from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
     from hyplex.pipeline.outputs import (
@@ -195,7 +198,8 @@ def segment_file(job: SegmentJob) -> dict:
             if config.segment_from == "cube":
                 in_channels = output_channels(models["reconstructor"], None, layout.n_filters)
             n_classes = output_channels(segmenter, in_channels, layout.n_filters)
-        temporal = GatedLogitSmoother(n_classes) if job.temporal and n_classes >= 2 else None
+        name = {True: "gated", False: "none"}.get(job.temporal, job.temporal)
+        temporal = build_temporal(name, n_classes, layout.n_filters) if n_classes >= 2 else None
         openset = models.get("openset")
         engine = InferenceEngine(models["reconstructor"], segmenter, temporal, config, openset)
         pipeline = Pipeline(preprocessor, engine, PipelineConfig(**job.pipeline))

@@ -69,6 +69,7 @@ def test_segment_writes_outputs_and_reports_a_bad_file(app, files):
             "--bands",
             "0:34:4",
             "--temporal",
+            "gated",
             "--input-scale-dn",
             "1000",
         ],

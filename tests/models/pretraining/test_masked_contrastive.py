@@ -88,3 +88,17 @@ def test_pretraining_aligns_masked_views_and_the_encoder_round_trips(tmp_path):
         load_encoder(UNet(4, 3, base_channels=8, depth=2), path)
     with pytest.raises(ValueError, match="channels, the segmenter expects 9"):
         pretrain_encoder(UNet(9, 3, 8, 2), frames[:, :4], PretrainConfig(steps=1))
+
+
+def test_codesign_starts_its_segmenter_from_a_pretrained_encoder(tmp_path):
+    from hyplex.models.codesign import build_decoders
+    from hyplex.models.codesign_config import quick_config
+
+    torch.manual_seed(0)
+    source = UNet(9, 2, base_channels=8, depth=2)
+    path = save_encoder(source, tmp_path / "enc.safetensors")
+    _, segmenter = build_decoders(quick_config(init_encoder=str(path)), 9, 31, 4)
+    for key, value in encoder_state(source).items():
+        assert torch.equal(segmenter.state_dict()[key], value)
+    with pytest.raises(ValueError, match="does not fit the segmenter"):
+        build_decoders(quick_config(init_encoder=str(path)), 4, 31, 4)
