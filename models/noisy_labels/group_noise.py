@@ -1,12 +1,15 @@
 """Max-Matching: learning from coarse region labels that fit only some of the region's pixels.
 
 Method: Q. Wang, J. Yao, C. Gong, T. Liu, M. Gong, H. Yang, B. Han, "Learning with Group Noise",
-AAAI 2021 (arXiv:2103.09468). Group noise: a *group* of objects carries one label whose
-coarse relation is right (some member has it) while the fine relation of each member may be
-wrong. Max-Matching scores every member's match to the group's label with a matching
-mechanism that also looks at the group as a whole (its members are not independent), and
-learns from the most confident member only, so the members the label does not fit are
-dropped. Per group ``G`` with label ``y_G`` (section "Max-Matching")::
+AAAI 2021 (arXiv:2103.09468); its abstract and introduction were read, not its method section,
+so the matching score below is our reading and no equation numbers are cited.
+
+Group noise: a *group* of objects carries one label whose coarse relation is right (some member
+has it) while the fine relation of each member may be wrong. Max-Matching scores every member's
+match to the group's label with a matching mechanism that also looks at the group as a whole
+(its members are not independent), and learns from the most confident member only, so the
+members the label does not fit are dropped. Per group ``G`` with label ``y_G`` (section "Max-
+Matching")::
 
     matching  m_i = p_theta(y_G | x_i) * a_i,      a_i = softmax_{j in G}(s(x_i, G) / tau)
     selection i* = argmax_{i in G} m_i

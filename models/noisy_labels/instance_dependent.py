@@ -1,10 +1,12 @@
 """Instance-dependent label noise: confusing and unconfusing instances, alternating optimisation.
 
 Method: Q. Wang, B. Han, T. Liu, G. Niu, J. Yang, C. Gong, "Tackling Instance-Dependent Label
-Noise via a Universal Probabilistic Model", AAAI 2021 (arXiv:2101.05467). The probabilistic
-model: each instance ``x`` is *confusing* with probability ``eta(x)`` (the label-confusing
-probability); an unconfusing instance's noisy label equals its true label, a confusing one's
-is drawn from the noisy-label probability ``tau(. | x)``::
+Noise via a Universal Probabilistic Model", AAAI 2021 (arXiv:2101.05467); its abstract,
+introduction and the authors' figure 2 caption were read (no equation numbers cited).
+
+The probabilistic model: each instance ``x`` is *confusing* with probability ``eta(x)`` (the
+label-confusing probability); an unconfusing instance's noisy label equals its true label, a
+confusing one's is drawn from the noisy-label probability ``tau(. | x)``::
 
     p(y~ | x) = (1 - eta(x)) p_theta(y = y~ | x) + eta(x) tau_phi(y~ | x)
 

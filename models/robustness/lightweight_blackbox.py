@@ -2,6 +2,8 @@
 
 Method: C. Sun, Y. Zhang, W. Chaoqun, Q. Wang, Y. Li, T. Liu, B. Han, X. Tian, "Towards
 Lightweight Black-Box Attacks against Deep Neural Networks", NeurIPS 2022 (arXiv:2209.14826).
+(Its full text could not be read through the search tool here: the min-max below is our
+reading of the method as its abstract states it, and no equation numbers are cited.)
 Its two observations and its method (Error TransFormer, ETF):
 
 1. adversarial examples made on the *shallow* layers of a surrogate transfer to the target,

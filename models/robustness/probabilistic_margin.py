@@ -2,7 +2,10 @@
 
 Method: Q. Wang, F. Liu, B. Han, T. Liu, C. Gong, G. Niu, M. Zhou, M. Sugiyama,
 "Probabilistic Margins for Instance Reweighting in Adversarial Training", NeurIPS 2021
-(arXiv:2106.07904), section 3 (the three probabilistic margins) and section 4 (MAIL)::
+(arXiv:2106.07904), section 3 (the three probabilistic margins) and section 4 (MAIL). Only
+the abstract and introduction could be read through the search tool here, so the formulas
+below follow the method as those and the authors' summaries state it, and no equation numbers
+are cited::
 
     PM_adv(x, y) = p_y(x') - max_{j != y} p_j(x')           the margin of the adversarial
                                                               instance x' (PM of sec. 3)
