@@ -107,6 +107,44 @@ def _bands_text(bands, text: str | None) -> str:
     return ",".join(str(b) for b in bands[:8]) + (",..." if len(bands) > 8 else "")
 
 
+UNCERTAINTY_SAMPLES = 16  # posterior samples per frame for --uncertainty
+
+
+def check_uncertainty(reconstructor, bundle, cube: bool) -> None:
+    """``--uncertainty`` needs a stored cube and a reconstructor with a posterior (the
+    conditional flow of :mod:`hyplex.models.restoration.conditional_flow`)."""
+    if not cube:
+        raise typer.BadParameter(
+            "the std map is stored beside the cube; drop --no-cube", param_hint="'--uncertainty'"
+        )
+    if reconstructor is not None:
+        from hyplex.pipeline.models import load_module
+
+        module, where = (
+            load_module(reconstructor, "reconstructor"),
+            f"--reconstructor {reconstructor}",
+        )
+    elif bundle is not None:
+        from hyplex.models.bundle import BundleError, load_bundle
+
+        try:
+            module, where = load_bundle(bundle).reconstructor, f"bundle {bundle}"
+        except BundleError as error:
+            raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
+    else:
+        raise typer.BadParameter(
+            "--uncertainty needs a reconstructor (--bundle or --reconstructor)",
+            param_hint="'--uncertainty'",
+        )
+    if not hasattr(module, "posterior"):
+        raise typer.BadParameter(
+            f"{where} has a {type(module).__name__} reconstructor, which gives no posterior; "
+            "--uncertainty needs a 'flow' decoder (train one with reconstructor = \"flow\" in "
+            "the design config)",
+            param_hint="'--uncertainty'",
+        )
+
+
 def segment_command(
     inputs: Inputs,
     out: OutDir = Path("out/segment"),
@@ -179,6 +217,15 @@ def segment_command(
             help="Continue the material beliefs of an earlier session (a .beliefs.json).",
         ),
     ] = None,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty",
+            help="Write the posterior standard deviation of every cube value (cube_std in "
+            f"the HDF5, {UNCERTAINTY_SAMPLES} samples per frame); needs a 'flow' "
+            "reconstructor.",
+        ),
+    ] = False,
 ) -> None:
     """Decode INPUTS: barcodes, reconstruction and segmentation of every frame, to files.
 
@@ -233,6 +280,8 @@ def segment_command(
                 load_module(path, role)
             except ValueError as error:
                 raise typer.BadParameter(str(error), param_hint=f"--{role}") from None
+    if uncertainty:  # before any input is opened
+        check_uncertainty(reconstructor, bundle, cube)
     from hyplex.cli.checks import output_dir
     from hyplex.models.temporal import TEMPORAL_MODULES
 
@@ -274,6 +323,7 @@ def segment_command(
             unknown=unknown,
             beliefs=beliefs,
             beliefs_from=str(beliefs_from) if beliefs_from else None,
+            uncertainty=UNCERTAINTY_SAMPLES if uncertainty else 0,
         )
         for text in inputs
     ]

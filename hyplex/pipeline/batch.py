@@ -74,6 +74,9 @@ class SegmentJob:
         ``material_beliefs``.
     beliefs_from : str or None
         A ``.beliefs.json`` of an earlier session to continue (implies ``beliefs``).
+    uncertainty : int
+        Posterior samples per frame for a ``cube_std`` map (0: none; >= 2 needs a
+        reconstructor with ``posterior``, the conditional flow, and ``cube``).
     """
 
     input: str
@@ -94,6 +97,7 @@ class SegmentJob:
     unknown: bool | None = None
     beliefs: bool = False
     beliefs_from: str | None = None
+    uncertainty: int = 0
 
 
 def job_models(job: SegmentJob) -> dict:
@@ -189,6 +193,15 @@ def segment_file(job: SegmentJob) -> dict:
             layout = MosaicLayout.fit(shape, pitch_px=job.pitch_px)
         preprocessor = Preprocessor(layout, shape, darkflat)
         inference = dict(job.inference)
+        if job.uncertainty:
+            if not hasattr(models["reconstructor"], "posterior"):
+                raise ValueError(
+                    "uncertainty maps need a reconstructor with a posterior (a 'flow' "
+                    "decoder); this job's has none"
+                )
+            if not job.cube:
+                raise ValueError("uncertainty maps are stored beside the cube; drop --no-cube")
+            inference["uncertainty_samples"] = int(job.uncertainty)
         if scale is not None and "input_scale_dn" not in inference:
             inference["input_scale_dn"] = scale
         config = InferenceConfig(**inference)
@@ -226,6 +239,7 @@ def segment_file(job: SegmentJob) -> dict:
                 wavelengths,
                 models.get("class_names"),
                 unknown_method=None if openset is None else openset.method,
+                uncertainty=bool(job.uncertainty),
             )
         )
         sinks.append(StatsWriter(outputs["stats"]))
