@@ -180,6 +180,15 @@ def codesign_loss(config, spectra, target, logits, labels) -> tuple[torch.Tensor
     return total, {name: float(value.detach()) for name, value in parts.items()}
 
 
+def likelihood_term(reconstructor, barcodes, cube) -> torch.Tensor | float:
+    """The negative log-likelihood per value of a probabilistic reconstructor (one with
+    ``nll``: the conditional flow, :mod:`hyplex.models.restoration.conditional_flow`, whose
+    training objective is NLL + reconstruction [HIDFlowNet]); 0 for any other decoder.
+    ``barcodes (B, F, H, W)``, ``cube (B, L, H, W)``."""
+    nll = getattr(reconstructor, "nll", None)
+    return 0.0 if nll is None else nll(barcodes, cube)
+
+
 @torch.no_grad()
 def evaluate(model: CodesignModel, scenes: SceneSet, seed: int = 0, batch_size: int = 4) -> dict:
     """Held-out figures of ``model`` on whole scenes, with sensor noise drawn from ``seed``:
@@ -356,8 +365,9 @@ def train_codesign(
                 encoder.set_temperature(temperature)
             _set_rates(optimizer, base_rates, config, step, config.steps)
             data, generator = batch_for(step)
-            _, spectra, logits = wrapped(data["cube"], generator)
+            barcodes, spectra, logits = wrapped(data["cube"], generator)
             loss, _ = codesign_loss(config, spectra, data["cube"], logits, data["labels"])
+            loss = loss + likelihood_term(model.reconstructor, barcodes, data["cube"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -422,8 +432,9 @@ def _finetune(model, config, context, batch_for, history) -> None:
     for offset in range(config.finetune_steps):
         _set_rates(optimizer, [0.5 * config.learning_rate], config, offset, config.finetune_steps)
         data, generator = batch_for(config.steps + offset)
-        _, spectra, logits = model(data["cube"], generator)
+        barcodes, spectra, logits = model(data["cube"], generator)
         loss, _ = codesign_loss(config, spectra, data["cube"], logits, data["labels"])
+        loss = loss + likelihood_term(model.reconstructor, barcodes, data["cube"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(parameters, context)

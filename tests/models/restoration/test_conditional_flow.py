@@ -125,3 +125,16 @@ def test_wrong_channel_count_and_cube_shape_are_refused():
         model(torch.rand(1, 5, 4, 4))
     with pytest.raises(ValueError, match="cube must have shape"):
         model.nll(torch.rand(1, 9, 4, 4), torch.rand(1, 3, 4, 4))
+
+
+def test_co_design_adds_the_flow_likelihood_and_nothing_for_other_decoders():
+    from hyplex.models.codesign import likelihood_term
+    from hyplex.models.reconstruction import SpectralTransformer
+
+    torch.manual_seed(0)
+    flow = ConditionalFlowDecoder(9, 4, width=8, hidden=8, n_blocks=1)
+    barcodes, cube = torch.rand(1, 9, 4, 4), torch.rand(1, 4, 4, 4)
+    term = likelihood_term(flow, barcodes, cube)
+    expected = float(flow.nll(barcodes, cube).detach())
+    assert term.requires_grad and float(term.detach()) == pytest.approx(expected)
+    assert likelihood_term(SpectralTransformer(9, 4, width=8), barcodes, cube) == 0.0
