@@ -11,7 +11,9 @@ module                      what
 ``opencv_camera``           ``OpenCVCamera``: devices, video files, image sequences
 ``genicam_camera``          ``GenICamCamera``: GenTL producers via harvesters (viky in CI)
 ``discovery``               ``list_devices``, ``open_camera("sim" | "opencv:0" | ...)``
-``recorder``, ``recording``  HDF5 recording (crash-safe, SWMR) and its reader
+``recorder``, ``recording``  HDF5 recording (crash-safe, SWMR) and its reader; the format
+                            is ``recording_layout``'s, the target/disk checks
+                            ``recording_target``'s, ``record()`` ``record_camera``'s
 ``writer_lock``             one writer per file: ``flock`` on a sidecar ``<file>.lock``
 ``swmr``                    SWMR reads that fail fast on a truncated file (no hang, no zeros)
 ``clock``                   monotonic and virtual clocks
@@ -51,11 +53,17 @@ _EXPORTS = {
     "Recorder": "recorder",
     "StreamSpec": "recorder",
     "record": "recorder",
+    "RecordingDiskFull": "recorder",
+    "Compression": "compression",
+    "TokenBucket": "throttle",
     "Recording": "recording",
     "export_frames": "recording",
     "MonotonicClock": "clock",
     "VirtualClock": "clock",
     "SerialTransport": "serial_transport",
+    "VisaTransport": "visa_transport",
+    "open_instrument": "instruments",
+    "SocketBridge": "socket_bridge",
     "Monochromator": "monochromator",
     "MonochromatorSimulator": "monochromator",
     "FilterWheel": "filter_wheel",

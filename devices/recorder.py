@@ -1,30 +1,9 @@
 """``Recorder``: stream frames and their metadata to HDF5, safe against a killed process,
 losslessly compressed and off the caller's thread if asked.
 
-File layout (one group per stream)::
-
-    /                               attrs: format = "hyplex-recording", version, created
-    /streams/<name>/frames          (N, H, W) uint8/uint16, chunks (1, H, W), resizable in N;
-                                    packed Mono12p: (N, H, 3 W / 2) uint8; compressed: HDF5
-                                    filter 32026 (Blosc2, bit-shuffle + LZ4 or Zstandard)
-    /streams/<name>/metadata        (N,) structured table, ``frame.metadata_dtype(extra)``
-    /streams/<name>/committed       (1,) int64: frames fully written and flushed
-    /streams/<name>/dropped         (D,) the metadata rows of frames the recorder had to drop
-                                    (its queue was full); absent in version-1 files
-                                    attrs: pixel_format, bit_depth, frame_shape, compression,
-                                    packing, user attrs
-
-Crash safety: the file is written in SWMR mode (HDF5 single-writer/multiple-reader,
-``libver="latest"``), whose metadata writes are ordered so that the file is readable at any
-instant. Each frame is written as one chunk (``write_direct_chunk``: no chunk cache, no copy;
-a compressed frame is already a Blosc2 chunk, see :mod:`hyplex.devices.compression`), its
-metadata row appended, both flushed, and only then is ``committed`` raised and flushed.
-A process killed with SIGKILL thus leaves a file where the first ``committed`` frames and
-rows are intact; readers (``recording.Recording``) trust ``committed``, not the dataset
-length. The data reach the OS page cache at every flush: a killed process loses nothing
-flushed, a power cut may (no fsync). ``flush_every`` > 1 trades that granularity for speed.
-Readers of such a file must open it with ``swmr=True`` (``Recording`` does); plain h5py reads
-a compressed file after ``import hdf5plugin``.
+The file format and its crash safety are :mod:`~hyplex.devices.recording_layout`'s, the
+reader :class:`~hyplex.devices.recording.Recording`; ``StreamSpec``, the target and disk
+checks and ``record`` are re-exported here from the modules they live in.
 
 Where the work runs: with ``queue_frames=0`` (the default) :meth:`Recorder.write` encodes and
 writes in the caller's thread. With ``queue_frames=K`` it only copies the frame into one of K
@@ -35,11 +14,9 @@ dropped, counted (:attr:`Recorder.dropped`) and its metadata row recorded in ``d
 (:class:`~hyplex.devices.throttle.TokenBucket`) around the chunk writes: a slow disk,
 emulated on any machine.
 
-A failed write (a full disk: ``OSError`` ENOSPC) stops the recording cleanly: nothing more is
-written or flushed, ``committed`` keeps the last frames that were wholly written, the file
-stays readable, and the next :meth:`Recorder.write` raises :class:`RecordingDiskFull` (or
-``RecordingError``). :func:`check_disk_space` warns before a recording whose uncompressed
-size exceeds the free space.
+A failed write (a full disk) stops the recording cleanly with a readable file of the
+committed frames; the next :meth:`Recorder.write` raises :class:`RecordingDiskFull` (or
+``RecordingError``): see :mod:`~hyplex.devices.recording_target`.
 
 One writer per file: SWMR drops HDF5's own file lock, so the recorder holds an exclusive
 ``flock`` on ``<file>.lock`` from before it creates the file until it closes it
@@ -52,36 +29,33 @@ new file: a reader that still has the old one open keeps reading the old frames.
 
 from __future__ import annotations
 
-import datetime
-import errno
 import os
-import shutil
 import time
-import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
-from hyplex.devices.compression import (
-    Compression,
-    FrameEncoding,
-    Packing,
-    PluginBlosc2,
-    encode_frame,
-)
-from hyplex.devices.errors import CameraError, RecordingError, RecordingExists, StreamEnded
-from hyplex.devices.frame import Frame, PixelFormat, metadata_dtype
+from hyplex.devices.compression import Compression, Packing, PluginBlosc2, encode_frame
+from hyplex.devices.frame import Frame
+from hyplex.devices.record_camera import RecordingSummary, record
+from hyplex.devices.recorder_stats import RecorderStats
 from hyplex.devices.recording import Recording, export_frames
-from hyplex.devices.ring import OverflowPolicy
+from hyplex.devices.recording_layout import (
+    StreamSpec,
+    create_stream,
+    stream_encoding,
+    write_file_attrs,
+)
+from hyplex.devices.recording_target import (
+    DiskSpaceWarning,
+    RecordingDiskFull,
+    check_disk_space,
+    check_target,
+    stopped_error,
+)
 from hyplex.devices.throttle import TokenBucket
 from hyplex.devices.write_queue import Job, WriteQueue
-from hyplex.devices.writer_lock import WriterLock, lock_holder
-
-FORMAT_NAME = "hyplex-recording"
-FORMAT_VERSION = 2  # 2: compression, packing, the dropped table
-METADATA_CHUNK_ROWS = 256
+from hyplex.devices.writer_lock import WriterLock
 
 __all__ = [
     "Recorder",
@@ -97,34 +71,7 @@ __all__ = [
 ]
 
 
-class RecordingDiskFull(RecordingError):
-    """The disk filled during a recording: it stopped, the file holds every committed frame."""
-
-
-class DiskSpaceWarning(UserWarning):
-    """The free space may not hold the recording asked for."""
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """One stream of a recording: frame shape (H, W), pixel format, extra float columns of
-    the metadata table (``frame.extra`` keys) and attributes (str, numbers)."""
-
-    frame_shape: tuple[int, int]
-    pixel_format: PixelFormat = PixelFormat.MONO16
-    extra_fields: tuple[str, ...] = ()
-    attrs: Mapping[str, object] = field(default_factory=dict)
-
-    @classmethod
-    def for_camera(cls, camera, extra_fields=(), attrs=None) -> StreamSpec:
-        """The spec of ``camera``'s current ROI and pixel format, its model in the attrs."""
-        info = {"backend": camera.backend, "model": camera.capabilities().model}
-        return cls(
-            camera.roi.shape, camera.pixel_format, tuple(extra_fields), {**info, **(attrs or {})}
-        )
-
-
-class Recorder:
+class Recorder(RecorderStats):
     """Write frames of one or more streams to an HDF5 file (see the module doc).
 
     Parameters
@@ -207,7 +154,7 @@ class Recorder:
         self.packing = Packing.parse(packing)
         threads = default_threads() if threads is None else threads
         self._encodings = {
-            name: _encoding(spec, self.compression, self.packing, clevel, threads)
+            name: stream_encoding(spec, self.compression, self.packing, clevel, threads)
             for name, spec in self.specs.items()
         }
         # compress without the GIL where hdf5plugin's C-Blosc2 allows (compression.py)
@@ -232,12 +179,11 @@ class Recorder:
             if os.path.lexists(self.path):
                 os.unlink(self.path)  # readers of the old file keep its frames
             self._file = h5py.File(self.path, "x", libver="latest")
-            self._file.attrs.update(
-                format=FORMAT_NAME,
-                version=FORMAT_VERSION,
-                created=datetime.datetime.now(datetime.UTC).isoformat(),
-            )
-            self._streams = {name: self._create(name, spec) for name, spec in self.specs.items()}
+            write_file_attrs(self._file)
+            self._streams = {
+                name: create_stream(self._file, name, spec, self._encodings[name])
+                for name, spec in self.specs.items()
+            }
             self._file.swmr_mode = True  # every dataset exists: from here on, crash-consistent
             if queue_frames:
                 shapes = {
@@ -252,51 +198,6 @@ class Recorder:
                 self._file = None
             self._lock.release()
             raise
-
-    def _create(self, name: str, spec: StreamSpec) -> dict:
-        height, width = (int(v) for v in spec.frame_shape)
-        encoding = self._encodings[name]
-        group = self._file.create_group(f"streams/{name}")
-        stored = encoding.stored_shape
-        frames = group.create_dataset(
-            "frames",
-            (0, *stored),
-            encoding.stored_dtype,
-            maxshape=(None, *stored),
-            chunks=(1, *stored),
-            **encoding.hdf5_filter(),
-        )
-        table = metadata_dtype(spec.extra_fields)
-        metadata = group.create_dataset(
-            "metadata", (0,), table, maxshape=(None,), chunks=(METADATA_CHUNK_ROWS,)
-        )
-        dropped = group.create_dataset(
-            "dropped", (0,), table, maxshape=(None,), chunks=(METADATA_CHUNK_ROWS,)
-        )
-        committed = group.create_dataset("committed", data=np.zeros(1, np.int64))
-        group.attrs.update(
-            pixel_format=spec.pixel_format.value,
-            bit_depth=spec.pixel_format.bits,
-            frame_shape=(height, width),
-            compression=encoding.compression.value,
-            packing=encoding.packing.value,
-            **{key: value for key, value in spec.attrs.items() if value is not None},
-        )
-        return {
-            "name": name,
-            "frames": frames,
-            "metadata": metadata,
-            "dropped": dropped,
-            "committed": committed,
-            "table": table,
-            "count": 0,  # frames accepted (indices given out)
-            "written": 0,  # frames whose chunk and row are written
-            "flushed": 0,  # frames committed in the file
-            "n_dropped": 0,
-            "dtype": spec.pixel_format.dtype,
-            "shape": (height, width),
-            "encoding": encoding,
-        }
 
     def committed(self, stream: str | None = None) -> int:
         """Frames of ``stream`` accepted so far (written, or queued to be written)."""
@@ -328,15 +229,7 @@ class Recorder:
         if error is None:
             return
         committed = ", ".join(f"{s['name']}: {s['flushed']}" for s in self._streams.values())
-        if _is_disk_full(error):
-            raise RecordingDiskFull(
-                f"the disk holding {self.path} is full: the recording stopped; the file is "
-                f"valid and holds the committed frames ({committed})"
-            ) from error
-        raise RecordingError(
-            f"writing {self.path} failed ({error!r}): the recording stopped; the file holds "
-            f"the committed frames ({committed})"
-        ) from error
+        raise stopped_error(self.path, error, committed) from error
 
     def write(self, frame: Frame, stream: str | None = None, take: bool = False) -> int | None:
         """Append ``frame`` (and its metadata row); returns its index in the stream, or None
@@ -492,219 +385,3 @@ class Recorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # figures ----------------------------------------------------------------------------------
-
-    @property
-    def dropped(self) -> int:
-        """Frames the recorder dropped (no free buffer in its queue), all streams."""
-        return sum(state["n_dropped"] for state in self._streams.values())
-
-    @property
-    def lost(self) -> int:
-        """Frames accepted but never written because a write failed."""
-        return self._queue.lost if self._queue is not None else 0
-
-    @property
-    def encode_seconds(self) -> float:
-        """Seconds spent packing/compressing (encoder thread, or the caller's)."""
-        queued = self._queue.encode_seconds if self._queue is not None else 0.0
-        return self._sync_encode_seconds + queued
-
-    @property
-    def throttle_seconds(self) -> float:
-        """Seconds the writer waited on the throttle."""
-        return self.throttle.waited_s if self.throttle is not None else 0.0
-
-    @property
-    def compression_ratio(self) -> float:
-        """Frame bytes over stored bytes of the frames written so far (1.0 before any)."""
-        return self.raw_bytes_written / self.bytes_written if self.bytes_written else 1.0
-
-    @property
-    def throughput_MBps(self) -> float:
-        """Frame bytes per second of the recorder's busiest stage, MB/s: what it could take.
-
-        Synchronous: encode + throttle + write seconds together; with a write queue, the
-        encoder and the writer (write + throttle seconds) run side by side, so the slower one.
-        """
-        writer = self.write_seconds + self.throttle_seconds
-        busy = (
-            writer + self.encode_seconds
-            if self._queue is None
-            else max(writer, self.encode_seconds)
-        )
-        return self.raw_bytes_written / max(busy, 1e-12) / 1e6
-
-    @property
-    def write_MBps(self) -> float:
-        """Stored (compressed) bytes per second the writer spent writing and throttled, MB/s:
-        the write rate the file's disk (or the throttle) gave."""
-        writer = self.write_seconds + self.throttle_seconds
-        return self.bytes_written / max(writer, 1e-12) / 1e6
-
-    @property
-    def thread_ids(self) -> list[int]:
-        """Native ids of the encoder and writer threads (empty when synchronous)."""
-        return list(self._queue.thread_ids) if self._queue is not None else []
-
-
-def _encoding(spec: StreamSpec, compression, packing, clevel, threads) -> FrameEncoding:
-    if packing is Packing.MONO12P and spec.pixel_format.bits > 12:
-        raise ValueError(
-            f"packing='mono12p' holds 12-bit pixels; this stream is {spec.pixel_format.value} "
-            f"({spec.pixel_format.bits} bits): record it unpacked or set the camera to Mono12"
-        )
-    return FrameEncoding(
-        spec.frame_shape, spec.pixel_format.dtype, compression, packing, clevel, threads
-    )
-
-
-def _is_disk_full(error: BaseException) -> bool:
-    return getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
-
-
-def check_disk_space(path, n_bytes: int, compression=Compression.NONE) -> int:
-    """Free bytes on the disk that holds ``path``; warns (:class:`DiskSpaceWarning`) when
-    fewer than ``n_bytes`` (the recording's uncompressed size: an upper bound when
-    compressed, since noise can defeat a lossless codec)."""
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    free = shutil.disk_usage(folder).free
-    if free < n_bytes:
-        codec = Compression.parse(compression)
-        note = (
-            f" (uncompressed; {codec.value} typically stores 1.5-2.7x less, but noise can "
-            "defeat it)"
-            if codec is not Compression.NONE
-            else ""
-        )
-        warnings.warn(
-            f"{folder} has {free / 1e9:.2f} GB free but the recording may need "
-            f"{n_bytes / 1e9:.2f} GB{note}; it will stop cleanly, with a valid file, when the "
-            "disk fills",
-            DiskSpaceWarning,
-            stacklevel=3,
-        )
-    return free
-
-
-def check_target(path, overwrite: bool = False) -> None:
-    """Raise what :class:`Recorder` would raise for ``path`` before it takes the lock:
-    ``RecordingExists`` (exists, no ``overwrite``), ``RecordingError`` (a folder, a missing
-    folder). A cheap early check for command lines; the recorder checks again under its lock.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise RecordingError(f"{path} is a folder; give a file to record into, e.g. {path}/rec.h5")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise RecordingError(f"cannot record to {path}: folder {folder} does not exist")
-    if os.path.lexists(path) and not overwrite:
-        holder = lock_holder(path)
-        raise RecordingExists(
-            f"{path} exists ({os.path.getsize(path) if os.path.isfile(path) else 0} bytes"
-            + (
-                f"; its lock file names a writer, {holder}, which may still be recording"
-                if holder
-                else ""
-            )
-            + "); refusing to overwrite it: give overwrite=True (hyplex stream --overwrite) "
-            "or another file"
-        )
-
-
-@dataclass(frozen=True)
-class RecordingSummary:
-    """What :func:`record` did: frames written, seconds, the camera's stats, throughput,
-    frames the recorder dropped and the error that stopped it (a full disk), if any."""
-
-    path: str
-    frames: int
-    seconds: float
-    stats: object
-    recorder_MBps: float
-    error: str | None = None
-    recorder_dropped: int = 0
-    compression_ratio: float = 1.0
-
-
-def record(
-    camera,
-    path,
-    n_frames: int | None = None,
-    seconds: float | None = None,
-    policy: OverflowPolicy | str = OverflowPolicy.BLOCK,
-    buffer_frames: int = 4,
-    extra_fields=(),
-    flush_every: int = 1,
-    progress: Callable[[int, float, object], None] | None = None,
-    timeout: float = 5.0,
-    overwrite: bool = False,
-    **recorder_options,
-) -> RecordingSummary:
-    """Stream ``camera`` (open, stopped) into a new recording at ``path``.
-
-    Stops after ``n_frames`` frames or ``seconds`` (host time), whichever first. Frames are
-    written straight from the ring slots (no copy) unless ``queue_frames`` is given (then
-    copied into the recorder's queue). ``progress(frames, elapsed_s, stats)`` is called after
-    every frame. If the camera fails (a disconnect), the file is closed with every frame so
-    far and the error is raised. If the disk fills, the recording stops cleanly: the summary's
-    ``error`` says so and the file holds every committed frame. ``path`` must not exist unless
-    ``overwrite`` (see :class:`Recorder`). ``recorder_options`` go to :class:`Recorder`
-    (``compression``, ``packing``, ``queue_frames``, ``throttle_MBps``, ...); the expected
-    frame count (for the disk-space warning) is worked out from ``n_frames``/``seconds``.
-    """
-    if n_frames is None and seconds is None:
-        raise ValueError("give n_frames or seconds (or both)")
-    spec = StreamSpec.for_camera(camera, extra_fields)
-    expected = _expected_frames(camera, n_frames, seconds)
-    recorder_options.setdefault("expected_frames", expected)
-    written, error = 0, None
-    with Recorder(path, spec, flush_every, overwrite=overwrite, **recorder_options) as recorder:
-        camera.start(n=n_frames, policy=policy, buffer_frames=buffer_frames)
-        start = time.monotonic()
-        try:
-            while seconds is None or time.monotonic() - start < seconds:
-                try:
-                    frame = camera.read(timeout=timeout, copy=False)
-                except StreamEnded:
-                    break
-                # queued: the recorder takes the ring slot over (no copy) and releases it
-                index = recorder.write(frame, take=True)
-                written += index is not None
-                if progress is not None:
-                    progress(written, time.monotonic() - start, camera.stats)
-        except RecordingError as failure:  # a full disk: stop cleanly, keep the file
-            error = str(failure)
-        except CameraError:
-            camera.stop()
-            raise
-        finally:
-            elapsed = time.monotonic() - start
-        camera.stop()
-    if error is None and recorder.failure is not None:  # failed while draining the queue
-        error = f"writing {path} failed: {recorder.failure!r}"
-    if recorder.failure is not None:
-        written = recorder.flushed()
-    return RecordingSummary(
-        os.fspath(path),
-        written,
-        elapsed,
-        camera.stats,
-        recorder.throughput_MBps,
-        error,
-        recorder.dropped,
-        recorder.compression_ratio,
-    )
-
-
-def _expected_frames(camera, n_frames, seconds) -> int | None:
-    rate = getattr(camera, "frame_rate_hz", None)
-    by_time = None
-    if seconds is not None and rate:
-        try:
-            by_time = int(np.ceil(float(seconds) * float(rate)))
-        except (TypeError, ValueError):
-            by_time = None
-    counts = [c for c in (n_frames, by_time) if c is not None]
-    return min(counts) if counts else None

@@ -1,7 +1,7 @@
 """``Recording``: read a recorder's HDF5 file, by frame index or by time; export to images.
 
 Opens files with ``swmr=True``, so a recording that is still being written, or whose writer
-was killed, reads as its first ``committed`` frames (see ``recorder.py``).
+was killed, reads as its first ``committed`` frames (see ``recording_layout.py``).
 
 A truncated file (an interrupted copy, a full disk) fails at once, never hangs and never
 reads as zeros: opening checks the size against the end of file in the HDF5 superblock (for
@@ -12,7 +12,7 @@ reads retry a bounded number of times (see :mod:`hyplex.devices.swmr`). Each fai
 missing.
 
 Compressed and packed recordings (``compression`` and ``packing`` attributes of the stream,
-see ``recorder.py``) read the same way: ``hdf5plugin`` is imported to register the Blosc2
+see ``recording_layout.py``) read the same way: ``hdf5plugin`` is imported to register the Blosc2
 filter (a missing one is an error naming the package), and Mono12p frames are unpacked to
 (H, W) uint16 on read.
 """

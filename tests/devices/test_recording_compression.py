@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hyplex.devices import recorder as recorder_module
+from hyplex.devices import recording_target
 from hyplex.devices.bitpack import pack_mono12p, unpack_mono12p
 from hyplex.devices.clock import VirtualClock
 from hyplex.devices.compression import (
@@ -315,9 +315,9 @@ def test_record_stops_at_a_full_disk_and_says_so(twin, scene, tmp_path, monkeypa
 
 
 def test_too_little_disk_is_a_warning_before_the_start(tmp_path, monkeypatch):
-    usage = recorder_module.shutil.disk_usage(tmp_path)
+    usage = recording_target.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(
-        recorder_module.shutil, "disk_usage", lambda folder: usage._replace(free=10_000_000)
+        recording_target.shutil, "disk_usage", lambda folder: usage._replace(free=10_000_000)
     )
     with pytest.warns(DiskSpaceWarning, match="0.01 GB free.*0.10 GB"):
         Recorder(tmp_path / "a.h5", _spec(), expected_frames=10_417, compression="lz4").close()
