@@ -79,9 +79,12 @@ def forget_command(
     class_name: Annotated[
         str | None, typer.Option("--class", help="Class name to forget (one of the bundle's).")
     ] = None,
-    method: Annotated[str, typer.Option(help="Unlearning method (hyplex.models.unlearning).")] = (
-        "WGA"
-    ),
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Unlearning method: GA, GD, NPO, WGA, TNPO, WTNPO, GRU, SatImp, MOX, EUA, BS."
+        ),
+    ] = ("WGA"),
     steps: Annotated[int, typer.Option(min=1, help="Unlearning steps.")] = 60,
     lr: Annotated[float, typer.Option(min=1e-8, help="Adam learning rate.")] = 1e-3,
     retrain: Annotated[

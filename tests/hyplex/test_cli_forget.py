@@ -146,3 +146,12 @@ def test_never_writes_over_or_into_its_input(bundle_path, tmp_path):
     result = _forget("--bundle", str(bundle_path), "--class", "soil", "--out", str(existing))
     assert result.exit_code != 0 and "exists" in result.output
     assert _digest(bundle_path) == before
+
+
+def test_help_lists_every_registered_method():
+    from hyplex.models.unlearning import METHODS
+
+    result = runner.invoke(app, ["forget", "--help"], env=ENV)
+    assert result.exit_code == 0
+    for name in METHODS:
+        assert name in result.output
