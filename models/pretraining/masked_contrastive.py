@@ -70,12 +70,17 @@ class MaskingConfig:
     space_fraction : float
         Fraction of patch rows and (separately) of patch columns hidden, in [0, 1).
     band_fraction : float
-        Fraction of the C filters hidden, in [0, 1).
+        Fraction of the C filters hidden, in [0, 1) (0.1: one of 9). Hiding more makes the
+        views agree only on what every filter subset shows, which throws away spectral
+        detail: on ``benchmarks/learning_temporal_pretraining.py --quick --only pretraining``
+        (3 seeds, the same seeds the default was chosen on) the gain at 10 % labels was
+        +4.2 / +5.9 / +4.8 mIoU points for 0, 1 and 3 hidden filters, and at 25 % labels
+        -2.3 / -2.7 / -6.8.
     """
 
     patch_px: int = 4
     space_fraction: float = 0.25
-    band_fraction: float = 0.3
+    band_fraction: float = 0.1
 
     def __post_init__(self):
         if int(self.patch_px) < 1:

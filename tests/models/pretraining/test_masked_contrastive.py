@@ -74,7 +74,9 @@ def test_pretraining_aligns_masked_views_and_the_encoder_round_trips(tmp_path):
     torch.manual_seed(0)
     unet = UNet(9, 3, base_channels=8, depth=2)
     before = {k: v.clone() for k, v in encoder_state(unet).items()}
-    history = pretrain_encoder(unet, frames, PretrainConfig(steps=40, batch=8, crop_px=12))
+    masking = MaskingConfig(patch_px=4, space_fraction=0.25, band_fraction=0.3)
+    config = PretrainConfig(steps=40, batch=8, crop_px=12, masking=masking)
+    history = pretrain_encoder(unet, frames, config)
     assert sum(history[-8:]) / 8 < sum(history[:8]) / 8 - 0.2  # views come together
     after = encoder_state(unet)
     assert set(after) == set(before) and any(not torch.equal(before[k], after[k]) for k in after)
