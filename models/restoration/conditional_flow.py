@@ -33,7 +33,11 @@ What is not reproduced: HIDFlowNet's encoder uses transformer blocks at several 
 scales and multi-scale squeeze/split of the latent; here the encoder is one down-sampled branch
 plus the MST++ spectral-wise attention block already used by the decoders
 (:class:`hyplex.models.layers.SpectralAttentionBlock`), and the latent is not split (L is only
-34-204 values per pixel).
+34-204 values per pixel).  Added here: the encoder also predicts a coarse cube ``mu(c)`` and the
+flow starts with the volume-preserving shift ``cube - mu(c)`` (log-det 0), so the invertible
+blocks model the residual, and ``mu(c)`` gets the reconstruction term directly.  On the
+benchmark's seed 0 (300 steps, lambda = 10) the mode decoded 30.2 dB without these, 31.8 dB
+with them; the MST-class decoder reached 38.2 dB in the same steps (the flow still trails it).
 
 References
 ----------
@@ -224,7 +228,9 @@ class ConditionalFlowDecoder(nn.Module):
     max_log_scale : float
         Soft clamp of every log-scale (invertibility in float32).
     reconstruction_weight : float
-        ``lambda`` of eq. (2), used by :meth:`loss`.
+        ``lambda`` of eq. (2), used by :meth:`loss`.  On the benchmark's seed 0 (300 steps,
+        before ``mu`` got its own L1) the mode decoded 31.3 dB at lambda = 10 and 27.9 dB at
+        lambda = 1; without the shift, 30.2 dB at 10 and 31.1 dB at 30.
 
     Notes
     -----
@@ -242,7 +248,7 @@ class ConditionalFlowDecoder(nn.Module):
         n_blocks: int = 3,
         n_heads: int = 1,
         max_log_scale: float = 3.0,
-        reconstruction_weight: float = 1.0,
+        reconstruction_weight: float = 10.0,
     ):
         super().__init__()
         in_channels = _check_positive_int("in_channels", in_channels)
@@ -272,6 +278,7 @@ class ConditionalFlowDecoder(nn.Module):
         self.in_channels, self.n_bands = in_channels, n_bands
         self.reconstruction_weight = float(reconstruction_weight)
         self.encoder = _ConditionalEncoder(in_channels, width, n_heads)
+        self.mean_head = nn.Conv2d(width, n_bands, 3, padding=1)
         layers = []
         for _ in range(n_blocks):
             layers.append(ConditionalAffineInjector(n_bands, width, hidden, max_log_scale))
@@ -290,7 +297,7 @@ class ConditionalFlowDecoder(nn.Module):
     def to_latent(self, cube: torch.Tensor, condition: torch.Tensor):
         """``z = F(cube; c)`` and ``log|det dz/dcube|`` per image ``(B,)`` (eq. 1)."""
         logdet = torch.zeros(cube.shape[0], dtype=cube.dtype, device=cube.device)
-        h = cube
+        h = cube - self.mean_head(condition)  # volume-preserving conditional shift
         for layer in self.layers:
             h, part = layer(h, condition) if _conditional(layer) else layer(h)
             logdet = logdet + part
@@ -301,7 +308,7 @@ class ConditionalFlowDecoder(nn.Module):
         h = z
         for layer in reversed(self.layers):
             h, _ = layer(h, condition, reverse=True) if _conditional(layer) else layer(h, True)
-        return h
+        return h + self.mean_head(condition)
 
     def nll(self, barcodes: torch.Tensor, cube: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood ``-log p(cube | barcodes)`` of eq. (1), in nats per value
@@ -322,6 +329,11 @@ class ConditionalFlowDecoder(nn.Module):
     def loss(self, barcodes: torch.Tensor, cube: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Training objective of eq. (2): ``NLL + lambda * L1(F^{-1}(0; c), cube)``.
 
+        The coarse cube ``mu(c)`` of the encoder gets the same L1 term directly
+        (``+ lambda * L1(mu(c), cube)``), so the encoder learns the low-frequency estimate as a
+        regression network would ([HIDFlowNet] section 3 assigns the low frequencies to the
+        encoder and the details to the invertible blocks).
+
         Returns ``(total, {"nll": float, "l1": float})``.
         """
         condition = self.condition(barcodes)
@@ -330,7 +342,7 @@ class ConditionalFlowDecoder(nn.Module):
         values = z[0].numel()
         nll = -(-0.5 * (z.pow(2).flatten(1).sum(1) + values * _LOG_2PI) + logdet).mean() / values
         mode = self.from_latent(torch.zeros_like(cube), condition)
-        l1 = (mode - cube).abs().mean()
+        l1 = (mode - cube).abs().mean() + (self.mean_head(condition) - cube).abs().mean()
         total = nll + self.reconstruction_weight * l1
         return total, {"nll": float(nll.detach()), "l1": float(l1.detach())}
 
