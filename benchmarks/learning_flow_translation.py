@@ -60,7 +60,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def settings(quick: bool) -> dict:
+def settings(quick: bool, smoke: bool = False) -> dict:
+    if smoke:  # the machinery only (tests): tiny scenes, a few steps; the figures mean nothing
+        return {
+            "train": 2, "heldout": 1, "size": 16, "decoder_steps": 2, "denoise_steps": 2,
+            "translation_steps": 2, "translation_width": 4, "pixel_steps": 2,
+        }  # fmt: skip
     if quick:
         return {
             "train": 12, "heldout": 5, "size": 32, "decoder_steps": 300, "denoise_steps": 80,
@@ -198,9 +203,10 @@ def _mean(runs, *keys):
     return float(np.mean(values)), float(np.std(values))
 
 
-def flow_block(quick: bool = True, seeds: int = 3) -> dict:
-    """The ``flow`` block: see the module docstring; ``seeds`` runs, mean and std."""
-    config = settings(quick)
+def flow_block(quick: bool = True, seeds: int = 3, smoke: bool = False) -> dict:
+    """The ``flow`` block: see the module docstring; ``seeds`` runs, mean and std
+    (``smoke``: the machinery only, in seconds)."""
+    config = settings(quick, smoke)
     runs = [flow_seed(seed, config) for seed in range(int(seeds))]
     out = {"seeds": int(seeds), "quick": bool(quick), "per_seed": runs}
     for key in ("psnr_flow_mean", "psnr_flow_mode", "psnr_mst", "nll_nats_per_value",
@@ -291,9 +297,10 @@ def translation_seed(seed: int, config: dict) -> dict:
     return out
 
 
-def translation_block(quick: bool = True, seeds: int = 3) -> dict:
-    """The ``translation`` block: see the module docstring; ``seeds`` runs, mean and std."""
-    config = settings(quick)
+def translation_block(quick: bool = True, seeds: int = 3, smoke: bool = False) -> dict:
+    """The ``translation`` block: see the module docstring; ``seeds`` runs, mean and std
+    (``smoke``: the machinery only, in seconds)."""
+    config = settings(quick, smoke)
     runs = [translation_seed(seed, config) for seed in range(int(seeds))]
     out = {"seeds": int(seeds), "quick": bool(quick), "per_seed": runs}
     for arm in ("raw_twin", "translated", "translated_no_fft_attention"):
@@ -311,6 +318,7 @@ def translation_block(quick: bool = True, seeds: int = 3) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small scenes (~4 min, 3 seeds)")
+    parser.add_argument("--smoke", action="store_true", help="the machinery only (seconds)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", default="flow,translation")
     parser.add_argument("--out", help="also write the JSON here (atomically)")
@@ -322,7 +330,7 @@ def main(argv=None) -> dict:
     for name, block in (("flow", flow_block), ("translation", translation_block)):
         if name in args.only.split(","):
             started = time.perf_counter()
-            result[name] = block(quick=args.quick, seeds=args.seeds)
+            result[name] = block(quick=args.quick, seeds=args.seeds, smoke=args.smoke)
             result[name]["seconds"] = time.perf_counter() - started
             log(f"{name}: {result[name]['seconds']:.0f} s")
     text = json.dumps(result, default=float)
