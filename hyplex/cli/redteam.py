@@ -10,8 +10,9 @@ training seed) and encoded with the bundle's own encoder; or ``--barcodes``, an 
 int and optionally ``cubes (S, L, H, W)`` for PSNR. Attacks, all inside ``--epsilon``
 shot-noise standard deviations per barcode value (the budget of
 :mod:`hyplex.models.robustness.probabilistic_margin`, scaled by the bundle's encoder):
-white-box PGD on the segmenter, and the black-box ETF from a surrogate trained on
-``--samples`` labelled pixels per class (:mod:`hyplex.models.robustness.lightweight_blackbox`).
+white-box PGD on the segmenter (on CUDA when present), and the black-box ETF from a surrogate
+trained on ``--samples`` labelled pixels per class
+(:mod:`hyplex.models.robustness.lightweight_blackbox`).
 Printed (and with ``--json`` written atomically): clean and attacked mIoU, each attack's
 success rate (right pixels turned wrong) and the reconstructor's PSNR clean and attacked.
 
@@ -143,8 +144,9 @@ def redteam_command(
         raise _bad(message, "--samples") from None
     if not sizes or min(sizes) < 1:
         raise _bad(f"--samples needs positive counts; got {samples!r}", "--samples")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        loaded = load_bundle(bundle)
+        loaded = load_bundle(bundle, device=device)
     except BundleError as error:
         raise _bad(str(error), "--bundle") from None
     torch.manual_seed(seed)
@@ -155,6 +157,8 @@ def redteam_command(
         x, y, cubes = _twin_barcodes(loaded, scenes, size, seed)
     if cubes is not None and cubes.shape[1] != loaded.wavelengths_nm.size:
         cubes = None  # another grid: no PSNR
+    x, y = x.to(device), y.to(device)
+    cubes = None if cubes is None else cubes.to(device)
     report = red_team_report(
         loaded.segmenter, x, y, white_electrons_of(encoder), epsilon,
         reconstructor=loaded.reconstructor if cubes is not None else None, cubes=cubes,

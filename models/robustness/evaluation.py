@@ -69,7 +69,8 @@ def red_team_report(
     ----------
     segmenter : torch.nn.Module, ``(B, F, H, W) -> (B, K, H, W)`` (eval mode).
     barcodes : torch.Tensor, (S, F, H, W)
-        Evaluation barcodes (normalised).
+        Evaluation barcodes (normalised), on the models' device (CPU or CUDA); ``labels``,
+        ``cubes`` on the same device.
     labels : torch.Tensor, (S, H, W), int64
     white_electrons : array_like, (F,)
         Electrons of a white reflector per filter (the budget's scale).
@@ -105,13 +106,15 @@ def red_team_report(
     etf = ETFConfig() if etf is None else etf
     with torch.no_grad():
         n_classes = int(segmenter(barcodes[:1]).shape[1])
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator(device=barcodes.device).manual_seed(int(seed))
     budget = shot_noise_budget(barcodes, white_electrons, epsilon)
     clean_prediction = _predict(segmenter, barcodes, batch_size).argmax(1)
     report = {"epsilon": float(epsilon)}
 
     def miou(prediction):
-        return mean_iou(prediction.numpy(), labels.numpy(), n_classes, ignore_index=IGNORE_INDEX)
+        return mean_iou(
+            prediction.cpu().numpy(), labels.cpu().numpy(), n_classes, ignore_index=IGNORE_INDEX
+        )
 
     report["miou_clean"] = miou(clean_prediction)
     if reconstructor is not None and cubes is not None:
@@ -129,7 +132,8 @@ def red_team_report(
     source_x = barcodes if attacker_barcodes is None else attacker_barcodes
     source_y = labels if attacker_labels is None else attacker_labels
     for k in samples_per_class:
-        surrogate = train_surrogate(source_x, source_y, n_classes, int(k), seed=seed)
+        surrogate = train_surrogate(source_x.cpu(), source_y.cpu(), n_classes, int(k), seed=seed)
+        surrogate = surrogate.to(barcodes.device)
         attacked[f"etf_{int(k)}"] = etf_attack(surrogate, barcodes, budget, etf, generator)
     for name, adversarial in attacked.items():
         prediction = _predict(segmenter, adversarial, batch_size).argmax(1)
