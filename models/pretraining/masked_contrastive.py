@@ -158,8 +158,9 @@ def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float = 0.2)
     n = first.shape[0]
     z = F.normalize(torch.cat([first, second], 0), dim=1)
     similarity = z @ z.T / temperature
-    similarity = similarity.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    self_pairs = torch.eye(2 * n, dtype=torch.bool, device=similarity.device)
+    similarity = similarity.masked_fill(self_pairs, float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(similarity.device)
     return F.cross_entropy(similarity, targets)
 
 
