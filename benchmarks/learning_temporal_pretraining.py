@@ -7,6 +7,7 @@ Imported by ``benchmarks/learning_methods.py`` (``temporal_block``, ``pretrainin
 
     .venv/bin/python benchmarks/learning_temporal_pretraining.py --quick --seeds 3
     .venv/bin/python benchmarks/learning_temporal_pretraining.py --quick --only temporal
+    .venv/bin/python benchmarks/learning_temporal_pretraining.py --smoke --seeds 1   # seconds
 
 temporal: the twin video of ``benchmarks/video.py`` (a :func:`hyplex.simulation.video.make_video`
 clip seen by the simulated camera at 300 us, barcodes by the pipeline's preprocessor, a pixel
@@ -63,7 +64,7 @@ def _mean_std(values) -> dict:
 
 
 # ----------------------------------------------------------------------------- temporal
-def _temporal_seed(seed: int, quick: bool) -> dict:
+def _temporal_seed(seed: int, quick: bool, smoke: bool = False) -> dict:
     from hyplex.devices.sim_camera import SimulatedCamera
     from hyplex.models.temporal import (
         GatedLogitSmoother,
@@ -80,6 +81,8 @@ def _temporal_seed(seed: int, quick: bool) -> dict:
     from hyplex.simulation.video import make_video
 
     n_frames, sensor = (16, (192, 256)) if quick else (24, (240, 320))
+    if smoke:
+        n_frames, sensor = 6, (96, 128)
     grid = prototype_grid()
     video = make_video(
         n_frames, (sensor[0] // 4, sensor[1] // 4), grid, n_objects=4, speed_px=(0.3, 1.0),
@@ -111,7 +114,7 @@ def _temporal_seed(seed: int, quick: bool) -> dict:
         "tcl": lambda: TemporalEventModule(n_classes, x.shape[1]),
     }
     for name, build in builders.items():
-        for suffix, steps in (("_untrained", 0), ("", 60)):
+        for suffix, steps in (("_untrained", 0), ("", 3 if smoke else 60)):
             torch.manual_seed(seed)
             module = build()
             if steps:
@@ -125,13 +128,14 @@ def _temporal_seed(seed: int, quick: bool) -> dict:
     return out
 
 
-def temporal_block(quick: bool = True, seeds: int = 3) -> dict:
-    """Flip rate and mIoU on twin video: none / gated smoother / TCL (see the module doc)."""
+def temporal_block(quick: bool = True, seeds: int = 3, smoke: bool = False) -> dict:
+    """Flip rate and mIoU on twin video: none / gated smoother / TCL (see the module doc;
+    ``smoke``: the machinery only, in seconds)."""
     start = time.perf_counter()
     runs = []
     for seed in range(int(seeds)):
         log(f"temporal: seed {seed}")
-        runs.append(_temporal_seed(3 + seed, quick))
+        runs.append(_temporal_seed(3 + seed, quick, smoke))
     out = {
         name: {metric: _mean_std([r[name][metric] for r in runs]) for metric in runs[0][name]}
         for name in runs[0]
@@ -199,12 +203,14 @@ def _heldout_miou(unet, data) -> float:
     return float(mean_iou(predicted, data["heldout"][1].numpy(), data["n_classes"]))
 
 
-def _pretraining_seed(seed: int, quick: bool, fractions) -> dict:
+def _pretraining_seed(seed: int, quick: bool, fractions, smoke: bool = False) -> dict:
     from hyplex.models.pretraining import PretrainConfig, pretrain_encoder
     from hyplex.models.segmentation import UNet
 
     train, heldout, size = (12, 6, 32) if quick else (24, 12, 48)
     steps, pre_steps = (150, 200) if quick else (400, 600)
+    if smoke:
+        (train, heldout, size), steps, pre_steps = (3, 2, 24), 3, 3
     data = _twin(seed, train, heldout, size, ("vegetation", "soil", "paint", "metal"))
     barcodes, labels = data["train"]
     torch.manual_seed(seed)
@@ -230,13 +236,13 @@ def _pretraining_seed(seed: int, quick: bool, fractions) -> dict:
     return out
 
 
-def pretraining_block(quick: bool = True, seeds: int = 3) -> dict:
+def pretraining_block(quick: bool = True, seeds: int = 3, smoke: bool = False) -> dict:
     """Held-out mIoU with 5/10/25 % labels, scratch vs masked-contrastive pretrained."""
     start = time.perf_counter()
     runs = []
     for seed in range(int(seeds)):
         log(f"pretraining: seed {seed}")
-        runs.append(_pretraining_seed(seed, quick, (0.05, 0.10, 0.25)))
+        runs.append(_pretraining_seed(seed, quick, (0.05, 0.10, 0.25), smoke))
     out = {}
     for key in runs[0]:
         out[key] = {name: _mean_std([r[key][name] for r in runs]) for name in runs[0][key]}
@@ -254,7 +260,7 @@ def pretraining_block(quick: bool = True, seeds: int = 3) -> dict:
 
 
 # ---------------------------------------------------------------------------- real/fake
-def _real_fake_seed(seed: int, quick: bool) -> dict:
+def _real_fake_seed(seed: int, quick: bool, smoke: bool = False) -> dict:
     from torch import nn
     from torch.nn import functional as F
 
@@ -264,6 +270,8 @@ def _real_fake_seed(seed: int, quick: bool) -> dict:
 
     train, heldout, size = (8, 6, 32) if quick else (16, 12, 48)
     steps = 300 if quick else 1500
+    if smoke:
+        steps = 5  # the quick scenes: fewer hold no fakes
     data = _twin(seed, train, heldout, size, ("vegetation", "soil", "paint", "metal"))
     names = data["class_names"]
     fakes = fake_class_ids(names)
@@ -333,13 +341,13 @@ def _real_fake_seed(seed: int, quick: bool) -> dict:
     }
 
 
-def real_fake_block(quick: bool = True, seeds: int = 3) -> dict:
+def real_fake_block(quick: bool = True, seeds: int = 3, smoke: bool = False) -> dict:
     """EER of the HierCon head vs the segmenter-class (current) head on real/fake pixels."""
     start = time.perf_counter()
     runs = []
     for seed in range(int(seeds)):
         log(f"real_fake: seed {seed}")
-        runs.append(_real_fake_seed(seed, quick))
+        runs.append(_real_fake_seed(seed, quick, smoke))
     out = {key: _mean_std([r[key] for r in runs]) for key in runs[0]}
     out["goals"] = {
         "hiercon_beats_current": bool(out["hiercon_eer"]["mean"] < out["current_head_eer"]["mean"])
@@ -363,6 +371,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small settings")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="the machinery only (seconds)")
     parser.add_argument("--only", default=",".join(BLOCK_FUNCTIONS))
     parser.add_argument("--out", default=None, help="also write the JSON line here")
     args = parser.parse_args(argv)
@@ -371,7 +380,7 @@ def main(argv=None) -> dict:
     for name in args.only.split(","):
         if name not in BLOCK_FUNCTIONS:
             raise SystemExit(f"--only: unknown block {name!r}; expected {sorted(BLOCK_FUNCTIONS)}")
-        result[name] = BLOCK_FUNCTIONS[name](quick=args.quick, seeds=args.seeds)
+        result[name] = BLOCK_FUNCTIONS[name](quick=args.quick, seeds=args.seeds, smoke=args.smoke)
     line = json.dumps(result)
     if args.out:
         from hyplex.optics.atomic_io import atomic_write
