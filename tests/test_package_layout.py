@@ -27,6 +27,12 @@ def test_installed_package_list_names_every_wing():
         name = "hyplex" if folder.name == "hyplex" else f"hyplex.{folder.name}"
         assert name in listed, f"{folder.name}/ is not in pyproject's package list"
         assert config["package-dir"][name] == folder.name
+        # subpackages too (models/openset/, ...): a wheel holds only the listed packages, so a
+        # missing one imports from the editable checkout and fails from an installed wheel
+        for init in folder.rglob("*/__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            sub = ".".join((name, *parts))
+            assert sub in listed, f"{init.parent.relative_to(ROOT)}/ is not in pyproject's list"
 
 
 def test_cli_version_and_help():
