@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_bundles import tiny_bundle
 from typer.testing import CliRunner
 
 from hyplex.cli.app import app
-from hyplex.models.bundle import load_bundle, save_bundle
-from hyplex.models.codesign import train_codesign
-from hyplex.models.codesign_config import CodesignConfig
+from hyplex.models.bundle import load_bundle
 from hyplex.models.openset.head_files import (
     OpenSetHeadError,
     has_openset_head,
@@ -47,27 +46,7 @@ ENV = {"COLUMNS": "400", "HYPLEX_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
-    from hyplex.models.codesign_library import quick_library
-
-    library = quick_library(tmp_path_factory.mktemp("lib") / "lib.h5", count=24)
-    config = CodesignConfig(
-        bands=8,
-        wavelength_range_nm=(420.0, 700.0),
-        scene_size=24,
-        n_train_scenes=2,
-        n_val_scenes=1,
-        n_objects=3,
-        patch_size=16,
-        batch_size=2,
-        steps=3,
-        finetune_steps=1,
-        evaluate_initial=False,
-        reconstructor_config={"width": 8, "n_blocks": 1, "n_stages": 1},
-        segmenter_config={"base_channels": 4, "depth": 1},
-        device="cpu",
-    )
-    result = train_codesign(config, None, library=library, progress=False)
-    return save_bundle(tmp_path_factory.mktemp("bundles") / "design", result, report=False)
+    return tiny_bundle(tmp_path_factory)
 
 
 def _copy(bundle_path, tmp_path):

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_bundles import tiny_bundle
 from typer.testing import CliRunner
 
 from hyplex.cli.app import app
-from hyplex.models.bundle import save_bundle
-from hyplex.models.codesign import train_codesign
-from hyplex.models.codesign_config import CodesignConfig
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -21,27 +19,7 @@ ENV = {"COLUMNS": "400", "HYPLEX_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
-    from hyplex.models.codesign_library import quick_library
-
-    library = quick_library(tmp_path_factory.mktemp("lib") / "lib.h5", count=24)
-    config = CodesignConfig(
-        bands=8,
-        wavelength_range_nm=(420.0, 700.0),
-        scene_size=24,
-        n_train_scenes=4,
-        n_val_scenes=2,
-        n_objects=3,
-        patch_size=16,
-        batch_size=2,
-        steps=6,
-        finetune_steps=1,
-        evaluate_initial=False,
-        reconstructor_config={"width": 8, "n_blocks": 1, "n_stages": 1},
-        segmenter_config={"base_channels": 4, "depth": 1},
-        device="cpu",
-    )
-    result = train_codesign(config, None, library=library, progress=False)
-    return save_bundle(tmp_path_factory.mktemp("bundles") / "design", result, report=False)
+    return tiny_bundle(tmp_path_factory, n_train_scenes=4, n_val_scenes=2, steps=6)
 
 
 def test_redteam_reports_clean_and_attacked_figures(bundle_path, tmp_path):

@@ -455,6 +455,10 @@ def _decoders():
             "separable_projector", in_channels=9, n_bands=12, width=8
         ),
         "separable": build_segmenter("separable", in_channels=9, n_classes=4, width=8),
+        # the conditional flow (hyplex.models.restoration): its forward is the z = 0 decode
+        "flow": build_reconstructor(
+            "flow", in_channels=9, n_bands=12, width=8, hidden=8, n_blocks=1
+        ),
     }
 
 
