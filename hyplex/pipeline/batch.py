@@ -337,7 +337,6 @@ def run_jobs(jobs, workers: int = 1, on_done=None, scheduler: str | None = None)
 
     distributed = require("distributed", feature="batch runs on several workers")
     Client, LocalCluster = distributed.Client, distributed.LocalCluster
-    as_completed = distributed.as_completed
 
     from hyplex.optics.library_build import WORKER_ENV, kept_environ
 
@@ -351,7 +350,15 @@ def run_jobs(jobs, workers: int = 1, on_done=None, scheduler: str | None = None)
             env=WORKER_ENV,
         )
     with cluster, Client(cluster) as client:
-        futures = {client.submit(segment_file, job, pure=False): job for job in jobs}
+        return _gather(client, distributed.as_completed, segment_file, jobs, on_done)
+
+
+def _gather(client, as_completed, function, jobs, on_done) -> list[dict]:
+    """Submit ``function(job)`` for every job to a Dask ``client``; the results in job order,
+    a failed job as ``{"input", "error"}``. Ctrl-C cancels what is still queued."""
+    results = []
+    futures = {client.submit(function, job, pure=False): job for job in jobs}
+    try:
         for future in as_completed(futures):
             try:
                 result = future.result()
@@ -363,6 +370,9 @@ def run_jobs(jobs, workers: int = 1, on_done=None, scheduler: str | None = None)
             results.append(result)
             if on_done is not None:
                 on_done(result)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
     order = {os.fspath(job.input): i for i, job in enumerate(jobs)}
     return sorted(results, key=lambda r: order.get(r["input"], 0))
 
@@ -388,23 +398,5 @@ def _run_on_cluster(jobs, scheduler: str, on_done=None) -> list[dict]:
         client = distributed.Client(scheduler, timeout=10)  # s to connect
     except (OSError, TimeoutError) as error:
         raise ValueError(f"no Dask scheduler answers at {scheduler}: {error}") from None
-    results = []
     with client:
-        futures = {client.submit(_segment_file_on_worker, job, pure=False): job for job in jobs}
-        try:
-            for future in distributed.as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as error:
-                    result = {
-                        "input": futures[future].input,
-                        "error": f"{type(error).__name__}: {error}",
-                    }
-                results.append(result)
-                if on_done is not None:
-                    on_done(result)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
-    order = {os.fspath(job.input): i for i, job in enumerate(jobs)}
-    return sorted(results, key=lambda r: order.get(r["input"], 0))
+        return _gather(client, distributed.as_completed, _segment_file_on_worker, jobs, on_done)
