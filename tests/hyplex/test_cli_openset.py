@@ -57,23 +57,15 @@ def _copy(bundle_path, tmp_path):
     return target
 
 
+def _fit(bundle, method, *extra):
+    """Run ``hyplex openset fit`` on ``bundle`` with ``method`` and any further options."""
+    args = ["openset", "fit", "--bundle", str(bundle), "--method", method, *extra]
+    return runner.invoke(app, env=ENV, args=args)
+
+
 def test_openset_fit_stores_a_head_that_reloads(bundle_path, tmp_path):
     bundle = _copy(bundle_path, tmp_path)
-    result = runner.invoke(
-        app,
-        env=ENV,
-        args=[
-            "openset",
-            "fit",
-            "--bundle",
-            str(bundle),
-            "--method",
-            "OE",
-            "--quick",
-            "--steps",
-            "3",
-        ],
-    )
+    result = _fit(bundle, "OE", "--quick", "--steps", "3")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["method"] == "OE" and 0 <= summary["auroc"] <= 1
@@ -84,11 +76,7 @@ def test_openset_fit_stores_a_head_that_reloads(bundle_path, tmp_path):
     scores = detector.predict(torch.zeros(1, 9, 8, 8))
     assert scores.shape == (1, 8, 8)
     # a second fit replaces the head and leaves one tensors file
-    result = runner.invoke(
-        app,
-        env=ENV,
-        args=["openset", "fit", "--bundle", str(bundle), "--method", "energy", "--quick"],
-    )
+    result = _fit(bundle, "energy", "--quick")
     assert result.exit_code == 0, result.output
     assert read_head_record(bundle)["method"] == "energy"
     assert len(list(bundle.glob("openset-*.safetensors"))) == 1
@@ -96,21 +84,7 @@ def test_openset_fit_stores_a_head_that_reloads(bundle_path, tmp_path):
 
 def test_openset_fit_to_a_new_bundle_leaves_the_old_one(bundle_path, tmp_path):
     out = tmp_path / "with_head"
-    result = runner.invoke(
-        app,
-        env=ENV,
-        args=[
-            "openset",
-            "fit",
-            "--bundle",
-            str(bundle_path),
-            "--method",
-            "MSP",
-            "--quick",
-            "--output",
-            str(out),
-        ],
-    )
+    result = _fit(bundle_path, "MSP", "--quick", "--output", str(out))
     assert result.exit_code == 0, result.output
     assert has_openset_head(out) and not has_openset_head(bundle_path)
 
@@ -118,44 +92,14 @@ def test_openset_fit_to_a_new_bundle_leaves_the_old_one(bundle_path, tmp_path):
 def test_bad_inputs_are_clear_errors(bundle_path, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = runner.invoke(
-        app,
-        env=ENV,
-        args=[
-            "openset",
-            "fit",
-            "--bundle",
-            str(bundle_path),
-            "--method",
-            "OE",
-            "--target-frames",
-            str(empty),
-            "--quick",
-        ],
-    )
+    result = _fit(bundle_path, "OE", "--target-frames", str(empty), "--quick")
     assert result.exit_code != 0 and "holds no frames" in result.output
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     np.save(wrong / "frame.npy", np.zeros((8, 8, 4), np.float32))
-    result = runner.invoke(
-        app,
-        env=ENV,
-        args=[
-            "openset",
-            "fit",
-            "--bundle",
-            str(bundle_path),
-            "--method",
-            "OE",
-            "--target-frames",
-            str(wrong),
-            "--quick",
-        ],
-    )
+    result = _fit(bundle_path, "OE", "--target-frames", str(wrong), "--quick")
     assert result.exit_code != 0 and "mismatched channel counts" in result.output
-    result = runner.invoke(
-        app, env=ENV, args=["openset", "fit", "--bundle", str(bundle_path), "--method", "XYZ"]
-    )
+    result = _fit(bundle_path, "XYZ")
     assert result.exit_code != 0 and "unknown method" in result.output
     with pytest.raises(OpenSetHeadError, match="no open-set head"):
         read_head_record(bundle_path)
@@ -163,11 +107,7 @@ def test_bad_inputs_are_clear_errors(bundle_path, tmp_path):
 
 def test_corrupt_head_is_refused(bundle_path, tmp_path):
     bundle = _copy(bundle_path, tmp_path)
-    result = runner.invoke(
-        app,
-        env=ENV,
-        args=["openset", "fit", "--bundle", str(bundle), "--method", "energy", "--quick"],
-    )
+    result = _fit(bundle, "energy", "--quick")
     assert result.exit_code == 0, result.output
     tensors = next(bundle.glob("openset-*.safetensors"))
     tensors.write_bytes(tensors.read_bytes()[:-1] + b"\0")
