@@ -58,11 +58,7 @@ def compute_threads() -> int:
     affinity's core count."""
     from hyplex.optics.threads import thread_policy
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(thread_policy().threads, cores))
+    return max(1, min(thread_policy().threads, _affinity()))
 
 
 def candidate_splits(threads: int) -> list[ThreadSplit]:
@@ -108,6 +104,7 @@ class SplitMeasurement:
 
 
 def _affinity() -> int:
+    """Cores in this process's affinity (``os.cpu_count`` where that is not available)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
