@@ -71,7 +71,7 @@ def energy_refusal(logits: torch.Tensor, threshold: float, temperature: float = 
     torch.Tensor, int64, the logits' shape less the class axis.
     """
     axis = 1 if logits.ndim == 4 else -1
-    energy = -temperature * torch.logsumexp(upcast(logits) / temperature, dim=axis)
+    energy = element_energy(logits.movedim(axis, -1), temperature)
     labels = logits.argmax(dim=axis)
     return torch.where(energy > threshold, torch.full_like(labels, UNKNOWN_LABEL), labels)
 
