@@ -23,11 +23,24 @@ import torch
 __all__ = ["ood_metrics", "threshold_at_tpr", "OpenSetMetrics"]
 
 
-def _flat(values, name: str) -> np.ndarray:
+def _flat(values) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     array = np.asarray(values)
     return array.reshape(-1)
+
+
+def _pixels(scores, unknown, valid=None) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float64 scores and bool unknown masks, restricted to ``valid`` pixels."""
+    s, u = _flat(scores).astype(np.float64), _flat(unknown).astype(bool)
+    if s.shape != u.shape:
+        raise ValueError(f"scores ({s.size} values) and unknown ({u.size}) must match in shape")
+    if valid is not None:
+        v = _flat(valid).astype(bool)
+        if v.shape != s.shape:
+            raise ValueError(f"valid ({v.size} values) must match scores ({s.size})")
+        s, u = s[v], u[v]
+    return s, u
 
 
 def ood_metrics(scores, unknown, valid=None) -> dict:
@@ -49,14 +62,7 @@ def ood_metrics(scores, unknown, valid=None) -> dict:
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-    s, u = _flat(scores, "scores").astype(np.float64), _flat(unknown, "unknown").astype(bool)
-    if s.shape != u.shape:
-        raise ValueError(f"scores ({s.size} values) and unknown ({u.size}) must match in shape")
-    if valid is not None:
-        v = _flat(valid, "valid").astype(bool)
-        if v.shape != s.shape:
-            raise ValueError(f"valid ({v.size} values) must match scores ({s.size})")
-        s, u = s[v], u[v]
+    s, u = _pixels(scores, unknown, valid)
     if not np.isfinite(s).all():
         raise ValueError("scores must be finite")
     n_unknown, n_known = int(u.sum()), int((~u).sum())
@@ -90,7 +96,7 @@ def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:
     -------
     float, the threshold (pixels with ``score > t`` are flagged unknown).
     """
-    values = _flat(id_scores, "id_scores").astype(np.float64)
+    values = _flat(id_scores).astype(np.float64)
     if values.size == 0 or not np.isfinite(values).all():
         raise ValueError("id_scores must be a non-empty array of finite scores")
     if not (isinstance(tpr, (int, float)) and 0 < tpr < 1):
@@ -118,12 +124,7 @@ class OpenSetMetrics:
 
     def update(self, scores, unknown, valid=None) -> None:
         """Add ``scores (B, H, W)`` with their ``unknown (B, H, W)`` masks."""
-        s, u = _flat(scores, "scores").astype(np.float64), _flat(unknown, "unknown").astype(bool)
-        if s.shape != u.shape:
-            raise ValueError(f"scores ({s.size}) and unknown ({u.size}) must match in shape")
-        if valid is not None:
-            v = _flat(valid, "valid").astype(bool)
-            s, u = s[v], u[v]
+        s, u = _pixels(scores, unknown, valid)
         self._scores.append(s)
         self._unknown.append(u)
 
