@@ -258,7 +258,7 @@ def noisy_labels_seed(seed: int, config: dict, data: dict) -> dict:
     return rows
 
 
-def _mean_std(runs: list, path=()) -> dict:
+def _mean_std(runs: list) -> dict:
     """Mean and std over seeds of every number in nested dicts."""
     first = runs[0]
     out = {}
