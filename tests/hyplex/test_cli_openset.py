@@ -100,7 +100,7 @@ def test_bad_inputs_are_clear_errors(bundle_path, tmp_path):
     result = _fit(bundle_path, "OE", "--target-frames", str(wrong), "--quick")
     assert result.exit_code != 0 and "mismatched channel counts" in result.output
     result = _fit(bundle_path, "XYZ")
-    assert result.exit_code != 0 and "unknown method" in result.output
+    assert result.exit_code != 0 and "unknown open-set method" in result.output
     with pytest.raises(OpenSetHeadError, match="no open-set head"):
         read_head_record(bundle_path)
 
