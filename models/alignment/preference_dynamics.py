@@ -75,8 +75,13 @@ def gradient_alignment(loss: torch.Tensor, final_nll: torch.Tensor, parameters) 
     likelihood.
     """
     parameters = list(parameters)
-    g_loss = flat_gradient(loss, parameters, retain_graph=True)
     g_final = flat_gradient(final_nll, parameters, retain_graph=True)
+    return _alignment_with(g_final, loss, parameters)
+
+
+def _alignment_with(g_final: torch.Tensor, loss: torch.Tensor, parameters: list) -> tuple:
+    """:func:`gradient_alignment` with the final responses' flat gradient already taken."""
+    g_loss = flat_gradient(loss, parameters, retain_graph=True)
     inner = float(g_final @ g_loss)
     norm = float(g_final.norm() * g_loss.norm())
     return inner, (inner / norm if norm > 0 else 0.0)
@@ -196,11 +201,12 @@ def _replay(snapshots, records, prompts, final_responses, objective):
     for t, (state, record) in enumerate(zip(snapshots, records, strict=True)):
         model = state
         params = [p for p in model.parameters() if p.requires_grad]
-        final = _final_nll(model, prompts, final_responses)
+        # the final responses' gradient once per snapshot, shared by the loss and its parts
+        g_final = flat_gradient(_final_nll(model, prompts, final_responses), params)
         loss, parts = objective(model, record)
-        alignment[t], cosine[t] = gradient_alignment(loss, final, params)
+        alignment[t], cosine[t] = _alignment_with(g_final, loss, params)
         for name, value in parts.items():
-            components.setdefault(name, []).append(gradient_alignment(value, final, params)[1])
+            components.setdefault(name, []).append(_alignment_with(g_final, value, params)[1])
     return alignment, cosine, {k: np.asarray(v) for k, v in components.items()}
 
 
