@@ -65,6 +65,7 @@ import torch
 
 METHODS = ("MSP", "energy", "OE", "DOE", "DAL", "ATOL", "Watermarking", "CEDL", "NSReg", "BCE")
 OUTLIER_METHODS = ("DOE", "DAL", "ATOL")
+GROUP_KEYS = ("common", "counter", "drop", "worst_group")  # group_accuracy_drop's keys
 GRID_NM = np.linspace(400.0, 1000.0, 61)
 
 
@@ -291,12 +292,15 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dic
 
 
 def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
+    def values_of(method, key):
+        return [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
+
     def mean_of(method, key):
-        values = [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
+        values = values_of(method, key)
         return float(np.mean(values)) if values else None
 
     def std_of(method, key):
-        values = [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
+        values = values_of(method, key)
         return float(np.std(values)) if len(values) > 1 else None
 
     table = {
@@ -359,12 +363,9 @@ def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
             key: mean_nested("coverage", key)
             for key in ("in_hull_set_outside_share", "out_of_hull_set_outside_share")
         },
-        "group_accuracy": {
-            key: mean_nested("group", key) for key in ("common", "counter", "drop", "worst_group")
-        },
+        "group_accuracy": {key: mean_nested("group", key) for key in GROUP_KEYS},
         "background_group_accuracy": {
-            key: mean_nested("background_group", key)
-            for key in ("common", "counter", "drop", "worst_group")
+            key: mean_nested("background_group", key) for key in GROUP_KEYS
         },
         "forgery": {
             key: mean_nested("forgery", key)
