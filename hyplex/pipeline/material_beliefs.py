@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hyplex.models.memory.belief_memory import BeliefMemory, material_evidence
+from hyplex.models.memory.belief_memory import BeliefMemory
 
 __all__ = ["ObjectTracker", "MaterialBeliefSink"]
 
@@ -126,11 +126,9 @@ class MaterialBeliefSink:
         valid = (labels >= 0) & (labels < n)
         rows, cols = np.nonzero(valid)
         probabilities[labels[valid], rows, cols] = confidence[valid]
-        evidence = material_evidence(
+        self.memory.observe_frame(
             ids, probabilities, self.class_names, self.reliability, self.min_evidence
         )
-        for obj, strengths in evidence.items():
-            self.memory.observe(obj, strengths)
         self.frames += 1
 
     def top(self, per_object: int = 3, max_objects: int = 20) -> dict:
