@@ -14,11 +14,11 @@ All perturbations lie in the same physical budget, ``epsilon`` shot-noise standa
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hyplex.models.label_metrics import mean_iou
+from hyplex.models.metrics import psnr
 from hyplex.models.robustness.lightweight_blackbox import (
     ETFConfig,
     attack_success_rate,
@@ -39,12 +39,6 @@ def _predict(model, barcodes, batch_size=4):
         return torch.cat(
             [model(barcodes[i : i + batch_size]) for i in range(0, len(barcodes), batch_size)]
         )
-
-
-def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB for data range 1 (apparent reflectance), over the whole set."""
-    mse = float(F.mse_loss(prediction.float(), target.float()))
-    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
 
 
 def red_team_report(
@@ -118,7 +112,7 @@ def red_team_report(
 
     report["miou_clean"] = miou(clean_prediction)
     if reconstructor is not None and cubes is not None:
-        report["psnr_clean"] = _psnr(_predict(reconstructor, barcodes, batch_size), cubes)
+        report["psnr_clean"] = psnr(_predict(reconstructor, barcodes, batch_size), cubes)
     attacked = {}
     pieces = []
     for start in range(0, len(barcodes), batch_size):
@@ -140,5 +134,5 @@ def red_team_report(
         report[f"miou_{name}"] = miou(prediction)
         report[f"success_{name}"] = attack_success_rate(clean_prediction, prediction, labels)
         if reconstructor is not None and cubes is not None:
-            report[f"psnr_{name}"] = _psnr(_predict(reconstructor, adversarial, batch_size), cubes)
+            report[f"psnr_{name}"] = psnr(_predict(reconstructor, adversarial, batch_size), cubes)
     return report
