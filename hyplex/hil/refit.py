@@ -293,15 +293,13 @@ def refit_bundle(bundle_path, calibration_path, out, settings: RefitSettings | N
             "finish the monochromator sweep first (hyplex calibrate --resume)"
         )
     # an imported calibration (hyplex calibrate import) has responses but no registered
-    # mosaic: its channel count is the number of response rows, the layout the design's
-    layout = calibration.layout if calibration.layout is not None else bundle.layout
-    n_channels = (
-        calibration.layout.n_filters
-        if calibration.layout is not None
-        else int(spectral["response"].shape[0])
-    )
+    # mosaic: its channel count is the number of response rows, its layout the design's
+    if calibration.layout is not None:
+        layout, n_channels, what = calibration.layout, calibration.layout.n_filters, "mosaic"
+    else:
+        layout, what = bundle.layout, "imported response"
+        n_channels = int(spectral["response"].shape[0])
     if n_channels != bundle.responses.shape[0]:
-        what = "mosaic" if calibration.layout is not None else "imported response"
         raise ValueError(
             f"the calibration's {what} has {n_channels} channels, the design "
             f"{bundle.responses.shape[0]} filters: this calibration is of another encoder"
