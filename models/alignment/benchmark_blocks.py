@@ -172,25 +172,14 @@ def alignment_block(quick: bool = True, seeds: int = 3) -> dict:
     torch.set_num_threads(1)
     runs = [alignment_seed(seed, quick) for seed in range(seeds)]
     out = _aggregate(runs)
-    sel = [r["preference_selection"] for r in runs]
-    eepo = [r["eepo_vs_grpo"] for r in runs]
-    dyn = [r["dpo_vs_ppo"] for r in runs]
+    # the seed means are already in ``out``
+    sel, eepo, dyn = (out[k] for k in ("preference_selection", "eepo_vs_grpo", "dpo_vs_ppo"))
     out["checks"] = {
-        "tif_beats_random": bool(
-            np.mean([r["TIF"]["preferred_mass"] for r in sel])
-            > np.mean([r["random"]["preferred_mass"] for r in sel])
-        ),
-        "eepo_pass_rate_beats_grpo": bool(
-            np.mean([r["EEPO"]["pass_rate"] for r in eepo])
-            > np.mean([r["GRPO"]["pass_rate"] for r in eepo])
-        ),
-        "eepo_explores_more": bool(
-            np.mean([r["EEPO"]["distinct_answers"] for r in eepo])
-            > np.mean([r["GRPO"]["distinct_answers"] for r in eepo])
-        ),
-        "dpo_alignment_steadier_than_ppo": bool(
-            np.mean([r["DPO"]["positive_share"] for r in dyn])
-            > np.mean([r["PPO"]["positive_share"] for r in dyn])
+        "tif_beats_random": sel["TIF"]["preferred_mass"] > sel["random"]["preferred_mass"],
+        "eepo_pass_rate_beats_grpo": eepo["EEPO"]["pass_rate"] > eepo["GRPO"]["pass_rate"],
+        "eepo_explores_more": (eepo["EEPO"]["distinct_answers"] > eepo["GRPO"]["distinct_answers"]),
+        "dpo_alignment_steadier_than_ppo": (
+            dyn["DPO"]["positive_share"] > dyn["PPO"]["positive_share"]
         ),
     }
     out["seeds"] = seeds
