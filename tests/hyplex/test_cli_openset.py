@@ -168,18 +168,7 @@ def test_segment_writes_the_unknown_map_of_the_head(bundle_path, recording, tmp_
     from hyplex.pipeline.outputs import read_decoded
 
     bundle = _copy(bundle_path, tmp_path)
-    fit = [
-        "openset",
-        "fit",
-        "--bundle",
-        str(bundle),
-        "--method",
-        "Watermarking",
-        "--quick",
-        "--steps",
-        "2",
-    ]
-    assert runner.invoke(app, env=ENV, args=fit).exit_code == 0
+    assert _fit(bundle, "Watermarking", "--quick", "--steps", "2").exit_code == 0
     out = tmp_path / "out"
     args = [
         "segment",
@@ -290,20 +279,7 @@ def test_openset_fit_act_adapts_to_target_frames(bundle_path, tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):
         np.save(frames / f"f{i}.npy", rng.uniform(0.05, 0.5, (16, 16, 9)).astype(np.float32))
-    args = [
-        "openset",
-        "fit",
-        "--bundle",
-        str(bundle),
-        "--method",
-        "ACT",
-        "--quick",
-        "--steps",
-        "2",
-        "--target-frames",
-        str(frames),
-    ]
-    result = runner.invoke(app, env=ENV, args=args)
+    result = _fit(bundle, "ACT", "--quick", "--steps", "2", "--target-frames", str(frames))
     assert result.exit_code == 0, result.output
     record = read_head_record(bundle)
     assert record["method"] == "ACT"
