@@ -102,10 +102,10 @@ class InvertibleConv1x1(nn.Module):
     def forward(self, x: torch.Tensor, reverse: bool = False):
         height, width = x.shape[-2:]
         weight = self.weight.double()
+        logdet = height * width * torch.linalg.slogdet(weight)[1].to(x.dtype)
         if reverse:
             weight = torch.linalg.inv(weight)
         y = torch.einsum("ij,bjhw->bihw", weight.to(x.dtype), x)
-        logdet = height * width * torch.linalg.slogdet(self.weight.double())[1].to(x.dtype)
         return y, (-logdet if reverse else logdet).expand(x.shape[0])
 
 
