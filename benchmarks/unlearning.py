@@ -48,7 +48,6 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -318,25 +317,12 @@ def concept_block(seeds: int) -> dict:
 
 
 def language_blocks(quick: bool, seeds: int) -> dict:
-    """``gpt`` and ``alignment`` from engineer B's module (when present)."""
+    """``gpt`` and ``alignment``: the tiny-GPT blocks of
+    :mod:`hyplex.models.alignment.benchmark_blocks`."""
+    from hyplex.models.alignment.benchmark_blocks import alignment_block, gpt_block
+
     blocks = {}
-    for name in ("gpt_block", "alignment_block"):
-        function = None
-        for module in (
-            "hyplex.models.alignment.benchmark_blocks",
-            "hyplex.models.alignment",
-            "benchmarks.unlearning_language",
-        ):
-            try:
-                function = getattr(importlib.import_module(module), name, None)
-            except ImportError:
-                continue
-            if function is not None:
-                break
-        key = name.removesuffix("_block")
-        if function is None:
-            blocks[key] = {"status": f"not available: no {name}(quick, seeds) found"}
-            continue
+    for key, function in (("gpt", gpt_block), ("alignment", alignment_block)):
         try:
             blocks[key] = function(quick, seeds)
         except Exception as error:  # a failing block must not hide the segmenter results
