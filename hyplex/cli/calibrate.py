@@ -231,7 +231,7 @@ def _run(
             if bench_state is not None:  # instruments in other processes: real time
                 from hyplex.devices.bench_link import LinkedBench
 
-                bench, clock, camera_clock = LinkedBench(bench_state), MonotonicClock(), None
+                bench, clock = LinkedBench(bench_state), MonotonicClock()
                 camera_clock = VirtualClock()
             else:
                 from hyplex.devices.sim_bench import SimulatedBench
@@ -253,9 +253,11 @@ def _run(
             except ValueError as error:
                 raise typer.BadParameter(str(error), param_hint="'--camera'") from None
             clock = MonotonicClock()
-            operator = ScriptedOperator(echo=lambda text: typer.echo(text, err=True))
-            if not yes:
-                operator = ConsoleOperator()
+            operator = (
+                ScriptedOperator(echo=lambda text: typer.echo(text, err=True))
+                if yes
+                else ConsoleOperator()
+            )
         instruments = {
             name: stack.enter_context(_open_instrument(name, url, clock, timeout_s))
             for name, url in urls.items()
