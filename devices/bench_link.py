@@ -108,6 +108,7 @@ class PublishingSimulator:
             raise ValueError(f"bench state folder {folder} does not exist; expected a folder")
         state_path(folder, simulator.kind)  # checks the kind
         self.simulator, self.folder = simulator, folder
+        self._published: dict | None = None
         self.publish()
 
     def state(self) -> dict:
@@ -117,7 +118,11 @@ class PublishingSimulator:
         return {k: (v if isinstance(v, bool) else float(v)) for k, v in values.items()}
 
     def publish(self) -> None:
-        write_state(self.folder, self.simulator.kind, self.state())
+        """Write the state, unless it is the one last written (``feed`` runs per command)."""
+        state = self.state()
+        if state != self._published:
+            write_state(self.folder, self.simulator.kind, state)
+            self._published = state
 
     def feed(self, data: bytes) -> bytes:
         """The simulator's ``feed``; the state is on disk before the reply is returned."""
