@@ -63,6 +63,7 @@ from hyplex.devices.monochromator_sim import (
     WAVELENGTH_RANGE_NM,
     MonochromatorSimulator,
 )
+from hyplex.devices.scpi import in_range
 from hyplex.devices.transport import is_serial_line
 
 __all__ = [
@@ -200,10 +201,8 @@ class Monochromator(Instrument):
 
     def set_slit_um(self, slit_um: float) -> float:
         """Set the entrance slit (um); returns the read-back width."""
-        low, high = SLIT_RANGE_UM
-        if not low <= float(slit_um) <= high:
-            raise ValueError(f"slit_um must lie in [{low:g}, {high:g}] um, got {slit_um}")
-        self._set(f"SLIT1MICRONS {float(slit_um):.0f}")
+        slit_um = in_range(*SLIT_RANGE_UM, "slit_um", "um")(slit_um)
+        self._set(f"SLIT1MICRONS {slit_um:.0f}")
         return self.slit_um
 
     @property
