@@ -43,6 +43,11 @@ class RecorderStats:
         return self.throttle.waited_s if self.throttle is not None else 0.0
 
     @property
+    def _writer_seconds(self) -> float:
+        """Seconds of the writer stage: chunk/row writes plus throttle waits."""
+        return self.write_seconds + self.throttle_seconds
+
+    @property
     def compression_ratio(self) -> float:
         """Frame bytes over stored bytes of the frames written so far (1.0 before any)."""
         return self.raw_bytes_written / self.bytes_written if self.bytes_written else 1.0
@@ -54,7 +59,7 @@ class RecorderStats:
         Synchronous: encode + throttle + write seconds together; with a write queue, the
         encoder and the writer (write + throttle seconds) run side by side, so the slower one.
         """
-        writer = self.write_seconds + self.throttle_seconds
+        writer = self._writer_seconds
         busy = (
             writer + self.encode_seconds
             if self._queue is None
@@ -66,8 +71,7 @@ class RecorderStats:
     def write_MBps(self) -> float:
         """Stored (compressed) bytes per second the writer spent writing and throttled, MB/s:
         the write rate the file's disk (or the throttle) gave."""
-        writer = self.write_seconds + self.throttle_seconds
-        return self.bytes_written / max(writer, 1e-12) / 1e6
+        return self.bytes_written / max(self._writer_seconds, 1e-12) / 1e6
 
     @property
     def thread_ids(self) -> list[int]:
