@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from hyplex.models.unlearning.toolkit import (
-    _device_of,
     as_batch,
+    device_of,
     element_log_probs,
     flat_logits,
 )
@@ -72,7 +72,7 @@ def _elements(model: nn.Module, batches: Iterable, device=None):
 def element_accuracy(model: nn.Module, batches: Iterable) -> float:
     """Weighted share of counted elements whose argmax equals the target, in [0, 1]."""
     hits = total = 0.0
-    for logits, targets, weights, _ in _elements(model, batches, _device_of(model)):
+    for logits, targets, weights, _ in _elements(model, batches, device_of(model)):
         hits += float(((logits.argmax(1) == targets).float() * weights).sum())
         total += float(weights.sum())
     if total == 0:
@@ -85,7 +85,7 @@ def mean_iou(model: nn.Module, batches: Iterable, n_classes: int, classes=None) 
     counted targets or predictions), in [0, 1]."""
     intersection = torch.zeros(n_classes, dtype=torch.float64)
     union = torch.zeros(n_classes, dtype=torch.float64)
-    for logits, targets, weights, _ in _elements(model, batches, _device_of(model)):
+    for logits, targets, weights, _ in _elements(model, batches, device_of(model)):
         keep = weights > 0
         predicted, truth = logits.argmax(1)[keep].cpu(), targets[keep].cpu()
         for c in range(n_classes):
@@ -105,7 +105,7 @@ def output_kl(model_p: nn.Module, model_q: nn.Module, batches: Iterable) -> floa
     standard."""
     batches = list(batches)
     total = count = 0.0
-    device = _device_of(model_p)
+    device = device_of(model_p)
     streams = zip(
         _elements(model_p, batches, device), _elements(model_q, batches, device), strict=True
     )
@@ -130,7 +130,7 @@ def sample_scores(model: nn.Module, batches: Iterable, attack: str = "loss", k: 
     if not 0 < k <= 1:
         raise ValueError(f"k must be in (0, 1]; got {k!r}")
     scores = []
-    for logits, targets, weights, size in _elements(model, batches, _device_of(model)):
+    for logits, targets, weights, size in _elements(model, batches, device_of(model)):
         log_p = element_log_probs(logits, targets).reshape(size, -1).cpu()
         w = weights.reshape(size, -1).cpu()
         for row, weight in zip(log_p, w, strict=True):

@@ -285,7 +285,7 @@ class UnlearningMethod:
     def run(self, model, reference, forget, retain, steps, optimizer, progress) -> nn.Module:
         """The whole procedure (MOX overrides it). Returns the unlearned model."""
         self.prepare(model, reference, forget, retain, optimizer)
-        pairs = cycle_pairs(forget, retain, _device_of(model))
+        pairs = cycle_pairs(forget, retain, device_of(model))
         bar = progress_bar(steps, self.name, progress)
         for _ in range(steps):
             f, r = next(pairs)
@@ -311,7 +311,7 @@ def progress_bar(steps: int, name: str, enabled: bool):
     return tqdm(total=steps, desc=f"unlearn {name}", disable=not enabled, leave=False)
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -398,7 +398,7 @@ def unlearn(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     algorithm = build_method(method, **options)
-    device = _device_of(model) if device is None else torch.device(device)
+    device = device_of(model) if device is None else torch.device(device)
     student = copy.deepcopy(model).to(device)
     reference = copy.deepcopy(model).to(device).eval()
     for p in reference.parameters():
