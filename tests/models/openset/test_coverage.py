@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from hyplex.models.openset.coverage import (
+    category_novelty,
     coverage_map,
     hull_vertices,
     in_hull,
+    nearest_shape_distance,
     outside_share,
     select_diverse,
 )
@@ -51,3 +53,31 @@ def test_diverse_selection_covers_the_targets():
     assert covered.mean() > 0.95
     random = rng.choice(200, len(chosen), replace=False)
     assert covered.mean() >= in_hull(targets, pool[random]).mean()
+
+
+def _bumps(rng, centre_nm, count, grid):
+    """``count`` Gaussian reflectance bumps centred near ``centre_nm`` (60 nm wide)."""
+    centres = centre_nm + rng.normal(0, 3, (count, 1))
+    return 0.1 + 0.5 * np.exp(-0.5 * ((grid[None] - centres) / 60.0) ** 2)
+
+
+def test_category_novelty_flags_a_test_category_that_training_already_holds():
+    """A held-out category whose spectra (any brightness) duplicate an auxiliary category is
+    seen in effect; one whose spectral shape no training spectrum has is novel."""
+    rng = np.random.default_rng(0)
+    grid = np.linspace(400, 1000, 61)
+    known = {"a": _bumps(rng, 500, 20, grid), "b": _bumps(rng, 700, 20, grid)}
+    auxiliary = _bumps(rng, 900, 20, grid)
+    training = np.vstack([known["a"], known["b"], auxiliary])
+    labels = ["a"] * 20 + ["b"] * 20 + ["aux"] * 20
+    duplicate = 0.3 * auxiliary[:10]  # same shapes, darker: the shape distance ignores it
+    np.testing.assert_allclose(nearest_shape_distance(duplicate, training), 0.0, atol=1e-12)
+    novel = _bumps(rng, 600, 10, grid) * np.linspace(1.5, 0.5, 61)  # a shape nowhere in training
+    report = category_novelty({"dup": duplicate, "new": novel}, training, labels, ("a", "b"))
+    assert not report["dup"]["novel"] and report["dup"]["seen_share"] == 1.0
+    assert report["new"]["novel"] and report["new"]["seen_share"] < 0.5
+    assert report["new"]["median_distance"] > report["new"]["reference"] > 0
+    with pytest.raises(ValueError, match="one label per training spectrum"):
+        category_novelty({"new": novel}, training, labels[:-1])
+    with pytest.raises(ValueError, match="bands"):
+        nearest_shape_distance(novel[:, :30], training)
