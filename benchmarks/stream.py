@@ -248,8 +248,10 @@ def main(argv=None) -> dict:
         for thread in threading.enumerate():
             if thread.name == "hyplex-acquisition":
                 roles[thread.native_id] = "camera"
-        for tid, role in zip(rec.thread_ids, ("encoder", "writer"), strict=False):
-            roles[tid] = role
+            elif thread.name.startswith("hyplex-encoder"):
+                roles[thread.native_id] = "encoder"  # all encoder threads together
+            elif thread.name == "hyplex-writer":
+                roles[thread.native_id] = "writer"
         cpu0 = thread_cpu_seconds()
         start = time.monotonic()
         while time.monotonic() - start < seconds:

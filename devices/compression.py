@@ -20,16 +20,17 @@ thread into the chunk layout filter 32026 decodes, a serialized Blosc2 super-chu
 ("cframe") holding the frame's one Blosc2 chunk, and the writer stores it with
 ``write_direct_chunk``.
 
-Without the GIL: python-blosc2 keeps the GIL while it compresses (measured: a Python thread
-counting beside one compressing thread ran at 0.14-0.22 of its speed on 2 cores, and two
-compressing Python threads were 0.9x one), so a 10-30 ms compression would stall the
-acquisition and writer threads. :class:`PluginBlosc2` therefore calls the C-Blosc2 that
-``hdf5plugin`` ships (the library HDF5's own filter uses) through ``ctypes``, which releases
-the GIL for the call: ``blosc2_compress`` (bit-shuffle, LZ4/Zstandard, ``threads`` pthreads)
-into a chunk, ``blosc2_schunk_new`` / ``blosc2_schunk_append_chunk`` /
-``blosc2_schunk_to_buffer`` into the cframe (measured: the counting thread kept 0.45 of its
-speed on a loaded 2-core machine). Where that library lacks those symbols the python-blosc2
-path is used.
+Without the GIL and on several threads: :class:`PluginBlosc2`
+(:mod:`hyplex.devices.blosc2_native`) calls the C-Blosc2 that ``hdf5plugin`` ships (the
+library HDF5's own filter uses) through ``ctypes``, which releases the GIL for the call, with
+one compression context per thread, so the recorder's encoder threads compress frames side
+by side. Where that library lacks the symbols the python-blosc2 path is used.
+
+Block size: Blosc2 bit-shuffles and compresses each block on its own. Larger blocks give the
+codec longer runs of the constant high bit planes: on the twin's 4000x3000 frames at 1000 us
+(mean 442 DN) LZ4 stores 1.854x at the library's block size for level 1 and 1.901x with
+2 MiB blocks, for the same CPU time (measured with ``benchmarks/stream.py``'s frame; 1.902x
+at 4 MiB), so :data:`DEFAULT_BLOCKSIZE` is 2 MiB.
 
 ``compression="none"`` stores raw chunks as before; ``packing="mono12p"`` stores 12-bit frames
 as three bytes per two pixels (:mod:`hyplex.devices.bitpack`), alone or before compression.
@@ -37,15 +38,14 @@ as three bytes per two pixels (:mod:`hyplex.devices.bitpack`), alone or before c
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from hyplex.devices.bitpack import pack_mono12p, packed_shape, unpack_mono12p
+from hyplex.devices.blosc2_native import PluginBlosc2
 from hyplex.optics.extras import require
 
 __all__ = [
@@ -59,9 +59,11 @@ __all__ = [
     "decode_chunk",
     "default_threads",
     "PluginBlosc2",
+    "DEFAULT_BLOCKSIZE",
 ]
 
 BLOSC2_FILTER_ID = 32026  # registered HDF5 filter id of Blosc2 (hdf5plugin.Blosc2)
+DEFAULT_BLOCKSIZE = 2 << 20  # bytes per Blosc2 block (module doc)
 
 
 class Compression(enum.Enum):
@@ -158,6 +160,9 @@ class FrameEncoding:
         Blosc2 compression level, 1-9 (1: fastest).
     threads : int
         Blosc2 threads of one frame's compression (>= 1).
+    blocksize : int
+        Bytes per Blosc2 block (0: the library's choice for ``clevel``; default 2 MiB, see
+        the module doc).
     """
 
     frame_shape: tuple[int, int]
@@ -166,6 +171,7 @@ class FrameEncoding:
     packing: Packing = Packing.NONE
     clevel: int = 1
     threads: int = 1
+    blocksize: int = DEFAULT_BLOCKSIZE
 
     def __post_init__(self):
         object.__setattr__(self, "frame_shape", tuple(int(v) for v in self.frame_shape))
@@ -176,6 +182,8 @@ class FrameEncoding:
             raise ValueError(f"clevel must be an integer in 1..9, got {self.clevel!r}")
         if int(self.threads) != self.threads or self.threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
+        if int(self.blocksize) != self.blocksize or not 0 <= self.blocksize < 2**31:
+            raise ValueError(f"blocksize must be an integer in [0, 2**31), got {self.blocksize!r}")
         if self.packing is Packing.MONO12P:
             if self.dtype != np.uint16:
                 raise ValueError(f"Mono12p packing needs uint16 frames, got {self.dtype}")
@@ -220,119 +228,8 @@ class FrameEncoding:
             codec=codec,
             filters=[blosc2.Filter.BITSHUFFLE],
             nthreads=int(self.threads),
+            blocksize=int(self.blocksize),
         )
-
-
-class _Storage(ctypes.Structure):
-    """``blosc2_storage`` (c-blosc2 >= 2.0): NULL params select the library's defaults."""
-
-    _fields_ = [
-        ("contiguous", ctypes.c_bool),
-        ("urlpath", ctypes.c_char_p),
-        ("cparams", ctypes.c_void_p),
-        ("dparams", ctypes.c_void_p),
-        ("io", ctypes.c_void_p),
-    ]
-
-
-_SHUFFLE_CODES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-
-
-class PluginBlosc2:
-    """C-Blosc2 from ``hdf5plugin``'s Blosc2 filter library, called through ``ctypes`` so
-    that the GIL is released while it compresses (module doc).
-
-    ``blosc2_compress`` uses the library's global context (its compressor and thread count
-    are process-wide settings), so every call holds :attr:`lock` from setting them to the end
-    of the compression; the lock belongs to the class, as the library's context belongs to the
-    process. Build one with :meth:`load`, which returns None where the library or a symbol is
-    missing.
-    """
-
-    lock = threading.Lock()  # guards the C library's global compressor settings
-
-    def __init__(self, library: ctypes.CDLL):
-        lib = self.lib = library
-        lib.blosc2_init.argtypes, lib.blosc2_init.restype = [], None
-        lib.blosc2_compress.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int32]
-        lib.blosc2_compress.argtypes += [ctypes.c_void_p, ctypes.c_int32]
-        lib.blosc2_compress.argtypes += [ctypes.c_void_p, ctypes.c_int32]
-        lib.blosc2_compress.restype = ctypes.c_int
-        lib.blosc1_set_compressor.argtypes = [ctypes.c_char_p]
-        lib.blosc1_set_compressor.restype = ctypes.c_int
-        lib.blosc2_set_nthreads.argtypes = [ctypes.c_int16]
-        lib.blosc2_set_nthreads.restype = ctypes.c_int16
-        lib.blosc2_schunk_new.argtypes = [ctypes.POINTER(_Storage)]
-        lib.blosc2_schunk_new.restype = ctypes.c_void_p
-        lib.blosc2_schunk_append_chunk.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_bool]
-        lib.blosc2_schunk_append_chunk.restype = ctypes.c_int64
-        lib.blosc2_schunk_to_buffer.argtypes = [
-            ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_void_p),
-            ctypes.POINTER(ctypes.c_bool),
-        ]
-        lib.blosc2_schunk_to_buffer.restype = ctypes.c_int64
-        lib.blosc2_schunk_free.argtypes = [ctypes.c_void_p]
-        lib.blosc2_schunk_free.restype = ctypes.c_int
-        self._free = ctypes.CDLL(None).free
-        self._free.argtypes, self._free.restype = [ctypes.c_void_p], None
-        lib.blosc2_init()
-
-    @classmethod
-    def load(cls) -> PluginBlosc2 | None:
-        try:
-            hdf5plugin = require_hdf5plugin()
-            path = os.path.join(os.path.dirname(hdf5plugin.__file__), "plugins", "libh5blosc2.so")
-            return cls(ctypes.CDLL(path))
-        except (OSError, AttributeError, ImportError):
-            return None
-
-    def compress(
-        self, data: np.ndarray, codec: str, clevel: int, threads: int, shuffle="bitshuffle"
-    ) -> bytes:
-        """The cframe of one Blosc2 chunk of ``data`` (C-contiguous), as filter 32026 reads."""
-        with self.lock:
-            return self._compress_locked(data, codec, clevel, threads, shuffle)
-
-    def _compress_locked(self, data, codec, clevel, threads, shuffle) -> bytes:
-        # one chunk buffer per instance, reused: a fresh 24 MB array per frame cost its page
-        # faults every time (the lock makes the reuse safe)
-        dest = getattr(self, "_dest", None)
-        if dest is None or dest.nbytes < data.nbytes + 64:  # BLOSC2_MAX_OVERHEAD is 32
-            dest = self._dest = np.empty(data.nbytes + 64, np.uint8)
-        if self.lib.blosc1_set_compressor(codec.encode()) < 0:
-            raise ValueError(f"the hdf5plugin Blosc2 library has no {codec} codec")
-        self.lib.blosc2_set_nthreads(int(threads))
-        size = self.lib.blosc2_compress(
-            int(clevel),
-            _SHUFFLE_CODES[shuffle],
-            data.dtype.itemsize,
-            data.ctypes.data,
-            data.nbytes,
-            dest.ctypes.data,
-            dest.nbytes,
-        )
-        if size <= 0:
-            raise RuntimeError(f"blosc2_compress failed ({size})")
-        storage = _Storage(True, None, None, None, None)
-        schunk = self.lib.blosc2_schunk_new(ctypes.byref(storage))
-        if not schunk:
-            raise MemoryError("blosc2_schunk_new failed")
-        try:
-            if self.lib.blosc2_schunk_append_chunk(schunk, dest.ctypes.data, True) != 1:
-                raise RuntimeError("blosc2_schunk_append_chunk failed")
-            pointer, needs_free = ctypes.c_void_p(), ctypes.c_bool()
-            length = self.lib.blosc2_schunk_to_buffer(
-                schunk, ctypes.byref(pointer), ctypes.byref(needs_free)
-            )
-            if length <= 0:
-                raise RuntimeError(f"blosc2_schunk_to_buffer failed ({length})")
-            frame = ctypes.string_at(pointer.value, length)
-            if needs_free.value:
-                self._free(pointer)
-            return frame
-        finally:
-            self.lib.blosc2_schunk_free(schunk)
 
 
 def encode_frame(encoding: FrameEncoding, frame: np.ndarray, plugin: PluginBlosc2 | None = None):
@@ -356,7 +253,13 @@ def encode_frame(encoding: FrameEncoding, frame: np.ndarray, plugin: PluginBlosc
     if encoding.compression is Compression.NONE:
         return data
     if plugin is not None:
-        return plugin.compress(data, encoding.compression.value, encoding.clevel, encoding.threads)
+        return plugin.compress(
+            data,
+            encoding.compression.value,
+            encoding.clevel,
+            encoding.threads,
+            blocksize=encoding.blocksize,
+        )
     import blosc2
 
     chunk = blosc2.SChunk(chunksize=data.nbytes, data=data, cparams=encoding._cparams())

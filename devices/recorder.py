@@ -91,8 +91,9 @@ class Recorder(RecorderStats):
         Compression level 1-9 (1: fastest; the default).
     packing : {None, "none", "mono12p"}
         ``"mono12p"`` stores 12-bit frames as 3 bytes per 2 pixels (streams of at most 12 bits).
-    threads : int, optional
-        Blosc2 threads per frame (default: the cores this process may use).
+    threads, encoders : int, optional
+        Blosc2 threads per frame, and encoder threads compressing frames side by side
+        (defaults: one encoder per core this process may use, up to 2, sharing the cores).
     queue_frames : int
         0: encode and write in the caller's thread. K >= 1: encoder and writer threads with
         K pooled frame buffers per stream; a frame that finds none free is dropped (counted).
@@ -132,6 +133,7 @@ class Recorder(RecorderStats):
         clevel: int = 1,
         packing: Packing | str | None = None,
         threads: int | None = None,
+        encoders: int | None = None,
         queue_frames: int = 0,
         block_when_full: bool = False,
         throttle_MBps: float | None = None,
@@ -152,7 +154,9 @@ class Recorder(RecorderStats):
         self.specs = dict(streams)
         self.compression = require_codec(compression)
         self.packing = Packing.parse(packing)
-        threads = default_threads() if threads is None else threads
+        cores = default_threads()
+        self.encoders = min(cores, 2) if encoders is None else int(encoders)
+        threads = max(cores // self.encoders, 1) if threads is None else threads
         self._encodings = {
             name: stream_encoding(spec, self.compression, self.packing, clevel, threads)
             for name, spec in self.specs.items()
@@ -190,8 +194,9 @@ class Recorder(RecorderStats):
                     name: (state["shape"], state["dtype"]) for name, state in self._streams.items()
                 }
                 self._queue = WriteQueue(
-                    shapes, queue_frames, self._encode, self._store, self._store_drop
-                )
+                    shapes, queue_frames, self._encode, self._store, self._store_drop,
+                    encoders=1 if self.compression is Compression.NONE else self.encoders,
+                )  # fmt: skip
         except BaseException:
             if self._file is not None:
                 self._file.close()
