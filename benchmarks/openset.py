@@ -129,7 +129,49 @@ def miou(model, data) -> float:
     return 100.0 * mean_iou(predicted, labels, len(data.class_names), ignore_index=-1)
 
 
-def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dict:
+HEADS = ("CEDL", "NSReg", "BCE")  # the anomaly heads: their "unseen types" goal
+
+
+def novelty_of_test_types(split) -> dict:
+    """Which of ``split.test_unknown`` are unseen in effect by the training spectra (known
+    classes, backgrounds, auxiliary categories): :func:`~hyplex.models.openset.coverage.
+    category_novelty`, reference = the known classes' own spread. Spectra are seed-free."""
+    from hyplex.models.openset.auxiliary import category_library
+    from hyplex.models.openset.coverage import category_novelty
+
+    seen = split.known_classes + split.backgrounds + split.auxiliary
+    training = category_library(seen, GRID_NM, 100, seed=0)
+    categories = {
+        c: category_library((c,), GRID_NM, 100, seed=0).reflectance for c in split.test_unknown
+    }
+    return category_novelty(categories, training.reflectance, training.labels, split.known_classes)
+
+
+def auroc_by_type(scores, unknown, categories, novel) -> dict:
+    """AUROC of each planted test type against all known pixels, and of the novel types
+    together (unknown pixels of the other types left out).
+
+    scores (S, H, W), unknown (S, H, W) bool, categories: per scene the planted type names
+    (one unknown object per scene), novel: the type names counted as unseen."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, unknown = np.asarray(scores), np.asarray(unknown, bool)
+    kind = np.array([c[0] if c else "" for c in categories])[:, None, None]
+    normal = scores[~unknown]
+    out = {}
+    for name in sorted(set(kind.ravel()) - {""}):
+        anomalous = scores[unknown & (kind == name)]
+        if anomalous.size:
+            labels = np.r_[np.zeros(normal.size), np.ones(anomalous.size)]
+            out[name] = float(roc_auc_score(labels, np.r_[normal, anomalous]))
+    keep = ~unknown | np.isin(kind, list(novel))
+    novel_auroc = None
+    if (unknown & keep).any():
+        novel_auroc = float(roc_auc_score(unknown[keep], scores[keep]))
+    return {"by_type": out, "novel_types": novel_auroc}
+
+
+def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray, novel=None) -> dict:
     from hyplex.models.encoder_baselines import FixedResponseEncoder
     from hyplex.models.encoder_capture import CaptureSettings
     from hyplex.models.openset import (
@@ -158,6 +200,13 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dic
         encoder, GRID_NM, split, config["counts"], config["shape"], seed=seed, generated=genias
     )
     log(f"seed {seed}: data in {time.perf_counter() - start:.1f} s")
+    novel = set(split.test_unknown) if novel is None else set(novel)
+    # the planted type of each test scene (build_openset_data's test seed is seed * 10 + 4)
+    test_scenes = make_openset_scenes(
+        split, GRID_NM, config["counts"]["test"], "test", config["shape"], seed=seed * 10 + 4
+    )
+    if not np.array_equal(test_scenes.labels, data.test.labels.numpy()):
+        raise RuntimeError("the test scenes rebuilt for their types differ from data.test")
     torch.manual_seed(seed)
     segmenter = build_segmenter(
         "attention", in_channels=9, n_classes=len(data.class_names), **config["segmenter"]
@@ -189,6 +238,10 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dic
                 "id_miou_drop": baseline_miou - miou(model, data),
                 "train_seconds": seconds,
             }
+            if method in HEADS:
+                types = auroc_by_type(scores, data.test.unknown, test_scenes.categories, novel)
+                out["methods"][method]["auroc_by_type"] = types["by_type"]
+                out["methods"][method]["auroc_novel_types"] = types["novel_types"]
             if method == "CEDL":
                 cedl = detector
             log(
@@ -216,12 +269,21 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray) -> dic
     act = build_detector("ACT", copy.deepcopy(segmenter), **config["act_options"])
     began = time.perf_counter()
     act.fit(adapted_data, seed=seed)
+    # the same target scenes through the twin's own encoder: what the source detector scores
+    # without the domain shift, the most that undoing the shift can give back
+    twin_view = target_scenes.barcodes(encoder, seed=seed * 10 + 8).barcodes
     with torch.no_grad():
         before = act.adapter.predict(target.barcodes, adapted=False)
         after = act.adapter.predict(target.barcodes, adapted=True)
+        no_shift = act.adapter.predict(twin_view, adapted=False)
+    novel_before = auroc_by_type(before, target.unknown, target_scenes.categories, novel)
+    novel_after = auroc_by_type(after, target.unknown, target_scenes.categories, novel)
     out["act"] = {
         "auroc_before": ood_metrics(before, target.unknown)["auroc"],
         "auroc_after": ood_metrics(after, target.unknown)["auroc"],
+        "auroc_no_shift": ood_metrics(no_shift, target.unknown)["auroc"],
+        "auroc_before_novel_types": novel_before["novel_types"],
+        "auroc_after_novel_types": novel_after["novel_types"],
         "train_seconds": time.perf_counter() - began,
         "target_unknown_share": float(target.unknown.float().mean()),
     }
@@ -342,6 +404,31 @@ def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
         values = [v for v in values if v is not None and not math.isnan(v)]
         return float(np.mean(values)) if values else None
 
+    def head_mean(method, key):
+        values = [r["methods"][method][key] for r in runs if key in r["methods"].get(method, {})]
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    def act_mean(key):
+        values = [r["act"][key] for r in runs if r["act"].get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    by_type = {}
+    for m in HEADS:
+        pooled: dict[str, list[float]] = {}
+        for r in runs:
+            for kind, value in r["methods"].get(m, {}).get("auroc_by_type", {}).items():
+                pooled.setdefault(kind, []).append(value)
+        by_type[m] = {kind: float(np.mean(v)) for kind, v in sorted(pooled.items())}
+    heads = {
+        "auroc_novel_types": {m: head_mean(m, "auroc_novel_types") for m in HEADS},
+        "auroc_by_type": by_type,
+    }
+    novel_auroc = heads["auroc_novel_types"]
+    goals["cedl_and_nsreg_beat_bce_by_5_auroc_points_on_novel_types"] = bool(
+        all(novel_auroc[m] is not None for m in HEADS)
+        and min(novel_auroc["CEDL"], novel_auroc["NSReg"]) >= novel_auroc["BCE"] + 0.05
+    )
     return {
         "benchmark": "openset",
         "quick": quick,
@@ -359,6 +446,10 @@ def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
         "act_auroc_before": before,
         "act_auroc_after": after,
         "act_seconds": float(np.mean([r["act"]["train_seconds"] for r in runs])),
+        "act_auroc_no_shift": act_mean("auroc_no_shift"),
+        "act_auroc_before_novel_types": act_mean("auroc_before_novel_types"),
+        "act_auroc_after_novel_types": act_mean("auroc_after_novel_types"),
+        "anomaly_heads": heads,
         "coverage": {
             key: mean_nested("coverage", key)
             for key in ("in_hull_set_outside_share", "out_of_hull_set_outside_share")
@@ -398,8 +489,12 @@ def main(argv=None) -> dict:
     encoder = FixedResponseEncoder(responses, GRID_NM, name="gaussian band-pass")
     known = load_earthlib(GRID_NM, OpenSetSplit().known_classes, max_per_class=150, seed=0)
     genias_source = np.clip(known.reflectance, 0.0, 1.0).astype(np.float32)
-    runs = [run_seed(seed, config, encoder, genias_source) for seed in range(args.seeds)]
+    novelty = novelty_of_test_types(OpenSetSplit())
+    novel = [c for c, v in novelty.items() if v["novel"]]
+    log(f"test types unseen in effect: {novel} of {list(novelty)}")
+    runs = [run_seed(seed, config, encoder, genias_source, novel) for seed in range(args.seeds)]
     result = summarise(runs, args.quick, time.perf_counter() - wall)
+    result["test_type_novelty"] = novelty
     result["smoke"] = bool(args.smoke)
     result["per_seed"] = runs
     text = json.dumps(result, default=float)

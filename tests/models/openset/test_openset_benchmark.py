@@ -68,6 +68,48 @@ def test_summary_means_and_goals():
     assert summary["seeds"] == [0, 1] and summary["forgery"]["f1"] is None
 
 
+def test_auroc_by_type_leaves_out_the_types_training_already_covers():
+    """The heads' "unseen types" figure: per planted type against all known pixels, and the
+    novel types pooled without the unknown pixels of a type that is seen in effect."""
+    import numpy as np
+
+    bench = _benchmark()
+    scores = np.zeros((3, 4, 4))
+    unknown = np.zeros((3, 4, 4), bool)
+    unknown[:, :2, :2] = True
+    scores[0][unknown[0]] = 1.0  # "paint": every unknown pixel above every known one
+    scores[1][unknown[1]] = 0.0  # "concrete": indistinguishable from the known pixels
+    scores[2][unknown[2]] = 1.0
+    scores[:, 3, 3] = 0.5  # one known pixel per scene scores in between
+    categories = [["paint"], ["concrete"], ["paint"]]
+    result = bench.auroc_by_type(scores, unknown, categories, novel={"paint"})
+    assert result["by_type"]["paint"] == pytest.approx(1.0)
+    assert result["by_type"]["concrete"] < 0.5
+    assert result["novel_types"] == pytest.approx(1.0)  # concrete's pixels left out
+    pooled = bench.auroc_by_type(scores, unknown, categories, novel={"paint", "concrete"})
+    assert pooled["novel_types"] < 1.0
+
+
+def test_summary_of_the_novel_type_and_no_shift_figures():
+    bench = _benchmark()
+    auroc = dict.fromkeys(bench.METHODS, 0.7)
+    fpr = dict.fromkeys(bench.METHODS, 0.8)
+    runs = [_run(0, auroc, fpr), _run(1, auroc, fpr)]
+    for run, (cedl, nsreg, bce) in zip(runs, [(0.9, 0.86, 0.8), (0.8, 0.8, 0.72)], strict=True):
+        for method, value in zip(bench.HEADS, (cedl, nsreg, bce), strict=True):
+            run["methods"][method]["auroc_novel_types"] = value
+            run["methods"][method]["auroc_by_type"] = {"paint": value, "concrete": 0.5}
+        run["act"]["auroc_no_shift"] = 0.72
+    summary = bench.summarise(runs, quick=True, wall=1.0)
+    heads = summary["anomaly_heads"]
+    assert heads["auroc_novel_types"]["CEDL"] == pytest.approx(0.85)
+    assert heads["auroc_by_type"]["BCE"] == {"paint": pytest.approx(0.76), "concrete": 0.5}
+    assert summary["goals"]["cedl_and_nsreg_beat_bce_by_5_auroc_points_on_novel_types"]
+    assert not summary["goals"]["cedl_and_nsreg_beat_bce_by_5_auroc_points_on_unseen_types"]
+    assert summary["act_auroc_no_shift"] == pytest.approx(0.72)
+    assert summary["act_auroc_before_novel_types"] is None  # not measured in these runs
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_run():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
