@@ -5,6 +5,8 @@ module                      what
 ==========================  ===========================================================
 ``conditional_flow``        HIDFlowNet-style conditional normalising flow p(cube | barcodes):
                             posterior samples, mean, per-pixel per-band std
+``invertible_blocks``       the flow's invertible layers (1x1 conv, injector, coupling)
+``posterior_calibration``   split-conformal per-band scale of the flow's intervals, coverage
 ``denoising``               low-light cubes, the flow as a denoiser, a plain CNN baseline
 ``spectral_attention``      SDA-GAN's FFT-domain attention block
 ==========================  ===========================================================

@@ -1,44 +1,59 @@
 """Conditional normalising flow decoder: p(cube | barcodes), with posterior samples and std.
 
-HIDFlowNet [HIDFlowNet] treats restoration as sampling from the conditional distribution of the
-clean hyperspectral image ``X`` given its degraded observation ``Y`` instead of one
+HIDFlowNet [HIDFlowNet] treats restoration as sampling from the conditional distribution of
+the clean hyperspectral image ``X`` given its degraded observation ``Y`` instead of one
 deterministic map.  It has two parts (section 3 of the paper):
 
 * a non-invertible **conditional encoder** ``c = E(Y)`` that extracts the global, low-frequency
   content (down-sampling and long-range attention), and
 * an **invertible decoder**: a stack of invertible conditional blocks (ICBs), each an invertible
-  1x1 convolution and conditional affine couplings, mapping ``X <-> z`` given ``c``.
+  1x1 convolution and conditional affine couplings, mapping ``X <-> z`` given ``c``
+  (:mod:`hyplex.models.restoration.invertible_blocks`).
 
-Training minimises the negative log-likelihood from the change of variables,
+Here the conditional encoder has two branches: the MST-class reconstructor of
+:class:`hyplex.models.reconstruction.SpectralTransformer` (the paper's "strong deterministic
+encoder"; its estimate ``mu(Y)`` is the low-frequency content) and a light feature branch
+(full-resolution and 2x down-sampled convolutions + a spectral-wise attention block);
+``c = [features(Y), mu(Y)]``.  The flow models the *residual* of the estimate::
 
-    -log p(X | Y) = -log N(z; 0, I) - sum_k log|det dF_k/dh_{k-1}|,   z = F(X; c)    (1)
+    X = mu(Y) + s * G^{-1}(z; c),      z ~ N(0, I)                                  (1)
 
-plus a reconstruction term on the decode of the latent mode ``z = 0`` (the paper adds an L1
-loss to the NLL; our weight is ``reconstruction_weight``)::
+with ``G`` the ICB stack and ``s`` a per-band scale (a diagonal affine flow layer,
+``log|det| = -h w sum_l log s_l`` on the way to ``z``).  Training minimises the negative
+log-likelihood of the change of variables,
 
-    L = NLL + lambda * |F^{-1}(0; c) - X|_1                                          (2)
+    -log p(X | Y) = -log N(z; 0, I) - log|det dz/dX|,   z = G((X - mu) / s; c)      (2)
 
-Sampling draws ``z ~ N(0, T^2 I)`` and inverts: ``X = F^{-1}(z; c)``.  In hyplex ``Y`` is the
-metasurface barcode map ``(B, F, h, w)`` (9 filters for 34 or 204 bands, so the posterior is
-wide where the filters cannot tell spectra apart) or, for denoising, a noisy low-light cube
-``(B, L, h, w)`` (:mod:`hyplex.models.restoration.denoising`).  The flow acts along the band
-axis per pixel (couplings see a 3x3 neighbourhood of the conditioning half), so the Jacobian is
-block-diagonal over pixels and ``log|det|`` is exact and cheap:
+plus the paper's L1 reconstruction term on the decode of the latent mode ``z = 0``, plus the
+L1 regression loss of ``mu`` itself::
 
-    invertible 1x1 convolution (Glow [Glow] section 3.2):  h * w * log|det W|
-    conditional affine injector (SRFlow [SRFlow] section 3.3): sum s(c)
-    conditional affine coupling (RealNVP [RealNVP] eq. 6-7): sum s(x_a, c)
+    L = NLL + lambda |mu + s G^{-1}(0; c) - X|_1 + |mu - X|_1                      (3)
+
+``mu`` is detached inside the flow terms, so it is trained by its L1 loss alone, exactly as
+the plain MST-class decoder is trained (same architecture, same steps and batches give the same
+weights: tested).  With the flow at the identity the posterior mean *is* ``mu``; a trained flow
+moves it only by the learned mean of the residual.  The flow supplies the uncertainty.
+
+**Calibration** (not in [HIDFlowNet]): a flow fitted on training scenes learns the training
+residuals, which are smaller than held-out ones, so its intervals are too narrow.  The per-band
+scale ``s`` is therefore fitted after training on a held-out *calibration* split
+(:func:`hyplex.models.restoration.posterior_calibration.calibrate_band_scale`), in the
+spirit of recalibrated regression [Kuleshov] and split conformal prediction [Conformal]:
+for each value the smallest scale at which the sampled central interval covers it is its
+score, and ``s_l`` is the ``ceil((n + 1) level) / n`` empirical quantile of the scores of band
+``l``, so that a fraction ``level`` of the calibration values lie inside their interval (at
+least ``level`` for exchangeable data).
+Sampling draws ``z ~ N(0, T^2 I)`` (``T`` the latent temperature of [Glow] section 5, 1 by
+default) and inverts eq. (1).
+
+In hyplex ``Y`` is the metasurface barcode map ``(B, F, h, w)`` (9 filters for 34 or 204
+bands, so the posterior is wide where the filters cannot tell spectra apart) or, for
+denoising, a noisy low-light cube ``(B, L, h, w)`` (:mod:`hyplex.models.restoration.denoising`).
 
 What is not reproduced: HIDFlowNet's encoder uses transformer blocks at several down-sampled
-scales and multi-scale squeeze/split of the latent; here the encoder is one down-sampled branch
-plus the MST++ spectral-wise attention block already used by the decoders
-(:class:`hyplex.models.layers.SpectralAttentionBlock`), and the latent is not split (L is only
-34-204 values per pixel).  Added here: the encoder also predicts a coarse cube ``mu(c)`` and the
-flow starts with the volume-preserving shift ``cube - mu(c)`` (log-det 0), so the invertible
-blocks model the residual, and ``mu(c)`` gets the reconstruction term directly (in one
-exploratory run on the benchmark's seed-0 data this raised the mode's PSNR by about 1.5 dB;
-the flow still trails the MST-class decoder: see ``benchmarks/learning_flow_translation.py
---quick`` and the README for the 3-seed figures).
+scales and multi-scale squeeze/split of the latent; here the latent is not split (L is only
+34-204 values per pixel).  Figures: ``benchmarks/learning_flow_translation.py --quick`` and the
+README.
 
 References
 ----------
@@ -47,11 +62,12 @@ References
     2026): section 3 (conditional encoder, invertible conditional blocks, NLL + reconstruction
     loss).
 [Glow] D. P. Kingma, P. Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
-    NeurIPS 2018, section 3.2 and Table 1.
-[SRFlow] A. Lugmayr et al., "SRFlow: Learning the Super-Resolution Space with Normalizing
-    Flow", ECCV 2020, section 3.3 (affine injector).
-[RealNVP] L. Dinh, J. Sohl-Dickstein, S. Bengio, "Density estimation using Real NVP", ICLR
-    2017, eq. (6)-(7).
+    NeurIPS 2018, sections 3.2 and 5 (temperature).
+[Kuleshov] V. Kuleshov, N. Fenner, S. Ermon, "Accurate Uncertainties for Deep Learning Using
+    Calibrated Regression", ICML 2018, section 3 (recalibration on a held-out set).
+[Conformal] J. Lei, M. G'Sell, A. Rinaldo, R. Tibshirani, L. Wasserman, "Distribution-Free
+    Predictive Inference for Regression", JASA 2018, section 2.2 (split conformal, the
+    ``ceil((n + 1)(1 - alpha))``-th smallest score).
 """
 
 from __future__ import annotations
@@ -66,6 +82,13 @@ from torch import nn
 
 from hyplex.models.decoder_input import as_barcode_maps, restore_points
 from hyplex.models.layers import SpectralAttentionBlock
+from hyplex.models.restoration.invertible_blocks import (
+    BandFlip,
+    ConditionalAffineCoupling,
+    ConditionalAffineInjector,
+    InvertibleConv1x1,
+    is_conditional,
+)
 
 __all__ = [
     "ConditionalAffineCoupling",
@@ -86,89 +109,14 @@ def _check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-class InvertibleConv1x1(nn.Module):
-    """Invertible 1x1 convolution over the band axis [Glow] section 3.2.
-
-    ``y = W x`` at every pixel, ``W`` (L, L) initialised as a random rotation (from the torch
-    default generator, like every ``nn`` initialiser; seed with ``torch.manual_seed``).
-    ``log|det dy/dx| = h * w * log|det W|`` per image.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
-        self.weight = nn.Parameter(q.to(torch.float32))
-
-    def forward(self, x: torch.Tensor, reverse: bool = False):
-        height, width = x.shape[-2:]
-        weight = self.weight.double()
-        logdet = height * width * torch.linalg.slogdet(weight)[1].to(x.dtype)
-        if reverse:
-            weight = torch.linalg.inv(weight)
-        y = torch.einsum("ij,bjhw->bihw", weight.to(x.dtype), x)
-        return y, (-logdet if reverse else logdet).expand(x.shape[0])
+def _check_level(level) -> float:
+    if not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
+        raise ValueError(f"level must be a float in (0, 1); got {level!r}")
+    return float(level)
 
 
-def _conv_net(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    net = nn.Sequential(
-        nn.Conv2d(in_channels, hidden, 3, padding=1),
-        nn.GELU(),
-        nn.Conv2d(hidden, hidden, 1),
-        nn.GELU(),
-        nn.Conv2d(hidden, out_channels, 3, padding=1),
-    )
-    nn.init.zeros_(net[-1].weight)  # every block starts as the identity (Glow's zero init)
-    nn.init.zeros_(net[-1].bias)
-    return net
-
-
-class ConditionalAffineInjector(nn.Module):
-    """``y = x * exp(s(c)) + t(c)``: conditioning enters every band [SRFlow] section 3.3;
-    ``log|det| = sum s`` over bands and pixels."""
-
-    def __init__(self, channels: int, condition_channels: int, hidden: int, max_log_scale: float):
-        super().__init__()
-        self.net = _conv_net(condition_channels, hidden, 2 * channels)
-        self.max_log_scale = float(max_log_scale)
-
-    def forward(self, x, condition, reverse: bool = False):
-        raw_scale, shift = self.net(condition).chunk(2, dim=1)
-        log_scale = self.max_log_scale * torch.tanh(raw_scale / self.max_log_scale)
-        logdet = log_scale.flatten(1).sum(1)
-        if reverse:
-            return (x - shift) * torch.exp(-log_scale), -logdet
-        return x * torch.exp(log_scale) + shift, logdet
-
-
-class ConditionalAffineCoupling(nn.Module):
-    """Conditional affine coupling [RealNVP] eq. (6)-(7) with the condition ``c`` as input.
-
-    ``x = (x_a, x_b)`` split along bands; ``(s, t) = NN(x_a, c)``;
-    ``y_a = x_a``, ``y_b = x_b * exp(s) + t``; ``log|det| = sum s``.  The scale is soft-clamped
-    to ``+-max_log_scale`` so that an untrained or diverging net stays invertible in float32.
-    """
-
-    def __init__(self, channels: int, condition_channels: int, hidden: int, max_log_scale: float):
-        super().__init__()
-        if channels < 2:
-            raise ValueError(f"a coupling needs at least 2 bands; got {channels}")
-        self.split = channels // 2
-        self.net = _conv_net(self.split + condition_channels, hidden, 2 * (channels - self.split))
-        self.max_log_scale = float(max_log_scale)
-
-    def forward(self, x, condition, reverse: bool = False):
-        x_a, x_b = x[:, : self.split], x[:, self.split :]
-        raw_scale, shift = self.net(torch.cat([x_a, condition], dim=1)).chunk(2, dim=1)
-        log_scale = self.max_log_scale * torch.tanh(raw_scale / self.max_log_scale)
-        logdet = log_scale.flatten(1).sum(1)
-        if reverse:
-            y_b = (x_b - shift) * torch.exp(-log_scale)
-            return torch.cat([x_a, y_b], dim=1), -logdet
-        return torch.cat([x_a, x_b * torch.exp(log_scale) + shift], dim=1), logdet
-
-
-class _ConditionalEncoder(nn.Module):
-    """``Y (B, C_in, h, w) -> c (B, width, h, w)``: a full-resolution branch plus a 2x
+class _FeatureEncoder(nn.Module):
+    """``Y (B, C_in, h, w) -> (B, width, h, w)``: a full-resolution branch plus a 2x
     down-sampled one (the global, low-frequency content of [HIDFlowNet] section 3), fused and
     passed through a spectral-wise attention block."""
 
@@ -198,7 +146,8 @@ class PosteriorSummary:
     ----------
     mean : posterior mean (average of the samples).
     std : per-pixel, per-band standard deviation of the samples.
-    lower, upper : 5 % and 95 % sample quantiles (the 90 % central interval).
+    lower, upper : ``(1 - level) / 2`` and ``(1 + level) / 2`` sample quantiles (the central
+        interval; 5 % and 95 % for the default ``level = 0.9``).
     """
 
     mean: torch.Tensor
@@ -208,7 +157,7 @@ class PosteriorSummary:
 
 
 class ConditionalFlowDecoder(nn.Module):
-    """HIDFlowNet-style conditional flow decoder ``p(cube | barcodes)`` [HIDFlowNet].
+    """HIDFlowNet-style conditional flow decoder ``p(cube | barcodes)`` [HIDFlowNet], eq. (1).
 
     Parameters
     ----------
@@ -218,26 +167,35 @@ class ConditionalFlowDecoder(nn.Module):
     n_bands : int
         Bands ``L`` of the cube modelled.
     width : int
-        Conditional-encoder feature channels.
+        Feature-branch channels of the conditional encoder.
     hidden : int
         Hidden channels of each coupling / injector network.
     n_blocks : int
         Invertible conditional blocks, each ``injector -> 1x1 conv -> coupling -> band flip
         -> coupling``.
     n_heads : int
-        Heads of the encoder's spectral-wise attention (must divide ``width``).
+        Heads of the feature branch's spectral-wise attention (must divide ``width``).
     max_log_scale : float
         Soft clamp of every log-scale (invertibility in float32).
     reconstruction_weight : float
-        ``lambda`` of eq. (2), used by :meth:`loss`.  10 was chosen over 1 and 30 by
-        exploratory runs on the benchmark's seed-0 data (not a held-out selection; the
-        toy test uses 1, where the likelihood must dominate).
+        ``lambda`` of eq. (3) (L1 of the latent-mode decode).
+    mean_width, mean_blocks, mean_stages : int
+        ``width``, ``n_blocks``, ``n_stages`` of the MST-class estimator ``mu``
+        (:class:`hyplex.models.reconstruction.SpectralTransformer`; the defaults are its own,
+        so ``build_reconstructor("flow")`` holds the ``"mst"`` decoder).
+
+    Attributes
+    ----------
+    band_scale : torch.Tensor, (L,)
+        The per-band scale ``s`` of eq. (1) (a buffer, saved with the weights): 1 until
+        :func:`~hyplex.models.restoration.posterior_calibration.calibrate_band_scale` fits it
+        on a calibration split.
 
     Notes
     -----
-    ``forward(barcodes)`` returns the decode of the latent mode ``F^{-1}(0; c)`` so the flow
-    drops into every place a reconstructor goes (``build_reconstructor("flow", ...)``, design
-    bundles, the video engine); :meth:`posterior` gives samples, mean and std.
+    ``forward(barcodes)`` returns the decode of the latent mode ``mu + s G^{-1}(0; c)`` so the
+    flow drops into every place a reconstructor goes (``build_reconstructor("flow", ...)``,
+    design bundles, the video engine); :meth:`posterior` gives samples, mean and std.
     """
 
     def __init__(
@@ -250,15 +208,22 @@ class ConditionalFlowDecoder(nn.Module):
         n_heads: int = 1,
         max_log_scale: float = 3.0,
         reconstruction_weight: float = 10.0,
+        mean_width: int = 32,
+        mean_blocks: int = 2,
+        mean_stages: int = 2,
     ):
+        # the registry of hyplex.models.reconstruction imports this module: import it lazily
+        from hyplex.models.reconstruction import SpectralTransformer
+
         super().__init__()
-        in_channels = _check_positive_int("in_channels", in_channels)
-        n_bands = _check_positive_int("n_bands", n_bands)
-        width = _check_positive_int("width", width)
-        hidden = _check_positive_int("hidden", hidden)
-        n_blocks = _check_positive_int("n_blocks", n_blocks)
-        n_heads = _check_positive_int("n_heads", n_heads)
-        if n_bands < 2:
+        names = ("in_channels", "n_bands", "width", "hidden", "n_blocks", "n_heads")
+        names += ("mean_width", "mean_blocks", "mean_stages")
+        values = (in_channels, n_bands, width, hidden, n_blocks, n_heads)
+        values += (mean_width, mean_blocks, mean_stages)
+        checked = {
+            name: _check_positive_int(name, v) for name, v in zip(names, values, strict=True)
+        }
+        if checked["n_bands"] < 2:
             raise ValueError(f"n_bands must be >= 2 for the couplings; got {n_bands}")
         if width % n_heads:
             raise ValueError(f"width must be divisible by n_heads; got {width} and {n_heads}")
@@ -267,52 +232,85 @@ class ConditionalFlowDecoder(nn.Module):
         if not reconstruction_weight >= 0:
             raise ValueError(f"reconstruction_weight must be >= 0; got {reconstruction_weight}")
         self.config = {
-            "in_channels": in_channels,
-            "n_bands": n_bands,
-            "width": width,
-            "hidden": hidden,
-            "n_blocks": n_blocks,
-            "n_heads": n_heads,
+            **checked,
             "max_log_scale": float(max_log_scale),
             "reconstruction_weight": float(reconstruction_weight),
         }
-        self.in_channels, self.n_bands = in_channels, n_bands
+        self.in_channels, self.n_bands = checked["in_channels"], checked["n_bands"]
         self.reconstruction_weight = float(reconstruction_weight)
-        self.encoder = _ConditionalEncoder(in_channels, width, n_heads)
-        self.mean_head = nn.Conv2d(width, n_bands, 3, padding=1)
+        # built first, so that under one torch seed it starts as a SpectralTransformer would
+        self.mean_decoder = SpectralTransformer(
+            in_channels, n_bands, width=mean_width, n_blocks=mean_blocks, n_stages=mean_stages
+        )
+        self.encoder = _FeatureEncoder(in_channels, width, n_heads)
+        self.register_buffer("band_scale", torch.ones(n_bands))
+        condition_channels = width + n_bands
         layers = []
         for _ in range(n_blocks):
-            layers.append(ConditionalAffineInjector(n_bands, width, hidden, max_log_scale))
+            layers.append(ConditionalAffineInjector(n_bands, condition_channels, hidden,
+                                                    max_log_scale))  # fmt: skip
             layers.append(InvertibleConv1x1(n_bands))
-            layers.append(ConditionalAffineCoupling(n_bands, width, hidden, max_log_scale))
-            layers.append(_BandFlip())
-            layers.append(ConditionalAffineCoupling(n_bands, width, hidden, max_log_scale))
+            layers.append(ConditionalAffineCoupling(n_bands, condition_channels, hidden,
+                                                    max_log_scale))  # fmt: skip
+            layers.append(BandFlip())
+            layers.append(ConditionalAffineCoupling(n_bands, condition_channels, hidden,
+                                                    max_log_scale))  # fmt: skip
         self.layers = nn.ModuleList(layers)
 
     # -- the flow ------------------------------------------------------------------------
     def condition(self, barcodes: torch.Tensor) -> torch.Tensor:
-        """Conditional-encoder features ``(B, width, h, w)`` of barcode maps ``(B, F, h, w)``."""
+        """``c = [features(Y), mu(Y)]``, ``(B, width + L, h, w)``, of barcode maps
+        ``(B, F, h, w)``; the last ``L`` channels are the estimate ``mu`` (:meth:`estimate`)."""
         maps, _ = as_barcode_maps(barcodes, self.in_channels, self)
-        return self.encoder(maps)
+        mean = self.mean_decoder(maps).contiguous()
+        return torch.cat([self.encoder(maps), mean], dim=1)
+
+    def estimate(self, condition: torch.Tensor) -> torch.Tensor:
+        """The MST-class estimate ``mu`` ``(B, L, h, w)`` inside a condition."""
+        return condition[:, -self.n_bands :]
+
+    def flow_parameters(self) -> list[nn.Parameter]:
+        """The parameters of everything but ``mu`` (the feature branch and the ICBs)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("mean_decoder.")]
 
     def to_latent(self, cube: torch.Tensor, condition: torch.Tensor):
-        """``z = F(cube; c)`` and ``log|det dz/dcube|`` per image ``(B,)`` (eq. 1)."""
-        logdet = torch.zeros(cube.shape[0], dtype=cube.dtype, device=cube.device)
-        h = cube - self.mean_head(condition)  # volume-preserving conditional shift
+        """``z = G((cube - mu) / s; c)`` and ``log|det dz/dcube|`` per image ``(B,)`` (eq. 2)."""
+        scale = self.band_scale.to(cube.dtype).view(1, -1, 1, 1)
+        h = (cube - self.estimate(condition)) / scale
+        logdet = -cube.shape[-2] * cube.shape[-1] * torch.log(scale).sum()
+        logdet = logdet.expand(cube.shape[0])
         for layer in self.layers:
-            h, part = layer(h, condition) if _conditional(layer) else layer(h)
+            h, part = layer(h, condition) if is_conditional(layer) else layer(h)
             logdet = logdet + part
         return h, logdet
 
-    def from_latent(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """``cube = F^{-1}(z; c)`` (``z`` and the result ``(B, L, h, w)``)."""
+    def residual_from_latent(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """``G^{-1}(z; c)`` ``(B, L, h, w)``: the residual before the band scale."""
         h = z
         for layer in reversed(self.layers):
-            h, _ = layer(h, condition, reverse=True) if _conditional(layer) else layer(h, True)
-        return h + self.mean_head(condition)
+            h, _ = layer(h, condition, reverse=True) if is_conditional(layer) else layer(h, True)
+        return h
+
+    def from_latent(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """``cube = mu + s G^{-1}(z; c)`` (eq. 1; ``z`` and the result ``(B, L, h, w)``)."""
+        scale = self.band_scale.to(z.dtype).view(1, -1, 1, 1)
+        return self.estimate(condition) + scale * self.residual_from_latent(z, condition)
+
+    def _flow_condition(self, barcodes, cube):
+        """The condition with ``mu`` detached (trained by its L1 alone) and the checked cube."""
+        condition = self.condition(barcodes)
+        cube = self._check_cube(cube, condition)
+        mean = self.estimate(condition)
+        return torch.cat([condition[:, : -self.n_bands], mean.detach()], 1), mean, cube
+
+    def _nll(self, condition, cube) -> torch.Tensor:
+        z, logdet = self.to_latent(cube, condition)
+        values = z[0].numel()
+        log_base = -0.5 * (z.pow(2).flatten(1).sum(1) + values * _LOG_2PI)
+        return -(log_base + logdet).mean() / values
 
     def nll(self, barcodes: torch.Tensor, cube: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood ``-log p(cube | barcodes)`` of eq. (1), in nats per value
+        """Negative log-likelihood ``-log p(cube | barcodes)`` of eq. (2), in nats per value
         (averaged over images, pixels and bands; cube in its own unit, e.g. reflectance).
 
         Parameters
@@ -320,40 +318,29 @@ class ConditionalFlowDecoder(nn.Module):
         barcodes : torch.Tensor, (B, F, h, w)
         cube : torch.Tensor, (B, L, h, w)
         """
-        condition = self.condition(barcodes)
-        cube = self._check_cube(cube, condition)
-        z, logdet = self.to_latent(cube, condition)
-        values = z[0].numel()
-        log_base = -0.5 * (z.pow(2).flatten(1).sum(1) + values * _LOG_2PI)
-        return -(log_base + logdet).mean() / values
+        condition, _, cube = self._flow_condition(barcodes, cube)
+        return self._nll(condition, cube)
 
     def loss(self, barcodes: torch.Tensor, cube: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Training objective of eq. (2): ``NLL + lambda * L1(F^{-1}(0; c), cube)``.
+        """Training objective of eq. (3): ``NLL + lambda L1(mode, cube) + L1(mu, cube)``.
 
-        The coarse cube ``mu(c)`` of the encoder gets the same L1 term directly
-        (``+ lambda * L1(mu(c), cube)``), so the encoder learns the low-frequency estimate as a
-        regression network would ([HIDFlowNet] section 3 assigns the low frequencies to the
-        encoder and the details to the invertible blocks).
-
-        Returns ``(total, {"nll": float, "l1": float})``.
+        Returns ``(total, {"nll": float, "l1": float, "l1_mean": float})`` (``l1``: the mode's).
         """
-        condition = self.condition(barcodes)
-        cube = self._check_cube(cube, condition)
-        z, logdet = self.to_latent(cube, condition)
-        values = z[0].numel()
-        nll = -(-0.5 * (z.pow(2).flatten(1).sum(1) + values * _LOG_2PI) + logdet).mean() / values
+        condition, mean, cube = self._flow_condition(barcodes, cube)
+        nll = self._nll(condition, cube)
         mode = self.from_latent(torch.zeros_like(cube), condition)
-        l1 = (mode - cube).abs().mean() + (self.mean_head(condition) - cube).abs().mean()
-        total = nll + self.reconstruction_weight * l1
-        return total, {"nll": float(nll.detach()), "l1": float(l1.detach())}
+        l1 = (mode - cube).abs().mean()
+        l1_mean = (mean - cube).abs().mean()
+        total = nll + self.reconstruction_weight * l1 + l1_mean
+        parts = {"nll": nll, "l1": l1, "l1_mean": l1_mean}
+        return total, {name: float(value.detach()) for name, value in parts.items()}
 
     def forward(self, barcodes: torch.Tensor) -> torch.Tensor:
-        """Decode of the latent mode ``F^{-1}(0; c)``: ``(B, F, h, w) -> (B, L, h, w)``;
+        """Decode of the latent mode ``mu + s G^{-1}(0; c)``: ``(B, F, h, w) -> (B, L, h, w)``;
         points ``(N, F) -> (N, L)``; any real dtype, cast to the module's."""
         maps, points = as_barcode_maps(barcodes, self.in_channels, self)
-        condition = self.encoder(maps)
-        shape = (maps.shape[0], self.n_bands, *maps.shape[-2:])
-        zero = torch.zeros(shape, dtype=condition.dtype, device=condition.device)
+        condition = self.condition(maps)
+        zero = torch.zeros_like(self.estimate(condition))
         return restore_points(self.from_latent(zero, condition), points)
 
     def sample(
@@ -372,14 +359,14 @@ class ConditionalFlowDecoder(nn.Module):
         generator : torch.Generator, optional
             Draws the latents (on the model's device); seed it for repeatable samples.
         temperature : float
-            Latent standard deviation ``T`` (1 samples the learned posterior).
+            Latent standard deviation ``T`` (1 samples the learned, calibrated posterior).
         """
         n_samples = _check_positive_int("n_samples", n_samples)
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0; got {temperature}")
         maps, points = as_barcode_maps(barcodes, self.in_channels, self)
-        condition = self.encoder(maps)
-        shape = (maps.shape[0], self.n_bands, *maps.shape[-2:])
+        condition = self.condition(maps)
+        shape = self.estimate(condition).shape
         draws = []
         for _ in range(n_samples):
             z = torch.randn(shape, generator=generator, dtype=condition.dtype, device=maps.device)
@@ -392,14 +379,16 @@ class ConditionalFlowDecoder(nn.Module):
         barcodes: torch.Tensor,
         n_samples: int = 32,
         generator: torch.Generator | None = None,
+        level: float = 0.9,
     ) -> PosteriorSummary:
-        """Posterior mean, std and 90 % interval from ``n_samples`` samples (see
+        """Posterior mean, std and central ``level`` interval from ``n_samples`` samples (see
         :class:`PosteriorSummary`; shapes ``(B, L, h, w)``)."""
         if _check_positive_int("n_samples", n_samples) < 2:
             raise ValueError(f"n_samples must be >= 2 for a standard deviation; got {n_samples}")
+        level = _check_level(level)
         draws = self.sample(barcodes, n_samples, generator).float()  # quantile needs float32+
-        levels = torch.tensor([0.05, 0.95], dtype=draws.dtype, device=draws.device)
-        quantiles = torch.quantile(draws, levels, dim=0)
+        tails = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+        quantiles = torch.quantile(draws, torch.tensor(tails, device=draws.device), dim=0)
         return PosteriorSummary(draws.mean(0), draws.std(0), quantiles[0], quantiles[1])
 
     def _check_cube(self, cube: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -410,20 +399,8 @@ class ConditionalFlowDecoder(nn.Module):
         return cube.to(condition.dtype)
 
 
-class _BandFlip(nn.Module):
-    """Reverses the band order (volume-preserving) so the next coupling updates the other
-    half."""
-
-    def forward(self, x: torch.Tensor, reverse: bool = False):
-        return x.flip(1), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-
-
-def _conditional(layer: nn.Module) -> bool:
-    return isinstance(layer, (ConditionalAffineCoupling, ConditionalAffineInjector))
-
-
 def flow_loss(model: ConditionalFlowDecoder, barcodes, cube) -> tuple[torch.Tensor, dict]:
-    """Eq. (2) of ``model`` on one batch (``barcodes (B, F, h, w)``, ``cube (B, L, h, w)``)."""
+    """Eq. (3) of ``model`` on one batch (``barcodes (B, F, h, w)``, ``cube (B, L, h, w)``)."""
     return model.loss(barcodes, cube)
 
 
@@ -449,7 +426,11 @@ class FlowTraining:
 
 def train_flow(model: ConditionalFlowDecoder, conditions, cubes, settings=FlowTraining(),
                progress: bool = False) -> list[dict]:  # fmt: skip
-    """Fit ``model`` by eq. (2) on random patches; returns the per-step loss parts.
+    """Fit ``model`` by eq. (3) on random patches; returns the per-step loss parts.
+
+    The estimator ``mu`` gets exactly the steps a plain L1-trained decoder would (Adam, no
+    gradient clipping; the patches are drawn from ``settings.seed`` as index, top, left); the
+    flow's gradient norm is clipped at 5.
 
     Parameters
     ----------
@@ -476,6 +457,7 @@ def train_flow(model: ConditionalFlowDecoder, conditions, cubes, settings=FlowTr
     device = next(model.parameters()).device
     rng = np.random.default_rng(settings.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    flow_parameters = model.flow_parameters()
     history = []
     steps = range(settings.steps)
     if progress:
@@ -494,7 +476,7 @@ def train_flow(model: ConditionalFlowDecoder, conditions, cubes, settings=FlowTr
         total, parts = model.loss(batch_y, batch_x)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(flow_parameters, 5.0)
         optimizer.step()
         history.append(parts)
     model.eval()
