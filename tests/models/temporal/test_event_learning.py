@@ -52,7 +52,7 @@ def test_density_peak_merge_weights_and_input_checks():
 def test_module_is_a_drop_in_and_reacts_to_a_change_at_once():
     module = TemporalEventModule(3, in_channels=4, window=6)
     features = torch.ones(8, 4, 2, 2)
-    features[6:] = 3.0  # the scene changes at frame 6
+    features[6:, :2] = 3.0  # another material at frame 6: the barcode's shape changes
     logits = torch.zeros(8, 3, 2, 2)
     logits[:6, 0] = 2.0
     logits[6:, 2] = 2.0
@@ -97,3 +97,46 @@ def test_training_lowers_the_clip_loss():
     module = TemporalEventModule(2)
     history = fit_temporal(module, logits, features, truth, steps=30, window=6, seed=0)
     assert np.mean(history[-5:]) < np.mean(history[:5])
+
+
+def _still_pixels_under_dimming_light(seed=3, n_frames=16, size=4):
+    """A still scene whose light falls 5x over the clip (as make_video's 10,000 -> 2,000 lux):
+    the barcodes keep their shape, and every frame's logits are a random permutation of
+    (1.0, 0.3, 0.0) per pixel (equal confidence, so the importance weights are all equal)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = torch.linspace(0.5, 1.5, 9).reshape(1, 9, 1, 1)
+    level = torch.linspace(1.0, 0.2, n_frames).reshape(n_frames, 1, 1, 1)
+    features = (shape * level).expand(n_frames, 9, size, size).contiguous()
+    order = torch.rand(n_frames, 3, size, size, generator=generator).argsort(1)
+    logits = torch.tensor([1.0, 0.3, 0.0])[order]
+    return logits, features, np.ones((n_frames, size, size), dtype=int)
+
+
+def test_a_change_of_light_level_alone_is_no_event():
+    """Tokens are each frame's barcode shape: under a steady 5x dimming a still pixel's frames
+    look alike, the current frame attends to the whole window in proportion to the events'
+    sizes, and the context is the window's mean log-probability (window-normalised tokens
+    split the ramp into events in time order and pooled mostly the last frames)."""
+    logits, features, _ = _still_pixels_under_dimming_light()
+    module = TemporalEventModule(3, window=16, mix=0.8)
+    with torch.no_grad():
+        out = smooth_sequence(module, logits, features)[0][-1]
+    log_p = torch.log_softmax(logits, 1)
+    expected = torch.log_softmax(0.8 * log_p.mean(0) + 0.2 * log_p[-1], 0)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_attention_metric_is_fixed_unless_asked():
+    """``W`` stays the identity through training (it overfitted a labelled clip's few frames)
+    and is a buffer, so saved weights keep their keys; ``learn_projection=True`` trains it."""
+    logits, features, truth = _still_pixels_under_dimming_light(n_frames=8)
+    truth = torch.from_numpy(truth)
+    fixed = TemporalEventModule(3)
+    assert "projection" in fixed.state_dict()
+    assert all(p is not fixed.projection for p in fixed.parameters())
+    fit_temporal(fixed, logits, features, truth, steps=5, window=6, seed=0)
+    torch.testing.assert_close(fixed.projection, torch.eye(9))
+    learned = TemporalEventModule(3, learn_projection=True)
+    fit_temporal(learned, logits, features, truth, steps=5, window=6, seed=0)
+    assert not torch.allclose(learned.projection, torch.eye(9))
+    assert set(learned.state_dict()) == set(fixed.state_dict())
