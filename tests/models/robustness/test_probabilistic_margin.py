@@ -113,3 +113,20 @@ def test_the_reconstructor_trains_on_the_same_adversarial_barcodes():
     assert after < 0.8 * before
     with pytest.raises(ValueError, match="both"):
         adversarial_train_segmenter(segmenter, barcodes, labels, torch.ones(3), config, cubes=cubes)
+
+
+def test_the_default_schedule_is_the_authors_gentle_tilt_after_a_burn_in():
+    """The authors' code (slope 1, bias -1.5, MAIL from the PGD-AT model of epoch 75 of 120):
+    the weight at PM = -1 is ~5x the weight at PM = 1 (the first version used gamma = 10,
+    beta = 0, a ratio of e^20 that put all the weight on the pixels the attack turns), and
+    reweighting starts after 0.6 of the steps."""
+    config = MAILConfig()
+    weights = mail_weights(torch.tensor([-1.0, 1.0]), config.gamma, config.beta)
+    expected = (1 + math.exp(config.gamma * (1 - config.beta))) / (
+        1 + math.exp(config.gamma * (-1 - config.beta))
+    )
+    assert weights[0] / weights[1] == pytest.approx(expected)
+    assert 4.0 < expected < 6.0
+    assert config.burn_in == pytest.approx(0.6)
+    # the defaults of mail_weights are the same schedule
+    torch.testing.assert_close(mail_weights(torch.tensor([-1.0, 1.0])), weights)
