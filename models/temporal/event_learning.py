@@ -201,7 +201,7 @@ class TemporalEventModule(nn.Module):
         >= 2. 16 frames with 4 events, against 8 with 3, lowered the trained module's flip
         rate 0.041 -> 0.022 and raised its mIoU 0.343 -> 0.362 on the temporal block of
         ``benchmarks/learning_temporal_pretraining.py --quick`` (3 seeds; chosen on those
-        seeds).
+        seeds, with the first version's window-normalised tokens and learned metric).
     n_events : int
         Events the window is merged into (TMM's cluster count), >= 1.
     neighbours : int
