@@ -20,7 +20,8 @@ from hyplex.models.noisy_labels.group_noise import (
 )
 from hyplex.models.noisy_labels.instance_dependent import (
     IDLNConfig,
-    NoiseModel,
+    confusing_probability_step,
+    noisy_label_probability,
     spectral_label_noise,
     train_cross_entropy,
     train_idln,
@@ -29,11 +30,12 @@ from hyplex.models.noisy_labels.instance_dependent import (
 
 __all__ = [
     "IDLNConfig",
-    "NoiseModel",
     "coarse_region_labels",
+    "confusing_probability_step",
     "matching_scores",
     "max_matching_loss",
     "max_matching_mask",
+    "noisy_label_probability",
     "spectral_label_noise",
     "train_cross_entropy",
     "train_idln",

@@ -1,29 +1,35 @@
 """Instance-dependent label noise: confusing and unconfusing instances, alternating optimisation.
 
 Method: Q. Wang, B. Han, T. Liu, G. Niu, J. Yang, C. Gong, "Tackling Instance-Dependent Label
-Noise via a Universal Probabilistic Model", AAAI 2021 (arXiv:2101.05467); its abstract,
-introduction and the authors' figure 2 caption were read (no equation numbers cited).
+Noise via a Universal Probabilistic Model", AAAI 2021 (arXiv:2101.05467). Read here: its
+abstract, introduction, figure 2 caption and the authors' released code
+(github.com/QizhouWang/instance-dependent-label-noise, ``main.py`` and ``pretrain.py``); the
+method section's equations could not be read, so no equation numbers are cited and the update
+rules below follow the authors' code.
 
-The probabilistic model: each instance ``x`` is *confusing* with probability ``eta(x)`` (the
+The probabilistic model: instance ``i`` is *confusing* with probability ``eta_i`` (its
 label-confusing probability); an unconfusing instance's noisy label equals its true label, a
-confusing one's is drawn from the noisy-label probability ``tau(. | x)``::
+confusing one's is drawn from the noisy-label probability ``tau(. | x_i)``::
 
-    p(y~ | x) = (1 - eta(x)) p_theta(y = y~ | x) + eta(x) tau_phi(y~ | x)
+    p(y~ | y, x_i) = (1 - eta_i) 1[y~ = y] + eta_i tau(y~ | x_i)
 
-so the posterior of the true label given the noisy one is
+so the posterior of the true label given the noisy one, with the classifier's
+``p_theta(y | x)`` as the prior, is::
 
-    r_i     = eta_i tau_i(y~_i) / [(1 - eta_i) p_i(y~_i) + eta_i tau_i(y~_i)]   (confusing?)
-    q_i(y)  = (1 - r_i) 1[y = y~_i] + r_i p_theta(y | x_i)
+    q_i(y) ∝ p_theta(y | x_i) [(1 - eta_i) 1[y = y~_i] + eta_i tau_i],  tau_i = tau(y~_i | x_i)
+           = (1 - r_i) 1[y = y~_i] + r_i p_theta(y | x_i)
+    r_i    = eta_i tau_i / [(1 - eta_i) p_theta(y~_i | x_i) + eta_i tau_i]   (confusing?)
 
-and training alternates (the paper's alternating optimisation): (E) estimate ``r`` and ``q``
-with the networks fixed; (M1) fit the classifier ``p_theta`` to the soft true labels ``q``;
-(M2) fit the noise model (``eta_phi``, ``tau_phi``: one small network with a sigmoid and a
-softmax output) by maximising the noisy-label likelihood with ``p_theta`` fixed. ``eta``
-thereby decides per instance how much to learn from the given label versus the model's own
-prediction. A warm-up of plain cross-entropy comes first (networks fit clean patterns before
-noisy ones), and a small penalty ``sparsity * mean(eta)`` encodes that most instances are
-unconfusing (without it the noise model may call every instance confusing and explain every
-label by ``tau``, the degenerate maximum of the likelihood). The penalty and warm-up are ours.
+As in the authors' realisation: ``tau`` comes from a network trained on the noisy labels with
+plain cross-entropy and is then frozen; ``eta`` is one free number per instance (not a
+network), started small (``eta_init`` = 0.01: most instances are unconfusing); and the
+alternating optimisation runs per batch: (E) ``q`` with everything fixed; (M1) one step of
+the classifier on ``-sum_y q_i(y) log p_theta(y | x_i)``; (M2) one ascent step on the batch's
+``eta_i`` (:func:`confusing_probability_step`). ``eta_i`` grows where the classifier trusts
+the given label less than the noisy network does, so the classifier learns from its own
+prediction there and from the label elsewhere. Our one change for a fixed budget: the noisy
+network is the classifier's own cross-entropy warm-up, which then goes on training (the
+authors train a second network from scratch after fully training the noisy one).
 
 hyplex's auto-labels (k-means clusters of spectra, thresholds on an index) are wrong where a
 spectrum lies near another class's, so their noise depends on the instance:
@@ -43,7 +49,8 @@ from torch import nn
 
 __all__ = [
     "IDLNConfig",
-    "NoiseModel",
+    "confusing_probability_step",
+    "noisy_label_probability",
     "spectral_label_noise",
     "train_cross_entropy",
     "train_idln",
@@ -100,26 +107,56 @@ def spectral_label_noise(points, labels, rate: float, seed: int = 0):
     return noisy
 
 
-class NoiseModel(nn.Module):
-    """``x (N, F) -> (eta (N,), log tau (N, K))``: confusing probability and noisy-label
-    distribution, one MLP with two heads."""
+def noisy_label_probability(classifier: nn.Module, points: torch.Tensor, noisy: torch.Tensor):
+    """``tau_i = p_noisy(y~_i | x_i)`` (N,): the noisy-label probability of each given label.
 
-    def __init__(self, in_features: int, n_classes: int, width: int = 32, eta_init: float = 0.2):
-        super().__init__()
-        if not 0 < eta_init < 1:
-            raise ValueError(f"eta_init must lie in (0, 1); got {eta_init}")
-        self.body = nn.Sequential(nn.Linear(in_features, width), nn.ReLU())
-        self.eta = nn.Linear(width, 1)
-        self.tau = nn.Linear(width, n_classes)
-        nn.init.zeros_(self.eta.weight)
-        nn.init.constant_(self.eta.bias, float(np.log(eta_init / (1 - eta_init))))
+    The paper takes it from a network trained on the noisy labels with plain cross-entropy
+    (the authors' ``pretrain.py``) and keeps it fixed while the classifier and ``eta`` are
+    trained; :func:`train_idln` uses its own warm-up network.
 
-    def forward(self, x: torch.Tensor):
-        h = self.body(x)
-        return torch.sigmoid(self.eta(h)).squeeze(1), torch.log_softmax(self.tau(h), dim=1)
+    Parameters
+    ----------
+    classifier : torch.nn.Module, ``(N, F) -> logits (N, K)``, trained on the noisy labels.
+    points : torch.Tensor, (N, F); noisy : torch.Tensor, (N,) int64.
+    """
+    classifier.eval()
+    with torch.no_grad():
+        probabilities = torch.softmax(classifier(points), 1)
+    return probabilities.gather(1, noisy[:, None]).squeeze(1)
 
 
-def true_label_posterior(log_p, eta, log_tau, noisy):
+def confusing_probability_step(eta, q_noisy, tau_noisy, eta_lr: float):
+    """One ascent step on each instance's confusing probability ``eta_i`` (the M-step for eta).
+
+    The expected complete-data log-likelihood of instance ``i`` is
+    ``q_i log(1 - eta_i + eta_i tau_i) + (1 - q_i) log(eta_i tau_i)`` with ``q_i = q_i(y~_i)``
+    (the posterior that the given label is the true one); its derivative is
+    ``(1 - q_i) / eta_i + q_i (tau_i - 1) / (1 - eta_i + eta_i tau_i)``. The authors' code
+    (``main.py`` of github.com/QizhouWang/instance-dependent-label-noise) takes the last
+    denominator as 1 ("we actually assume pnl is close to 1") and steps::
+
+        eta_i <- clip(eta_i + eta_lr [(1 - q_i) + q_i eta_i (tau_i - 1)] / eta_i, 0, 1)
+
+    which is what this function does (``eta_i`` in the division is floored at 1e-5).
+
+    Parameters
+    ----------
+    eta, q_noisy, tau_noisy : torch.Tensor, (N,)
+        Current ``eta``, ``q_i(y~_i)`` and ``tau_i``, all in [0, 1].
+    eta_lr : float
+        Step size (> 0; the authors use 0.05).
+
+    Returns
+    -------
+    torch.Tensor, (N,), in [0, 1].
+    """
+    if eta_lr <= 0:
+        raise ValueError(f"eta_lr must be > 0; got {eta_lr}")
+    disparity = (1 - q_noisy) + q_noisy * eta * (tau_noisy - 1)
+    return (eta + eta_lr * disparity / eta.clamp_min(1e-5)).clamp(0.0, 1.0)
+
+
+def true_label_posterior(log_p, eta, tau_noisy, noisy):
     """``(r (N,), q (N, K))``: posterior of "confusing" and of the true label (module eqs.).
 
     Parameters
@@ -127,15 +164,14 @@ def true_label_posterior(log_p, eta, log_tau, noisy):
     log_p : torch.Tensor, (N, K)
         Classifier log posteriors ``log p_theta(y | x)``.
     eta : torch.Tensor, (N,)
-        Confusing probabilities in (0, 1).
-    log_tau : torch.Tensor, (N, K)
-        Log noisy-label distribution of a confusing instance.
+        Confusing probabilities in [0, 1].
+    tau_noisy : torch.Tensor, (N,)
+        Noisy-label probability of each given label, ``tau(y~_i | x_i)``.
     noisy : torch.Tensor, (N,), int64
         Given labels.
     """
     with torch.no_grad():
         p_noisy = log_p.gather(1, noisy[:, None]).squeeze(1).exp()
-        tau_noisy = log_tau.gather(1, noisy[:, None]).squeeze(1).exp()
         confusing = eta * tau_noisy
         r = confusing / ((1 - eta) * p_noisy + confusing).clamp_min(1e-12)
         q = r[:, None] * log_p.exp()
@@ -145,25 +181,33 @@ def true_label_posterior(log_p, eta, log_tau, noisy):
 
 @dataclass(frozen=True)
 class IDLNConfig:
-    """Settings of :func:`train_idln`.
+    """Settings of :func:`train_idln` (defaults: the authors' ``eta_init`` and ``eta_lr``).
 
     Attributes
     ----------
-    warmup_steps : plain cross-entropy steps first.
-    rounds : alternating rounds; each does ``classifier_steps`` and ``noise_steps``.
-    lr, batch_size : Adam learning rate, instances per step.
-    sparsity : weight of ``mean(eta)`` in the noise model's loss.
-    eta_init : initial confusing probability.
+    warmup_steps : plain cross-entropy steps on the noisy labels; the warm-up network gives the
+        noisy-label probability ``tau`` (the paper's network trained on noisy labels).
+    steps : alternating steps after the warm-up (each: E-step on a batch, one classifier step,
+        one ``eta`` step for the batch's instances).
+    eta_hold_steps : alternating steps before ``eta`` starts to move (the authors hold it for
+        their first epoch).
+    lr, batch_size : Adam learning rate and instances per step (classifier).
+    eta_init, eta_lr : initial confusing probability of every instance and its step size.
     """
 
-    warmup_steps: int = 200
-    rounds: int = 10
-    classifier_steps: int = 40
-    noise_steps: int = 40
+    warmup_steps: int = 300
+    steps: int = 900
+    eta_hold_steps: int = 0
     lr: float = 3e-3
     batch_size: int = 512
-    sparsity: float = 0.1
-    eta_init: float = 0.2
+    eta_init: float = 0.01
+    eta_lr: float = 0.05
+
+    def __post_init__(self):
+        if min(self.warmup_steps, self.steps, self.eta_hold_steps) < 0 or self.batch_size < 1:
+            raise ValueError(f"step counts must be >= 0 and batch_size >= 1; got {self}")
+        if not 0 < self.eta_init < 1 or self.eta_lr <= 0 or self.lr <= 0:
+            raise ValueError(f"need 0 < eta_init < 1, eta_lr > 0 and lr > 0; got {self}")
 
 
 def _batches(n, batch_size, rng):
@@ -202,6 +246,14 @@ def train_idln(
 ):
     """Train ``classifier`` on noisy labels with the universal probabilistic model (in place).
 
+    ``config.warmup_steps`` of cross-entropy on the noisy labels first; the warm-up network's
+    noisy-label probabilities ``tau_i`` are then frozen (:func:`noisy_label_probability`) and
+    the same network goes on for ``config.steps`` alternating steps: (E) ``q`` from the
+    classifier, ``eta`` and ``tau`` (:func:`true_label_posterior`), (M1) one Adam step of the
+    classifier on ``-sum_y q(y) log p_theta(y | x)``, (M2) one step of the batch's ``eta``
+    (:func:`confusing_probability_step`). The total is ``warmup_steps + steps`` classifier
+    steps: give the cross-entropy baseline as many.
+
     Parameters
     ----------
     classifier : torch.nn.Module
@@ -209,71 +261,54 @@ def train_idln(
     points : torch.Tensor, (N, F)
         Instances (barcode pixels).
     noisy : torch.Tensor, (N,), int64
-        Given (noisy) labels.
+        Given (noisy) labels in ``[0, n_classes)``.
     n_classes : int
     config : IDLNConfig
     seed : int
-        Batches and the noise model's initialisation.
+        Batches.
     progress : bool
-        Show a tqdm bar over the rounds.
+        Show a tqdm bar over the alternating steps.
 
     Returns
     -------
-    (classifier (eval mode), NoiseModel, r (N,) posterior of "confusing" per instance)
+    (classifier (eval mode), eta (N,) final confusing probabilities, r (N,) posterior of
+    "confusing" per instance under the final classifier)
     """
     if points.ndim != 2 or noisy.shape != (points.shape[0],):
         raise ValueError(
             f"points (N, F) and noisy (N,) must agree; got {tuple(points.shape)}, "
             f"{tuple(noisy.shape)}"
         )
+    if noisy.numel() and (int(noisy.min()) < 0 or int(noisy.max()) >= n_classes):
+        raise ValueError(f"noisy labels must lie in [0, {n_classes}); got {noisy.unique()}")
     rng = np.random.default_rng(seed)
     train_cross_entropy(
         classifier, points, noisy, config.warmup_steps, config.lr, config.batch_size, seed
     )
-    generator = torch.Generator().manual_seed(int(seed))
-    noise = NoiseModel(points.shape[1], n_classes, eta_init=config.eta_init)
-    for module in (noise.body[0], noise.tau):
-        nn.init.normal_(module.weight, std=module.weight.shape[1] ** -0.5, generator=generator)
-        nn.init.zeros_(module.bias)
-    classifier_optimizer = torch.optim.Adam(classifier.parameters(), lr=config.lr)
-    noise_optimizer = torch.optim.Adam(noise.parameters(), lr=config.lr)
-    rounds = range(int(config.rounds))
+    tau = noisy_label_probability(classifier, points, noisy)
+    eta = torch.full((len(points),), float(config.eta_init))
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=config.lr)
+    classifier.train()
+    steps = range(int(config.steps))
     if progress:
         from tqdm.auto import tqdm
 
-        rounds = tqdm(rounds, desc="IDLN rounds", leave=False)
-    for _ in rounds:
-        # (M2) the noise model, classifier fixed: maximise the noisy-label likelihood
-        classifier.eval()
-        noise.train()
-        for _ in range(int(config.noise_steps)):
-            rows = torch.as_tensor(_batches(len(points), config.batch_size, rng))
-            with torch.no_grad():
-                p_noisy = torch.softmax(classifier(points[rows]), 1)
-                p_noisy = p_noisy.gather(1, noisy[rows, None]).squeeze(1)
-            eta, log_tau = noise(points[rows])
-            tau_noisy = log_tau.gather(1, noisy[rows, None]).squeeze(1).exp()
-            likelihood = (1 - eta) * p_noisy + eta * tau_noisy
-            loss = -likelihood.clamp_min(1e-12).log().mean() + config.sparsity * eta.mean()
-            noise_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            noise_optimizer.step()
-        # (E) + (M1) the classifier on the estimated true labels, noise model fixed
-        noise.eval()
-        classifier.train()
-        for _ in range(int(config.classifier_steps)):
-            rows = torch.as_tensor(_batches(len(points), config.batch_size, rng))
-            logits = classifier(points[rows])
-            log_p = torch.log_softmax(logits, 1)
-            with torch.no_grad():
-                eta, log_tau = noise(points[rows])
-            _, q = true_label_posterior(log_p.detach(), eta, log_tau, noisy[rows])
-            loss = -(q * log_p).sum(1).mean()
-            classifier_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            classifier_optimizer.step()
+        steps = tqdm(steps, desc="IDLN", leave=False)
+    for step in steps:
+        rows = torch.as_tensor(_batches(len(points), config.batch_size, rng))
+        log_p = torch.log_softmax(classifier(points[rows]), 1)
+        # (E) the true-label posterior with the networks and eta fixed
+        _, q = true_label_posterior(log_p.detach(), eta[rows], tau[rows], noisy[rows])
+        # (M1) the classifier on the estimated true labels
+        loss = -(q * log_p).sum(1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # (M2) each instance's confusing probability
+        if step >= config.eta_hold_steps:
+            q_noisy = q.gather(1, noisy[rows, None]).squeeze(1)
+            eta[rows] = confusing_probability_step(eta[rows], q_noisy, tau[rows], config.eta_lr)
     classifier.eval()
     with torch.no_grad():
-        eta, log_tau = noise(points)
-        r, _ = true_label_posterior(torch.log_softmax(classifier(points), 1), eta, log_tau, noisy)
-    return classifier, noise, r
+        r, _ = true_label_posterior(torch.log_softmax(classifier(points), 1), eta, tau, noisy)
+    return classifier, eta, r
