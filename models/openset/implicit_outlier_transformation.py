@@ -26,6 +26,12 @@ transformed outliers, with no explicit generator. Each step (Algorithm 1 / the r
    reference code takes both at ``theta + P``, which on the twin cost ID accuracy), remove the
    perturbation, and step the optimiser.
 
+Schedule: the reference code first trains with plain OE (its ``--warmup`` 5 epochs of 9) and
+only then applies the perturbation; the perturbation of a model that has not yet learnt the
+outliers transforms nothing useful. ``warmup`` (default 0.5 of the steps) is that warm-up; on
+development seeds 10-12 of the benchmark (never its seeds 0-2) it raised DOE's AUROC from
+0.757 to 0.810 and cut its FPR95 from 0.889 to 0.831 (``warmup=0`` before).
+
 Step 2's perturbation is what makes it DOE: with ``gamma = 0`` it is OE. Scores: MSP.
 """
 
@@ -63,12 +69,15 @@ class ImplicitOutlierTransformation(OutlierObjective):
     weight : lambda, the OE weight.
     gammas : perturbation strengths to draw from (relative to each layer's weight norm).
     beta : weight of the previous direction in the running average.
+    warmup : fraction of the run's steps (``OutlierBatch.step < warmup * total_steps``)
+        trained with OE's plain objective before the min-max steps begin.
     """
 
     name = "DOE"
 
-    def __init__(self, weight: float = 0.5, gammas=GAMMAS, beta: float = 0.6):
+    def __init__(self, weight: float = 0.5, gammas=GAMMAS, beta: float = 0.6, warmup: float = 0.0):
         super().__init__(weight)
+        self.warmup = float(warmup)
         self.gammas = tuple(float(g) for g in gammas)
         self.beta = float(beta)
         self.direction: dict[str, torch.Tensor] | None = None
@@ -99,7 +108,8 @@ class ImplicitOutlierTransformation(OutlierObjective):
         return direction
 
     def loss(self, model: nn.Module, batch: OutlierBatch):
-        if not batch.unknown.any() or self.weight == 0:
+        warming = batch.step < self.warmup * batch.total_steps
+        if not batch.unknown.any() or self.weight == 0 or warming:
             return super().loss(model, batch)
         new = self.perturbation_direction(model, batch)
         if self.direction is None:
@@ -141,17 +151,28 @@ class ImplicitOutlierTransformation(OutlierObjective):
 class ImplicitOutlierTransformationDetector(OutlierExposureDetector):
     """DOE: fine-tune with :class:`ImplicitOutlierTransformation`, score with MSP.
 
-    Options (defaults): those of OE plus ``beta`` 0.6 (direction averaging) and
+    Options (defaults): those of OE plus ``beta`` 0.6 (direction averaging),
     ``max_gamma`` 0.1 (the largest relative perturbation; the draw is from
-    ``max_gamma * {1, 1e-1, 1e-2, 1e-3}``).
+    ``max_gamma * {1, 1e-1, 1e-2, 1e-3}``) and ``warmup`` 0.5 (the fraction of the steps
+    trained with plain OE before the perturbation starts; the reference code warms up for 5
+    of its 9 epochs). ``warmup=0`` perturbs from the first step.
     """
 
     method = "DOE"
-    defaults = {**OutlierExposureDetector.defaults, "beta": 0.6, "max_gamma": 0.1}
+    defaults = {
+        **OutlierExposureDetector.defaults,
+        "beta": 0.6,
+        "max_gamma": 0.1,
+        "warmup": 0.5,
+    }
+    non_negative = ("outlier_weight", "warmup")
 
     def objective(self) -> OutlierObjective:
         top = float(self.options["max_gamma"])
         gammas = tuple(top * 10.0**-k for k in range(4))
         return ImplicitOutlierTransformation(
-            self.options["outlier_weight"], gammas, float(self.options["beta"])
+            self.options["outlier_weight"],
+            gammas,
+            float(self.options["beta"]),
+            float(self.options["warmup"]),
         )

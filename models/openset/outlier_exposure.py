@@ -301,6 +301,7 @@ class OutlierExposureDetector(OpenSetDetector):
     method = "OE"
     trains_segmenter = True
     defaults = {"steps": 200, "batch_size": 4, "lr": 1e-3, "outlier_weight": 0.5}
+    non_negative = ("outlier_weight",)  # options that may be 0 (the rest must be > 0)
 
     def __init__(self, model: nn.Module, **options):
         unknown = sorted(set(options) - set(self.defaults))
@@ -309,7 +310,7 @@ class OutlierExposureDetector(OpenSetDetector):
                 f"unknown {self.method} options {unknown}; expected {sorted(self.defaults)}"
             )
         merged = {**self.defaults, **options}
-        check_positive_options(merged, non_negative=("outlier_weight",))
+        check_positive_options(merged, non_negative=self.non_negative)
         super().__init__(model, **merged)
 
     def objective(self) -> OutlierObjective:

@@ -181,3 +181,67 @@ def test_fine_tuning_detectors_round_trip_through_tensors(openset_data, closed_s
     torch.testing.assert_close(copy_.predict(x), detector.predict(x))
     with pytest.raises(ValueError, match="mismatched channel counts"):
         detector.predict(torch.zeros(1, 4, 8, 8))
+
+
+def test_doe_warms_up_with_plain_oe_before_perturbing(openset_data, closed_set_segmenter):
+    """The reference schedule: plain OE for the first ``warmup`` share of the steps (no weight
+    perturbation, no gamma drawn), the min-max step afterwards."""
+    model = closed_set_segmenter.train()
+    x = torch.cat([openset_data.train.barcodes[:2], openset_data.auxiliary.barcodes[:2]])
+    y = torch.cat([openset_data.train.labels[:2], openset_data.auxiliary.labels[:2]])
+    objective = ImplicitOutlierTransformation(0.5, gammas=(0.1,), warmup=0.5)
+    early = OutlierBatch(x, y, 2, 4, 10, torch.Generator().manual_seed(0))
+    loss, stats = objective.loss(model, early)
+    assert "gamma" not in stats and objective.applied is None and objective.direction is None
+    logits = model(x)  # the warm-up loss is OE's: ID cross-entropy + lambda L_OE
+    mask = y == -1
+    expected = torch.nn.functional.cross_entropy(logits, y, ignore_index=-1)
+    expected = expected + 0.5 * uniform_cross_entropy(pixels(logits, mask)).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    late = OutlierBatch(x, y, 2, 5, 10, torch.Generator().manual_seed(0))
+    _, stats = objective.loss(model, late)
+    assert stats["gamma"] == 0.1 and objective.applied is not None
+    objective.after_backward(model)
+    detector = build_detector("DOE", closed_set_segmenter)
+    assert detector.objective().warmup == 0.5  # the default follows the reference schedule
+    with pytest.raises(ValueError, match="warmup"):
+        build_detector("DOE", closed_set_segmenter, warmup=-0.1)
+
+
+def test_atol_auxiliary_task_trains_its_own_head_not_the_segmenters(
+    openset_data, closed_set_segmenter
+):
+    """With ``separate_head`` (default) the segmenter's classifier gets the gradient of the
+    real-ID cross-entropy only; the auxiliary ID/OOD task trains the auxiliary head (and the
+    shared features). The reference code's single head (``separate_head=False``) mixes them."""
+    from hyplex.models.openset.unreliable_sources import AuxiliaryTaskObjective
+
+    x = openset_data.train.barcodes[:2]
+    y = openset_data.train.labels[:2]
+    batch = OutlierBatch(x, y, 2, 0, 1, torch.Generator().manual_seed(0))
+    gradients = {}
+    for separate in (True, False):
+        model = copy.deepcopy(closed_set_segmenter).eval()  # per-pixel BN: logits[:n] = model(x)
+        detector = build_detector("ATOL", model, separate_head=separate)
+        spectra = np.random.default_rng(0).uniform(0, 1, (40, GRID_NM.size))
+        generator = TwinLatentGenerator(spectra, len(openset_data.class_names), seed=0)
+        objective = AuxiliaryTaskObjective(
+            generator,
+            gaussian_encoder(),
+            smoothing=0.0,
+            seed=0,
+            auxiliary_head=detector.auxiliary_head,
+        )
+        loss, stats = objective.loss(model, batch)
+        loss.backward()
+        gradients[separate] = model.head.weight.grad.clone()
+        if separate:
+            assert set(detector.tensors()) >= {"auxiliary_head.weight", "auxiliary_head.bias"}
+            assert detector.auxiliary_head.weight.grad.abs().max() > 0
+        model.zero_grad()
+        known = y >= 0
+        real = torch.nn.functional.cross_entropy(pixels(model(x), known), y[known])
+        real.backward()
+        gradients[(separate, "real")] = model.head.weight.grad.clone()
+    torch.testing.assert_close(gradients[True], gradients[(True, "real")], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(gradients[False], gradients[(False, "real")], rtol=1e-3, atol=1e-5)
