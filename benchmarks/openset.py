@@ -39,6 +39,9 @@ Reproduce (last stdout line: one JSON object; progress on stderr)::
     .venv/bin/python benchmarks/openset.py             # 3 seeds, more and larger scenes
     .venv/bin/python benchmarks/openset.py --quick --out benchmarks/results/openset_quick.json
     .venv/bin/python benchmarks/openset.py --smoke --seeds 1   # the machinery only (tests)
+    # development seeds (not the reported 0-2) and per-method option overrides:
+    .venv/bin/python benchmarks/openset.py --quick --first-seed 10 \
+        --options '{"DOE": {"warmup": 0}}'
 
 Timings depend on the machine's load; the team's 2 cores are shared (say so when quoting).
 """
@@ -222,6 +225,7 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray, novel=
             options = {}
         else:
             options = config.get("method_options", {})
+        options = {**options, **config.get("overrides", {}).get(method, {})}
         try:
             model = copy.deepcopy(segmenter)
             detector = build_detector(method, model, **options)
@@ -473,16 +477,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small scenes (minutes)")
     parser.add_argument("--smoke", action="store_true", help="tiny run of the machinery (tests)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (>= 1)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first..first+seeds-1 (default 0; development runs use others, e.g. 10)",
+    )
+    parser.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        help='method options over the defaults, JSON, e.g. \'{"DOE": {"warmup": 0}}\'',
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if not isinstance(args.options, dict) or not all(
+        m in METHODS and isinstance(o, dict) for m, o in args.options.items()
+    ):
+        parser.error(f"--options must map method names {METHODS} to option objects")
     torch.set_num_threads(1)
     from hyplex.models.encoder_baselines import FixedResponseEncoder
     from hyplex.models.openset import OpenSetSplit
     from hyplex.simulation.spectra import load_earthlib
 
     config = settings(args.quick, args.smoke)
+    config["overrides"] = args.options
     wall = time.perf_counter()
     centres = np.linspace(420.0, 980.0, 9)
     responses = np.exp(-0.5 * ((GRID_NM[None] - centres[:, None]) / 40.0) ** 2)
@@ -492,7 +513,10 @@ def main(argv=None) -> dict:
     novelty = novelty_of_test_types(OpenSetSplit())
     novel = [c for c, v in novelty.items() if v["novel"]]
     log(f"test types unseen in effect: {novel} of {list(novelty)}")
-    runs = [run_seed(seed, config, encoder, genias_source, novel) for seed in range(args.seeds)]
+    runs = [
+        run_seed(seed, config, encoder, genias_source, novel)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
+    ]
     result = summarise(runs, args.quick, time.perf_counter() - wall)
     result["test_type_novelty"] = novelty
     result["smoke"] = bool(args.smoke)

@@ -245,3 +245,19 @@ def test_atol_auxiliary_task_trains_its_own_head_not_the_segmenters(
         gradients[(separate, "real")] = model.head.weight.grad.clone()
     torch.testing.assert_close(gradients[True], gradients[(True, "real")], rtol=1e-4, atol=1e-6)
     assert not torch.allclose(gradients[False], gradients[(False, "real")], rtol=1e-3, atol=1e-5)
+
+
+def test_openset_benchmark_refuses_options_for_unknown_methods(capsys):
+    """``--options`` (per-method option overrides for development runs) names methods of the
+    benchmark's table and gives each an object of options."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "openset.py"
+    spec = importlib.util.spec_from_file_location("openset_benchmark_options", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for bad in ('{"NotAMethod": {}}', '{"DOE": 0}', "[1]"):
+        with pytest.raises(SystemExit):
+            module.main(["--smoke", "--seeds", "1", "--options", bad])
+        assert "--options must map method names" in capsys.readouterr().err
