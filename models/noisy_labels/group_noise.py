@@ -1,25 +1,31 @@
 """Max-Matching: learning from coarse region labels that fit only some of the region's pixels.
 
 Method: Q. Wang, J. Yao, C. Gong, T. Liu, M. Gong, H. Yang, B. Han, "Learning with Group Noise",
-AAAI 2021 (arXiv:2103.09468); its abstract and introduction were read, not its method section,
-so the matching score below is our reading and no equation numbers are cited.
+AAAI 2021 (arXiv:2103.09468). Read here: its abstract, introduction, figure 2 caption and the
+authors' released code (github.com/QizhouWang/Max-Matching, ``mm.py`` and ``main.py``, the
+recommendation setting); the method section's equations could not be read, so no equation
+numbers are cited.
 
 Group noise: a *group* of objects carries one label whose coarse relation is right (some member
-has it) while the fine relation of each member may be wrong. Max-Matching scores every member's
-match to the group's label with a matching mechanism that also looks at the group as a whole
-(its members are not independent), and learns from the most confident member only, so the
-members the label does not fit are dropped. Per group ``G`` with label ``y_G`` (section "Max-
-Matching")::
+has it) while the fine relation of each member may be wrong. Max-Matching scores every member
+by combining a *pair matching* (the member's own confidence in the group's label) with a
+*group weighting* (the member's importance from the correlations inside the group), and
+learns from the member with the largest score only (max-pooling), so the members the label
+does not fit are dropped. In the authors' code the score is a sum of log terms and the loss
+is ``-max_i score_i``, their group weighting being a learned attention over the group that is
+compared with the target. Per group ``G`` with label ``y_G``, here::
 
     matching  m_i = p_theta(y_G | x_i) * a_i,      a_i = softmax_{j in G}(s(x_i, G) / tau)
     selection i* = argmax_{i in G} m_i
     loss      L  = sum_G -log p_theta(y_G | x_{i*})
 
-Here ``s(x_i, G)`` is the cosine similarity of a member's feature to the group's mean feature
-(the group-correlation term: a member typical of its group is a likelier carrier of the
-group's label); with ``tau -> inf`` the attention is uniform and the selection is the plain
-most-confident member. The argmax is not differentiated through (the selected member's
-cross-entropy is).
+``s(x_i, G)`` is the cosine similarity of a member's feature to the group's mean feature: a
+fixed, label-blind stand-in for the learned weighting (ours), so with ``features=None`` (or
+``tau -> inf``) the selection is the plain most-confident member. Being label-blind, it favours
+the group's majority, the wrong member when the label names a minority of the group; the
+benchmark (``benchmarks/learning_methods.py``) trains without it. The argmax is not
+differentiated through (the selected member's cross-entropy is; with fixed features the
+authors' ``log a_i`` term has no gradient).
 
 In hyplex a group is a region of a frame that a person outlined (a polygon or a superpixel)
 and gave one class: :func:`coarse_region_labels` makes such labels from a class map (square

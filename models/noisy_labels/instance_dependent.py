@@ -81,6 +81,14 @@ def spectral_label_noise(points, labels, rate: float, seed: int = 0):
     -------
     numpy.ndarray, (N,), int64
         Noisy labels.
+
+    Notes
+    -----
+    The class means are a coarse model of a class: on the twin's raw barcodes (9 Gaussian
+    filters, shaded scenes, ``benchmarks/learning_methods.py --quick`` seeds 0-2) the nearest
+    mean names the true class of only 22-46 % of pixels, since brightness dominates the
+    distance. There the flip's direction depends on the barcode (mostly its brightness) but its
+    probability hardly does: at ``rate=0.4`` 80 % of pixels flip with probability 0.26-0.52.
     """
     x = np.asarray(points, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64)

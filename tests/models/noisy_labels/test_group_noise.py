@@ -87,3 +87,16 @@ def test_uniform_region_labels_mislabel_more_pixels_than_area_weighted_ones():
     _, _, by_area = coarse_region_labels(maps, cell=8, seed=0)
     _, _, uniform = coarse_region_labels(maps, cell=8, seed=0, by_area=False)
     assert (uniform != maps).mean() > (by_area != maps).mean()
+
+
+def test_label_blind_group_attention_prefers_the_majority_over_the_labelled_minority():
+    """A region named after its one minority pixel (class 1; three background pixels): the
+    most confident member is that pixel, but similarity to the region's mean favours the
+    background ones, so the benchmark trains without the attention."""
+    log_p = torch.log(torch.tensor([[0.65, 0.35], [0.65, 0.35], [0.65, 0.35], [0.4, 0.6]]))
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    group_ids, group_labels = torch.zeros(4, dtype=torch.long), torch.tensor([1])
+    plain = max_matching_mask(matching_scores(log_p, None, group_ids, group_labels), group_ids)
+    attended = matching_scores(log_p, features, group_ids, group_labels, tau=1.0)
+    assert plain.tolist() == [False, False, False, True]
+    assert max_matching_mask(attended, group_ids).tolist() == [True, False, False, False]

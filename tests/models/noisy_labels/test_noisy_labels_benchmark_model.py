@@ -29,3 +29,10 @@ def test_pixel_classifier_standardises_barcodes_and_starts_every_method_alike():
     again = bench.pixel_classifier(5, 3, points)
     for a, b in zip(model.parameters(), again.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_max_matching_trains_without_the_label_blind_group_attention_by_default():
+    import inspect
+
+    signature = inspect.signature(_benchmark().train_max_matching)
+    assert signature.parameters["group_attention"].default is False
