@@ -277,3 +277,59 @@ def test_engine_runs_the_fused_decoders_with_the_reference_result():
     reference = decode_reference(barcodes[0], reconstructor, segmenter)
     np.testing.assert_allclose(decoded.cube[0], reference.cube, atol=1e-4)
     assert np.mean(decoded.labels[0] == reference.labels) > 0.99
+
+
+def _noisy_barcodes(seed: int, n: int = 2048, n_bands: int = 12, noise: float = 0.01):
+    """Smooth spectra ``(n, n_bands)`` and their barcodes ``(n, 9)`` through nine broad,
+    overlapping filters normalised to a white reference (as the training camera's), plus
+    Gaussian read-out noise: decoding is noise-limited, as in the co-design runs."""
+    generator = torch.Generator().manual_seed(seed)
+    grid = torch.linspace(0, 1, n_bands)
+    centres = torch.rand(n, 3, generator=generator)
+    amplitudes = torch.rand(n, 3, generator=generator)
+    bumps = torch.exp(-(((grid - centres[:, :, None]) / 0.2) ** 2))
+    spectra = (amplitudes[:, :, None] * bumps).sum(1) / 2
+    filters = 0.3 + torch.exp(-(((grid - torch.linspace(0.1, 0.9, 9)[:, None]) / 0.3) ** 2))
+    filters = filters / filters.sum(1, keepdim=True)
+    barcodes = spectra @ filters.T + noise * torch.randn(n, 9, generator=generator)
+    return barcodes, spectra
+
+
+def test_realtime_schedule_anneals_below_the_constant_step_noise_floor():
+    """The real-time co-design anneals its step sizes (cosine, SGDR eq. 5) where the full
+    profile keeps them constant. Why: the real-time reconstructor is small and its decoding
+    noise-limited, so at a constant step size it ends at the noise floor of its stochastic
+    gradients (seed 1 of the quick co-design: 37.84 dB against 38.30 dB annealed). Here the
+    same network, step sizes following each profile's schedule, on a fixed-seed noisy
+    regression with a step size at which the constant schedule sits on that floor: the
+    profile's schedule ends with a held-out error well below the constant one's."""
+    from hyplex.models.codesign_config import CodesignConfig, learning_rate_factor
+    from hyplex.models.realtime import SeparableReconstructor
+
+    full = CodesignConfig(steps=600, learning_rate=3e-2)
+    realtime = realtime_codesign_settings(full)
+    assert full.learning_rate_decay == "constant"
+    assert realtime.learning_rate_decay == "cosine" and realtime.steps == full.steps
+    barcodes, spectra = _noisy_barcodes(0)
+    held_out_barcodes, held_out_spectra = _noisy_barcodes(1)
+
+    def held_out_mse(config) -> float:
+        torch.manual_seed(0)
+        model = SeparableReconstructor(9, spectra.shape[1], width=8)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        generator = torch.Generator().manual_seed(2)
+        for step in range(config.steps):
+            factor = learning_rate_factor(
+                step, config.steps, config.learning_rate_decay, config.learning_rate_floor
+            )
+            optimizer.param_groups[0]["lr"] = config.learning_rate * factor
+            batch = torch.randint(0, len(barcodes), (32,), generator=generator)
+            loss = (model(barcodes[batch]) - spectra[batch]).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            return float(((model.eval()(held_out_barcodes) - held_out_spectra) ** 2).mean())
+
+    constant, annealed = held_out_mse(full), held_out_mse(realtime)
+    assert annealed < 0.75 * constant, (annealed, constant)
