@@ -167,14 +167,17 @@ def test_watermarking_keeps_the_segmenter_frozen(openset_data, closed_set_segmen
     torch.testing.assert_close(logits, plain)  # labels from the unwatermarked barcodes
 
 
-def test_fine_tuning_detectors_round_trip_through_tensors(openset_data, closed_set_segmenter):
-    detector = build_detector("OE", closed_set_segmenter, steps=2).fit(openset_data)
+@pytest.mark.parametrize("method", ["OE", "ATOL"])  # ATOL: segmenter + its auxiliary head
+def test_fine_tuning_detectors_round_trip_through_tensors(
+    method, openset_data, closed_set_segmenter
+):
+    detector = build_detector(method, closed_set_segmenter, steps=2).fit(openset_data)
     detector.calibrate(openset_data.heldout.barcodes)
     twin = copy.deepcopy(closed_set_segmenter)
     with torch.no_grad():
         for p in twin.parameters():
             p.add_(1.0)
-    copy_ = build_detector("OE", twin, **detector.options).restore(
+    copy_ = build_detector(method, twin, **detector.options).restore(
         detector.config(), detector.tensors()
     )
     x = openset_data.test.barcodes[:2]
