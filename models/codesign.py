@@ -401,10 +401,36 @@ def train_codesign(
     # BatchNorm statistics: rank 0's everywhere, as DDP does before a forward. Needed even
     # without fine-tuning: each rank's last relaxed step updated them from its own batch.
     distributed.broadcast_buffers(model, context)
+    if hasattr(model.reconstructor, "band_scale"):
+        notes["flow_band_scale"] = calibrate_flow(model, config, grid, options, device)
     metrics["final"] = evaluate(model, validation, config.seed + 2)
     seconds = time.perf_counter() - began
     return CodesignResult(model, config, grid, train.class_names, history, metrics, design,
                           validation, seconds, checkpoint, notes)  # fmt: skip
+
+
+@torch.no_grad()
+def calibrate_flow(model: CodesignModel, config, grid, options: dict, device) -> list[float]:
+    """Fit a conditional-flow reconstructor's per-band interval scale by split conformal
+    prediction (:func:`~hyplex.models.restoration.posterior_calibration.calibrate_band_scale`)
+    on calibration scenes of their own (seed ``config.seed + 3``; training is ``seed``, the
+    held-out validation ``seed + 1``, its noise ``seed + 2``), through the trained encoder
+    with sensor noise; a flow fitted to training residuals is over-confident on new scenes.
+    Returns the fitted scale per band."""
+    from hyplex.models.restoration.posterior_calibration import calibrate_band_scale
+
+    scenes = generate_scenes(grid, config.n_val_scenes, config.seed + 3, **options)
+    cubes = scenes.tensors()[0].to(device)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    generator = torch.Generator(device).manual_seed(config.seed + 3)
+    barcodes = torch.cat(
+        [model.encoder(cubes[k : k + 4], generator) for k in range(0, len(cubes), 4)]
+    )
+    scale = calibrate_band_scale(model.reconstructor, barcodes, cubes, generator=generator)
+    for module, mode in modes.items():
+        module.training = mode
+    return [round(float(v), 4) for v in scale.flatten()]
 
 
 def _set_rates(optimizer, base_rates, config, step: int, total_steps: int) -> None:
