@@ -189,9 +189,8 @@ def _roofline(stage_ms: dict, shape, barcode_shape, n_classes: int) -> dict:
 def _profile_accuracy(steps: int, seed: int = 0) -> dict:
     """Co-design the full and the real-time profile with the same quick settings, scenes and
     seed (``steps`` relaxed steps, ``steps // 5`` fine-tuning steps each; the shipped quick
-    library), and score both on the same held-out scenes. Each profile trains with its own
-    step-size schedule (:func:`~hyplex.models.realtime.realtime_codesign_settings`: the
-    real-time one anneals, the full one keeps ``quick_config``'s constant step size)."""
+    library), and score both on the same held-out scenes (the real-time reconstructor decodes
+    with the running average of its weights, :mod:`hyplex.models.realtime`)."""
     import tempfile
     from pathlib import Path
 
@@ -225,8 +224,7 @@ def _profile_accuracy(steps: int, seed: int = 0) -> dict:
             for name, values in scores.items()
         },
         "accuracy_setup": f"quick_config seed {seed}, {steps} + {max(1, steps // 5)} steps per "
-        "profile (step sizes: full constant, realtime cosine-annealed), shipped quick library, "
-        "8 held-out scenes of 48 x 48",
+        "profile, shipped quick library, 8 held-out scenes of 48 x 48",
         "accuracy_train_s": train_s,
     }
 

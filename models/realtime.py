@@ -40,25 +40,28 @@ where it pays:
 
 :func:`realtime_codesign_settings` turns a full-profile
 :class:`~hyplex.models.codesign_config.CodesignConfig` into the real-time one (same scenes,
-encoder, steps and seeds; other decoders and step-size schedule), so the accuracy cost of the
-profile is measured against the full profile on the same held-out scenes
+encoder, steps, step sizes and seeds; other decoders), so the accuracy cost of the profile is
+measured against the full profile on the same held-out scenes
 (``benchmarks/video.py --profile realtime``).
 
-Training schedule
------------------
-The real-time co-design anneals every step size with one cosine cycle from its value to
-``learning_rate_floor`` x its value over the relaxed steps and again over the fine-tuning
-steps (Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017,
-eq. 5 without restarts; :func:`~hyplex.models.codesign_config.learning_rate_factor`); the
-full profile keeps the constant step size it was tuned with. Why: the real-time decoding is
-noise-limited (a per-pixel map from noisy, nearly collinear barcodes), and the small
-reconstructor trained at a constant step size ends on the noise floor of its stochastic
-gradients; annealing the step size lowers that floor (tested on a fixed-seed noisy regression
-in ``tests/models/test_realtime.py``). On seed 1 of the quick co-design the real-time PSNR
-went from 37.84 dB (constant) to 38.30 dB (annealed), against 38.42 dB for the full profile
-(``benchmarks/video.py --profile realtime --quick --accuracy-seed 1``; the README row
-"real-time profile, full frame" has every seed). Wider or deeper corrections at a constant
-step size did not close the gap, so the capacity was not the limit.
+Weight averaging
+----------------
+The real-time reconstructor decodes with an exponential moving average of its weights and
+BatchNorm statistics over the training steps (``average_decay`` 0.99: about the last 100
+steps): Polyak-Ruppert averaging (Polyak & Juditsky, "Acceleration of Stochastic Approximation
+by Averaging", SIAM J. Control Optim. 30(4), 1992) in the exponential form of Kingma & Ba,
+"Adam: A Method for Stochastic Optimization", ICLR 2015, sec. 7.2 ("temporal averaging":
+``theta_bar_t = beta theta_bar_(t-1) + (1 - beta) theta_t``; here the first step copies
+instead of the bias correction). Why: the real-time decoding is noise-limited (a per-pixel map
+from noisy, nearly collinear barcodes), and the small reconstructor trained at the co-design's
+constant step size ends on the noise floor of its stochastic gradients; averaging the iterates
+lowers that floor (tested on a fixed-seed noisy regression in
+``tests/models/test_realtime.py``). The average is a passive copy: it draws no random numbers
+and gets no gradient, so the run (encoder, segmenter, the trained weights) is the same as
+without it, and the engine's fused copy is the average's, at no inference cost. Capacity was
+not the limit: on seed 1 of the quick co-design, at a constant step size without averaging,
+widths 32 / 48 / 64 gave 37.84 / 37.39 / 37.83 dB (the full profile: 38.42); the README row
+"real-time profile, full frame" has the figures of every seed and their command.
 """
 
 from __future__ import annotations
@@ -85,10 +88,8 @@ __all__ = [
 ]
 
 PROFILES = ("full", "realtime")
-REALTIME_RECONSTRUCTOR = ("separable_projector", {"width": 32})
+REALTIME_RECONSTRUCTOR = ("separable_projector", {"width": 32, "average_decay": 0.99})
 REALTIME_SEGMENTER = ("separable", {"width": 24, "n_blocks": 2, "factor": 2, "whiten": True})
-# the step-size schedule of the real-time co-design (see the module doc, "Training schedule")
-REALTIME_LEARNING_RATE_DECAY = "cosine"
 
 
 def _positive(**values) -> None:
@@ -297,7 +298,6 @@ def realtime_codesign_settings(config):
         reconstructor_config=dict(REALTIME_RECONSTRUCTOR[1]),
         segmenter=REALTIME_SEGMENTER[0],
         segmenter_config=dict(REALTIME_SEGMENTER[1]),
-        learning_rate_decay=REALTIME_LEARNING_RATE_DECAY,
     )
 
 
@@ -327,16 +327,25 @@ class SeparableReconstructor(nn.Module):
         Output bands ``L``.
     width : int
         Channels ``C`` of the correction.
+    average_decay : float
+        In [0, 1): decode in evaluation mode (and fuse) with the exponential moving average
+        of the weights and BatchNorm statistics, ``a <- decay a + (1 - decay) w`` at every
+        training-mode call (module doc, "Weight averaging"; the profile uses 0.99); 0: no
+        average (the trained weights decode).
     """
 
-    def __init__(self, in_channels: int, n_bands: int, width: int = 32):
+    def __init__(self, in_channels: int, n_bands: int, width: int = 32, average_decay: float = 0.0):
         super().__init__()
         _positive(in_channels=in_channels, n_bands=n_bands, width=width)
+        if isinstance(average_decay, bool) or not 0.0 <= float(average_decay) < 1.0:
+            raise ValueError(f"average_decay must be in [0, 1); got {average_decay!r}")
         self.config = {
             "in_channels": int(in_channels),
             "n_bands": int(n_bands),
             "width": int(width),
         }
+        if average_decay:  # only when set, so configs written before the option stay equal
+            self.config["average_decay"] = float(average_decay)
         n_filters = self.n_filters = int(in_channels)
         self.linear = nn.Conv2d(n_filters, n_bands, 1)
         self.embed = nn.Conv2d(n_filters, width, 1, bias=False)
@@ -350,6 +359,39 @@ class SeparableReconstructor(nn.Module):
             self.out.weight.zero_()
             self.out.bias.zero_()
         self.is_fused = False
+        self.average_decay = 0.0
+        self.average = None
+        if average_decay:
+            # the Polyak average of the weights and BatchNorm statistics (see the class doc):
+            # a copy of the network, never trained itself, updated by every training forward;
+            # a copy, not a new network, so that it draws nothing from the random generator
+            # (the run trains exactly as without the average)
+            average = copy.deepcopy(self)
+            average.config.pop("average_decay")
+            self.average = average.requires_grad_(False)
+            self.average_decay = float(average_decay)
+            self.register_buffer("average_updates", torch.zeros((), dtype=torch.long))
+
+    def _own_state(self):
+        """``(name, tensor)`` of the trained weights and BatchNorm statistics (the average's
+        own excluded), in the average's order."""
+        own = [(n, t) for n, t in self.named_parameters() if not n.startswith("average.")]
+        own += [
+            (n, t)
+            for n, t in self.named_buffers()
+            if not n.startswith("average.") and n != "average_updates" and t.is_floating_point()
+        ]
+        return own
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """``a <- a + (1 - decay) (w - a)`` for every weight and BatchNorm statistic; the
+        first update copies."""
+        target = dict(self.average.named_parameters()) | dict(self.average.named_buffers())
+        weight = 1.0 if int(self.average_updates) == 0 else 1.0 - self.average_decay
+        for name, tensor in self._own_state():
+            target[name].lerp_(tensor.detach(), weight)
+        self.average_updates += 1
 
     @staticmethod
     def _normed(conv, norm, x):
@@ -358,7 +400,12 @@ class SeparableReconstructor(nn.Module):
     def forward(self, barcodes: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, h, w) -> (B, n_bands, h, w)``; points ``(N, in_channels) ->
         (N, n_bands)`` (a one-pixel map: the 3 x 3 neighbourhood is the pixel's own,
-        zero-padded)."""
+        zero-padded). With ``average_decay``, a training-mode call first folds the current
+        weights into the average, and an evaluation-mode call decodes with the average."""
+        if self.average is not None:
+            if not self.training:
+                return self.average(barcodes)
+            self._update_average()
         x, points = as_barcode_maps(barcodes, self.n_filters, self)
         e = self._normed(self.embed, self.embed_norm, x)
         e = e + self._normed(self.depthwise, self.depthwise_norm, e)
@@ -369,6 +416,8 @@ class SeparableReconstructor(nn.Module):
     def fused(self) -> SeparableReconstructor:
         """An inference copy with each BatchNorm folded into its convolution (same function;
         see :meth:`SeparableSegNet.fused`)."""
+        if self.average is not None:  # inference decodes with the average
+            return self.average.fused()
         source = copy.deepcopy(self).eval()
         if source.is_fused:
             return source
