@@ -320,8 +320,13 @@ class OutlierExposureDetector(OpenSetDetector):
     def fit(
         self, data: OpenSetData, *, seed: int = 0, progress: bool = False, device=None, **kwargs
     ):
-        """Fine-tune the segmenter on ``data.train`` and ``data.auxiliary``; returns ``self``."""
+        """Fine-tune the segmenter (and the detector's own head modules, if any) on
+        ``data.train`` and ``data.auxiliary``; returns ``self``."""
         o = self.options
+        parameters = list(self.model.parameters())
+        for module in self.head_modules().values():
+            module.to(device or next(self.model.parameters()).device)
+            parameters += list(module.parameters())
         self.history = train_with_outliers(
             self.model,
             data,
@@ -332,6 +337,7 @@ class OutlierExposureDetector(OpenSetDetector):
             seed=seed,
             device=device,
             progress=progress,
+            parameters=parameters,
         )
         return self
 

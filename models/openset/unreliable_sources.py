@@ -60,7 +60,6 @@ from hyplex.models.openset.outlier_exposure import (
     OutlierObjective,
     features_and_logits,
     pixels,
-    train_with_outliers,
     uniform_cross_entropy,
 )
 from hyplex.models.openset.scores import as_barcode_batch
@@ -339,23 +338,7 @@ class UnreliableSourcesDetector(OutlierExposureDetector):
         )
         self._encoder = data.encoder
         self._seed = seed
-        parameters = list(self.model.parameters())
-        for module in self.head_modules().values():
-            module.to(device or next(self.model.parameters()).device)
-            parameters += list(module.parameters())
-        self.history = train_with_outliers(
-            self.model,
-            data,
-            self.objective(),
-            o["steps"],
-            o["batch_size"],
-            lr=o["lr"],
-            seed=seed,
-            device=device,
-            progress=progress,
-            parameters=parameters,
-        )
-        return self
+        return super().fit(data, seed=seed, progress=progress, device=device)
 
     def head_modules(self) -> dict[str, nn.Module]:
         return {} if self.auxiliary_head is None else {"auxiliary_head": self.auxiliary_head}
