@@ -64,7 +64,7 @@ class Job:
 
 
 class WriteQueue:
-    """The encoder and writer threads of a recorder (see the module doc).
+    """The encoder threads and the writer thread of a recorder (see the module doc).
 
     Parameters
     ----------
@@ -162,7 +162,7 @@ class WriteQueue:
             return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
 
     def close(self) -> None:
-        """Write everything queued, then stop both threads (idempotent)."""
+        """Write everything queued, then stop the encoder and writer threads (idempotent)."""
         if not self._closed:
             self._closed = True
             with self._submit_lock:
