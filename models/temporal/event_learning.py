@@ -80,6 +80,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hyplex.models.temporal.gated_smoother import gate_refinement
+
 __all__ = ["EventMerge", "TemporalEventModule", "density_peak_merge"]
 
 
@@ -262,11 +264,7 @@ class TemporalEventModule(nn.Module):
             self.register_buffer("projection", torch.eye(self.in_channels))
         self.log_bandwidth = nn.Parameter(torch.tensor(math.log(float(bandwidth))))
         self.gate_bias = nn.Parameter(torch.tensor(math.log(mix / (1.0 - mix))))
-        self.refine = nn.Sequential(
-            nn.Conv2d(2, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, 1, 3, padding=1)
-        )
-        nn.init.zeros_(self.refine[2].weight)
-        nn.init.zeros_(self.refine[2].bias)
+        self.refine = gate_refinement(2, hidden)
 
     def forward(self, logits: torch.Tensor, features: torch.Tensor, state=None):
         """One frame.

@@ -46,7 +46,28 @@ from torch.nn import functional as F
 # whole package, which rejects labels outside 0..n_classes-1 instead of dropping them.
 from hyplex.models.metrics import mean_iou
 
-__all__ = ["GatedLogitSmoother", "fit_temporal", "label_flip_rate", "mean_iou", "smooth_sequence"]
+__all__ = [
+    "GatedLogitSmoother",
+    "gate_refinement",
+    "fit_temporal",
+    "label_flip_rate",
+    "mean_iou",
+    "smooth_sequence",
+]
+
+
+def gate_refinement(in_channels: int, hidden: int) -> nn.Sequential:
+    """A learned correction of a temporal gate's logit: two 3x3 convolutions,
+    ``(B, in_channels, h, w) -> (B, 1, h, w)``, the last one zero-initialised so that an
+    untrained module keeps its hand-set gate (shared by the gated smoother and TCL)."""
+    refine = nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, 1, 3, padding=1),
+    )
+    nn.init.zeros_(refine[2].weight)
+    nn.init.zeros_(refine[2].bias)
+    return refine
 
 
 class GatedLogitSmoother(nn.Module):
@@ -90,11 +111,7 @@ class GatedLogitSmoother(nn.Module):
         # slope * threshold = logit(s) - logit(s / 2) = ln((2 - s) / (1 - s)).
         drop = math.log((2.0 - smoothing) / (1.0 - smoothing))
         self.change_slope = nn.Parameter(torch.tensor(drop / float(change_threshold)))
-        self.refine = nn.Sequential(
-            nn.Conv2d(3, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, 1, 3, padding=1)
-        )
-        nn.init.zeros_(self.refine[2].weight)
-        nn.init.zeros_(self.refine[2].bias)
+        self.refine = gate_refinement(3, hidden)
 
     def forward(self, logits: torch.Tensor, features: torch.Tensor, state=None):
         """One frame.
