@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_bundles import tiny_bundle
+from tiny_bundles import tiny_bundle, tiny_recording
 from typer.testing import CliRunner
 
 from hyplex.cli.app import app
@@ -152,16 +152,7 @@ def test_coverage_prints_the_share_and_writes_maps(bundle_path, tmp_path):
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    from hyplex.devices.frame import Frame, PixelFormat
-    from hyplex.devices.recorder import Recorder, StreamSpec
-
-    path = tmp_path_factory.mktemp("rec") / "clip.h5"
-    rng = np.random.default_rng(0)
-    with Recorder(path, StreamSpec((240, 240), PixelFormat.MONO12)) as recorder:
-        for i in range(3):
-            data = rng.integers(0, 4095, (240, 240)).astype(np.uint16)
-            recorder.write(Frame(data, frame_id=i, seq=i, host_timestamp_ns=i))
-    return path
+    return tiny_recording(tmp_path_factory.mktemp("rec"))
 
 
 def test_segment_writes_the_unknown_map_of_the_head(bundle_path, recording, tmp_path):

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from tiny_bundles import tiny_bundle
+from tiny_bundles import tiny_bundle, tiny_recording
 from typer.testing import CliRunner
 
 from hyplex.cli.app import app
@@ -28,16 +28,7 @@ def flow_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    from hyplex.devices.frame import Frame, PixelFormat
-    from hyplex.devices.recorder import Recorder, StreamSpec
-
-    path = tmp_path_factory.mktemp("rec") / "clip.h5"
-    rng = np.random.default_rng(0)
-    with Recorder(path, StreamSpec((240, 240), PixelFormat.MONO12)) as recorder:
-        for i in range(3):
-            data = rng.integers(0, 4095, (240, 240)).astype(np.uint16)
-            recorder.write(Frame(data, frame_id=i, seq=i, host_timestamp_ns=i))
-    return path
+    return tiny_recording(tmp_path_factory.mktemp("rec"))
 
 
 def _segment(recording, out, *extra):

@@ -1,7 +1,7 @@
-"""The tiny co-designed bundle that the CLI tests (forget, redteam, openset, segment
---uncertainty) run on: 8 bands, 24x24 scenes, a few steps on the shipped quick library's
-designs; seconds on one core. Each test module trains its own (module-scoped fixture) with the
-overrides it needs (more scenes, another reconstructor)."""
+"""The tiny co-designed bundle and the tiny recording that the CLI tests (forget, redteam,
+openset, segment --uncertainty) run on: 8 bands, 24x24 scenes, a few steps on the shipped quick
+library's designs; seconds on one core. Each test module trains its own (module-scoped
+fixture) with the overrides it needs (more scenes, another reconstructor)."""
 
 from hyplex.models.bundle import save_bundle
 from hyplex.models.codesign import train_codesign
@@ -36,3 +36,20 @@ def tiny_bundle(tmp_path_factory, **overrides):
     library = quick_library(tmp_path_factory.mktemp("lib") / "lib.h5", count=24)
     result = train_codesign(tiny_config(**overrides), None, library=library, progress=False)
     return save_bundle(tmp_path_factory.mktemp("bundles") / "design", result, report=False)
+
+
+def tiny_recording(folder):
+    """``folder/clip.h5``: 3 frames of 240x240 uniform 12-bit noise (seed 0), the input the
+    CLI tests decode. Returns the path."""
+    import numpy as np
+
+    from hyplex.devices.frame import Frame, PixelFormat
+    from hyplex.devices.recorder import Recorder, StreamSpec
+
+    path = folder / "clip.h5"
+    rng = np.random.default_rng(0)
+    with Recorder(path, StreamSpec((240, 240), PixelFormat.MONO12)) as recorder:
+        for i in range(3):
+            data = rng.integers(0, 4095, (240, 240)).astype(np.uint16)
+            recorder.write(Frame(data, frame_id=i, seq=i, host_timestamp_ns=i))
+    return path
