@@ -13,6 +13,8 @@ from hyplex.models.restoration.conditional_flow import (
     train_flow,
 )
 
+from .flow_checks import autograd_slogdet
+
 
 def _randomised(model: ConditionalFlowDecoder) -> ConditionalFlowDecoder:
     """Untrained blocks start as the identity (zero-initialised last layers): perturb every
@@ -47,12 +49,7 @@ def test_log_determinant_is_exact_on_a_small_case():
     barcodes = torch.rand(1, 3, 2, 3, generator=generator, dtype=torch.float64)
     cube = torch.rand(1, 5, 2, 3, generator=generator, dtype=torch.float64)
     condition = model.condition(barcodes).detach()
-
-    def latent(flat):
-        return model.to_latent(flat.reshape(cube.shape), condition)[0].flatten()
-
-    jacobian = torch.autograd.functional.jacobian(latent, cube.flatten())
-    sign, expected = torch.linalg.slogdet(jacobian)
+    sign, expected = autograd_slogdet(model, cube, condition)
     _, logdet = model.to_latent(cube, condition)
     assert sign != 0
     assert float(logdet[0].detach()) == pytest.approx(float(expected), abs=1e-8)
