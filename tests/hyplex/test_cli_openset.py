@@ -180,6 +180,13 @@ def test_segment_writes_the_unknown_map_of_the_head(bundle_path, recording, tmp_
     assert ((stored["unknown"] >= 0) & (stored["unknown"] <= 1)).all()
     assert np.isfinite(stored["unknown"]).all()
     assert stored["attrs"]["unknown_method"] == "Watermarking"
+    # the map is the head's reading of the frames, not a constant: other light, another map
+    # (the random frames alone may saturate it, so its spread is no test)
+    dark = tiny_recording(tmp_path / "dark", scale=0.05)
+    args[1], args[5] = str(dark), str(tmp_path / "out_dark")
+    assert runner.invoke(app, env=ENV, args=args).exit_code == 0
+    other = read_decoded(tmp_path / "out_dark" / "clip.labels.h5")["unknown"]
+    assert np.abs(other - stored["unknown"]).max() > 1e-3
 
 
 def test_segment_asks_for_unknown_maps_of_a_bundle_without_a_head(bundle_path, recording, tmp_path):

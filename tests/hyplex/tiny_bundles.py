@@ -38,18 +38,19 @@ def tiny_bundle(tmp_path_factory, **overrides):
     return save_bundle(tmp_path_factory.mktemp("bundles") / "design", result, report=False)
 
 
-def tiny_recording(folder):
-    """``folder/clip.h5``: 3 frames of 240x240 uniform 12-bit noise (seed 0), the input the
-    CLI tests decode. Returns the path."""
+def tiny_recording(folder, scale: float = 1.0):
+    """``folder/clip.h5``: 3 frames of 240x240 uniform 12-bit noise (seed 0) times ``scale``
+    (in (0, 1]: dimmer light), the input the CLI tests decode. Returns the path."""
     import numpy as np
 
     from hyplex.devices.frame import Frame, PixelFormat
     from hyplex.devices.recorder import Recorder, StreamSpec
 
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "clip.h5"
     rng = np.random.default_rng(0)
     with Recorder(path, StreamSpec((240, 240), PixelFormat.MONO12)) as recorder:
         for i in range(3):
-            data = rng.integers(0, 4095, (240, 240)).astype(np.uint16)
+            data = (rng.integers(0, 4095, (240, 240)) * scale).astype(np.uint16)
             recorder.write(Frame(data, frame_id=i, seq=i, host_timestamp_ns=i))
     return path
