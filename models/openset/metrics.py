@@ -6,10 +6,14 @@ as pytorch-ood's ``OODMetrics`` does, on scores that are larger for outliers:
 * ``auroc``: area under the ROC curve of "unknown" (positive) against "known" pixels.
 * ``aupr``: average precision with the unknown pixels as the positive class (AUPR-Out);
   ``aupr_in`` with the known pixels positive and the negated score.
-* ``fpr95``: the false-positive rate at 95 % true-positive rate, in the convention of Hendrycks
-  et al. (ICLR 2019) and Liu et al. (NeurIPS 2020): with known (ID) pixels as positives,
-  the fraction of unknown pixels accepted as known when 95 % of the known ones are accepted.
+* ``fpr95``: the false-positive rate at 95 % true-positive rate in pytorch-ood's convention
+  (``pytorch_ood.utils.fpr_at_tpr``: OOD is the positive class, label 1): the fraction of
+  known pixels flagged unknown at the first threshold that flags >= 95 % of the unknown ones.
   Lower is better.
+* ``fpr95_id_positive``: the other convention found in the literature (Liu et al.,
+  "Energy-based Out-of-distribution Detection", NeurIPS 2020, whose code passes the ID scores
+  as positives): the fraction of unknown pixels accepted as known when 95 % of the known ones
+  are accepted. Reported beside ``fpr95`` so that figures from either family of papers compare.
 
 :func:`threshold_at_tpr` is the deployed threshold: the score under which ``tpr`` of the
 held-out ID pixels lie (so that 95 % of normal pixels are kept as known).
@@ -57,10 +61,11 @@ def ood_metrics(scores, unknown, valid=None) -> dict:
 
     Returns
     -------
-    dict with ``auroc``, ``aupr``, ``aupr_in``, ``fpr95`` (fractions in [0, 1]) and
+    dict with ``auroc``, ``aupr``, ``aupr_in``, ``fpr95``, ``fpr95_id_positive`` (fractions in
+    [0, 1]; see the module docstring for the two FPR conventions) and
     ``n_known``, ``n_unknown`` (pixel counts).
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     s, u = _pixels(scores, unknown, valid)
     if not np.isfinite(s).all():
@@ -70,16 +75,25 @@ def ood_metrics(scores, unknown, valid=None) -> dict:
         raise ValueError(
             f"need both known and unknown pixels; got {n_known} known, {n_unknown} unknown"
         )
-    fpr, tpr, _ = roc_curve(~u, -s)  # known pixels positive, accepted when -s is high
-    fpr95 = float(fpr[np.searchsorted(tpr, 0.95, side="left")])
+    fpr95 = _fpr_at_tpr(u, s)  # pytorch-ood: unknown pixels positive, flagged when s is high
+    fpr95_id_positive = _fpr_at_tpr(~u, -s)  # known pixels positive, accepted when -s is high
     return {
         "auroc": float(roc_auc_score(u, s)),
         "aupr": float(average_precision_score(u, s)),
         "aupr_in": float(average_precision_score(~u, -s)),
         "fpr95": fpr95,
+        "fpr95_id_positive": fpr95_id_positive,
         "n_known": n_known,
         "n_unknown": n_unknown,
     }
+
+
+def _fpr_at_tpr(positive: np.ndarray, score: np.ndarray, tpr: float = 0.95) -> float:
+    """FPR at the first ROC point whose TPR is >= ``tpr`` (positives scored high)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tprs, _ = roc_curve(positive, score)
+    return float(fpr[np.searchsorted(tprs, tpr, side="left")])
 
 
 def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:

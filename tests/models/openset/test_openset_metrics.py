@@ -11,7 +11,8 @@ def test_perfect_and_reversed_scores():
     good = ood_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), unknown)
     assert good["auroc"] == 1.0 and good["aupr"] == 1.0 and good["fpr95"] == 0.0
     bad = ood_metrics(np.array([0.9, 0.8, 0.7, 0.1, 0.2]), unknown)
-    assert bad["auroc"] == 0.0 and bad["fpr95"] == 1.0
+    assert bad["auroc"] == 0.0 and bad["fpr95"] == 1.0 and bad["fpr95_id_positive"] == 1.0
+    assert good["fpr95_id_positive"] == 0.0
 
 
 def test_fpr_at_95_tpr_by_hand():
@@ -21,8 +22,12 @@ def test_fpr_at_95_tpr_by_hand():
     s = np.concatenate([known, unknown])
     mask = np.r_[np.zeros(20, bool), np.ones(10, bool)]
     m = ood_metrics(s, mask)
-    # accepting 95 % of known (19 of 20) means threshold at 18: unknown 10.5..17.5 accepted (8/10)
-    assert m["fpr95"] == pytest.approx(0.8)
+    # pytorch-ood (unknown positive): flagging >= 95 % of the unknown (all 10, since 9.5 of 10 is
+    # not reachable) needs the threshold at 10.5, above which known 11..19 (9/20) are flagged
+    assert m["fpr95"] == pytest.approx(9 / 20)
+    # known positive: accepting 95 % of known (19 of 20) means threshold at 18: unknown
+    # 10.5..17.5 accepted (8/10)
+    assert m["fpr95_id_positive"] == pytest.approx(0.8)
     assert m["auroc"] == pytest.approx(np.mean([(u > known).mean() for u in unknown]))
 
 
