@@ -51,16 +51,20 @@ def test_density_peak_merge_weights_and_input_checks():
 
 def test_module_is_a_drop_in_and_reacts_to_a_change_at_once():
     module = TemporalEventModule(3, in_channels=4, window=6)
-    features = torch.ones(8, 4, 2, 2)
-    features[6:, :2] = 3.0  # another material at frame 6: the barcode's shape changes
-    logits = torch.zeros(8, 3, 2, 2)
-    logits[:6, 0] = 2.0
-    logits[6:, 2] = 2.0
+    features = torch.ones(8, 4, 2, 4)
+    # another material enters the left half at frame 6: those barcodes change shape (a change
+    # of every pixel alike would be a change of light, which the white balance removes)
+    features[6:, :2, :, :2] = 3.0
+    logits = torch.zeros(8, 3, 2, 4)
+    logits[:, 0] = 2.0
+    logits[6:, 0, :, :2] = 0.0
+    logits[6:, 2, :, :2] = 2.0
     with torch.no_grad():
         out, state = smooth_sequence(module, logits, features)
-    assert out.shape == (8, 3, 2, 2) and state[0].shape == (1, 6, 4, 2, 2)
+    assert out.shape == (8, 3, 2, 4) and state[0].shape == (1, 6, 4, 2, 4)
     labels = out.argmax(1)
-    assert (labels[:6] == 0).all() and (labels[6:] == 2).all()  # no ghosting behind the change
+    assert (labels[:6] == 0).all() and (labels[6:, :, 2:] == 0).all()
+    assert (labels[6:, :, :2] == 2).all()  # no ghosting behind the change
     with pytest.raises(ValueError, match="features must be"):
         module(logits[:1], torch.ones(1, 5, 2, 2))
     assert build_temporal("none", 3) is None
@@ -140,3 +144,26 @@ def test_the_attention_metric_is_fixed_unless_asked():
     fit_temporal(learned, logits, features, truth, steps=5, window=6, seed=0)
     assert not torch.allclose(learned.projection, torch.eye(9))
     assert set(learned.state_dict()) == set(fixed.state_dict())
+
+
+def test_a_change_of_light_colour_alone_is_no_event():
+    """A still scene of two materials whose light turns from neutral to reddish (every
+    filter's barcode scaled by its own factor, as D65 -> A over make_video's clip): after the
+    grey-world white balance each pixel's tokens stay put, the current frame attends to the
+    whole window and the context is the window's mean log-probability. Without the white
+    balance the tilt splits the window into events in time order and the mean is lost."""
+    logits, _, _ = _still_pixels_under_dimming_light()
+    n_frames = logits.shape[0]
+    materials = torch.stack([torch.linspace(0.5, 1.5, 9), torch.linspace(1.4, 0.6, 9)])
+    scene = materials[torch.tensor([[0, 1, 0, 1], [1, 0, 1, 0]] * 2)].permute(2, 0, 1)
+    tilt = torch.linspace(0.0, 1.0, n_frames).reshape(n_frames, 1, 1, 1)
+    colour = 1.0 + tilt * torch.linspace(-0.6, 0.6, 9).reshape(1, 9, 1, 1)  # blue down, red up
+    features = scene[None] * colour * torch.linspace(1.0, 0.2, n_frames).reshape(-1, 1, 1, 1)
+    log_p = torch.log_softmax(logits, 1)
+    expected = torch.log_softmax(0.8 * log_p.mean(0) + 0.2 * log_p[-1], 0)
+    with torch.no_grad():
+        balanced = smooth_sequence(TemporalEventModule(3, mix=0.8), logits, features)[0][-1]
+        raw = TemporalEventModule(3, mix=0.8, white_balance=False)
+        unbalanced = smooth_sequence(raw, logits, features)[0][-1]
+    torch.testing.assert_close(balanced, expected, atol=1e-5, rtol=1e-5)
+    assert (unbalanced - expected).abs().max() > 0.05
