@@ -41,3 +41,53 @@ def test_learning_methods_smoke_prints_every_block_and_goal(tmp_path):
     assert {"idn_20", "idn_40", "group"} <= set(result["noisy_labels"])
     assert len(result["goals_met"]) == 10
     assert result["goals_met"]["flow_coverage_in_0.85_0.95"] is False  # not run, not faked
+
+
+def _benchmark_module():
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "learning_methods.py"
+    spec = importlib.util.spec_from_file_location("learning_methods_for_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(method_points, main_epsilon="3"):
+    """One seed's rows: per method a main point and its trade-off curve {epsilon: (clean, pgd)}."""
+    rows = {"standard": {"miou_clean": 0.36, "miou_pgd": 0.06, "success_etf_1": 0.2,
+                         "success_etf_10": 0.1}}  # fmt: skip
+    for method, points in method_points.items():
+        clean, pgd = points[main_epsilon]
+        rows[method] = {"miou_clean": clean, "miou_pgd": pgd}
+        rows[method]["trade_off"] = {
+            f"train_epsilon_{e}": {"miou_clean": c, "miou_pgd": r} for e, (c, r) in points.items()
+        }
+    return rows
+
+
+def test_robustness_goal_reads_mail_on_its_trade_off_curve_at_pgd_at_clean_miou():
+    """Clean mIoUs 1.2 points apart fail the plain comparison; on MAIL's curve (training budget
+    2 / 3 / 4) at PGD-AT's clean mIoU MAIL's PGD mIoU is read by linear interpolation."""
+    lm = _benchmark_module()
+    pgd_at = {"2": (0.26, 0.10), "3": (0.214, 0.134), "4": (0.18, 0.15)}
+    mail = {"2": (0.27, 0.11), "3": (0.226, 0.130), "4": (0.19, 0.16)}
+    block = lm.robustness_block([_run({"pgd_at": pgd_at, "mail": mail})], 3.0)
+    # between MAIL's (0.19, 0.16) and (0.226, 0.130): 0.16 - 0.03 * (0.214 - 0.19) / 0.036
+    assert block["mail_pgd_miou_at_pgd_at_clean"] == pytest.approx(0.14)
+    assert block["goal_plain_comparison"] is False
+    assert block["goal_on_trade_off_curve"] is True
+    assert block["goals"]["mail_ge_pgd_at_robust_miou_at_equal_clean"] is True
+    # a MAIL curve below PGD-AT's point at the same clean mIoU misses the goal
+    lower = {"2": (0.27, 0.09), "3": (0.226, 0.120), "4": (0.19, 0.13)}
+    block = lm.robustness_block([_run({"pgd_at": pgd_at, "mail": lower})], 3.0)
+    assert block["mail_pgd_miou_at_pgd_at_clean"] < 0.134
+    assert block["goals"]["mail_ge_pgd_at_robust_miou_at_equal_clean"] is False
+
+
+def test_robust_miou_at_clean_never_extrapolates():
+    lm = _benchmark_module()
+    curve = {"a": {"miou_clean": 0.2, "miou_pgd": 0.15}, "b": {"miou_clean": 0.3, "miou_pgd": 0.1}}
+    assert lm.robust_miou_at_clean(curve, 0.25) == pytest.approx(0.125)
+    assert lm.robust_miou_at_clean(curve, 0.31) is None
+    assert lm.robust_miou_at_clean(curve, 0.19) is None
