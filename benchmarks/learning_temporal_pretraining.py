@@ -152,6 +152,17 @@ def temporal_block(
         for name in runs[0]
     }
     gated, tcl = out["gated"], out["tcl"]
+    # paired per clip (the same video for both): is the gap larger than the clips' spread?
+    paired = {}
+    for metric in ("flip_rate", "miou"):
+        difference = np.array([r["tcl"][metric] - r["gated"][metric] for r in runs])
+        sem = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else None
+        paired[metric] = {
+            "mean": round(float(difference.mean()), 4),
+            "sem": None if sem is None else round(float(sem), 4),
+            "per_clip": [round(float(d), 4) for d in difference],
+        }
+    out["paired_tcl_minus_gated"] = paired
     out["goals"] = {
         "tcl_beats_gated": bool(
             tcl["flip_rate"]["mean"] < gated["flip_rate"]["mean"]
