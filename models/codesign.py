@@ -44,6 +44,7 @@ from hyplex.models.encoder import (
     identity_encoder,
     pca_target_encoder,
     rgb_encoder,
+    separability_selection,
     temperature_schedule,
 )
 from hyplex.models.encoder_capture import CameraCapture, CaptureSettings
@@ -57,6 +58,7 @@ __all__ = [
     "build_decoders",
     "codesign_loss",
     "evaluate",
+    "select_by_separability",
     "train_codesign",
     "CHECKPOINT_NAME",
 ]
@@ -312,6 +314,8 @@ def train_codesign(
     validation = generate_scenes(grid, config.n_val_scenes, config.seed + 1, **options)
     torch.manual_seed(config.seed)
     encoder = build_encoder(config, grid, train, library, surrogate)
+    if config.selection == "separability" and isinstance(encoder, LibrarySelectionEncoder):
+        select_by_separability(encoder, config, train, progress and context.is_main)
     decoders = build_decoders(config, encoder.n_filters, grid.size, train.n_classes)
     model = CodesignModel(encoder, *decoders).to(device)
     groups = [{"params": [p for p in m.parameters() if p.requires_grad]} for m in decoders]
@@ -407,6 +411,22 @@ def train_codesign(
     seconds = time.perf_counter() - began
     return CodesignResult(model, config, grid, train.class_names, history, metrics, design,
                           validation, seconds, checkpoint, notes)  # fmt: skip
+
+
+def select_by_separability(encoder, config, scenes: SceneSet, progress: bool = False) -> dict:
+    """Harden a library encoder (not yet hardened) onto the designs that
+    :func:`~hyplex.models.encoder.separability_selection` picks on the training ``scenes``
+    (pixels and sensor noise drawn from ``config.seed``; one design per filter at most when
+    ``config.distinct_designs``). A pure function of the config and the scenes, so every rank
+    and a resumed run choose the same designs. Returns the encoder's design."""
+    if encoder.hardened:
+        return encoder.design()
+    cubes, labels, _ = scenes.tensors()
+    chosen = separability_selection(
+        encoder.library_spectra.detach().cpu(), encoder.capture, cubes, labels,
+        encoder.n_filters, distinct=config.distinct_designs, seed=config.seed, progress=progress,
+    )  # fmt: skip
+    return encoder.fix_selection(chosen)
 
 
 @torch.no_grad()

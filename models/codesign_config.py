@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ENCODERS", "LEARNING_RATE_DECAYS", "CodesignConfig", "learning_rate_factor",
-           "quick_config"]  # fmt: skip
+__all__ = ["ENCODERS", "LEARNING_RATE_DECAYS", "SELECTIONS", "CodesignConfig",
+           "learning_rate_factor", "quick_config"]  # fmt: skip
 
 ENCODERS = ("library", "surrogate", "unconstrained", "pca", "rgb", "identity")
 LEARNING_RATE_DECAYS = ("cosine", "constant")
+SELECTIONS = ("gumbel", "separability")
 
 
 def learning_rate_factor(step: int, total_steps: int, decay: str, floor: float) -> float:
@@ -58,6 +59,12 @@ class CodesignConfig:
     temperature_start, temperature_end, gumbel : Gumbel-softmax relaxation, annealed
         exponentially over ``steps`` (Jang et al., ICLR 2017).
     distinct_designs : hardening never picks one library design for two filters.
+    selection : how the ``library`` encoder chooses its designs: ``"gumbel"`` learns the
+        choice end to end (Gumbel-softmax over ``steps``, then hardened); ``"separability"``
+        chooses before training by greedy forward selection on the noisy-barcode Bhattacharyya
+        separability of the training pixels' classes
+        (:func:`hyplex.models.encoder.separability_selection`), then trains the decoders on
+        the fixed designs for ``steps`` + ``finetune_steps``.
     refine_with_rcwa, refine_harmonics, refine_grid : after hardening a surrogate encoder,
         recompute its spectra with the RCWA (orders ``-M..M``, an ``N x N`` cell raster, the
         normal-vector factorisation) before the decoders are fine-tuned and scored. The
@@ -103,6 +110,7 @@ class CodesignConfig:
     temperature_end: float = 0.03
     gumbel: bool = True
     distinct_designs: bool = False
+    selection: str = "gumbel"
     refine_with_rcwa: bool = True
     refine_harmonics: int = 8
     refine_grid: int = 128
@@ -145,6 +153,8 @@ class CodesignConfig:
         set_(self, "fake_classes", tuple(self.fake_classes))
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         positive = ("bands", "n_filters", "scene_size", "n_train_scenes", "n_val_scenes")
         for name in (*positive, "patch_size", "batch_size", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
