@@ -38,8 +38,14 @@ measured range: no extrapolation). The goal counts as met when the plain compari
 
 noisy_labels: a per-pixel classifier (barcodes standardised with the training pixels' mean and
 std, then an MLP 9-64-64-K, the same start for every method; hyplex's auto-labels are
-per-pixel too) trained on labels with (a) 20 % and (b) 40 % spectrum-dependent noise
-(hyplex.models.noisy_labels.instance_dependent.spectral_label_noise) and (c) group noise
+per-pixel too) trained on clean labels (the ceiling, CE only) and on labels with (a) 20 % and
+(b) 40 % instance-dependent noise by the field's standard generator (Xia et al., NeurIPS 2020:
+per-pixel flip rate from a normal around the rate truncated to [0, 1], direction from the
+standardised barcode through a random projection per class;
+hyplex.models.noisy_labels.instance_dependent_label_noise; keys ``idn_20``, ``idn_40``), the
+same rates by the earlier nearest-mean generator
+(hyplex.models.noisy_labels.spectral_label_noise; ``nearest_mean_20``, ``nearest_mean_40``:
+its flip probability hardly depends on the spectrum on the twin), and (c) group noise
 (square regions of a quarter of the scene side, each labelled with one class drawn uniformly
 among those it holds, hyplex.models.noisy_labels.group_noise.coarse_region_labels with
 by_area=False; the measured share of pixels whose region label is wrong is reported: about
@@ -57,6 +63,8 @@ Reproduce (last stdout line: one JSON object; progress on stderr)::
 
     .venv/bin/python benchmarks/learning_methods.py --quick          # 3 seeds, < 15 min on 2 cores
     .venv/bin/python benchmarks/learning_methods.py --quick --only robustness,noisy_labels
+    .venv/bin/python benchmarks/learning_methods.py --quick --only noisy_labels --first-seed 10
+        # development seeds 10-12 (choices are made there; the reported seeds are 0-2)
     .venv/bin/python benchmarks/learning_methods.py --quick \
         --out benchmarks/results/learning_methods_quick.json
 
@@ -85,6 +93,7 @@ HERE = Path(__file__).resolve().parent
 GRID_NM = np.linspace(400.0, 1000.0, 31)
 CLASSES = ("vegetation", "soil", "paint", "metal")
 EPSILON = 3.0  # shot-noise standard deviations per barcode value
+IDLN_ETA_LR = 0.005  # IDLN's confusing-probability step, chosen on seeds 10-12 (idln_config)
 BLOCKS = ("flow", "translation", "temporal", "pretraining", "real_fake", "robustness",
           "noisy_labels")  # fmt: skip
 #: block -> (file under benchmarks/, function); called as function(quick=..., seeds=...)
@@ -297,10 +306,33 @@ def train_max_matching(model, barcodes, group_ids, group_labels, steps, seed, lr
     return model.eval()
 
 
+def idln_config(steps: int, n_points: int):
+    """IDLN's settings in the noisy-label block for ``steps`` classifier steps in all.
+
+    A quarter of the steps is the cross-entropy warm-up (the noisy network that gives tau),
+    the rest alternate, so IDLN takes as many classifier steps as CE. ``eta`` is held for the
+    first pass over the ``n_points`` pixels of the alternating phase, as the authors hold it
+    for their first epoch. ``eta_lr`` (the authors' 0.05, for 15 visits per instance) was
+    chosen on development seeds 10-12 only (``--first-seed 10``), under the standard
+    instance-dependent noise at 40 %: held-out mIoU minus CE's, mean of the 3 seeds, was
+    -5.1 points at 0.05, -1.6 at 0.02, -0.3 at 0.01 and +0.6 at 0.005 without the hold; with
+    it +0.2 at 0.01, +0.6 at 0.005, +1.0 at 0.0025 (all within the seeds' spread: as
+    ``eta_lr -> 0`` IDLN tends to CE with a fixed 1 % smoothing towards its own prediction).
+    """
+    from hyplex.models.noisy_labels import IDLNConfig
+
+    warmup = steps // 4
+    batch = IDLNConfig().batch_size
+    hold = min(-(-n_points // batch), steps - warmup)
+    return IDLNConfig(
+        warmup_steps=warmup, steps=steps - warmup, eta_hold_steps=hold, eta_lr=IDLN_ETA_LR
+    )
+
+
 def noisy_labels_seed(seed: int, config: dict, data: dict) -> dict:
     from hyplex.models.noisy_labels import (
-        IDLNConfig,
         coarse_region_labels,
+        instance_dependent_label_noise,
         spectral_label_noise,
         train_cross_entropy,
         train_idln,
@@ -309,22 +341,31 @@ def noisy_labels_seed(seed: int, config: dict, data: dict) -> dict:
     barcodes, labels, _ = data["train"]
     points, truth = _points(barcodes, labels)
     k, steps = data["n_classes"], config["pixel_steps"]
-    # IDLN's warm-up (its noisy network) plus its alternating steps: as many steps as CE's
-    idln = IDLNConfig(warmup_steps=steps // 4, steps=steps - steps // 4)
+    idln = idln_config(steps, len(points))
 
     def fresh():  # the same initial weights for every method
         return pixel_classifier(k, seed, points)
 
-    rows = {}
-    for rate in (0.2, 0.4):
-        noisy = torch.as_tensor(spectral_label_noise(points.numpy(), truth.numpy(), rate, seed))
-        ce = train_cross_entropy(fresh(), points, noisy, steps, seed=seed)
-        robust, _, _ = train_idln(fresh(), points, noisy, k, idln, seed=seed)
-        rows[f"idn_{int(rate * 100)}"] = {
-            "measured_noise": float((noisy != truth).float().mean()),
-            "ce": _heldout_miou(ce, data),
-            "idln": _heldout_miou(robust, data),
-        }
+    clean = train_cross_entropy(fresh(), points, truth, steps, seed=seed)
+    rows = {"clean": {"ce": _heldout_miou(clean, data)}}  # the ceiling: CE on true labels
+    generators = {  # the field's standard IDN (Xia et al.), then the earlier nearest-mean one
+        "idn": lambda rate: (
+            instance_dependent_label_noise(points.numpy(), truth.numpy(), rate, seed).labels
+        ),
+        "nearest_mean": lambda rate: spectral_label_noise(
+            points.numpy(), truth.numpy(), rate, seed
+        ),
+    }
+    for name, generate in generators.items():
+        for rate in (0.2, 0.4):
+            noisy = torch.as_tensor(generate(rate))
+            ce = train_cross_entropy(fresh(), points, noisy, steps, seed=seed)
+            robust, _, _ = train_idln(fresh(), points, noisy, k, idln, seed=seed)
+            rows[f"{name}_{int(rate * 100)}"] = {
+                "measured_noise": float((noisy != truth).float().mean()),
+                "ce": _heldout_miou(ce, data),
+                "idln": _heldout_miou(robust, data),
+            }
     cell = max(4, config["size"] // 4)
     group_ids, group_labels, coarse = coarse_region_labels(labels.numpy(), cell, seed, False)
     coarse = torch.as_tensor(coarse.reshape(-1))
@@ -435,6 +476,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small scenes, < 15 min")
     parser.add_argument("--smoke", action="store_true", help="the machinery only (seconds)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first seed of the robustness and noisy-label blocks (reported: 0; "
+                        "development: 10)")  # fmt: skip
     parser.add_argument("--only", default=",".join(BLOCKS), help="comma-separated blocks")
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     parser.add_argument("--epsilon", type=float, default=EPSILON,
@@ -458,7 +502,7 @@ def main(argv=None) -> dict:
     if {"robustness", "noisy_labels"} & set(only):
         encoder = gaussian_encoder()
         robust_runs, noisy_runs = [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             started = time.perf_counter()
             data = twin_data(seed, config, encoder)
             if "robustness" in only:
@@ -474,7 +518,8 @@ def main(argv=None) -> dict:
         result.setdefault(name, {"missing": "not run (--only)"})
     result["codesign"] = codesign_goal()
     result["goals_met"] = goals_met(result)
-    result["config"] = {**config, "seeds": args.seeds, "quick": args.quick, "smoke": args.smoke}
+    result["config"] = {**config, "seeds": args.seeds, "first_seed": args.first_seed,
+                        "quick": args.quick, "smoke": args.smoke}  # fmt: skip
     result["machine"] = {"cores": os.cpu_count(), "load": os.getloadavg()[0]}
     result["wall_seconds"] = time.perf_counter() - wall
     text = json.dumps(result, default=float)

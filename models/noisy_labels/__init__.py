@@ -9,6 +9,10 @@ group_noise            Max-Matching: a region carries one label that fits only s
 instance_dependent     confusing / unconfusing instances with a per-instance noise model,
                        alternating optimisation ("Tackling Instance-Dependent Label Noise
                        via a Universal Probabilistic Model", AAAI 2021)
+noise_generation       the standard instance-dependent noise generator: per-instance flip
+                       rates, flip directions by random projections of the features
+                       ("Part-dependent Label Noise: Towards Instance-dependent Label
+                       Noise", NeurIPS 2020)
 =====================  ==================================================================
 """
 
@@ -27,11 +31,17 @@ from hyplex.models.noisy_labels.instance_dependent import (
     train_idln,
     true_label_posterior,
 )
+from hyplex.models.noisy_labels.noise_generation import (
+    InstanceDependentNoise,
+    instance_dependent_label_noise,
+)
 
 __all__ = [
     "IDLNConfig",
+    "InstanceDependentNoise",
     "coarse_region_labels",
     "confusing_probability_step",
+    "instance_dependent_label_noise",
     "matching_scores",
     "max_matching_loss",
     "max_matching_mask",

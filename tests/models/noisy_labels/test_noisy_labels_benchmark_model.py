@@ -36,3 +36,39 @@ def test_max_matching_trains_without_the_label_blind_group_attention_by_default(
 
     signature = inspect.signature(_benchmark().train_max_matching)
     assert signature.parameters["group_attention"].default is False
+
+
+def test_idln_settings_hold_eta_for_one_pass_and_match_the_cross_entropy_budget():
+    bench = _benchmark()
+    config = bench.idln_config(1200, 16384)
+    assert config.warmup_steps + config.steps == 1200  # CE's steps
+    assert config.eta_hold_steps == 32  # one pass of 16384 pixels in batches of 512
+    assert config.eta_lr == bench.IDLN_ETA_LR
+    assert bench.idln_config(60, 10**6).eta_hold_steps == 45  # never past the alternation
+
+
+def test_noisy_label_block_uses_the_standard_generator_and_keeps_the_nearest_mean_variant(
+    monkeypatch,
+):
+    """idn_* rows come from Xia et al.'s generator; nearest_mean_* from the earlier one."""
+    import hyplex.models.noisy_labels as noisy_labels
+
+    bench = _benchmark()
+    calls = []
+    standard = noisy_labels.instance_dependent_label_noise
+
+    def spy(features, labels, rate, seed=0, **kwargs):
+        calls.append(rate)
+        return standard(features, labels, rate, seed, **kwargs)
+
+    monkeypatch.setattr(noisy_labels, "instance_dependent_label_noise", spy)
+    config = {**bench.settings(quick=False, smoke=True), "pixel_steps": 8}
+    data = bench.twin_data(0, config, bench.gaussian_encoder())
+    rows = bench.noisy_labels_seed(0, config, data)
+    assert calls == [0.2, 0.4]
+    assert {"clean", "idn_20", "idn_40", "nearest_mean_20", "nearest_mean_40", "group"} <= set(rows)
+    for name in ("idn_20", "idn_40", "nearest_mean_20", "nearest_mean_40"):
+        rate = int(name.rsplit("_", 1)[1]) / 100
+        assert abs(rows[name]["measured_noise"] - rate) < 0.06, (name, rows[name])
+    block = bench.noisy_labels_block([rows])
+    assert set(block["goals"]) == {"idln_plus5_at_40pct", "max_matching_plus5_group"}
