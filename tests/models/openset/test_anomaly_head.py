@@ -65,3 +65,21 @@ def test_detector_defaults_list_every_option():
     from hyplex.models.openset.normal_structure import NormalStructureDetector
 
     assert {"cell", "weight", "steps"} <= set(NormalStructureDetector.defaults)
+
+
+def test_head_features_read_shape_not_brightness(openset_data, closed_set_segmenter):
+    """The detector's head reads the barcode's shape and the segmenter's belief, never its
+    brightness (shading, exposure): with the segmenter's logits held fixed, a barcode 3x
+    brighter gets the same features and the same score."""
+    from hyplex.models.openset.anomaly_head import head_features
+
+    x = openset_data.test.barcodes[:2].clamp_min(1e-3)  # positive (noise can go below 0)
+    with torch.no_grad():
+        logits = closed_set_segmenter(x)
+    features = head_features(x, logits)
+    assert features.shape[1] == x.shape[1] + logits.shape[1]  # C + K, no brightness channel
+    assert torch.allclose(features, head_features(3.0 * x, logits), atol=1e-5)
+    detector = build_detector("CEDL", closed_set_segmenter, steps=10).fit(openset_data)
+    assert torch.allclose(
+        detector.scores_from(logits, x), detector.scores_from(logits, 3.0 * x), atol=1e-4
+    )
