@@ -72,3 +72,24 @@ def test_noisy_label_block_uses_the_standard_generator_and_keeps_the_nearest_mea
         assert abs(rows[name]["measured_noise"] - rate) < 0.06, (name, rows[name])
     block = bench.noisy_labels_block([rows])
     assert set(block["goals"]) == {"idln_plus5_at_40pct", "max_matching_plus5_group"}
+
+
+def test_first_seed_moves_the_noisy_label_block_to_development_seeds(monkeypatch, capsys):
+    """``--first-seed 10`` runs seeds 10, 11 (development), never the reported 0-2."""
+    bench = _benchmark()
+    seen = []
+    row = {"ce": 0.5, "idln": 0.5, "max_matching": 0.5}
+    monkeypatch.setattr(bench, "twin_data", lambda seed, config, encoder: {"seed": seed})
+    monkeypatch.setattr(bench, "gaussian_encoder", lambda: None)
+
+    def fake_seed(seed, config, data):
+        seen.append((seed, data["seed"]))
+        return {"idn_40": dict(row), "group": dict(row)}
+
+    monkeypatch.setattr(bench, "noisy_labels_seed", fake_seed)
+    result = bench.main(["--smoke", "--only", "noisy_labels", "--seeds", "2", "--first-seed", "10"])
+    assert seen == [(10, 10), (11, 11)]
+    assert result["config"]["first_seed"] == 10
+    bench.main(["--smoke", "--only", "noisy_labels", "--seeds", "1"])
+    assert seen[-1] == (0, 0)
+    capsys.readouterr()
