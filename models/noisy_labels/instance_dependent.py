@@ -31,8 +31,9 @@ prediction there and from the label elsewhere. Our one change for a fixed budget
 network is the classifier's own cross-entropy warm-up, which then goes on training (the
 authors train a second network from scratch after fully training the noisy one; restarting
 the classifier after our short warm-up lost 13 mIoU points to continuing, with their
-``eta_lr`` and no hold, at 40 % noise on the benchmark's development seeds 10-12). The authors hold ``eta`` for their first epoch
-(``eta_hold_steps``; the benchmark holds it for one pass over the pixels).
+``eta_lr`` and no hold, at 40 % noise on the benchmark's development seeds 10-12). The
+authors hold ``eta`` for their first epoch (``eta_hold_steps``; the benchmark holds it for
+one pass over the pixels).
 
 What the method can and cannot do here: it is a label-cleaning self-training, and its gain in
 the paper comes from deep networks that memorise flipped labels. hyplex's per-pixel MLP on
