@@ -42,6 +42,8 @@ Reproduce (last stdout line: one JSON object; progress on stderr)::
     # development seeds (not the reported 0-2) and per-method option overrides:
     .venv/bin/python benchmarks/openset.py --quick --first-seed 10 \
         --options '{"DOE": {"warmup": 0}}'
+    .venv/bin/python benchmarks/openset.py --quick --first-seed 10 \
+        --options '{"ACT": {"adapt_steps": 1, "self_label_steps": 0}}'   # ACT's ablations
 
 Timings depend on the machine's load; the team's 2 cores are shared (say so when quoting).
 """
@@ -271,7 +273,8 @@ def run_seed(seed: int, config: dict, encoder, genias_source: np.ndarray, novel=
     target = target_scenes.barcodes(camera, seed=seed * 10 + 8)
     adapted_data = copy.copy(data)
     adapted_data.target = target.barcodes
-    act = build_detector("ACT", copy.deepcopy(segmenter), **config["act_options"])
+    act_options = {**config["act_options"], **config.get("overrides", {}).get("ACT", {})}
+    act = build_detector("ACT", copy.deepcopy(segmenter), **act_options)
     began = time.perf_counter()
     act.fit(adapted_data, seed=seed)
     # the same target scenes through the twin's own encoder: what the source detector scores
@@ -498,9 +501,9 @@ def main(argv=None) -> dict:
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     if not isinstance(args.options, dict) or not all(
-        m in METHODS and isinstance(o, dict) for m, o in args.options.items()
+        m in (*METHODS, "ACT") and isinstance(o, dict) for m, o in args.options.items()
     ):
-        parser.error(f"--options must map method names {METHODS} to option objects")
+        parser.error(f"--options must map method names {(*METHODS, 'ACT')} to option objects")
     torch.set_num_threads(1)
     from hyplex.models.encoder_baselines import FixedResponseEncoder
     from hyplex.models.openset import OpenSetSplit

@@ -563,7 +563,10 @@ class ContrastiveAlignmentDetector(OpenSetDetector):
     barcodes ``(N, F, H, W)`` (``hyplex openset fit --target-frames DIR``). The segmenter is
     untouched. Options (defaults): ``source_steps`` 300, ``adapt_steps`` 200,
     ``self_label_steps`` 150, ``batch_size`` 256, ``lr`` 2e-3, ``sinkhorn_epsilon`` 0.05,
-    ``pseudo_anomaly_share`` 0.05, ``hidden`` 64, ``embedding_dim`` 16.
+    ``pseudo_anomaly_share`` 0.05, ``hidden`` 64, ``embedding_dim`` 16, and the weights of
+    stage 2's terms ``alignment_weight`` 1.0 (``L_OT``) and ``contrastive_weight`` 1.0
+    (``L_con``), so that an ablation is a detector option (``benchmarks/openset.py
+    --options '{"ACT": {"contrastive_weight": 0}}'``).
     """
 
     method = "ACT"
@@ -577,6 +580,8 @@ class ContrastiveAlignmentDetector(OpenSetDetector):
         "pseudo_anomaly_share": 0.05,
         "hidden": 64,
         "embedding_dim": 16,
+        "alignment_weight": 1.0,
+        "contrastive_weight": 1.0,
     }
 
     def __init__(self, model: nn.Module, **options):
@@ -588,6 +593,10 @@ class ContrastiveAlignmentDetector(OpenSetDetector):
             value = merged[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"option {key} must be an integer >= 1; got {value!r}")
+        for key in ("alignment_weight", "contrastive_weight"):
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"option {key} must be a number >= 0; got {value!r}")
         super().__init__(model, **merged)
         channels = getattr(model, "in_channels", None)
         if channels is None:
@@ -606,6 +615,8 @@ class ContrastiveAlignmentDetector(OpenSetDetector):
             learning_rate=o["lr"],
             sinkhorn_epsilon=o["sinkhorn_epsilon"],
             pseudo_anomaly_share=o["pseudo_anomaly_share"],
+            alignment_weight=float(o["alignment_weight"]),
+            contrastive_weight=float(o["contrastive_weight"]),
             seed=int(seed),
             progress=progress,
         )

@@ -180,3 +180,17 @@ def test_act_detector_round_trip(openset_data, closed_set_segmenter, captured_ta
     again.restore(detector.config(), detector.tensors())
     assert torch.equal(again.predict(captured_target.barcodes[:2]), scores)
     assert np.isfinite(detector.history[0]["seconds"])
+
+
+def test_act_term_weights_are_detector_options(closed_set_segmenter):
+    """Stage 2's term weights reach the adapter's training settings (an ablation is a
+    detector option, e.g. ``--options '{"ACT": {"contrastive_weight": 0}}'``)."""
+    detector = build_detector(
+        "ACT", closed_set_segmenter, contrastive_weight=0.0, alignment_weight=0.5
+    )
+    training = detector.adapter.training_config
+    assert training.contrastive_weight == 0.0 and training.alignment_weight == 0.5
+    default = build_detector("ACT", closed_set_segmenter).adapter.training_config
+    assert default.contrastive_weight == 1.0 and default.alignment_weight == 1.0
+    with pytest.raises(ValueError, match="contrastive_weight must be a number >= 0"):
+        build_detector("ACT", closed_set_segmenter, contrastive_weight=-1.0)

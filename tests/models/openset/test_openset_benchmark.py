@@ -130,3 +130,11 @@ def test_benchmark_smoke_run():
         assert key in summary
     assert set(summary["auroc"]) == set(_benchmark().METHODS)
     assert summary["errors"] == {}, summary["errors"]
+
+
+def test_options_may_name_act(capsys):
+    """``--options`` takes ACT's options too (its ablations on the development seeds), and
+    still refuses a name that is no method."""
+    with pytest.raises(SystemExit):
+        _benchmark().main(["--smoke", "--options", '{"NOPE": {}}'])
+    assert "'ACT'" in capsys.readouterr().err
