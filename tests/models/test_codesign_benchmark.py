@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "codesign.py"
-ROWS = {"rgb", "pca_linear", "pca_learned", "codesign", "unconstrained", "identity"}
+ROWS = {
+    "rgb",
+    "pca_linear",
+    "pca_learned",
+    "codesign",
+    "codesign_gumbel",
+    "unconstrained",
+    "identity",
+}
 
 
 def test_codesign_benchmark_smoke(tmp_path):
@@ -32,6 +40,12 @@ def test_codesign_benchmark_smoke(tmp_path):
     for goal in ("codesign_psnr_minus_pca_linear_db", "miou_9ch_minus_rgb_points",
                  "miou_9ch_over_full_cube"):  # fmt: skip
         assert isinstance(summary[f"{goal}_met"], bool)
+    # issue 16: the reported co-design row chooses by class separability (9 distinct designs),
+    # the Gumbel-softmax row stays beside it, and every row's segmenter whitens its input
+    codesign, gumbel = summary["rows"]["codesign"], summary["rows"]["codesign_gumbel"]
+    assert codesign["selection"] == "separability" and gumbel["selection"] == "gumbel"
+    assert codesign["design"]["distinct_designs"] == 9
+    assert summary["config"]["segmenter_config"]["whiten"] is True
     assert summary["peer"].startswith("Hyplex PCA-target")
     assert "| encoder |" in proc.stderr  # the markdown table
     assert (tmp_path / "table.png").stat().st_size > 5_000
