@@ -264,3 +264,96 @@ def test_openset_benchmark_refuses_options_for_unknown_methods(capsys):
         with pytest.raises(SystemExit):
             module.main(["--smoke", "--seeds", "1", "--options", bad])
         assert "--options must map method names" in capsys.readouterr().err
+
+
+def test_doe_scores_with_the_maximum_logit_option(openset_data, closed_set_segmenter):
+    """``score="max_logit"`` is the DOE script's ``-max(output)``; ``"msp"`` OE's score."""
+    from hyplex.models.openset.scores import msp_score
+
+    x = openset_data.test.barcodes[:2]
+    with torch.no_grad():
+        logits = copy.deepcopy(closed_set_segmenter).eval()(x)
+    for score, expected in (("max_logit", -logits.amax(1)), ("msp", msp_score(logits))):
+        detector = build_detector("DOE", copy.deepcopy(closed_set_segmenter), score=score)
+        torch.testing.assert_close(detector.predict(x), expected)
+    with pytest.raises(ValueError, match="score must be one of"):
+        build_detector("DOE", closed_set_segmenter, score="energy")
+
+
+def test_atol_auxiliary_images_leave_the_batchnorm_statistics_to_real_scenes(
+    openset_data, _trained_segmenter
+):
+    """``separate_statistics``: the composite images of the auxiliary task pass BatchNorm in
+    eval mode, so after a step's forward the running statistics are those that the real scenes
+    alone give; one pass over both (the reference code's batch) lets the generated barcodes
+    move them."""
+    from hyplex.models.openset.unreliable_sources import AuxiliaryTaskObjective
+
+    x, y = openset_data.train.batch([0, 1])
+    batch = OutlierBatch(x, y, 2, 0, 1, torch.Generator().manual_seed(0))
+    spectra = np.random.default_rng(0).uniform(0, 1, (40, GRID_NM.size))
+    generator = TwinLatentGenerator(spectra, len(openset_data.class_names), seed=0)
+
+    def running_means(model):
+        return torch.cat(
+            [m.running_mean for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        )
+
+    real_only = copy.deepcopy(_trained_segmenter).train()
+    with torch.no_grad():
+        real_only(x)
+    for separate in (True, False):
+        model = copy.deepcopy(_trained_segmenter).train()
+        objective = AuxiliaryTaskObjective(
+            generator, gaussian_encoder(), seed=0, separate_statistics=separate
+        )
+        objective.loss(model, batch)
+        same = torch.allclose(running_means(model), running_means(real_only), atol=1e-6)
+        assert same == separate, separate
+        assert all(m.training for m in model.modules())  # BatchNorm back in training mode
+
+
+def test_atol_id_anchor_is_zero_at_the_start_and_keeps_the_id_predictions(
+    openset_data, _trained_segmenter
+):
+    """``id_anchor`` adds KL(reference || segmenter) on the real ID pixels: 0 before the first
+    step (same batch, same BatchNorm mode). With it and ``separate_statistics`` (the
+    defaults) a fit keeps the segmenter's held-out ID labels; without them it costs accuracy."""
+    from hyplex.models.openset.unreliable_sources import id_logit_anchor
+
+    model = copy.deepcopy(_trained_segmenter).train()
+    reference = copy.deepcopy(_trained_segmenter).train().requires_grad_(False)
+    x, y = openset_data.train.batch([0, 1, 2])
+    known = y[:2] >= 0
+    logits = pixels(model(x)[:2], known)
+    initial = id_logit_anchor(logits, reference, x, known)
+    assert abs(initial.item()) < 1e-5
+    initial.backward()  # the gradient reaches the segmenter, not the reference
+    assert all(p.grad is None for p in reference.parameters())
+
+    # end to end: the defaults (ID anchor + real-only BatchNorm statistics) against the same
+    # fit without them (the state before the fix), on held-out ID pixels
+    held_out, labels = openset_data.heldout.barcodes, openset_data.heldout.labels
+    known = labels >= 0
+
+    def predictions(model):
+        with torch.no_grad():
+            return model.eval()(held_out).argmax(1)[known]
+
+    start = predictions(copy.deepcopy(_trained_segmenter))
+    accuracy, agreement = {}, {}
+    for name, options in (
+        ("without", {"id_anchor": 0.0, "separate_statistics": False}),
+        ("default", {}),
+    ):
+        trained = copy.deepcopy(_trained_segmenter)
+        build_detector("ATOL", trained, steps=40, **options).fit(openset_data, seed=0)
+        predicted = predictions(trained)
+        accuracy[name] = (predicted == labels[known]).float().mean().item()
+        agreement[name] = (predicted == start).float().mean().item()
+    original = (start == labels[known]).float().mean().item()
+    assert accuracy["without"] < original - 0.01, (accuracy, original)  # the cost it fixes
+    assert accuracy["default"] > accuracy["without"] + 0.03, accuracy
+    assert agreement["default"] > agreement["without"] + 0.02, agreement
+    with pytest.raises(ValueError, match="id_anchor"):
+        build_detector("ATOL", copy.deepcopy(_trained_segmenter), id_anchor=-1.0)
