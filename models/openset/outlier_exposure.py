@@ -170,6 +170,11 @@ class OutlierObjective:
     def after_backward(self, model: nn.Module) -> None:
         """Called between ``backward`` and the optimiser step (default: nothing)."""
 
+    def follow_up(self, model: nn.Module, batch: OutlierBatch) -> torch.Tensor | None:
+        """A second loss on the same batch, minimised by an optimiser step of its own after the
+        first (DOE's alternating schedule); default None: one step per batch."""
+        return None
+
 
 class OutlierExposureObjective(OutlierObjective):
     """OE (Hendrycks et al. 2019, eq. (1)): CE to uniform on the outlier pixels."""
@@ -251,6 +256,12 @@ def train_with_outliers(
         loss.backward()
         objective.after_backward(model)
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        second = objective.follow_up(model, batch)
+        if second is not None:
+            second.backward()
+            optimizer.step()
+            stats = {**stats, "follow_up": second.item()}
         history.append(
             {"step": step, "loss": loss.item(), **stats, "seconds": time.perf_counter() - start}
         )

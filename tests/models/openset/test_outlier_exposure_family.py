@@ -357,3 +357,40 @@ def test_atol_id_anchor_is_zero_at_the_start_and_keeps_the_id_predictions(
     assert agreement["default"] > agreement["without"] + 0.02, agreement
     with pytest.raises(ValueError, match="id_anchor"):
         build_detector("ATOL", copy.deepcopy(_trained_segmenter), id_anchor=-1.0)
+
+
+def test_doe_alternate_schedule_steps_oe_at_the_perturbed_weights_then_ce_at_the_clean(
+    openset_data, closed_set_segmenter
+):
+    """``alternate`` (the DOE script): after the warm-up the step's loss is lambda L_OE at
+    ``theta + P`` alone, and a second optimiser step follows on the ID cross-entropy at the
+    restored ``theta``; the joint schedule takes both in one step."""
+    model = closed_set_segmenter.train()
+    x = torch.cat([openset_data.train.barcodes[:2], openset_data.auxiliary.barcodes[:2]])
+    y = torch.cat([openset_data.train.labels[:2], openset_data.auxiliary.labels[:2]])
+    batch = OutlierBatch(x, y, 2, 0, 1, torch.Generator().manual_seed(0))
+    objective = ImplicitOutlierTransformation(0.5, gammas=(0.1,), alternate=True)
+    before = {k: v.detach().clone() for k, v in perturbable(model).items()}
+    loss, stats = objective.loss(model, batch)
+    with torch.no_grad():
+        perturbed = uniform_cross_entropy(pixels(model(x), y == -1)).mean()
+    torch.testing.assert_close(loss.detach(), 0.5 * perturbed, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())  # no CE gradient in this step
+    loss.backward()
+    objective.after_backward(model)
+    for name, value in perturbable(model).items():
+        torch.testing.assert_close(value.detach(), before[name], rtol=0, atol=1e-6)
+    second = objective.follow_up(model, batch)
+    expected = torch.nn.functional.cross_entropy(model(x), y, ignore_index=-1)
+    torch.testing.assert_close(second.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+    assert objective.follow_up(model, batch) is None  # one CE step per OE step
+    joint = ImplicitOutlierTransformation(0.5, gammas=(0.1,), alternate=False)
+    joint.loss(model, batch)
+    joint.after_backward(model)
+    assert joint.follow_up(model, batch) is None
+    detector = build_detector("DOE", closed_set_segmenter, steps=4)
+    assert detector.options["alternate"] is True  # the DOE script's schedule is the default
+    history = detector.fit(openset_data, seed=0).history
+    assert ["follow_up" in h for h in history] == [False, False, True, True]  # warm-up 0.5
+    with pytest.raises(ValueError, match="alternate"):
+        build_detector("DOE", closed_set_segmenter, alternate=1)
