@@ -17,7 +17,9 @@ graph. Here the graph is a scene's superpixel graph::
     edges         = 4-neighbouring superpixels of the same scene
 
 and the relations, each a pair of nodes with a target in [0, 1] (the paper's normal-node-
-oriented relation generation; the published code samples them the same way)::
+oriented relation generation; the published code samples them the same way: mala-lab/NSReg,
+``runners/train_runner.py``, torch_geometric's ``structured_negative_sampling`` against any
+node, ``nnu_alpha`` 0.8, ``lbl_lambda`` 1.0 in ``exp/config/mag_cs/train.yaml``)::
 
     connected normal     (adjacent superpixels, both normal)         -> 1
     unconnected normal   (two normal superpixels, not adjacent)      -> alpha (default 0.8)
