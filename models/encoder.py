@@ -13,6 +13,12 @@ camera of :mod:`hyplex.models.encoder_capture`. The parametrisations::
     FixedResponseEncoder      given responses: PCA targets, an RGB camera, the identity (full
                               cube, the upper bound of any encoder)
 
+:func:`separability_selection` chooses a library encoder's designs without training instead:
+greedy forward selection (Whitney, IEEE Trans. Comput. 1971) on the mean pairwise
+Bhattacharyya coefficient of the classes' noisy barcodes (Kailath, IEEE Trans. Commun.
+Technol. 1967), an upper bound on the pairwise Bayes error; seconds for hundreds of designs,
+linear in the library size (:meth:`LibrarySelectionEncoder.fix_selection` hardens onto it).
+
 The Hyplex baseline (Makarenko et al., CVPR 2022) is :func:`pca_target_encoder`: the first
 ``F`` principal components of training spectra, mapped into [0, 1] as physical transmissions,
 then the nearest library design to each (:func:`nearest_library_designs`).
