@@ -288,19 +288,20 @@ def separability_selection(
     proxy of segmentation, measured on noisy barcodes of labelled training pixels.
 
     The criterion is the mean pairwise Bhattacharyya coefficient ``rho_ij = exp(-B_ij)`` of the
-    classes' barcode distributions (Gaussian, one mean and covariance per class, sensor noise
-    included by drawing the barcodes through ``capture``), an upper bound on the pairwise Bayes
-    error ``P_ij <= sqrt(p_i p_j) rho_ij`` (Kailath, "The divergence and Bhattacharyya
-    distance measures in signal selection", IEEE Trans. Commun. Technol. 15, 1967, eq. 7 and
-    the Gaussian closed form of B; Fukunaga, "Introduction to Statistical Pattern
-    Recognition", 2nd ed. 1990, sec. 3.4). Averaged over pairs, the hard pairs (a metameric
-    fake against its real class) dominate, since the easy pairs' coefficients vanish; the
-    weighted-Bhattacharyya band selection of Liu, Gu, Zhang & Wang (ICSP 2006) stresses them
-    for the same reason. The search is sequential forward selection (Whitney, "A direct
-    method of nonparametric measurement selection", IEEE Trans. Comput. C-20, 1971): each of
-    the ``n_filters`` steps adds the candidate that most lowers the criterion of the set
-    chosen so far. A candidate may be chosen twice (``distinct=False``): its second copy is a
-    second metapixel with its own sensor noise, which lowers the noise variance.
+    classes' barcode distributions (Gaussian, one mean and covariance per class: the covariance
+    of the noise-free barcodes through ``capture`` plus the sensor-noise variance of each filter
+    on its diagonal, estimated from one noisy draw), an upper bound on the pairwise Bayes error
+    ``P_ij <= sqrt(p_i p_j) rho_ij`` (Kailath, "The divergence and Bhattacharyya distance
+    measures in signal selection", IEEE Trans. Commun. Technol. 15(1), 1967: the bound and the
+    Gaussian closed form of B; Fukunaga, "Introduction to Statistical Pattern Recognition", 2nd
+    ed. 1990, sec. 3.4). Averaged over pairs, the hard pairs (a metameric fake against its real
+    class) dominate, since the easy pairs' coefficients vanish; the weighted-Bhattacharyya band
+    selection of Liu, Gu, Zhang & Wang (ICSP 2006) stresses them for the same reason. The search
+    is sequential forward selection (Whitney, "A direct method of nonparametric measurement
+    selection", IEEE Trans. Comput. C-20, 1971): each of the ``n_filters`` steps adds the
+    candidate that most lowers the criterion of the set chosen so far. A candidate may be chosen
+    twice (``distinct=False``): its second copy is a second metapixel with its own sensor noise,
+    which lowers the noise variance.
 
     Parameters
     ----------
