@@ -34,7 +34,8 @@ outliers transforms nothing useful. ``warmup`` (default 0.5 of the steps) is tha
 development seeds 10-12 of the benchmark (never its seeds 0-2) it raised DOE's AUROC from
 0.757 to 0.810 and cut its FPR95 from 0.889 to 0.831 (``benchmarks/openset.py --quick
 --first-seed 10``, against the same with ``--options '{"DOE": {"warmup": 0}}'``); on the
-reported seeds 0-2 it moved DOE from 0.815 to 0.804 AUROC and 0.779 to 0.776 FPR95 (README).
+reported seeds 0-2 it moved DOE from 0.815 to 0.804 AUROC and 0.779 to 0.776 FPR95 (README;
+these FPR95 figures in the ID-positive convention, the benchmark's ``fpr95_id_positive``).
 
 Step 2's perturbation is what makes it DOE: with ``gamma = 0`` it is OE.
 
