@@ -28,7 +28,7 @@ PSNR + 3 dB; co-designed (9-channel) mIoU >= RGB mIoU + 5 points and >= 0.90 x f
 
 Reproduce (the last stdout line is one JSON object; the table goes to stderr)::
 
-    .venv/bin/python benchmarks/codesign.py             # 24 min on 2 loaded cores (measured)
+    .venv/bin/python benchmarks/codesign.py             # 7-13 min on 2 shared cores (measured)
     .venv/bin/python benchmarks/codesign.py --quick     # ~5 min
     .venv/bin/python benchmarks/codesign.py --smoke     # seconds (tests/models/...)
 
@@ -117,7 +117,8 @@ def benchmark_config(mode: str = "full", steps: int | None = None, **changes) ->
     16 x 16 px, 1500 relaxed steps + 300 decoder fine-tuning steps (~3-4 min a row, one thread,
     on a loaded 2-core machine). ``quick``: 16 training and 6 held-out scenes, 300 + 60 steps.
     ``smoke``: a few steps on tiny scenes. ``steps`` overrides the relaxed steps (fine-tuning
-    stays one fifth of them). Measured (full, seed 0): 1428 s for the six rows.
+    stays one fifth of them). Measured (full): 787 s for the seven rows on seed 0, 390 s and
+    454 s on seeds 1 and 2 (2026-12-06, 2 shared cores).
 
     Every row's U-Net segmenter whitens its input channels (ZCA,
     :mod:`hyplex.models.whitening`), as ``hyplex design --quick`` does: metasurface barcodes
