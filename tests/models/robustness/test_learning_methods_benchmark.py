@@ -91,3 +91,23 @@ def test_robust_miou_at_clean_never_extrapolates():
     assert lm.robust_miou_at_clean(curve, 0.25) == pytest.approx(0.125)
     assert lm.robust_miou_at_clean(curve, 0.31) is None
     assert lm.robust_miou_at_clean(curve, 0.19) is None
+
+
+def test_codesign_goal_reads_the_reported_full_run_not_the_first_file_by_name(
+    tmp_path, monkeypatch
+):
+    """The co-design goal is judged on codesign_full.json (seed 0); other seeds' runs are listed,
+    and a file sorting earlier (codesign_a*.json) is not mistaken for the reported run."""
+    lm = _benchmark_module()
+    results = tmp_path / "results"
+    results.mkdir()
+    line = lambda ratio: "log line\n" + json.dumps({"miou_9ch_over_full_cube": ratio})  # noqa: E731
+    (results / "codesign_aaa.json").write_text(line(0.95))
+    (results / "codesign_full_seed1.json").write_text(line(0.903))
+    monkeypatch.setattr(lm, "HERE", tmp_path)
+    missing = lm.codesign_goal()
+    assert missing["value"] is None and missing["met"] is False
+    (results / "codesign_full.json").write_text(line(0.841))
+    goal = lm.codesign_goal()
+    assert goal["value"] == pytest.approx(0.841) and goal["met"] is False
+    assert goal["other_seeds"] == {"codesign_full_seed1.json": pytest.approx(0.903)}
