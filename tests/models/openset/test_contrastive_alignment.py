@@ -15,6 +15,7 @@ from hyplex.models.openset.contrastive_alignment import (
     captured_encoder,
     deviation_loss,
     pixel_graph_inputs,
+    sigma_selection,
     sinkhorn_cost,
     sinkhorn_plan,
 )
@@ -120,41 +121,119 @@ def test_act_anomaly_aware_term_reads_source_pixels_with_source_statistics(opens
         assert not torch.allclose(adapter.target_encoder(inputs), same)
 
 
+def test_sigma_selection_by_hand():
+    # scores 0..9: mean 4.5, sample std 3.0277; mu + 1 sigma = 7.53 -> {8, 9};
+    # mu + 0 sigma = 4.5 -> below: {0, .., 4}, capped at 30 % -> the 3 lowest
+    scores = torch.arange(10.0)
+    assert sorted(sigma_selection(scores, 1.0, 0.5, outliers=True).tolist()) == [8, 9]
+    assert sorted(sigma_selection(scores, 0.0, 0.3, outliers=False).tolist()) == [0, 1, 2]
+    # nothing above mu + 5 sigma: the most extreme share is taken instead of none
+    assert sigma_selection(scores, 5.0, 0.1, outliers=True).tolist() == [9]
+
+
+def test_gain_standardisation_undoes_a_camera_gain_despite_target_anomalies():
+    """The captured camera multiplies each feature by a gain; the target also holds pixels of
+    other materials. The median ratio recovers the gain (the source weights then see the
+    source's own inputs); mean/std re-standardisation (AdaBN) is pulled by the anomalies."""
+    generator = torch.Generator().manual_seed(0)
+    source = 1.0 + 0.2 * torch.rand(2000, 4, generator=generator)
+    gains = torch.tensor([0.5, 0.8, 1.3, 2.0])
+    target = torch.cat([source, 3.0 + torch.rand(300, 4, generator=generator)]) * gains
+    adapter = ACTAdapter(2)
+    reference, adapted = adapter.source_encoder, adapter.target_encoder
+    reference.fit_standardisation(source)
+    adapted.load_state_dict(reference.state_dict())
+
+    def error():  # mean |difference| of the standardised normal pixels, in source std units
+        standardised = (target[:2000] - adapted.mean) / adapted.std
+        return float(((source - reference.mean) / reference.std - standardised).abs().mean())
+
+    adapted.fit_gain(target, source, reference)
+    assert torch.allclose(adapted.std / reference.std, gains, rtol=0.03)
+    gain_error = error()
+    adapted.fit_standardisation(target)  # the moments of the mixed target
+    assert gain_error < 0.3 < error(), (gain_error, error())
+    adapted.fit_gain(source * gains, source, reference)  # no anomalies: exact
+    assert error() < 1e-4
+
+
+def _trained_adapter(data, **settings):
+    adapter = ACTAdapter(
+        9, training=ACTTraining(seed=0, source_steps=150, adapt_steps=1, **settings)
+    )
+    adapter.fit_source(*_source(data))
+    return adapter
+
+
+def test_one_class_alignment_leaves_out_the_targets_likely_anomalies(openset_data, captured_target):
+    """alignment_trim: the pixels transported onto source normals (and whose statistics set
+    the target's standardisation) are those the source detector ranks least anomalous, so
+    they hold a smaller share of the target's true anomalies than the frames do."""
+    inputs, _ = pixel_graph_inputs(captured_target.barcodes)
+    unknown = captured_target.unknown.reshape(-1)
+    adapter = _trained_adapter(openset_data, self_label_steps=0, alignment_trim=0.2)
+    adapter.target_encoder.load_state_dict(adapter.source_encoder.state_dict())
+    kept = adapter._one_class_pixels(inputs)
+    assert len(kept) == pytest.approx(0.8 * len(inputs), abs=2)
+    dropped = torch.ones(len(inputs), dtype=torch.bool)
+    dropped[kept] = False
+    assert unknown[dropped].float().mean() > 2 * unknown[kept].float().mean()
+    untrimmed = _trained_adapter(openset_data, self_label_steps=0, alignment_trim=0.0)
+    assert len(untrimmed._one_class_pixels(inputs)) == len(inputs)
+
+
+def test_self_labelling_takes_isolation_forest_labels_and_stops_at_the_reference_loss(
+    openset_data, captured_target
+):
+    """The reference's self-labelling: isolation-forest scores of the adapted target
+    embeddings, sigma thresholds (pseudo-anomalies above mu + 2.5 sigma, at most the
+    pseudo_anomaly_share; pseudo-normals below mu + 0.5 sigma, at most 25 %), training stops
+    once the deviation loss reaches 1."""
+    adapter = _trained_adapter(openset_data, self_label_steps=200, self_label_stop=1.0)
+    history = adapter.adapt(captured_target.barcodes)
+    assert 1 <= len(history["self_label"]) < 200 and history["self_label"][-1] <= 1.0
+    assert min(history["self_label"][:-1], default=2.0) > 1.0
+    inputs, _ = pixel_graph_inputs(captured_target.barcodes)
+    anomalous, normal = adapter._pseudo_labels(inputs)
+    assert len(anomalous) <= 0.05 * len(inputs) and len(normal) <= 0.25 * len(inputs)
+    unknown = captured_target.unknown.reshape(-1).float()
+    # the pseudo-anomalies are richer in true anomalies than the frames, pseudo-normals poorer
+    assert unknown[anomalous].mean() > 1.5 * unknown.mean() > 1.5 * unknown[normal].mean()
+    endless = _trained_adapter(openset_data, self_label_steps=30, self_label_stop=0.0)
+    assert len(endless.adapt(captured_target.barcodes)["self_label"]) == 30
+
+
 @pytest.mark.slow
 def test_act_ablation_against_target_restandardisation(openset_data, captured_target):
-    # Measured on this setting (seed 0; `pytest -s -m slow` prints them): before 0.614;
-    # the source weights on target statistics alone (re-standardised, no training) 0.739;
-    # full ACT 0.738; without the OT alignment 0.729; the anomaly-aware term alone 0.742.
-    # Re-standardisation carries the whole gain here: ACT's training (contrastive, OT,
-    # anomaly-aware, self-labelling) neither adds to it nor undoes it. (Before the
-    # anomaly-aware term read source pixels with source statistics, that term alone fell to
-    # 0.718 and the other losses won the 2 points back, which read as ACT's gain.)
+    # Measured on this setting (seed 0; `pytest -s -m slow` prints them): before 0.614; the
+    # source weights on the target's gain-corrected statistics alone (no training) 0.701, on
+    # its mean/std (AdaBN) 0.737; full ACT 0.722; with mean/std re-standardisation 0.739;
+    # without self-labelling 0.702. Here mean/std re-standardisation is the better of the two
+    # corrections (on the benchmark's development seeds 10-15 the gain correction is, by 7
+    # points: README, issue 15 part B); every variant of full ACT gains >= 10 points.
     unknown = captured_target.unknown
     aurocs = {}
-    for name, weights in {
+    for name, settings in {
         "full": {},
-        "no_alignment": dict(alignment_weight=0.0),
-        "anomaly_aware_only": dict(
-            alignment_weight=0.0, contrastive_weight=0.0, self_label_steps=0
+        "restandardised_gain": dict(adapt_steps=1, self_label_steps=0),
+        "restandardised_moments": dict(
+            adapt_steps=1, self_label_steps=0, standardisation="moments", alignment_trim=0.0
         ),
+        "full_moments": dict(standardisation="moments"),
+        "no_self_labelling": dict(self_label_steps=0),
     }.items():
-        adapter = ACTAdapter(9, training=ACTTraining(seed=0, **{**QUICK, **weights}))
+        adapter = ACTAdapter(9, training=ACTTraining(seed=0, **{**QUICK, **settings}))
         adapter.fit_source(*_source(openset_data))
         before = adapter.predict(captured_target.barcodes, adapted=False)
         aurocs["before"] = ood_metrics(before, unknown)["auroc"]
-        if name == "full":  # the source weights on target statistics, no training at all
-            inputs, shape = pixel_graph_inputs(captured_target.barcodes)
-            with torch.no_grad():
-                adapter.target_encoder.load_state_dict(adapter.source_encoder.state_dict())
-                adapter.target_encoder.fit_standardisation(inputs)
-                scores = adapter.source_detector(adapter.target_encoder(inputs)).reshape(shape)
-            aurocs["restandardised"] = ood_metrics(scores, unknown)["auroc"]
         adapter.adapt(captured_target.barcodes)
         aurocs[name] = ood_metrics(adapter.predict(captured_target.barcodes), unknown)["auroc"]
     print("ACT ablation, target AUROC:", aurocs)  # shown with pytest -s
-    assert aurocs["restandardised"] > aurocs["before"] + 0.05, aurocs
-    assert aurocs["full"] > aurocs["restandardised"] - 0.01, aurocs  # training keeps it
-    assert aurocs["anomaly_aware_only"] > aurocs["restandardised"] - 0.01, aurocs
+    for name in ("restandardised_gain", "restandardised_moments"):
+        assert aurocs[name] > aurocs["before"] + 0.05, aurocs
+    for name in ("full", "full_moments"):
+        assert aurocs[name] > aurocs["before"] + 0.08, aurocs
+    assert aurocs["full"] > aurocs["restandardised_gain"], aurocs  # stages 2-3 add to it
 
 
 def test_act_detector_needs_target_frames_with_matching_channels(
@@ -194,3 +273,26 @@ def test_act_term_weights_are_detector_options(closed_set_segmenter):
     assert default.contrastive_weight == 1.0 and default.alignment_weight == 1.0
     with pytest.raises(ValueError, match="contrastive_weight must be a number >= 0"):
         build_detector("ACT", closed_set_segmenter, contrastive_weight=-1.0)
+
+
+def test_act_reference_and_robustness_settings_are_detector_options(closed_set_segmenter):
+    """The pieces ported from the reference code and the anomaly-aware fixes are options, so
+    each ablation is one ``--options`` object; bad values are refused with their name."""
+    default = build_detector("ACT", closed_set_segmenter).adapter.training_config
+    assert (default.standardisation, default.alignment_trim) == ("gain", 0.15)
+    assert (default.pseudo_labels, default.self_label_stop) == ("iforest", 1.0)
+    assert (default.target_init, default.split_updates) == ("source", False)
+    reference = dict(target_init="reset", split_updates=True, adapt_lr=1e-4)
+    training = build_detector("ACT", closed_set_segmenter, **reference).adapter.training_config
+    assert training.target_init == "reset" and training.split_updates
+    assert training.adapt_learning_rate == 1e-4
+    for bad, match in (
+        (dict(standardisation="median"), "standardisation must be"),
+        (dict(pseudo_labels="lof"), "pseudo_labels must be"),
+        (dict(target_init="random"), "target_init must be"),
+        (dict(alignment_trim=0.7), "alignment_trim must be"),
+        (dict(split_updates=1), "split_updates must be true or false"),
+        (dict(self_label_stop=-1), "self_label_stop must be a number"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            build_detector("ACT", closed_set_segmenter, **bad)
