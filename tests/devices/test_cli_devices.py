@@ -24,6 +24,20 @@ APP_SCRIPT = (
 pytestmark = pytest.mark.timeout(120)
 
 
+def _sim_device_process(*options: str) -> subprocess.Popen:
+    """``hyplex sim-device monochromator --pty`` in a child process that a SIGINT stops (its
+    first stdout line names the port). The child's SIGINT is reset to the default first: a
+    runner started in the background (``cmd &`` in a script) hands its children SIGINT
+    *ignored*, and Python then installs no KeyboardInterrupt handler, so the test's SIGINT
+    would go unheard and the child run on."""
+    return subprocess.Popen(
+        [sys.executable, "-c", APP_SCRIPT, "sim-device", "monochromator", "--pty", *options],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 @pytest.fixture(scope="module")
 def app():
     application = typer.Typer()
@@ -88,12 +102,7 @@ def test_sim_device_refuses_a_bad_fault_spec(app):
 def test_sim_device_process_with_line_faults(faults, error, what):
     """A simulator in another process fails mid-run: the driver retries, then names the
     instrument and the command (the first two replies, UNITS NM's echo and STB?, are good)."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", APP_SCRIPT, "sim-device", "monochromator", "--pty"]
-        + ["--faults", faults],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = _sim_device_process("--faults", faults)
     try:
         port = process.stdout.readline().split(" on ")[1].split()[0]
         with Monochromator(port, timeout_s=0.5, retries=2) as driver:
@@ -105,11 +114,7 @@ def test_sim_device_process_with_line_faults(faults, error, what):
 
 
 def test_sim_device_on_a_pty():
-    process = subprocess.Popen(
-        [sys.executable, "-c", APP_SCRIPT, "sim-device", "monochromator", "--pty"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = _sim_device_process()
     try:
         line = process.stdout.readline()
         port = line.split(" on ")[1].split()[0]
