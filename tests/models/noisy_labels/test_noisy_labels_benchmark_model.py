@@ -1,19 +1,12 @@
 """benchmarks/learning_methods.py's noisy-label model: standardised barcodes, one start for all."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
+from ..benchmark_scripts import load_benchmark
 
 
 def _benchmark():
-    path = ROOT / "benchmarks" / "learning_methods.py"
-    spec = importlib.util.spec_from_file_location("learning_methods_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("learning_methods")
 
 
 def test_pixel_classifier_standardises_barcodes_and_starts_every_method_alike():

@@ -1,19 +1,13 @@
 """The issue-16 ``flow`` and ``translation`` benchmark blocks run end to end (smoke size)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "learning_flow_translation.py"
+from ..benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def blocks():
-    spec = importlib.util.spec_from_file_location("learning_flow_translation", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("learning_flow_translation")
 
 
 def test_flow_block_reports_every_figure_and_its_goals(blocks):

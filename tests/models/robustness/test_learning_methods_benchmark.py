@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ..benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -44,13 +46,7 @@ def test_learning_methods_smoke_prints_every_block_and_goal(tmp_path):
 
 
 def _benchmark_module():
-    import importlib.util
-
-    path = ROOT / "benchmarks" / "learning_methods.py"
-    spec = importlib.util.spec_from_file_location("learning_methods_for_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("learning_methods")
 
 
 def _run(method_points, main_epsilon="3"):
