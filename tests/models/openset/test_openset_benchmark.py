@@ -3,7 +3,6 @@ whole machinery (slow: it builds twin scenes and trains every method a few steps
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from ..benchmark_scripts import load_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "openset.py"
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("openset_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("openset")
 
 
 def _run(seed, auroc, fpr, drop=0.0, before=0.6, after=0.7):

@@ -24,6 +24,7 @@ from hyplex.models.openset.outlier_exposure import (
 from hyplex.models.openset.unreliable_sources import TwinLatentGenerator, class_matched_alignment
 from hyplex.simulation.spectra import SpectralLibrary
 
+from ..benchmark_scripts import load_benchmark
 from .conftest import GRID_NM, gaussian_encoder
 
 STEPS = 80
@@ -253,13 +254,7 @@ def test_atol_auxiliary_task_trains_its_own_head_not_the_segmenters(
 def test_openset_benchmark_refuses_options_for_unknown_methods(capsys):
     """``--options`` (per-method option overrides for development runs) names methods of the
     benchmark's table and gives each an object of options."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "openset.py"
-    spec = importlib.util.spec_from_file_location("openset_benchmark_options", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("openset")
     for bad in ('{"NotAMethod": {}}', '{"DOE": 0}', "[1]"):
         with pytest.raises(SystemExit):
             module.main(["--smoke", "--seeds", "1", "--options", bad])
