@@ -104,23 +104,15 @@ def scenes(count: int, seed: int, size: int):
     return cubes, labels, made.n_classes
 
 
-def _patch_batches(rng, tensors, count: int, size: int):
-    index = rng.integers(0, tensors[0].shape[0], count)
-    top = rng.integers(0, tensors[0].shape[-2] - size + 1, count)
-    left = rng.integers(0, tensors[0].shape[-1] - size + 1, count)
-    corners = list(zip(index, top, left, strict=True))
-    return [
-        torch.stack([t[i, ..., a : a + size, b : b + size] for i, a, b in corners]) for t in tensors
-    ]
-
-
 def train_regressor(model, inputs, targets, steps: int, seed: int, size: int = 16) -> None:
     """L1 training of a barcode -> cube decoder on random patches (Adam, 2e-3)."""
+    from hyplex.models.data import random_crops
+
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
     for _ in range(steps):
-        x, y = _patch_batches(rng, (inputs, targets), 8, size)
+        x, y = random_crops(rng, (inputs, targets), 8, size)
         loss = (model(x) - y).abs().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from hyplex.optics.atomic_io import atomic_write
 from hyplex.simulation.grids import check_wavelengths
 
-__all__ = ["SceneSet", "generate_scenes", "PatchDataset", "sample_spectra"]
+__all__ = ["SceneSet", "generate_scenes", "PatchDataset", "random_crops", "sample_spectra"]
 
 QUICK_CLASSES = ("vegetation", "soil", "paint", "metal")
 
@@ -228,3 +228,37 @@ def sample_spectra(scenes: SceneSet, count: int = 4096, seed: int = 0) -> np.nda
     flat = scenes.cubes.reshape(-1, scenes.cubes.shape[-1])
     pick = rng.choice(len(flat), size=min(int(count), len(flat)), replace=False)
     return flat[pick].astype(np.float64)
+
+
+def random_crops(rng: np.random.Generator, tensors, count: int, size: int) -> list[torch.Tensor]:
+    """The same ``count`` random ``size x size`` crops of each of ``tensors``.
+
+    Parameters
+    ----------
+    rng : numpy Generator; draws the items, then the tops, then the lefts (``count`` each).
+    tensors : sequence of torch.Tensor, each ``(N, ..., H, W)`` with one ``N, H, W``
+        (e.g. barcode maps ``(N, C, H, W)`` and their cubes ``(N, L, H, W)`` or labels
+        ``(N, H, W)``).
+    count : crops per tensor.
+    size : crop side, pixels (``<= H, W``).
+
+    Returns
+    -------
+    list of torch.Tensor, ``(count, ..., size, size)``, one per tensor, cut at the same corners.
+    """
+    first = tensors[0]
+    n, height, width = first.shape[0], first.shape[-2], first.shape[-1]
+    for other in tensors[1:]:
+        if other.shape[0] != n or other.shape[-2:] != first.shape[-2:]:
+            raise ValueError(
+                f"tensors need one N, H, W; got {tuple(first.shape)} and {tuple(other.shape)}"
+            )
+    if not 1 <= size <= min(height, width):
+        raise ValueError(f"size must be in [1, {min(height, width)}], got {size}")
+    index = rng.integers(0, n, count)
+    top = rng.integers(0, height - size + 1, count)
+    left = rng.integers(0, width - size + 1, count)
+    corners = list(zip(index, top, left, strict=True))
+    return [
+        torch.stack([t[i, ..., a : a + size, b : b + size] for i, a, b in corners]) for t in tensors
+    ]

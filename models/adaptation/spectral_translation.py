@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyplex.models.data import random_crops
 from hyplex.models.restoration.spectral_attention import FrequencyAttention
 
 __all__ = [
@@ -139,11 +140,7 @@ class TranslationTraining:
 
 
 def _patches(maps, rng, count, size, device):
-    index = rng.integers(0, maps.shape[0], count)
-    top = rng.integers(0, maps.shape[-2] - size + 1, count)
-    left = rng.integers(0, maps.shape[-1] - size + 1, count)
-    corners = zip(index, top, left, strict=True)
-    return torch.stack([maps[i, :, t : t + size, s : s + size] for i, t, s in corners]).to(device)
+    return random_crops(rng, (maps,), count, size)[0].to(device)
 
 
 class UnpairedBarcodeTranslation(nn.Module):

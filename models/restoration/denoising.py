@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hyplex.models.data import random_crops
 from hyplex.models.restoration.conditional_flow import ConditionalFlowDecoder
 
 __all__ = [
@@ -163,12 +164,7 @@ def train_denoiser(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor,
     losses = []
     model.train()
     for _ in range(settings.steps):
-        index = rng.integers(0, clean.shape[0], settings.batch_size)
-        top = rng.integers(0, clean.shape[-2] - size + 1, settings.batch_size)
-        left = rng.integers(0, clean.shape[-1] - size + 1, settings.batch_size)
-        corners = list(zip(index, top, left, strict=True))
-        x = torch.stack([noisy[i, :, t : t + size, s : s + size] for i, t, s in corners])
-        y = torch.stack([clean[i, :, t : t + size, s : s + size] for i, t, s in corners])
+        x, y = random_crops(rng, (noisy, clean), settings.batch_size, size)
         loss = (model(x.to(device)) - y.to(device)).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from hyplex.models.data import random_crops
+
 if TYPE_CHECKING:
     from hyplex.models.restoration.conditional_flow import ConditionalFlowDecoder
 
@@ -90,12 +92,7 @@ def train_flow(model: ConditionalFlowDecoder, conditions, cubes, settings=FlowTr
         steps = tqdm(steps, desc="flow", unit="step")
     model.train()
     for _ in steps:
-        index = rng.integers(0, cubes.shape[0], settings.batch_size)
-        top = rng.integers(0, cubes.shape[-2] - size + 1, settings.batch_size)
-        left = rng.integers(0, cubes.shape[-1] - size + 1, settings.batch_size)
-        corners = list(zip(index, top, left, strict=True))
-        batch_y = torch.stack([conditions[i, :, t : t + size, s : s + size] for i, t, s in corners])
-        batch_x = torch.stack([cubes[i, :, t : t + size, s : s + size] for i, t, s in corners])
+        batch_y, batch_x = random_crops(rng, (conditions, cubes), settings.batch_size, size)
         batch_y, batch_x = batch_y.to(device), batch_x.to(device)
         total, parts = model.loss(batch_y, batch_x)
         optimizer.zero_grad(set_to_none=True)
