@@ -256,9 +256,9 @@ def train_with_outliers(
         loss.backward()
         objective.after_backward(model)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         second = objective.follow_up(model, batch)
-        if second is not None:
+        if second is not None:  # its own step, on gradients of its own
+            optimizer.zero_grad(set_to_none=True)
             second.backward()
             optimizer.step()
             stats = {**stats, "follow_up": second.item()}
