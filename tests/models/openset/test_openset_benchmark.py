@@ -136,3 +136,81 @@ def test_options_may_name_act(capsys):
     with pytest.raises(SystemExit):
         _benchmark().main(["--smoke", "--options", '{"NOPE": {}}'])
     assert "'ACT'" in capsys.readouterr().err
+
+
+def test_summary_of_the_heads_with_one_seen_type():
+    """The heads' papers' setting (one seen anomaly type at a time) is summarised beside the
+    main rows, with a goal of its own per head."""
+    bench = _benchmark()
+    auroc = dict.fromkeys(bench.METHODS, 0.7)
+    fpr = dict.fromkeys(bench.METHODS, 0.8)
+    runs = [_run(0, auroc, fpr), _run(1, auroc, fpr)]
+    for run, (cedl, nsreg, bce) in zip(runs, [(0.8, 0.7, 0.7), (0.76, 0.72, 0.7)], strict=True):
+        run["heads_one_seen_type"] = {
+            m: {
+                "auroc": v,
+                "auroc_novel_types": v + 0.01,
+                "by_seen_type": {"wood": v - 0.1, "roof": v + 0.1},
+            }
+            for m, v in zip(bench.HEADS, (cedl, nsreg, bce), strict=True)
+        }
+    summary = bench.summarise(runs, quick=True, wall=1.0)
+    one_seen = summary["anomaly_heads"]["one_seen_type"]
+    assert one_seen["auroc"]["CEDL"] == pytest.approx(0.78)
+    assert one_seen["auroc_novel_types"]["BCE"] == pytest.approx(0.71)
+    assert one_seen["by_seen_type"]["NSReg"] == {
+        "wood": pytest.approx(0.61),
+        "roof": pytest.approx(0.81),
+    }
+    goals = summary["goals"]
+    assert goals["cedl_beats_bce_by_5_auroc_points_with_one_seen_type"]
+    assert not goals["nsreg_beats_bce_by_5_auroc_points_with_one_seen_type"]
+    # a seed whose block failed is left out, not counted as zero
+    runs.append(_run(2, auroc, fpr))
+    runs[-1]["heads_one_seen_type"] = {"error": "ValueError: boom"}
+    again = bench.summarise(runs, quick=True, wall=1.0)["anomaly_heads"]["one_seen_type"]
+    assert again["auroc"]["CEDL"] == pytest.approx(0.78)
+
+
+def test_heads_with_one_seen_type_train_on_that_type_only(monkeypatch):
+    """Each narrow training set plants objects of its one auxiliary category only, and every
+    head is trained on it and scored on the main test scenes."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    import hyplex.models.openset as openset
+    from hyplex.models.encoder_baselines import FixedResponseEncoder
+    from hyplex.models.segmentation import build_segmenter
+
+    bench = _benchmark()
+    config = {**bench.settings(quick=False, smoke=True), "one_seen_types": 2}
+    centres = np.linspace(420.0, 980.0, 9)
+    responses = np.exp(-0.5 * ((bench.GRID_NM[None] - centres[:, None]) / 40.0) ** 2)
+    encoder = FixedResponseEncoder(responses, bench.GRID_NM)
+    counts = {"train": 3, "auxiliary": 3, "heldout": 2, "test": 3}
+    data = openset.build_openset_data(encoder, bench.GRID_NM, counts=counts, shape=(16, 16))
+    test_scenes = openset.make_openset_scenes(
+        data.split, bench.GRID_NM, 3, "test", (16, 16), seed=4
+    )
+    config["counts"], config["shape"] = counts, (16, 16)
+    torch.manual_seed(0)
+    segmenter = build_segmenter("attention", in_channels=9, n_classes=4, width=4, depth=1)
+    planted = []
+    original = openset.make_openset_scenes
+
+    def recording(*args, **kwargs):
+        scenes = original(*args, **kwargs)
+        planted.append({c for here in scenes.categories for c in here})
+        return scenes
+
+    monkeypatch.setattr(openset, "make_openset_scenes", recording)
+    out = bench.heads_with_one_seen_type(
+        0, config, encoder, data, copy.deepcopy(segmenter), test_scenes, set()
+    )
+    assert planted == [{"wood"}, {"roof"}]
+    for method in bench.HEADS:
+        assert set(out[method]["by_seen_type"]) == {"wood", "roof"}
+        assert 0.0 <= out[method]["auroc"] <= 1.0
+        assert out[method]["auroc_novel_types"] is None  # no type counted as novel here
