@@ -25,6 +25,9 @@ construction) and the training time. Also:
   (fabricated filters, CIE A light at 2000 lx, the twin's white reference: see
   :func:`hyplex.models.openset.contrastive_alignment.captured_encoder`), anomaly AUROC of the
   target's unknown pixels before (source detector) and after adaptation;
+* the anomaly heads (BCE, CEDL, NSReg) in their papers' setting: one auxiliary category at a
+  time is the only seen anomaly type, AUROC on the same test scenes averaged over the five
+  categories (:func:`heads_with_one_seen_type`; JSON ``anomaly_heads.one_seen_type``);
 * coverage (:mod:`hyplex.models.openset.coverage`): share of pixels outside the convex hull of
   training barcodes, for held-out ID pixels ("in-hull" set) and test-unknown pixels;
 * item 11's metrics (:mod:`hyplex.models.openset.robustness_evaluation`): the segmenter's
