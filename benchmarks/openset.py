@@ -448,6 +448,11 @@ def summarise(runs: list[dict], quick: bool, wall: float) -> dict:
     errors = {
         m: r["methods"][m]["error"] for r in runs for m in METHODS if "error" in r["methods"][m]
     }
+    errors.update(
+        (f"heads_one_seen_type (seed {r['seed']})", r["heads_one_seen_type"]["error"])
+        for r in runs
+        if "error" in r.get("heads_one_seen_type", {})
+    )
     auroc, fpr = table["auroc"], table["fpr95"]
     ranked = [m for m in METHODS if auroc[m] is not None]
     best = max(ranked, key=lambda m: auroc[m]) if ranked else None

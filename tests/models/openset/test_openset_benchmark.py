@@ -168,8 +168,9 @@ def test_summary_of_the_heads_with_one_seen_type():
     # a seed whose block failed is left out, not counted as zero
     runs.append(_run(2, auroc, fpr))
     runs[-1]["heads_one_seen_type"] = {"error": "ValueError: boom"}
-    again = bench.summarise(runs, quick=True, wall=1.0)["anomaly_heads"]["one_seen_type"]
-    assert again["auroc"]["CEDL"] == pytest.approx(0.78)
+    again = bench.summarise(runs, quick=True, wall=1.0)
+    assert again["anomaly_heads"]["one_seen_type"]["auroc"]["CEDL"] == pytest.approx(0.78)
+    assert again["errors"] == {"heads_one_seen_type (seed 2)": "ValueError: boom"}
 
 
 def test_heads_with_one_seen_type_train_on_that_type_only(monkeypatch):
