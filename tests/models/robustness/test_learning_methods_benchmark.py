@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ..benchmark_scripts import load_benchmark
@@ -107,3 +108,41 @@ def test_codesign_goal_reads_the_reported_full_run_not_the_first_file_by_name(
     goal = lm.codesign_goal()
     assert goal["value"] == pytest.approx(0.841) and goal["met"] is False
     assert goal["other_seeds"] == {"codesign_full_seed1.json": pytest.approx(0.903)}
+
+
+def test_robustness_seed_averages_trainings_on_the_larger_heldout_set(monkeypatch):
+    """Each figure is the mean over ROBUSTNESS_TRAININGS trainings (seeds seed + 1000 r, the
+    same for every method) evaluated on ROBUSTNESS_HELDOUT_FACTOR times the held-out scenes.
+    Training and evaluation are replaced by stand-ins that record what they were given."""
+    import hyplex.models.robustness as robustness
+    import hyplex.models.robustness.evaluation as evaluation
+
+    lm = _benchmark_module()
+    config = {**lm.settings(quick=False, smoke=True), "epsilon": 3.0}
+    encoder = lm.gaussian_encoder()
+    data = lm.twin_data(5, config, encoder)
+    calls = []
+
+    def fake_train(model, x, y, white, mail, seed=0, **_):
+        model.training_seed = seed
+        calls.append((mail.method, mail.epsilon, seed))
+        return {}
+
+    def fake_report(model, barcodes, labels, white, epsilon, **kwargs):
+        assert len(barcodes) == lm.ROBUSTNESS_HELDOUT_FACTOR * config["heldout"]
+        assert labels.shape == (len(barcodes), *barcodes.shape[2:])
+        value = float(model.training_seed)
+        return {"miou_clean": value, "miou_pgd": value / 2, "success_etf_1": 0.0,
+                "success_etf_10": 0.0}  # fmt: skip
+
+    monkeypatch.setattr(robustness, "adversarial_train_segmenter", fake_train)
+    monkeypatch.setattr(evaluation, "red_team_report", fake_report)
+    rows = lm.robustness_seed(5, config, encoder, data)
+    seeds = [5 + 1000 * r for r in range(lm.ROBUSTNESS_TRAININGS)]
+    assert lm.ROBUSTNESS_TRAININGS >= 2 and lm.ROBUSTNESS_HELDOUT_FACTOR >= 2
+    for method in ("standard", "pgd_at", "mail"):
+        assert rows[method]["miou_clean"] == pytest.approx(np.mean(seeds))
+        assert sorted(s for m, e, s in calls if m == method and e == 3.0) == seeds
+    assert rows["mail"]["trade_off"]["train_epsilon_2"]["miou_pgd"] == pytest.approx(
+        np.mean(seeds) / 2
+    )

@@ -130,3 +130,40 @@ def test_the_default_schedule_is_the_authors_gentle_tilt_after_a_burn_in():
     assert config.burn_in == pytest.approx(0.6)
     # the defaults of mail_weights are the same schedule
     torch.testing.assert_close(mail_weights(torch.tensor([-1.0, 1.0])), weights)
+
+
+def test_learning_rate_schedules_follow_their_formulas():
+    """Constant (the benchmark's), cosine to 0, and the authors' step decay (x0.1 at epoch 75
+    and x0.01 at 90 of 120, i.e. 0.625 and 0.75 of the steps)."""
+    from hyplex.models.robustness.probabilistic_margin import learning_rate_at
+
+    constant = MAILConfig(steps=120, lr=0.01)
+    assert [learning_rate_at(s, constant) for s in (0, 74, 119)] == [0.01] * 3
+    cosine = MAILConfig(steps=120, lr=0.01, lr_schedule="cosine")
+    assert learning_rate_at(0, cosine) == pytest.approx(0.01)
+    assert learning_rate_at(60, cosine) == pytest.approx(0.005)
+    step = MAILConfig(steps=120, lr=0.01, lr_schedule="step")
+    rates = [learning_rate_at(s, step) for s in (74, 75, 89, 90)]
+    assert rates == pytest.approx([0.01, 0.001, 0.001, 0.0001])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        MAILConfig(lr_schedule="linear")
+
+
+def test_training_applies_the_learning_rate_schedule():
+    """The schedule reaches Adam: the last step runs at the scheduled rate, and a decayed run
+    ends with different weights than a constant one from the same start."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (4, 4, 4), generator=generator)
+    barcodes = torch.rand(4, 3, 4, 4, generator=generator) * 0.5 + 0.1
+    weights = {}
+    for schedule in ("constant", "step"):
+        torch.manual_seed(0)
+        net = nn.Conv2d(3, 2, 1)
+        config = MAILConfig(method="pgd_at", epsilon=1.0, steps=8, lr=0.05, lr_schedule=schedule)
+        last = adversarial_train_segmenter(
+            net, barcodes, labels, torch.full((3,), 800.0), config, seed=0
+        )
+        expected = 0.05 if schedule == "constant" else 0.0005
+        assert last["lr"] == pytest.approx(expected)
+        weights[schedule] = net.weight.detach().clone()
+    assert not torch.allclose(weights["constant"], weights["step"])
