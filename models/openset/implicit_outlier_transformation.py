@@ -82,6 +82,35 @@ GAMMAS = (1e-1, 1e-2, 1e-3, 1e-4)
 SCORES = ("msp", "max_logit")
 
 
+class kept_running_statistics:
+    """Context manager: BatchNorm layers of ``model`` normalise as usual (batch statistics in
+    training mode, gradients flow) but their running statistics (``running_mean``,
+    ``running_var``, ``num_batches_tracked``) are the same tensors, unchanged, on exit, so a
+    forward pass at perturbed weights leaves the statistics the deployed model uses alone.
+
+    The pass updates throw-away copies (the originals are swapped back on exit rather than
+    overwritten, since the backward pass may still read the tensors the forward saw)."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.saved: list[dict[str, torch.Tensor]] = []
+
+    def __enter__(self):
+        self.saved = []
+        for m in self.layers:
+            buffers = {k: v for k, v in m.named_buffers(recurse=False) if v is not None}
+            self.saved.append(buffers)
+            for k, v in buffers.items():
+                setattr(m, k, v.clone())
+        return self
+
+    def __exit__(self, *exc):
+        for m, buffers in zip(self.layers, self.saved, strict=True):
+            for k, v in buffers.items():
+                setattr(m, k, v)
+        return False
+
+
 def perturbable(model: nn.Module) -> dict[str, nn.Parameter]:
     """Weights AWP perturbs: every parameter with more than one dimension (not biases or
     normalisation scales)."""
@@ -112,9 +141,11 @@ class ImplicitOutlierTransformation(OutlierObjective):
         beta: float = 0.6,
         warmup: float = 0.0,
         alternate: bool = True,
+        clean_statistics: bool = False,
     ):
         super().__init__(weight)
         self.alternate = bool(alternate)
+        self.clean_statistics = bool(clean_statistics)
         self.pending_cross_entropy = False
         self.warmup = float(warmup)
         self.gammas = tuple(float(g) for g in gammas)
@@ -173,7 +204,12 @@ class ImplicitOutlierTransformation(OutlierObjective):
                 params[name].add_(gamma * d)
         self.applied = (self.direction, gamma)
         # ... plus lambda times the OE risk of the implicitly transformed outliers (theta + P)
-        reg = self.regulariser(model(batch.barcodes), batch, model)
+        if self.clean_statistics:  # the running statistics stay those of clean weights
+            with kept_running_statistics(model):
+                logits = model(batch.barcodes)
+        else:
+            logits = model(batch.barcodes)
+        reg = self.regulariser(logits, batch, model)
         stats = {"ce": ce.item(), "outlier": reg.item(), "gamma": gamma}
         return self.weight * reg, stats
 
@@ -220,14 +256,16 @@ class ImplicitOutlierTransformationDetector(OutlierExposureDetector):
         "warmup": 0.5,
         "score": "msp",
         "alternate": True,
+        "clean_statistics": False,
     }
     non_negative = ("outlier_weight", "warmup")
 
     def __init__(self, model: nn.Module, **options):
         super().__init__(model, **options)
-        if not isinstance(self.options["alternate"], bool):
-            value = self.options["alternate"]
-            raise ValueError(f"option alternate must be True or False; got {value!r}")
+        for key in ("alternate", "clean_statistics"):
+            if not isinstance(self.options[key], bool):
+                value = self.options[key]
+                raise ValueError(f"option {key} must be True or False; got {value!r}")
         if self.options["score"] not in SCORES:
             raise ValueError(f"option score must be one of {SCORES}; got {self.options['score']!r}")
 
@@ -245,4 +283,5 @@ class ImplicitOutlierTransformationDetector(OutlierExposureDetector):
             float(self.options["beta"]),
             float(self.options["warmup"]),
             self.options["alternate"],
+            self.options["clean_statistics"],
         )

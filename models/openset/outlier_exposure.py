@@ -50,7 +50,21 @@ __all__ = [
     "features_and_logits",
     "frozen_batchnorm",
     "pixels",
+    "LR_SCHEDULES",
+    "cosine_annealing",
 ]
+
+#: learning-rate schedules of :func:`train_with_outliers`: ``"constant"``, or ``"cosine"``, the
+#: cosine annealing from ``lr`` to 1e-6 over the run that the OE, DOE and DAL reference scripts
+#: all fine-tune with (``cosine_annealing(step, total_steps, 1, 1e-6 / lr)``, stepped per batch)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def cosine_annealing(step: int, total_steps: int, lr: float, lr_min: float = 1e-6) -> float:
+    """The learning rate after ``step`` of ``total_steps`` batches: ``lr_min + (lr - lr_min)
+    (1 + cos(pi step / total_steps)) / 2`` (the reference scripts' ``cosine_annealing``;
+    ``lr`` at step 0, ``lr_min`` at the end). Units: those of ``lr``."""
+    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -197,6 +211,7 @@ def train_with_outliers(
     device=None,
     progress: bool = False,
     parameters=None,
+    lr_schedule: str = "constant",
 ) -> list[dict]:
     """Train ``model`` with an outlier objective (the family's one entry point).
 
@@ -213,16 +228,22 @@ def train_with_outliers(
     seed : draws the batches (``torch.Generator``), so a run is reproducible.
     device : default the model's.
     parameters : what to optimise (default all of the model's parameters).
+    lr_schedule : ``"constant"`` (``lr`` throughout) or ``"cosine"`` (:func:`cosine_annealing`
+        from ``lr`` to 1e-6, set once per batch, so DOE's two optimiser steps of a batch share
+        one rate, as in its script).
 
     Returns
     -------
-    list of dict, one per step: ``loss`` and the objective's terms, plus ``seconds``.
+    list of dict, one per step: ``loss`` and the objective's terms, plus ``lr`` (the step's
+    learning rate) and ``seconds``.
     """
     for name, value in {"steps": steps, "batch_size": batch_size}.items():
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite learning rate > 0; got {lr!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}; got {lr_schedule!r}")
     channels = getattr(model, "in_channels", None)
     if channels is not None and data.n_channels != int(channels):
         raise ValueError(
@@ -251,6 +272,9 @@ def train_with_outliers(
             xo, yo = data.auxiliary.batch(_draw(data.auxiliary, out_size, generator), device)
             x, y = torch.cat([x, xo]), torch.cat([y, yo])
         batch = OutlierBatch(x, y, n_in, step, steps, generator)
+        if lr_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_annealing(step, int(steps), lr, min(1e-6, lr))
         optimizer.zero_grad(set_to_none=True)  # before the loss: an objective may backward
         loss, stats = objective.loss(model, batch)  # part of it there (DOE's clean-weight CE)
         loss.backward()
@@ -263,7 +287,13 @@ def train_with_outliers(
             optimizer.step()
             stats = {**stats, "follow_up": second.item()}
         history.append(
-            {"step": step, "loss": loss.item(), **stats, "seconds": time.perf_counter() - start}
+            {
+                "step": step,
+                "loss": loss.item(),
+                **stats,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - start,
+            }
         )
     model.eval()
     return history
@@ -311,7 +341,13 @@ class OutlierExposureDetector(OpenSetDetector):
 
     method = "OE"
     trains_segmenter = True
-    defaults = {"steps": 200, "batch_size": 4, "lr": 1e-3, "outlier_weight": 0.5}
+    defaults = {
+        "steps": 200,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "outlier_weight": 0.5,
+        "lr_schedule": "constant",
+    }
     non_negative = ("outlier_weight",)  # options that may be 0 (the rest must be > 0)
 
     def __init__(self, model: nn.Module, **options):
@@ -322,6 +358,9 @@ class OutlierExposureDetector(OpenSetDetector):
             )
         merged = {**self.defaults, **options}
         check_positive_options(merged, non_negative=self.non_negative)
+        if merged.get("lr_schedule", "constant") not in LR_SCHEDULES:
+            value = merged["lr_schedule"]
+            raise ValueError(f"option lr_schedule must be one of {LR_SCHEDULES}; got {value!r}")
         super().__init__(model, **merged)
 
     def objective(self) -> OutlierObjective:
@@ -349,6 +388,7 @@ class OutlierExposureDetector(OpenSetDetector):
             device=device,
             progress=progress,
             parameters=parameters,
+            lr_schedule=o.get("lr_schedule", "constant"),
         )
         return self
 

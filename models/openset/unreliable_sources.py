@@ -356,6 +356,7 @@ class UnreliableSourcesDetector(OutlierExposureDetector):
         "steps": 200,
         "batch_size": 4,
         "lr": 1e-3,
+        "lr_schedule": "constant",
         "outlier_weight": 1.0,
         "trade_off": 1.0,
         "smoothing": 0.1,

@@ -389,3 +389,64 @@ def test_doe_alternate_schedule_steps_oe_at_the_perturbed_weights_then_ce_at_the
     assert ["follow_up" in h for h in history] == [False, False, True, True]  # warm-up 0.5
     with pytest.raises(ValueError, match="alternate"):
         build_detector("DOE", closed_set_segmenter, alternate=1)
+
+
+def test_cosine_schedule_anneals_the_learning_rate_from_lr_to_almost_zero(
+    openset_data, closed_set_segmenter
+):
+    """``lr_schedule="cosine"``: the reference scripts' cosine annealing, one rate per batch
+    (``lr`` at the first step, falling monotonically to ~1e-6); the default keeps ``lr``."""
+    model = copy.deepcopy(closed_set_segmenter)
+    history = train_with_outliers(
+        model, openset_data, None, steps=5, lr=2e-3, seed=0, lr_schedule="cosine"
+    )
+    rates = [h["lr"] for h in history]
+    expected = [1e-6 + (2e-3 - 1e-6) * 0.5 * (1 + np.cos(np.pi * k / 5)) for k in range(5)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-9)
+    assert rates[0] == pytest.approx(2e-3, rel=1e-12)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    constant = train_with_outliers(model, openset_data, None, steps=3, lr=2e-3, seed=0)
+    assert [h["lr"] for h in constant] == [2e-3] * 3
+    detector = build_detector("DOE", closed_set_segmenter, steps=4, lr_schedule="cosine")
+    history = detector.fit(openset_data, seed=0).history
+    assert history[0]["lr"] == pytest.approx(1e-3, rel=1e-12)
+    assert history[-1]["lr"] < 2e-4  # set per batch: DOE's two optimiser steps share it
+    with pytest.raises(ValueError, match="lr_schedule"):
+        build_detector("OE", closed_set_segmenter, lr_schedule="linear")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_with_outliers(model, openset_data, None, steps=1, lr_schedule="step")
+
+
+def test_doe_clean_statistics_keep_the_perturbed_pass_out_of_the_batchnorm_statistics(
+    openset_data, closed_set_segmenter
+):
+    """``clean_statistics``: the OE pass at ``theta + P`` normalises with its batch statistics
+    but leaves BatchNorm's running statistics as the clean weights had them; without it the
+    perturbed activations move them."""
+    x = torch.cat([openset_data.train.barcodes[:2], openset_data.auxiliary.barcodes[:2]])
+    y = torch.cat([openset_data.train.labels[:2], openset_data.auxiliary.labels[:2]])
+
+    def running(model):
+        return [
+            b.detach().clone()
+            for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var)
+        ]
+
+    moved = {}
+    for clean in (True, False):
+        model = copy.deepcopy(closed_set_segmenter).train()
+        before = running(model)
+        assert before, "the segmenter has BatchNorm layers"
+        objective = ImplicitOutlierTransformation(0.5, gammas=(0.1,), clean_statistics=clean)
+        batch = OutlierBatch(x, y, 2, 0, 1, torch.Generator().manual_seed(0))
+        loss, _ = objective.loss(model, batch)
+        loss.backward()  # gradients still flow through the normalisation
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+        objective.after_backward(model)
+        after = running(model)
+        moved[clean] = max((a - b).abs().max().item() for a, b in zip(after, before, strict=True))
+    assert moved[True] == 0.0 and moved[False] > 0.0
+    with pytest.raises(ValueError, match="clean_statistics"):
+        build_detector("DOE", closed_set_segmenter, clean_statistics="yes")
