@@ -336,7 +336,10 @@ class OutlierExposureDetector(OpenSetDetector):
     """OE: fine-tune the segmenter with :class:`OutlierExposureObjective`, score with MSP.
 
     Options (defaults): ``steps`` 200, ``batch_size`` 4, ``lr`` 1e-3, ``outlier_weight`` 0.5
-    (the paper's lambda).
+    (the paper's lambda), ``lr_schedule`` ``"constant"`` (or ``"cosine"``, the reference
+    scripts' annealing; see :func:`train_with_outliers`). Neither the cosine schedule nor a
+    larger ``lr`` (3e-3) is the default of the family: on development seeds they did not help
+    OE, DOE or DAL (the README's open-set part A gives the figures and commands).
     """
 
     method = "OE"

@@ -448,5 +448,6 @@ def test_doe_clean_statistics_keep_the_perturbed_pass_out_of_the_batchnorm_stati
         after = running(model)
         moved[clean] = max((a - b).abs().max().item() for a, b in zip(after, before, strict=True))
     assert moved[True] == 0.0 and moved[False] > 0.0
+    assert build_detector("DOE", closed_set_segmenter).objective().clean_statistics  # default
     with pytest.raises(ValueError, match="clean_statistics"):
         build_detector("DOE", closed_set_segmenter, clean_statistics="yes")
