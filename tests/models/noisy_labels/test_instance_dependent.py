@@ -1,6 +1,8 @@
 """IDLN: the true-label posterior and the eta step against their formulas, the frozen
 noisy-label probability, spectral noise, and a win over CE."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -99,6 +101,26 @@ def test_idln_beats_cross_entropy_at_forty_percent_instance_dependent_noise():
     assert eta[flipped].mean() > 3 * eta[~flipped].mean()
     assert eta[~flipped].mean() < 0.03
     assert r[flipped].mean() > r[~flipped].mean()
+
+
+def test_separate_noisy_network_gives_tau_and_leaves_the_classifier_at_its_start():
+    """The authors' realisation: tau from a copy trained on the noisy labels (``pretrain.py``),
+    the classifier itself untouched until the alternation (``main.py`` starts a new network)."""
+    x, y = _toy(300, 0)
+    start = [p.detach().clone() for p in _net().parameters()]
+    config = IDLNConfig(warmup_steps=60, steps=0, lr=1e-2, batch_size=64)
+    separate = dataclasses.replace(config, separate_noisy_network=True)
+    classifier, eta, r = train_idln(_net(), x, y, 3, separate, seed=0)
+    for before, after in zip(start, classifier.parameters(), strict=True):
+        torch.testing.assert_close(before, after)  # not the warm-up's network
+    noisy_network = train_cross_entropy(_net(), x, y, 60, lr=1e-2, batch_size=64, seed=0)
+    tau = noisy_label_probability(noisy_network, x, y)
+    expected_r, _ = true_label_posterior(torch.log_softmax(_net()(x), 1), eta, tau, y)
+    torch.testing.assert_close(r, expected_r)
+    assert tau.mean() > 0.6  # the copy did learn the labels (1/3 at the start)
+    continued, _, _ = train_idln(_net(), x, y, 3, config, seed=0)
+    for before, after in zip(start, continued.parameters(), strict=True):
+        assert not torch.equal(before, after)  # the default: the warm-up network goes on
 
 
 def test_train_idln_refuses_labels_outside_the_classes():

@@ -37,7 +37,14 @@ def test_idln_settings_hold_eta_for_one_pass_and_match_the_cross_entropy_budget(
     assert config.warmup_steps + config.steps == 1200  # CE's steps
     assert config.eta_hold_steps == 32  # one pass of 16384 pixels in batches of 512
     assert config.eta_lr == bench.IDLN_ETA_LR
-    assert bench.idln_config(60, 10**6).eta_hold_steps == 45  # never past the alternation
+    assert bench.idln_config(60, 10**6).eta_hold_steps == 30  # never past the alternation
+
+
+def test_idln_trains_a_separate_noisy_network_for_half_the_budget():
+    """As the authors do: tau from its own network, the classifier restarted (half each)."""
+    config = _benchmark().idln_config(4800, 16384)
+    assert config.separate_noisy_network
+    assert config.warmup_steps == config.steps == 2400
 
 
 def test_noisy_label_block_uses_the_standard_generator_and_keeps_the_nearest_mean_variant(
