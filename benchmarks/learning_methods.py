@@ -66,6 +66,8 @@ Reproduce (last stdout line: one JSON object; progress on stderr)::
     .venv/bin/python benchmarks/learning_methods.py --quick --only robustness,noisy_labels
     .venv/bin/python benchmarks/learning_methods.py --quick --only noisy_labels --first-seed 10
         # development seeds 10-12 (choices are made there; the reported seeds are 0-2)
+    .venv/bin/python benchmarks/learning_methods.py --quick --only noisy_labels \
+        --first-seed 10 --pixel-steps 1200    # the earlier budget (CE near its best)
     .venv/bin/python benchmarks/learning_methods.py --quick \
         --out benchmarks/results/learning_methods_quick.json
 
@@ -547,15 +549,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     parser.add_argument("--epsilon", type=float, default=EPSILON,
                         help="attack budget, shot-noise standard deviations")  # fmt: skip
+    parser.add_argument("--pixel-steps", type=int, default=None,
+                        help="steps of every noisy-label method (default 4800 with --quick; "
+                        "CE's budget curve: 1200, 4800, 12000)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.pixel_steps is not None and args.pixel_steps < 1:
+        parser.error(f"--pixel-steps must be >= 1; got {args.pixel_steps}")
     only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(only) - set(BLOCKS))
     if unknown:
         parser.error(f"unknown blocks {unknown}; expected some of {list(BLOCKS)}")
     torch.set_num_threads(1)
     config = {**settings(args.quick, args.smoke), "epsilon": float(args.epsilon)}
+    if args.pixel_steps is not None:
+        config["pixel_steps"] = args.pixel_steps
     wall = time.perf_counter()
     result: dict = {}
     for name in EXTERNAL:
