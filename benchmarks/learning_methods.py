@@ -23,7 +23,10 @@ Setting of the two blocks made here (one per seed)::
 robustness: a U-Net segmenter (base 8, depth 2) trained three ways for the same steps,
 standard (clean CE), PGD-AT (Madry) and MAIL-AT (hyplex.models.robustness.probabilistic_margin),
 all with PGD inside a budget of ``EPSILON`` shot-noise standard deviations per barcode value.
-Each is evaluated by hyplex.models.robustness.evaluation.red_team_report on held-out scenes:
+Each figure of a seed is the mean of ``ROBUSTNESS_TRAININGS`` (2) trainings from different
+starts, evaluated on ``ROBUSTNESS_HELDOUT_FACTOR`` (4) times the other blocks' held-out scenes
+(32 in --quick), since one training on 8 scenes scattered by as much as the gap the goal asks
+about. Each is evaluated by hyplex.models.robustness.evaluation.red_team_report on those scenes:
 clean mIoU, mIoU under white-box PGD (10 steps) and under ETF from a surrogate trained on 1 and
 10 labelled pixels per class of the *training* scenes (the attacker's few samples), and ETF's
 success rate (right pixels turned wrong). Goal: MAIL's PGD mIoU >= PGD-AT's with clean mIoUs
