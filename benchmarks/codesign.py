@@ -35,6 +35,16 @@ Reproduce (the last stdout line is one JSON object; the table goes to stderr)::
 The realizable rows choose among the designs of a response library: by default a quick RCWA
 library (:func:`~hyplex.models.codesign_library.quick_library`, 384 cSi rectangles, built once
 under ``out/``); ``--library PATH`` uses another (e.g. ``out/library_rectangle_10k.h5``).
+
+``--refine-pool R`` (multi-fidelity, for a library solved at a low, unconverged order such as
+``hyplex library build``'s M = 2): the ``codesign`` row screens ``R x 9`` designs on the
+library's spectra (R rounds of the separability selection), re-solves them at
+``--refine-harmonics`` (M = 8, 128 px, complex64; cached under ``CACHE_DIR/multifidelity``) and
+chooses its nine on the re-solved spectra only, which it also trains and is scored on
+(:mod:`hyplex.models.multifidelity_selection`). The other rows keep ``--library`` as it is::
+
+    .venv/bin/python benchmarks/codesign.py --library out/library_rectangle_4000.h5 \
+        --refine-pool 6 --seed 0 --plot ''
 """
 # ruff: noqa: E402  (BLAS thread settings must precede the imports that read them)
 
@@ -184,19 +194,26 @@ def _design_summary(result) -> dict:
     return summary
 
 
-def run_rows(config: CodesignConfig, library, scene_cache, rows=ROWS, log=print) -> dict:
-    """Train and score ``rows`` with ``config``; ``{key: figures}``."""
+def run_rows(
+    config: CodesignConfig, library, scene_cache, rows=ROWS, log=print, row_libraries=None
+) -> dict:
+    """Train and score ``rows`` with ``config``; ``{key: figures}``. ``row_libraries`` (row key
+    -> library) gives a row its own library instead of ``library`` (the multi-fidelity pool of
+    the ``codesign`` row)."""
     results, trained = {}, {}
+    row_libraries = row_libraries or {}
     for row in rows:
         if row.decoder != "learned":
             continue
         began = time.perf_counter()
         log(f"[{row.key}] training ({config.steps} + {config.finetune_steps} steps) ...")
         result = train_codesign(
-            config.replace(encoder=row.encoder, **dict(row.changes)), None, library=library,
-            progress=False, scene_cache=scene_cache,
+            config.replace(encoder=row.encoder, **dict(row.changes)), None,
+            library=row_libraries.get(row.key, library), progress=False,
+            scene_cache=scene_cache,
         )  # fmt: skip
-        trained.setdefault(row.encoder, result)
+        if row.key not in row_libraries:
+            trained.setdefault(row.encoder, result)
         figures = {name: float(result.metrics["final"][name]) for name in METRICS}
         figures.update(
             label=row.label, encoder=row.encoder, decoder=row.decoder,
@@ -232,6 +249,28 @@ def run_rows(config: CodesignConfig, library, scene_cache, rows=ROWS, log=print)
         results[row.key] = figures
         log(f"[{row.key}] {_brief(figures)}")
     return {row.key: results[row.key] for row in rows}
+
+
+def converged_pool(config: CodesignConfig, library, args):
+    """The ``codesign`` row's multi-fidelity pool
+    (:func:`hyplex.models.multifidelity_selection.multifidelity_pool`): ``args.refine_pool``
+    screening rounds on the training scenes of ``config`` (seed ``config.seed``), re-solved at
+    order ``args.refine_harmonics`` on ``args.refine_grid`` px (complex64, the shipped quick
+    library's fidelity), cached under ``args.cache_dir / "multifidelity"``."""
+    from hyplex.models.encoder_capture import CameraCapture, CaptureSettings
+    from hyplex.models.multifidelity_selection import multifidelity_pool
+    from hyplex.optics.library import SolverSettings
+
+    if args.refine_pool < 0 or args.refine_harmonics < 1 or args.refine_grid < 8:
+        raise SystemExit("--refine-pool must be >= 0, --refine-harmonics >= 1, --refine-grid >= 8")
+    order, grid = int(args.refine_harmonics), int(args.refine_grid)
+    solver = SolverSettings(harmonics=(order, order), grid=(grid, grid), precision="complex64")
+    cubes, labels, _ = scene_set(config, args.cache_dir / "scenes").tensors()
+    capture = CameraCapture(config.wavelengths_nm, CaptureSettings.from_dict(config.capture))
+    return multifidelity_pool(
+        library, capture, cubes, labels, args.refine_pool, solver, config.n_filters,
+        config.seed, args.cache_dir / "multifidelity", progress=True,
+    )  # fmt: skip
 
 
 def real_fake_chance(scenes) -> float:
@@ -321,6 +360,19 @@ def main(argv=None) -> dict:
                         help="scene cache and the default quick library")  # fmt: skip
     parser.add_argument("--plot", default=str(OUT / "codesign_table.png"),
                         help="bar chart PNG ('' to skip)")  # fmt: skip
+    parser.add_argument("--refine-pool", type=int, default=0, metavar="ROUNDS",
+                        help="multi-fidelity codesign row: screen ROUNDS x 9 designs on the "
+                        "library's spectra, re-solve them at --refine-harmonics and choose "
+                        "the nine on those only (0: off; 6 in the README)")  # fmt: skip
+    parser.add_argument(
+        "--refine-harmonics",
+        type=int,
+        default=8,
+        help="RCWA order M of the re-solve (grid --refine-grid, complex64)",
+    )
+    parser.add_argument(
+        "--refine-grid", type=int, default=128, help="cell raster of the re-solve, px a side"
+    )
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: on a shared 2-core machine, 2 threads "
                         "ran 8x slower, measured)")  # fmt: skip
@@ -345,7 +397,20 @@ def main(argv=None) -> dict:
         log(f"quick library ({count} designs) at {path} ...")
         library, library_name = quick_library(path, count=count), str(path)
     torch.set_num_threads(max(1, args.threads))  # the library build leaves torch at 1 thread
-    rows = run_rows(config, library, args.cache_dir / "scenes", log=log)
+    pool = None
+    if args.refine_pool:
+        pool = converged_pool(config, library, args)
+        log(f"multi-fidelity pool: {pool.summary()}")
+    rows = run_rows(
+        config, library, args.cache_dir / "scenes", log=log,
+        row_libraries=None if pool is None else {"codesign": pool.library},
+    )  # fmt: skip
+    if pool is not None:
+        design = rows["codesign"]["design"]
+        design["pool_library_indices"] = design["library_indices"]
+        design["library_indices"] = pool.source_indices[design["library_indices"]].tolist()
+        rows["codesign"]["label"] += " (multi-fidelity: screened at the library's order, chosen "
+        rows["codesign"]["label"] += f"on the pool re-solved at M = {pool.solver.harmonics[0]})"
     checks = goal_checks(rows)
     validation = scene_set(config, args.cache_dir / "scenes", held_out=True)
     seconds = time.perf_counter() - began
@@ -367,6 +432,7 @@ def main(argv=None) -> dict:
         "real_fake_balanced_chance": 0.5,
         "library": library_name,
         "library_designs": int(np.count_nonzero(library.done)),
+        "multifidelity": None if pool is None else pool.summary(),
         "plot": plot,
         "seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(),

@@ -49,3 +49,37 @@ def test_codesign_benchmark_smoke(tmp_path):
     assert summary["peer"].startswith("Hyplex PCA-target")
     assert "| encoder |" in proc.stderr  # the markdown table
     assert (tmp_path / "table.png").stat().st_size > 5_000
+
+
+def test_multifidelity_option_gives_only_the_codesign_row_the_resolved_pool(tmp_path, monkeypatch):
+    """``--refine-pool``: the codesign row chooses among the re-solved pool (real RCWA here at
+    a tiny order, M = 1 on 16 px), the Gumbel row keeps the whole library."""
+    import argparse
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from hyplex.models.codesign_library import quick_library
+
+    spec = importlib.util.spec_from_file_location("codesign_benchmark_mf", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
+    spec.loader.exec_module(bench)
+    torch.set_num_threads(1)
+    library = quick_library(tmp_path / "lib.h5", count=32)
+    config = bench.benchmark_config("smoke", seed=1)
+    args = argparse.Namespace(refine_pool=1, refine_harmonics=1, refine_grid=16,
+                              cache_dir=tmp_path)  # fmt: skip
+    pool = bench.converged_pool(config, library, args)
+    assert pool.source_indices.shape == (9,) and pool.library.solver.harmonics == (1, 1)
+    # the pool holds the re-solved spectra (M = 1 is far from the library's M = 8)
+    assert pool.cheap_rms > 0.01 and pool.library.t is None
+    rows = [row for row in bench.ROWS if row.key in ("codesign", "codesign_gumbel")]
+    figures = bench.run_rows(config, library, tmp_path / "scenes", rows=rows, log=lambda _: None,
+                             row_libraries={"codesign": pool.library})  # fmt: skip
+    chosen = figures["codesign"]["design"]["library_indices"]
+    assert sorted(chosen) == list(range(9))  # rows of the 9-design pool, every one distinct
+    assert max(figures["codesign_gumbel"]["design"]["library_indices"]) < 32
+    again = bench.converged_pool(config, library, args)  # cached: nothing solved again
+    assert again.solved_now == 0 and np.array_equal(again.library.T, pool.library.T)
