@@ -53,8 +53,9 @@ its flip probability hardly depends on the spectrum on the twin), and (c) group 
 among those it holds, hyplex.models.noisy_labels.group_noise.coarse_region_labels with
 by_area=False; the measured share of pixels whose region label is wrong is reported: about
 37 % in --quick). Methods: CE, IDLN (universal probabilistic model as the authors realise it:
-a cross-entropy warm-up gives the noisy-label probability, then per-instance confusing
-probabilities and the classifier alternate; warm-up plus alternating steps = CE's steps),
+a separate noisy network trained with cross-entropy for half the steps gives the noisy-label
+probability, then the restarted classifier and per-instance confusing probabilities alternate
+for the other half: ``idln_config``), every method for ``pixel_steps`` (4800 in --quick),
 Max-Matching (group noise only: it needs the groups). Held-out mIoU. Goal: IDLN beats CE by
 >= 5 points at 40 % instance-dependent noise; Max-Matching beats CE by >= 5 points under group
 noise.
