@@ -44,7 +44,7 @@ chooses its nine on the re-solved spectra only, which it also trains and is scor
 (:mod:`hyplex.models.multifidelity_selection`). The other rows keep ``--library`` as it is::
 
     .venv/bin/python benchmarks/codesign.py --library out/library_rectangle_4000.h5 \
-        --refine-pool 6 --seed 0 --plot ''
+        --refine-pool 3 --seed 0 --plot ''
 """
 # ruff: noqa: E402  (BLAS thread settings must precede the imports that read them)
 
@@ -363,7 +363,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--refine-pool", type=int, default=0, metavar="ROUNDS",
                         help="multi-fidelity codesign row: screen ROUNDS x 9 designs on the "
                         "library's spectra, re-solve them at --refine-harmonics and choose "
-                        "the nine on those only (0: off; 6 in the README)")  # fmt: skip
+                        "the nine on those only (0: off; 3 in the README)")  # fmt: skip
     parser.add_argument(
         "--refine-harmonics",
         type=int,
