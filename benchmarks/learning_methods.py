@@ -60,9 +60,11 @@ Max-Matching (group noise only: it needs the groups). Held-out mIoU. Goal: IDLN 
 >= 5 points at 40 % instance-dependent noise; Max-Matching beats CE by >= 5 points under group
 noise.
 
-``goals_met`` also carries the codesign goal (``miou_9ch_over_full_cube >= 0.9``), read from a
-stored ``benchmarks/results/codesign_full.json`` (the full run on seed 0) when it exists, else
-reported as not measured; ``codesign_full_seed*.json`` runs are listed beside it.
+``goals_met`` also carries the codesign goal (``miou_9ch_over_full_cube >= 0.9``, mean over
+seeds 0-2), read from the stored converged 4000-design run
+``benchmarks/results/codesign_library4000_converged.json`` when it holds >= 3 seeds, else
+reported as not measured; the shipped 384-design library's runs (``codesign_full*.json``) are
+listed beside it (:func:`codesign_goal`).
 
 Reproduce (last stdout line: one JSON object; progress on stderr)::
 
@@ -503,29 +505,61 @@ def external_block(name: str, quick: bool, seeds: int, smoke: bool) -> dict:
     return getattr(module, function)(quick=quick, seeds=seeds, smoke=smoke)
 
 
+CODESIGN_REPORTED = "codesign_library4000_converged.json"
+
+
+def _last_json_line(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text().strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError, OSError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _ratio(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def codesign_goal() -> dict:
-    """``miou_9ch_over_full_cube`` from the stored full co-design run on the reported seed
-    (``benchmarks/results/codesign_full.json``, seed 0), if any; the runs on other seeds
-    (``codesign_full_seed*.json``) are listed beside it as ``other_seeds``, not judged."""
+    """The co-design goal (``miou_9ch_over_full_cube >= 0.9``), judged on the mean over seeds.
 
-    def ratio(path):
-        try:
-            record = json.loads(path.read_text().strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError, OSError):
-            return None
-        value = record.get("miou_9ch_over_full_cube")
-        return float(value) if isinstance(value, (int, float)) else None
+    The reported run is ``benchmarks/results/codesign_library4000_converged.json``: the full
+    ``benchmarks/codesign.py`` run on the 4000-design library, its nine designs chosen, trained
+    and scored on spectra re-solved at the converged order (``--refine-pool 3``); seed 0 at its
+    top level, the other seeds under ``other_seeds`` (``miou_over_full_cube``). The goal is met
+    when the mean ratio over at least three seeds is >= 0.9 (not on one seed). The shipped
+    384-design library's runs (``codesign_full.json`` seed 0, ``codesign_full_seed*.json``)
+    are listed beside it as ``shipped_library``, not judged.
 
+    Returns
+    -------
+    dict
+        ``value`` (mean ratio or None), ``per_seed`` ({seed: ratio}), ``met``, ``source``,
+        ``shipped_library`` ({file: ratio}) and ``note`` when not measured.
+    """
     results = HERE / "results"
-    others = {p.name: ratio(p) for p in sorted(results.glob("codesign_full_seed*.json"))}
-    others = {name: value for name, value in others.items() if value is not None}
-    path = results / "codesign_full.json"
-    value = ratio(path) if path.exists() else None
-    if value is None:
-        note = "not measured: no benchmarks/results/codesign_full.json with the ratio"
-        return {"value": None, "source": None, "met": False, "note": note, "other_seeds": others}
-    return {"value": value, "source": str(path.relative_to(HERE.parent)),
-            "met": bool(value >= 0.9), "other_seeds": others}  # fmt: skip
+    shipped = {}
+    for path in [results / "codesign_full.json", *sorted(results.glob("codesign_full_seed*.json"))]:
+        record = _last_json_line(path) if path.exists() else None
+        value = _ratio(record.get("miou_9ch_over_full_cube")) if record else None
+        if value is not None:
+            shipped[path.name] = value
+    path = results / CODESIGN_REPORTED
+    record = _last_json_line(path) if path.exists() else None
+    per_seed = {}
+    if record is not None:
+        seed = record.get("config", {}).get("seed", 0)
+        per_seed[str(seed)] = _ratio(record.get("miou_9ch_over_full_cube"))
+        for other, row in (record.get("other_seeds") or {}).items():
+            per_seed[str(other)] = _ratio(row.get("miou_over_full_cube"))
+    per_seed = {k: v for k, v in per_seed.items() if v is not None}
+    if len(per_seed) < 3:
+        note = f"not measured: benchmarks/results/{CODESIGN_REPORTED} with >= 3 seeds' ratios"
+        return {"value": None, "per_seed": per_seed, "source": None, "met": False,
+                "note": note, "shipped_library": shipped}  # fmt: skip
+    mean = float(np.mean(list(per_seed.values())))
+    return {"value": mean, "per_seed": per_seed, "source": str(path.relative_to(HERE.parent)),
+            "met": bool(mean >= 0.9), "shipped_library": shipped}  # fmt: skip
 
 
 def goals_met(result: dict) -> dict:
