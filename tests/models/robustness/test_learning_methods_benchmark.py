@@ -157,3 +157,53 @@ def test_robustness_seed_averages_trainings_on_the_larger_heldout_set(monkeypatc
     assert rows["mail"]["trade_off"]["train_epsilon_2"]["miou_pgd"] == pytest.approx(
         np.mean(seeds) / 2
     )
+
+
+class _FakeProcess:
+    def __init__(self, status):
+        self.returncode = status
+
+    def wait(self):
+        return self.returncode
+
+
+def test_external_process_results_and_failure(tmp_path):
+    """The second process's blocks are read from its JSON; a failed process is an error (not a
+    missing block), and its temporary JSON is removed either way."""
+    lm = _benchmark_module()
+    out = tmp_path / "external.json"
+    out.write_text(json.dumps({"temporal": {"flip": 0.1}, "flow": {"psnr": 30.0}, "other": 1}))
+    assert lm.finish_external_process((_FakeProcess(0), out), ["temporal", "flow"]) == {
+        "temporal": {"flip": 0.1},
+        "flow": {"psnr": 30.0},
+    }
+    assert not out.exists()
+    out.write_text("{}")
+    with pytest.raises(RuntimeError, match="exited with status 3"):
+        lm.finish_external_process((_FakeProcess(3), out), ["temporal"])
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_figures_of_one(tmp_path):
+    """--jobs 2 (a sibling block in a second process) gives the same JSON blocks as --jobs 1."""
+    results = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}.json"
+        command = [sys.executable, str(ROOT / "benchmarks" / "learning_methods.py"), "--smoke",
+                   "--seeds", "1", "--only", "temporal,noisy_labels", "--jobs", jobs,
+                   "--out", str(out)]  # fmt: skip
+        subprocess.run(command, capture_output=True, text=True, timeout=900, check=True)
+        results.append(json.loads(out.read_text()))
+    for block in ("temporal", "noisy_labels"):
+        assert "missing" not in results[0][block]
+        assert _figures(results[0][block]) == _figures(results[1][block])
+
+
+def _figures(record):
+    """``record`` without its timings (``*seconds*``, ``wall_s``): the figures only."""
+    if isinstance(record, dict):
+        return {k: _figures(v) for k, v in record.items() if "seconds" not in k and k != "wall_s"}
+    if isinstance(record, list):
+        return [_figures(v) for v in record]
+    return record
