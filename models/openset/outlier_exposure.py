@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyplex.models.codesign_config import learning_rate_factor
 from hyplex.models.openset.auxiliary import UNKNOWN, LabelledBarcodes, OpenSetData
 from hyplex.models.openset.scores import OpenSetDetector, msp_score
 
@@ -51,20 +52,14 @@ __all__ = [
     "frozen_batchnorm",
     "pixels",
     "LR_SCHEDULES",
-    "cosine_annealing",
 ]
 
 #: learning-rate schedules of :func:`train_with_outliers`: ``"constant"``, or ``"cosine"``, the
 #: cosine annealing from ``lr`` to 1e-6 over the run that the OE, DOE and DAL reference scripts
-#: all fine-tune with (``cosine_annealing(step, total_steps, 1, 1e-6 / lr)``, stepped per batch)
+#: all fine-tune with (their ``cosine_annealing(step, total_steps, 1, 1e-6 / lr)``, stepped per
+#: batch: ``lr_min + (lr - lr_min) (1 + cos(pi step / total)) / 2``, which is
+#: :func:`hyplex.models.codesign_config.learning_rate_factor` with floor ``lr_min / lr``)
 LR_SCHEDULES = ("constant", "cosine")
-
-
-def cosine_annealing(step: int, total_steps: int, lr: float, lr_min: float = 1e-6) -> float:
-    """The learning rate after ``step`` of ``total_steps`` batches: ``lr_min + (lr - lr_min)
-    (1 + cos(pi step / total_steps)) / 2`` (the reference scripts' ``cosine_annealing``;
-    ``lr`` at step 0, ``lr_min`` at the end). Units: those of ``lr``."""
-    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -228,9 +223,9 @@ def train_with_outliers(
     seed : draws the batches (``torch.Generator``), so a run is reproducible.
     device : default the model's.
     parameters : what to optimise (default all of the model's parameters).
-    lr_schedule : ``"constant"`` (``lr`` throughout) or ``"cosine"`` (:func:`cosine_annealing`
-        from ``lr`` to 1e-6, set once per batch, so DOE's two optimiser steps of a batch share
-        one rate, as in its script).
+    lr_schedule : ``"constant"`` (``lr`` throughout) or ``"cosine"`` (from ``lr`` to 1e-6 by
+        :func:`~hyplex.models.codesign_config.learning_rate_factor`, set once per batch, so
+        DOE's two optimiser steps of a batch share one rate, as in its script).
 
     Returns
     -------
@@ -274,7 +269,8 @@ def train_with_outliers(
         batch = OutlierBatch(x, y, n_in, step, steps, generator)
         if lr_schedule == "cosine":
             for group in optimizer.param_groups:
-                group["lr"] = cosine_annealing(step, int(steps), lr, min(1e-6, lr))
+                floor = min(1e-6, lr) / lr  # the reference scripts' lr_min, 1e-6
+                group["lr"] = lr * learning_rate_factor(step, int(steps), "cosine", floor)
         optimizer.zero_grad(set_to_none=True)  # before the loss: an objective may backward
         loss, stats = objective.loss(model, batch)  # part of it there (DOE's clean-weight CE)
         loss.backward()

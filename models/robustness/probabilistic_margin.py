@@ -88,6 +88,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyplex.models.codesign_config import learning_rate_factor
+
 __all__ = [
     "MAILConfig",
     "adversarial_train_segmenter",
@@ -328,7 +330,7 @@ def learning_rate_at(step: int, config: MAILConfig) -> float:
     """
     progress = step / config.steps
     if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return config.lr * learning_rate_factor(step, config.steps, "cosine", 0.0)
     if config.lr_schedule == "step":  # the authors' 0.1 at epoch 75 and 0.01 at 90 of 120
         return config.lr * 0.1 ** ((progress >= 0.625) + (progress >= 0.75))
     return config.lr
