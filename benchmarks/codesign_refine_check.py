@@ -33,7 +33,6 @@ import importlib.util
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +62,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "out" / "codesign_bench")
     args = parser.parse_args(argv)
 
+    from hyplex.models.multifidelity_selection import pool_library, rcwa_solver
     from hyplex.optics.library import SolverSettings, read_library
-    from hyplex.optics.library_spec import LibrarySpec, solve_designs
 
     if not args.library.exists():
         raise SystemExit(
@@ -75,16 +74,11 @@ def main(argv=None) -> dict:
     library = read_library(args.library)
     wavelengths = library.wavelengths_nm
     keep = wavelengths <= 740.0
-    spec = replace(LibrarySpec.from_library(library), wavelengths_nm=tuple(wavelengths[keep]))
     solver = SolverSettings(harmonics=(args.harmonics,) * 2, grid=(128, 128), precision="complex64")
     began = time.perf_counter()
     refined = []
-    for index in designs:
-        spectra = solve_designs(
-            spec, library.params_nm[[index]], library.thickness_nm[[index]], jones=False,
-            solver=solver,
-        )  # fmt: skip
-        refined.append(np.asarray(spectra[0])[0])
+    for index in designs:  # one at a time, for the progress line
+        refined.append(rcwa_solver(library, [index], wavelengths[keep], solver)[0])
         print(f"design {index} re-solved at M = {args.harmonics}", file=sys.stderr, flush=True)
     refined = np.stack(refined)
     original = library.T[designs][:, keep]
@@ -109,8 +103,7 @@ def main(argv=None) -> dict:
         else result["other_seeds"][str(args.seed)]["rows_miou"]["identity"]
     )
     for name, (spectra, settings) in variants.items():
-        subset = replace(library.subset(np.asarray(designs)), wavelengths_nm=wavelengths[keep],
-                         T=spectra, t=None, solver=settings)  # fmt: skip
+        subset = pool_library(library, designs, spectra, settings, wavelengths[keep])
 
         def log(line):
             print(line, file=sys.stderr, flush=True)
