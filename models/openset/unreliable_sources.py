@@ -447,7 +447,21 @@ class UnreliableSourcesDetector(OutlierExposureDetector):
         self.model.eval()
         x = as_barcode_batch(barcodes, self.model)
         features, logits = features_and_logits(self.model, x)
-        return logits, -self.auxiliary_head(features).float().amax(dim=1)
+        return logits, self._auxiliary_score(features)
+
+    def _auxiliary_score(self, features: torch.Tensor) -> torch.Tensor:
+        """``-max`` of the auxiliary classifier's logits on features ``(B, D, H, W)``."""
+        return -self.auxiliary_head(features.to(self.auxiliary_head.weight)).float().amax(dim=1)
 
     def scores_from(self, logits, barcodes):
-        return -logits.float().amax(dim=1)
+        """The score :meth:`predict` gives, from the segmenter's ``logits (B, K, H, W)`` and
+        its input ``barcodes (B, F, H, W)`` (what ``hyplex segment`` and ``hyplex view``
+        call): ``-max`` of the segmenter's logits, or with ``separate_head`` ``-max`` of the
+        auxiliary classifier's, on the segmenter's features of ``barcodes`` (a second pass,
+        since the logits do not carry the features). Returns ``(B, H, W)`` float32."""
+        if self.auxiliary_head is None:
+            return -logits.float().amax(dim=1)
+        self.model.eval()
+        x = as_barcode_batch(barcodes, self.model)
+        features, _ = features_and_logits(self.model, x)
+        return self._auxiliary_score(features).to(logits.device)
