@@ -137,6 +137,14 @@ def design(
                 f"unknown open-set method {openset!r}; choose from {sorted(METHODS)}",
                 param_hint="'--openset'",
             )
+        from hyplex.cli.openset import NEEDS_TARGET_FRAMES
+
+        if openset in NEEDS_TARGET_FRAMES:  # design has no captured frames to adapt to
+            raise typer.BadParameter(
+                f"{openset} needs captured frames: use `hyplex openset fit --bundle "
+                f"{out / 'bundle'} --method {openset} --target-frames DIR` after the design",
+                param_hint="'--openset'",
+            )
     began = time.perf_counter()
     try:
         settings = resolve_config(config, quick, library, device, steps)
@@ -209,9 +217,17 @@ def design(
             )
 
             options = step_options(openset, 40 if quick else None)
-            _, metrics = fit_bundle_head(
-                load_bundle(bundle), HeadFitSettings(openset, options), progress=True
-            )
+            try:
+                _, metrics = fit_bundle_head(
+                    load_bundle(bundle), HeadFitSettings(openset, options), progress=True
+                )
+            except ValueError as error:  # the bundle stands; only its head failed
+                distributed.shutdown(context)
+                raise typer.BadParameter(
+                    f"{error} ({bundle} was written without an open-set head; add one with "
+                    f"`hyplex openset fit --bundle {bundle} --method {openset}`)",
+                    param_hint="'--openset'",
+                ) from None
             shown = ", ".join(f"{k} {metrics[k]:.3g}" for k in ("auroc", "fpr95", "threshold"))
             typer.echo(f"open-set head {openset}: {shown} (twin test unknowns)")
     distributed.shutdown(context)

@@ -26,7 +26,16 @@ from typing import Annotated
 import numpy as np
 import typer
 
-__all__ = ["register", "openset_app", "read_barcode_frames"]
+__all__ = [
+    "register",
+    "openset_app",
+    "read_barcode_frames",
+    "NEEDS_TARGET_FRAMES",
+    "check_target_frames",
+]
+
+#: methods whose ``fit`` adapts to unlabelled captured frames (``--target-frames DIR``)
+NEEDS_TARGET_FRAMES = ("ACT",)
 
 openset_app = typer.Typer(
     help="Open-set heads: unknown materials and anomalies.", no_args_is_help=True
@@ -54,6 +63,18 @@ def _load_bundle(path: Path):
         return load_bundle(path)
     except BundleError as error:
         raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
+
+
+def check_target_frames(method: str, target_frames) -> None:
+    """Refuse, before any data is built or trained, a method of :data:`NEEDS_TARGET_FRAMES`
+    without ``target_frames`` (a folder or file of captured frames, or None)."""
+    if method in NEEDS_TARGET_FRAMES and target_frames is None:
+        raise typer.BadParameter(
+            f"{method} adapts the head to unlabelled captured frames and needs them: give "
+            f"--target-frames DIR (barcode .npy files or raw frames), as in `hyplex openset fit "
+            f"--bundle B --method {method} --target-frames DIR`",
+            param_hint="'--target-frames'",
+        )
 
 
 def read_barcode_frames(
@@ -157,6 +178,7 @@ def fit_command(
         detector_class(method)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--method'") from None
+    check_target_frames(method, target_frames)
     loaded = _load_bundle(bundle)
     target = None
     if target_frames is not None:

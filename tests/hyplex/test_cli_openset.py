@@ -305,3 +305,54 @@ def test_coverage_of_raw_frames_through_the_bundle_layout(bundle_path, recording
     assert 0.0 <= report[str(recording)]["outside_share"] <= 1.0
     with np.load(tmp_path / "clip.coverage.npz") as stored:
         assert stored["outside"].shape == (3, 10, 10)
+
+
+def _design_args(tmp_path, method):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    args = ["design", "--config", str(config), "--out", str(tmp_path / "run")]
+    return [*args, "--openset", method]
+
+
+def test_design_openset_act_is_refused_before_any_training(tmp_path, monkeypatch):
+    import time
+
+    import hyplex.models.codesign as codesign
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("design trained before refusing --openset ACT")
+
+    monkeypatch.setattr(codesign, "train_codesign", no_training)
+    began = time.perf_counter()
+    result = runner.invoke(app, env=ENV, args=_design_args(tmp_path, "ACT"))
+    assert time.perf_counter() - began < 10.0
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "ACT needs captured frames" in result.output
+    assert "hyplex openset fit" in result.output and "--target-frames DIR" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "bundle").exists()
+
+
+def test_design_turns_a_failed_head_fit_into_a_usage_error(tmp_path, monkeypatch):
+    """The co-design's bundle stands; the head's ValueError is a clear message, not a trace."""
+    import hyplex.models.openset.bundle_fitting as bundle_fitting
+
+    def failing_fit(*args, **kwargs):
+        raise ValueError("mismatched channel counts: the head could not be fitted")
+
+    monkeypatch.setattr(bundle_fitting, "fit_bundle_head", failing_fit)
+    result = runner.invoke(app, env=ENV, args=_design_args(tmp_path, "energy"))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "the head could not be fitted" in result.output
+    assert "written without an open-set head" in result.output
+    assert "Traceback" not in result.output
+    bundle = tmp_path / "run" / "bundle"
+    assert load_bundle(bundle).class_names and not has_openset_head(bundle)
+
+
+def test_openset_fit_act_without_target_frames_is_a_clear_error(bundle_path):
+    result = _fit(bundle_path, "ACT", "--quick", "--steps", "2")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "ACT adapts the head to unlabelled captured frames" in result.output
+    assert "--target-frames" in result.output and "Traceback" not in result.output
+    assert not has_openset_head(bundle_path)
