@@ -28,6 +28,10 @@ The head it is compared with is hyplex's current one: the segmenter's ``fake_*``
 (:func:`hyplex.models.segmentation.fake_class_ids`), whose summed probability is the fake score.
 What is not reproduced: the speech backbone (XLS-R) and its time axis; the layers here are a
 small network trained with the head.
+
+In the product: ``hyplex realfake fit --bundle B`` trains it on twin pixels through a bundle's
+encoder (:mod:`~hyplex.models.pretraining.realfake_fitting`) and stores it in the bundle
+(:mod:`~hyplex.models.pretraining.realfake_files`); ``hyplex segment --fake`` writes its map.
 """
 
 from __future__ import annotations
@@ -117,6 +121,14 @@ class HierConHead(nn.Module):
                              f"{layers_per_group}")  # fmt: skip
         self.in_channels, self.band_groups = int(in_channels), int(band_groups)
         self.layers_per_group = int(layers_per_group)
+        # the constructor's arguments, stored with the weights (realfake_files)
+        self.config = {
+            "in_channels": self.in_channels,
+            "band_groups": self.band_groups,
+            "layers": int(layers),
+            "layers_per_group": self.layers_per_group,
+            "width": int(width),
+        }
         bounds = torch.linspace(0, in_channels, band_groups + 1).round().long().tolist()
         self.groups = [(bounds[g], bounds[g + 1]) for g in range(band_groups)]
         self.embed = nn.ModuleList(nn.Linear(b - a + 1, width) for a, b in self.groups)
@@ -182,10 +194,14 @@ class HierConConfig:
     seed: int = 0
 
 
-def train_hiercon(head: HierConHead, barcodes, is_fake, config: HierConConfig | None = None):
+def train_hiercon(
+    head: HierConHead, barcodes, is_fake, config: HierConConfig | None = None, progress=None
+):
     """Train ``head`` on pixel barcodes ``(N, C)`` with labels ``is_fake (N,)`` (bool).
 
-    Batches are balanced (half real, half fake). Returns the loss per step.
+    Batches are balanced (half real, half fake). Returns the loss per step. ``progress``,
+    optional, is called with ``(step, loss)`` after every step (e.g. a tqdm update). The
+    batches are drawn on the CPU; ``head`` and ``barcodes`` may sit on CUDA together.
     """
     config = config or HierConConfig()
     barcodes = torch.as_tensor(barcodes, dtype=torch.float32)
@@ -216,4 +232,6 @@ def train_hiercon(head: HierConHead, barcodes, is_fake, config: HierConConfig | 
         loss.backward()
         optimiser.step()
         history.append(float(loss.detach()))
+        if progress is not None:
+            progress(len(history), history[-1])
     return history
