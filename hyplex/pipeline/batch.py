@@ -50,7 +50,9 @@ class SegmentJob:
         Temporal module over the labels (:func:`hyplex.models.temporal.build_temporal`):
         ``"none"``, ``"gated"`` (:class:`~hyplex.models.temporal.GatedLogitSmoother`) or
         ``"tcl"`` (:class:`~hyplex.models.temporal.TemporalEventModule`); True means
-        ``"gated"``, False ``"none"`` (older jobs).
+        ``"gated"``, False ``"none"`` (older jobs). The bundle's fitted module of that kind
+        (``temporal-<kind>.json``, ``hyplex temporal fit``) runs when it has one, else an
+        untrained one; the result's ``temporal`` note says which.
     cube : bool
         Store the reconstructed cubes.
     video : bool
@@ -77,6 +79,10 @@ class SegmentJob:
     uncertainty : int
         Posterior samples per frame for a ``cube_std`` map (0: none; >= 2 needs a
         reconstructor with ``posterior``, the conditional flow, and ``cube``).
+    fake : bool or None
+        Write the ``fake`` map of the bundle's real/fake (metamer) head
+        (:mod:`hyplex.models.pretraining.realfake_files`): True demands a head (an error
+        without one), None uses one when the bundle has it, False never.
     """
 
     input: str
@@ -98,6 +104,7 @@ class SegmentJob:
     beliefs: bool = False
     beliefs_from: str | None = None
     uncertainty: int = 0
+    fake: bool | None = None
 
 
 def job_models(job: SegmentJob) -> dict:
@@ -124,7 +131,26 @@ def job_models(job: SegmentJob) -> dict:
     models["openset"] = _openset_head(job, models)
     if models["openset"] is not None:  # a head that fine-tuned the segmenter brings its own
         models["segmenter"] = models["openset"].model
+    models["fake_head"] = _realfake_head(job, models)
     return models
+
+
+def _realfake_head(job: SegmentJob, models: dict):
+    """The bundle's real/fake head when ``job.fake`` asks for it (``SegmentJob.fake``)."""
+    if job.fake is False:
+        return None
+    from hyplex.models.pretraining.realfake_files import has_realfake_head, load_realfake_head
+
+    if not job.bundle or not has_realfake_head(job.bundle):
+        if job.fake:
+            where = f"bundle {job.bundle}" if job.bundle else "no --bundle"
+            raise ValueError(
+                f"fake maps need a bundle with a real/fake head; {where} has none (add one "
+                "with 'hyplex realfake fit --bundle B')"
+            )
+        return None
+    layout = models.get("layout")
+    return load_realfake_head(job.bundle, None if layout is None else layout.n_filters)
 
 
 def _openset_head(job: SegmentJob, models: dict):
@@ -159,7 +185,7 @@ def output_channels(module, in_channels: int, n_filters: int, shape=(8, 8)) -> i
 def segment_file(job: SegmentJob) -> dict:
     """Run one job (see the module doc); returns the run summary as a dict plus ``outputs``."""
     from hyplex.calibration.store import load_calibration
-    from hyplex.models.temporal import build_temporal
+    from hyplex.models.temporal.module_files import temporal_for_run
     from hyplex.pipeline.engine import Pipeline
     from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
     from hyplex.pipeline.outputs import (
@@ -192,6 +218,12 @@ def segment_file(job: SegmentJob) -> dict:
         if layout is None:
             layout = MosaicLayout.fit(shape, pitch_px=job.pitch_px)
         preprocessor = Preprocessor(layout, shape, darkflat)
+        fake_head = models.get("fake_head")
+        if fake_head is not None and fake_head.in_channels != layout.n_filters:
+            raise ValueError(
+                f"the real/fake head reads {fake_head.in_channels} filters, the input's layout "
+                f"has {layout.n_filters}: mismatched channel counts"
+            )
         inference = dict(job.inference)
         if job.uncertainty:
             if not hasattr(models["reconstructor"], "posterior"):
@@ -212,9 +244,20 @@ def segment_file(job: SegmentJob) -> dict:
                 in_channels = output_channels(models["reconstructor"], None, layout.n_filters)
             n_classes = output_channels(segmenter, in_channels, layout.n_filters)
         name = {True: "gated", False: "none"}.get(job.temporal, job.temporal)
-        temporal = build_temporal(name, n_classes, layout.n_filters) if n_classes >= 2 else None
+        # the bundle's fitted module (temporal-<name>.json) when it has one, else untrained
+        temporal, temporal_note = temporal_for_run(
+            name,
+            n_classes,
+            layout.n_filters,
+            job.bundle,
+            models.get("class_names"),
+            None if models.get("openset") is not None else segmenter,  # a head's fine-tuned copy
+            "--segmenter replaces the bundle's segmenter" if job.segmenter and job.bundle else None,
+        )
         openset = models.get("openset")
-        engine = InferenceEngine(models["reconstructor"], segmenter, temporal, config, openset)
+        engine = InferenceEngine(
+            models["reconstructor"], segmenter, temporal, config, openset, fake_head
+        )
         pipeline = Pipeline(preprocessor, engine, PipelineConfig(**job.pipeline))
         out_dir = Path(job.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +283,7 @@ def segment_file(job: SegmentJob) -> dict:
                 models.get("class_names"),
                 unknown_method=None if openset is None else openset.method,
                 uncertainty=bool(job.uncertainty),
+                fake_head=None if fake_head is None else _fake_attrs(fake_head),
             )
         )
         sinks.append(StatsWriter(outputs["stats"]))
@@ -277,11 +321,24 @@ def segment_file(job: SegmentJob) -> dict:
         outputs = {key: partial_path(path) for key, path in outputs.items()}
     result = summary.to_dict()
     result["input"], result["outputs"] = job.input, {k: str(v) for k, v in outputs.items()}
+    if temporal_note is not None:  # fitted or untrained, and from where (hyplex temporal fit)
+        result["temporal"] = temporal_note
     if beliefs is not None:  # each object's candidate materials with probabilities
         result["material_beliefs"] = beliefs.top()
     if times is not None and times.stage_ms():
         result["roofline"] = _roofline_record(times, shape, layout, n_bands, n_classes)
     return result
+
+
+def _fake_attrs(head) -> dict:
+    """What the ``fake`` map's HDF5 attribute says about its head."""
+    return {
+        "method": "HierCon",
+        "criterion": head.criterion,
+        "threshold_logit": head.threshold_logit,
+        "real_classes": list(head.real_classes),
+        "fake_classes": list(head.fake_classes),
+    }
 
 
 def _roofline_record(times, sensor_shape, layout, n_bands: int, n_classes: int) -> dict:

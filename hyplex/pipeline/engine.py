@@ -288,6 +288,7 @@ class Pipeline:
                     source_time_ns=t_read,
                     unknown=(decoded.extra["unknown"][b] if "unknown" in decoded.extra else None),
                     cube_std=decoded.extra["cube_std"][b] if "cube_std" in decoded.extra else None,
+                    fake=decoded.extra["fake"][b] if "fake" in decoded.extra else None,
                 )
             )
         return results

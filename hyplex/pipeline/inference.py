@@ -193,6 +193,10 @@ class InferenceEngine:
     openset : hyplex.models.openset.OpenSetDetector or None
         An open-set head around ``segmenter`` (its ``model``): each batch then also gives
         ``extra["unknown"]`` (B, h, w) float32, the unknown-material probability.
+    fake_head : hyplex.models.pretraining.realfake_files.RealFakeHead or None
+        A real-vs-fake (metamer) head on the barcodes: each batch then also gives
+        ``extra["fake"]`` (B, h, w) float32, the fake probability (0.5 at its threshold),
+        computed in fp32 whatever ``precision``.
     """
 
     def __init__(
@@ -202,6 +206,7 @@ class InferenceEngine:
         temporal=None,
         config: InferenceConfig | None = None,
         openset=None,
+        fake_head=None,
     ):
         if reconstructor is None and segmenter is None:
             raise ValueError("give a reconstructor, a segmenter or both")
@@ -254,6 +259,7 @@ class InferenceEngine:
         self.openset = None if openset is None else openset.to(self.device)
         if self.openset is not None and segmenter is None:
             raise ValueError("an open-set head needs the segmenter it scores")
+        self.fake_head = None if fake_head is None else fake_head.to(self.device).eval()
         self._state = None
         self._pinned: torch.Tensor | None = None
         self._upload_stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -301,6 +307,9 @@ class InferenceEngine:
         x = self._upload(_prepare(barcodes, self.config.input_scale_dn))
         out = DecodedBatch()
         with torch.inference_mode(), self._autocast():
+            if self.fake_head is not None:  # per pixel of the barcodes, in fp32
+                with torch.autocast(self.device.type, enabled=False):
+                    out.extra["fake"] = self.fake_head(x.float()).float().cpu().numpy()
             cube = None
             if "reconstructor" in self.models:
                 cube = self.models["reconstructor"](x)

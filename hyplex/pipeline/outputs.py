@@ -24,6 +24,10 @@ flushed; a killed writer leaves its first ``committed`` frames readable (:func:`
                     0.5 at its 95 %-TPR threshold (optional; attrs unknown_method)
     /cube_std       (N, h, w, L') float16: posterior standard deviation of the cube, from a
                     flow reconstructor (``hyplex segment --uncertainty``; optional)
+    /fake           (N, h, w) float16: fake (metamer) probability of a bundle's real/fake
+                    head, 0.5 at its stored threshold (``hyplex segment --fake``; optional;
+                    attrs fake_head: JSON of method, criterion, threshold_logit, real_classes,
+                    fake_classes; read it on pixels labelled one of those classes)
     /frame_index    (N,) int64: index in the source;  /frame_id (N,) int64
     /committed      (1,) int64
     attrs: format, version, class_names (JSON), wavelengths_nm
@@ -186,6 +190,9 @@ class DecodedWriter:
         The open-set method whose ``unknown`` map to store (None: no map).
     uncertainty : bool
         Also store ``cube_std`` (needs ``cube_bands``; the results' ``cube_std``).
+    fake_head : dict, optional
+        JSON-able description of the real/fake head whose ``fake`` map to store (attribute
+        ``fake_head``); None: no map.
     """
 
     def __init__(
@@ -198,6 +205,7 @@ class DecodedWriter:
         class_names=None,
         unknown_method: str | None = None,
         uncertainty: bool = False,
+        fake_head: dict | None = None,
     ):
         height, width = (int(v) for v in metapixels)
         if uncertainty and not int(cube_bands):
@@ -212,6 +220,7 @@ class DecodedWriter:
         self._pending = PendingFile(path, "decoded output")
         self.path = self._pending.path
         self._unknown_method = unknown_method
+        self._fake_head = fake_head
         try:
             self._file = h5py.File(self._pending.partial, "w", libver="latest")
             self._create(
@@ -265,6 +274,10 @@ class DecodedWriter:
         if getattr(self, "_unknown_method", None) is not None:  # before SWMR: no new datasets
             f.attrs["unknown_method"] = str(self._unknown_method)
             self.unknown = f.create_dataset("unknown", (0, height, width), np.float16, **grow)
+        self.fake = None
+        if getattr(self, "_fake_head", None) is not None:  # before SWMR: no new datasets
+            f.attrs["fake_head"] = json.dumps(self._fake_head)
+            self.fake = f.create_dataset("fake", (0, height, width), np.float16, **grow)
         self.cube_std = None
         if getattr(self, "_uncertainty", False):  # before SWMR: no new datasets
             self.cube_std = f.create_dataset(
@@ -288,6 +301,8 @@ class DecodedWriter:
             datasets.append(self.unknown)
         if self.cube_std is not None:
             datasets.append(self.cube_std)
+        if self.fake is not None:
+            datasets.append(self.fake)
         for dataset in datasets:
             dataset.resize(n + 1, axis=0)
         self.frame_index[n], self.frame_id[n] = result.index, result.frame_id
@@ -300,6 +315,8 @@ class DecodedWriter:
             self.unknown[n] = result.unknown
         if self.cube_std is not None and getattr(result, "cube_std", None) is not None:
             self.cube_std[n] = result.cube_std
+        if self.fake is not None and getattr(result, "fake", None) is not None:
+            self.fake[n] = result.fake
         for dataset in datasets:
             dataset.flush()
         self.count = n + 1
@@ -337,6 +354,8 @@ def read_decoded(path) -> dict:
             out["unknown"] = f["unknown"][:n]
         if "cube_std" in f:
             out["cube_std"] = f["cube_std"][:n]
+        if "fake" in f:
+            out["fake"] = f["fake"][:n]
         out["attrs"] = dict(f.attrs)
         return out
 

@@ -87,6 +87,8 @@ class FrameResult:
         Unknown-material probability of an open-set head (0.5 at its 95 %-TPR threshold).
     cube_std : numpy.ndarray, float32 (h, w, L') or None
         Posterior standard deviation of the cube (a flow reconstructor, ``--uncertainty``).
+    fake : numpy.ndarray, float32 (h, w) or None
+        Fake (metamer) probability of a real/fake head (0.5 at its threshold; ``--fake``).
     """
 
     index: int
@@ -106,6 +108,7 @@ class FrameResult:
     source_time_ns: int = 0
     unknown: np.ndarray | None = None
     cube_std: np.ndarray | None = None
+    fake: np.ndarray | None = None
 
 
 @dataclass
