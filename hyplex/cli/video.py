@@ -415,14 +415,22 @@ def view_command(
     """Serve the live viewer: raw frame, reconstructed cube, segmentation, spectrum on click.
 
     With --camera sim, the twin looks at a synthetic video and the decoders are fitted on the
-    twin in a few seconds (no weights to download), so model options are refused there;
-    other cameras need model files.
+    twin in a few seconds (no weights to download); with --camera sim --bundle B the twin
+    carries the bundle's filters and the bundle's decoders and open-set head (unknown view and
+    share) decode it. Decoder files and calibrations are refused with --camera sim; other
+    cameras need model files or a bundle.
     """
     if camera == "sim":  # before the (slow) imports of the viewer
         shape = check_sim_view(sim_shape, pitch_px, reconstructor, segmenter, bundle, calibration)
     from hyplex.viewer.server import LiveSession, ViewerServer, simulated_session
 
-    if camera == "sim":
+    if camera == "sim" and bundle is not None:
+        typer.echo(f"building the camera twin with the filters of {bundle} ...", err=True)
+        try:
+            session = simulated_session(sensor_shape=shape, pitch_px=pitch_px, bundle=bundle)
+        except ValueError as error:  # not a bundle, a mosaic that does not fit the sensor
+            raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
+    elif camera == "sim":
         typer.echo("building the camera twin and fitting decoders on it ...", err=True)
         session = simulated_session(sensor_shape=shape, pitch_px=pitch_px)
     else:
@@ -446,7 +454,8 @@ def view_command(
 
 def check_sim_view(sim_shape, pitch_px, reconstructor, segmenter, bundle, calibration):
     """The simulated sensor's ``(rows, cols)``, after refusing what the simulated viewer
-    cannot honour: model files (its decoders are fitted on the twin), a sensor that does not
+    cannot honour: decoder files (its decoders are fitted on the twin, or come with a
+    ``--bundle`` whose filters the twin then carries), a calibration, a sensor that does not
     fit in memory, a pitch that does not fit the sensor."""
     from hyplex.cli.checks import check_sim_sensor
     from hyplex.cli.devices import parse_shape
@@ -454,17 +463,22 @@ def check_sim_view(sim_shape, pitch_px, reconstructor, segmenter, bundle, calibr
     given = {
         "--reconstructor": reconstructor,
         "--segmenter": segmenter,
-        "--bundle": bundle,
         "--calibration": calibration,
     }
     for option, value in given.items():
         if value is not None:
             raise typer.BadParameter(
-                f"{value}: --camera sim fits its own decoders on the twin and has no "
-                f"calibration; expected no {option} with --camera sim (give a real --camera, "
-                "or `hyplex segment` a recording, to use model files)",
+                f"{value}: --camera sim fits its own decoders on the twin (or runs a --bundle's "
+                f"on a twin with its filters) and has no calibration; expected no {option} "
+                "with --camera sim (give a real --camera, or `hyplex segment` a recording, to "
+                "use decoder files)",
                 param_hint=f"'{option}'",
             )
+    if bundle is not None and not Path(bundle).is_dir():
+        raise typer.BadParameter(
+            f"{bundle}: no such bundle folder; expected a design bundle folder (hyplex design)",
+            param_hint="'--bundle'",
+        )
     rows, cols = parse_shape(sim_shape)
     check_sim_sensor(sim_shape, rows, cols, frames=16)  # the looped frames, ring, previews
     if pitch_px is not None:

@@ -358,9 +358,16 @@ def simulated_session(
     frame_rate_hz: float = 15.0,
     seed: int = 0,
     policy: str = "drop_oldest",
+    bundle=None,
 ):
-    """A :class:`LiveSession` on the camera twin looking at a synthetic video (34 bands),
-    with models fitted on the twin (:func:`~hyplex.pipeline.models.twin_models`)."""
+    """A :class:`LiveSession` on the camera twin looking at a synthetic video.
+
+    Without ``bundle``: the 34-band prototype camera, with models fitted on the twin
+    (:func:`~hyplex.pipeline.models.twin_models`). With ``bundle`` (a design bundle folder):
+    the twin carries the bundle's filters and the bundle's decoders and open-set head decode
+    it (:func:`~hyplex.viewer.bundle_twin.bundle_on_twin`), so the unknown view and share
+    work without a camera. ``sensor_shape`` (rows, cols) and ``pitch_px`` (sensor pixels) as
+    for the prototype; raises ValueError for a bundle that cannot run on the twin."""
     from hyplex.devices.sim_camera import SimulatedCamera
     from hyplex.pipeline.engine import Pipeline
     from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
@@ -376,6 +383,17 @@ def simulated_session(
     rows, cols = (int(v) for v in sensor_shape)
     if pitch_px is None:  # the prototype's pitch on a full sensor, 3 px on small ones
         pitch_px = 7.287 if min(rows, cols) >= 1000 else 3.0
+    if bundle is not None:
+        from hyplex.viewer.bundle_twin import bundle_on_twin
+
+        twin = bundle_on_twin(bundle, (rows, cols), pitch_px, n_frames, frame_rate_hz, seed)
+        pipeline = Pipeline(
+            twin.preprocessor,
+            twin.engine,
+            PipelineConfig(policy=policy, raw_preview_px=min(cols, 640)),
+        )
+        source = CameraSource(twin.camera, policy="newest_only")
+        return LiveSession(pipeline, source, twin.wavelengths_nm, twin.class_names)
     scene_shape = (
         (max(rows // 4, 16), max(cols // 4, 16)) if rows < 1000 else (rows // 20, cols // 20)
     )

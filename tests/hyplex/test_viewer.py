@@ -238,3 +238,66 @@ def test_good_queries_still_answer(client):
     assert client.get("/frame/overlay.jpg").status_code == 200
     spectrum = client.get("/api/spectrum", params={"row": 0, "col": 0}).json()
     assert len(spectrum["values"]) == N_BANDS
+
+
+@pytest.fixture(scope="module")
+def bundle_with_head(tmp_path_factory):
+    """The tiny co-designed bundle with an energy open-set head (no training: seconds)."""
+    from tiny_bundles import tiny_bundle
+    from typer.testing import CliRunner
+
+    from hyplex.cli.app import app
+
+    bundle = tiny_bundle(tmp_path_factory)
+    args = ["openset", "fit", "--bundle", str(bundle), "--method", "energy", "--quick"]
+    result = CliRunner().invoke(app, args, env={"HYPLEX_THREADS": "1"})
+    assert result.exit_code == 0, result.output
+    return bundle
+
+
+def test_sim_camera_with_a_bundle_shows_its_unknown_map_and_share(bundle_with_head):
+    """``--camera sim --bundle B``: the twin carries B's filters, B's decoders and open-set
+    head decode it, and the status reports the head's unknown share."""
+    from hyplex.models.bundle import load_bundle
+    from hyplex.viewer.server import simulated_session
+
+    torch.set_num_threads(1)
+    bundle = load_bundle(bundle_with_head)
+    session = simulated_session(sensor_shape=SHAPE, bundle=bundle_with_head)
+    engine = session.pipeline.engine
+    assert engine.openset is not None and engine.openset.method == "energy"
+    white = np.asarray(engine.config.input_scale_dn)  # a white level per filter, DN
+    assert white.shape == (bundle.responses.shape[0],) and (white > 0).all()
+    session.start()
+    try:
+        assert session.wait_newer(0, 60.0), f"no frame decoded: {session.status()['error']}"
+        status = session.status()
+        assert status["error"] is None
+        assert status["unknown_share"] is not None and 0.0 <= status["unknown_share"] <= 1.0
+        assert status["class_names"] == list(bundle.class_names)
+        unknown = session.latest.unknown
+        assert unknown.shape == session.latest.labels.shape and np.isfinite(unknown).all()
+        assert session.image("unknown") is not None
+    finally:
+        session.stop()
+
+
+def test_view_command_serves_a_bundle_on_the_sim_camera(bundle_with_head, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hyplex.cli.app import app
+
+    runner = CliRunner()
+    args = ["view", "--camera", "sim", "--sim-shape", "120x160", "--port", "0"]
+    result = runner.invoke(
+        app, [*args, "--bundle", str(bundle_with_head), "--seconds", "6"], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout.strip().splitlines()[-1])
+    assert status["frames"] > 0 and status["error"] is None
+    assert status["unknown_share"] is not None
+    nothing = ["--bundle", str(tmp_path / "nothing"), "--seconds", "0"]
+    missing = runner.invoke(app, [*args, *nothing], env={"COLUMNS": "400"})
+    assert missing.exit_code == 2 and "no such bundle folder" in missing.output
