@@ -200,7 +200,19 @@ class AnomalyHead(nn.Module):
         return self.logit(self.represent(points))
 
     def loss(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy of the logits against labels (1 = anomaly), a scalar."""
+        """Binary cross-entropy of the head's logits against anomaly labels.
+
+        Parameters
+        ----------
+        points : torch.Tensor, (N, C)
+            Barcodes (or head features), unitless.
+        labels : torch.Tensor, (N,)
+            1 = anomaly, 0 = normal (any dtype; cast to float).
+
+        Returns
+        -------
+        torch.Tensor, a scalar: the mean BCE over the ``N`` points, nats.
+        """
         return F.binary_cross_entropy_with_logits(self(points), labels.float())
 
     @torch.no_grad()

@@ -665,6 +665,23 @@ class CapturedDomainEncoder(nn.Module):
         self.register_buffer("gains", torch.as_tensor(np.asarray(gains), dtype=torch.float32))
 
     def forward(self, cube, generator=None, noise: bool = True) -> torch.Tensor:
+        """Captured-domain barcodes of reflectance cubes.
+
+        Parameters
+        ----------
+        cube : torch.Tensor, (B, L, H, W)
+            Apparent reflectance on the encoder's grid (unitless, typically in [0, 1]).
+        generator : torch.Generator, optional
+            Draws the sensor noise (None: the global generator).
+        noise : bool
+            False gives the expected (noise-free) barcodes.
+
+        Returns
+        -------
+        torch.Tensor, (B, F, H, W)
+            The fabricated filters' barcodes normalised by their own white, times ``gains``
+            (unitless, white-relative as the twin's would be read).
+        """
         codes = self.encoder(cube, generator=generator, noise=noise)
         return codes * self.gains.to(codes)[None, :, None, None]
 

@@ -117,6 +117,23 @@ class WassersteinOutlierAugmentation(OutlierObjective):
         self.last_cost = 0.0
 
     def loss(self, model: nn.Module, batch: OutlierBatch):
+        """One step's loss: ID cross-entropy plus ``lambda`` times OE on the outlier embeddings
+        moved to the worst case in the Wasserstein ball (DAL, eq. (6)); also takes ``gamma``'s
+        dual step towards the ball's radius ``rho``.
+
+        Parameters
+        ----------
+        model : segmenter ``(B, F, H, W) -> (B, K, H, W)`` with a 1x1 ``head``.
+        batch : :class:`~.outlier_exposure.OutlierBatch`, ID scenes then outlier scenes.
+
+        Returns
+        -------
+        (loss, stats)
+            ``loss`` a scalar tensor (nats); ``stats`` python floats ``ce``, ``outlier`` (mean
+            ``L_OE`` of the moved embeddings), ``gamma`` and ``transport`` (mean ``|delta|``
+            per embedding dimension, embedding units). Without outlier pixels or with
+            ``weight == 0``: OE's plain loss.
+        """
         if not batch.unknown.any() or self.weight == 0:
             return super().loss(model, batch)
         features, logits = features_and_logits(model, batch.barcodes)

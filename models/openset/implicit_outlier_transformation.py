@@ -198,6 +198,24 @@ class ImplicitOutlierTransformation(OutlierObjective):
         return direction
 
     def loss(self, model: nn.Module, batch: OutlierBatch):
+        """One step's loss at the perturbed weights ``theta + gamma P`` (DOE's min-max step).
+
+        Parameters
+        ----------
+        model : segmenter ``(B, F, H, W) -> (B, K, H, W)``; its perturbable weights are moved
+            by ``gamma P`` in place and restored by :meth:`after_backward`.
+        batch : :class:`~.outlier_exposure.OutlierBatch`, ID scenes then outlier scenes.
+
+        Returns
+        -------
+        (loss, stats)
+            ``loss`` a scalar tensor: ``lambda L_OE(theta + gamma P)`` (with ``alternate``; the
+            ID cross-entropy follows in :meth:`follow_up`), else the same after the clean-weight
+            cross-entropy's gradient was accumulated; during the warm-up, without outlier
+            pixels or with ``weight == 0``, OE's plain loss. ``stats`` python floats ``ce``,
+            ``outlier`` (mean ``L_OE`` over outlier pixels, nats) and ``gamma`` (the drawn
+            strength, relative to each layer's weight norm).
+        """
         warming = batch.step < self.warmup * batch.total_steps
         if not batch.unknown.any() or self.weight == 0 or warming:
             return super().loss(model, batch)

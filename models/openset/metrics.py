@@ -153,5 +153,7 @@ class OpenSetMetrics:
         return ood_metrics(s, u)
 
     def reset(self) -> None:
+        """Forget every score and mask added by :meth:`update` (a new evaluation); the
+        ``max_pixels`` cap is kept."""
         self._scores.clear()
         self._unknown.clear()

@@ -273,6 +273,16 @@ class NSRegAnomalyHead(AnomalyHead):
         return self.weight * self.relation_loss(generator)
 
     def fit(self, normal, anomalies, training=None):
+        """Not available for NSReg: its relation regulariser needs the superpixel graph of
+        labelled scenes, which loose points ``normal (N, C)`` and ``anomalies (M, C)`` do not
+        carry. Use :meth:`fit_scenes` with barcodes ``(B, C, H, W)`` and anomaly labels
+        ``(B, H, W)``.
+
+        Raises
+        ------
+        ValueError
+            Always, naming :meth:`fit_scenes`.
+        """
         raise ValueError(
             "NSReg needs the superpixel graph of labelled scenes: call fit_scenes(barcodes "
             "(B, C, H, W), anomaly_labels (B, H, W)) instead of fit(normal, anomalies)"

@@ -155,7 +155,17 @@ class OutlierObjective:
         self.weight = float(weight)
 
     def cross_entropy(self, logits: torch.Tensor, batch: OutlierBatch) -> torch.Tensor:
-        """ID cross-entropy over every known pixel of the batch (outliers ignored)."""
+        """ID cross-entropy over every known pixel of the batch (outliers ignored).
+
+        Parameters
+        ----------
+        logits : (B, K, H, W) the segmenter's logits for ``batch.barcodes``.
+        batch : :class:`OutlierBatch`; pixels labelled :data:`~.auxiliary.UNKNOWN` are skipped.
+
+        Returns
+        -------
+        torch.Tensor, a scalar: the mean cross-entropy over the known pixels, nats.
+        """
         return F.cross_entropy(logits, batch.labels, ignore_index=UNKNOWN)
 
     def regulariser(

@@ -259,6 +259,23 @@ class AuxiliaryTaskObjective(OutlierObjective):
         return images, aux_labels, ood
 
     def loss(self, model: nn.Module, batch: OutlierBatch):
+        """One step's loss on the real ID scenes and their auxiliary composites.
+
+        Parameters
+        ----------
+        model : segmenter ``(B, F, H, W) -> (B, K, H, W)`` with a 1x1 ``head``.
+        batch : :class:`~.outlier_exposure.OutlierBatch`; only its ``n_in`` ID scenes are
+            used (the auxiliary task's images are composited from them).
+
+        Returns
+        -------
+        (loss, stats)
+            ``loss`` a scalar tensor (nats): smoothed CE on real and on auxiliary ID pixels,
+            plus ``weight`` times OE on auxiliary OOD pixels, plus ``trade_off`` times the
+            class-matched alignment, plus ``anchor`` times :func:`id_logit_anchor` when set.
+            ``stats`` python floats ``ce``, ``ce_auxiliary``, ``outlier``, ``align`` (and
+            ``anchor``).
+        """
         x, y = batch.barcodes[: batch.n_in], batch.labels[: batch.n_in]
         images, aux_labels, ood = self.composite(x, y)
         n = len(x)
