@@ -12,9 +12,14 @@ shot-noise standard deviations per barcode value (the budget of
 :mod:`hyplex.models.robustness.probabilistic_margin`, scaled by the bundle's encoder):
 white-box PGD on the segmenter (on CUDA when present), and the black-box ETF from a surrogate
 trained on ``--samples`` labelled pixels per class
-(:mod:`hyplex.models.robustness.lightweight_blackbox`).
+(:mod:`hyplex.models.robustness.lightweight_blackbox`); where the bundle has a reconstructor
+and the data have cubes, also white-box PGD on the reconstructor's own L1
+(:func:`hyplex.models.robustness.evaluation.reconstructor_psnr_under_attack`).
 Printed (and with ``--json`` written atomically): clean and attacked mIoU, each attack's
-success rate (right pixels turned wrong) and the reconstructor's PSNR clean and attacked.
+success rate (right pixels turned wrong) and the reconstructor's PSNR clean
+(``psnr_clean``), under the attacks aimed at the segmenter (``psnr_pgd``, ``psnr_etf_<k>``:
+what a perturbation against the segmenter does to the cube) and under the attack aimed at the
+reconstructor (``psnr_pgd_reconstructor``, the reconstructor's own worst case).
 
 Refused: a bundle without segmenter weights, barcodes whose channel count is not the
 bundle's filter count, an ``.npz`` without ``barcodes``/``labels``.
@@ -122,7 +127,8 @@ def redteam_command(
         Path | None, typer.Option("--json", help="Also write the report here (atomic).")
     ] = None,
 ) -> None:
-    """Attack a bundle's segmenter (PGD white-box, ETF black-box) in a shot-noise budget."""
+    """Attack a bundle's segmenter (PGD white-box, ETF black-box) and its reconstructor (PGD
+    white-box) in a shot-noise budget."""
     import torch
 
     from hyplex.models.bundle import BundleError, load_bundle
@@ -168,7 +174,7 @@ def redteam_command(
     report["scenes"] = int(x.shape[0])
     for key, value in report.items():
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        typer.echo(f"{key:>16}  {text}")
+        typer.echo(f"{key:>22}  {text}")
     if json_out is not None:
         from hyplex.optics.atomic_io import atomic_write
 

@@ -13,6 +13,11 @@ lightweight_blackbox       ETF: black-box attack from the shallow layers of a su
 =========================  ==============================================================
 
 The red-team CLI is ``hyplex redteam --bundle B`` (:mod:`hyplex.cli.redteam`).
+
+``hyplex.models.robustness.probabilistic_margin`` is the module: its margin function of the
+same name is not re-exported here (the re-export used to shadow the submodule, so the dotted
+name resolved to a function); import it from the module,
+``from hyplex.models.robustness.probabilistic_margin import probabilistic_margin``.
 """
 
 from hyplex.models.robustness.lightweight_blackbox import (
@@ -28,7 +33,7 @@ from hyplex.models.robustness.probabilistic_margin import (
     adversarial_train_segmenter,
     mail_weights,
     pgd_attack,
-    probabilistic_margin,
+    reconstruction_margin,
     shot_noise_budget,
     white_electrons_of,
 )
@@ -43,7 +48,7 @@ __all__ = [
     "few_sample_pixels",
     "mail_weights",
     "pgd_attack",
-    "probabilistic_margin",
+    "reconstruction_margin",
     "shot_noise_budget",
     "train_surrogate",
     "white_electrons_of",

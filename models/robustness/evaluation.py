@@ -6,7 +6,12 @@ comes from :func:`red_team_report`, so methods are compared by one evaluator. At
 * ``pgd``: white-box PGD on the segmenter's cross-entropy
   (:func:`~hyplex.models.robustness.probabilistic_margin.pgd_attack`);
 * ``etf_<k>``: the black-box ETF attack from a surrogate trained on ``k`` labelled pixels per
-  class (:mod:`hyplex.models.robustness.lightweight_blackbox`); the target is only evaluated.
+  class (:mod:`hyplex.models.robustness.lightweight_blackbox`); the target is only evaluated;
+* ``pgd_reconstructor``: white-box PGD on the reconstructor's own L1 to the true cube
+  (:func:`reconstructor_psnr_under_attack`), only where a reconstructor and cubes are given.
+  ``psnr_pgd`` and ``psnr_etf_<k>`` are the reconstructor's PSNR on the barcodes aimed at the
+  segmenter (what one perturbation against the segmenter does to the cube);
+  ``psnr_pgd_reconstructor`` is its PSNR under an attack aimed at it.
 
 All perturbations lie in the same physical budget, ``epsilon`` shot-noise standard deviations
 (:func:`~hyplex.models.robustness.probabilistic_margin.shot_noise_budget`).
@@ -31,7 +36,7 @@ from hyplex.models.robustness.probabilistic_margin import (
     shot_noise_budget,
 )
 
-__all__ = ["red_team_report"]
+__all__ = ["red_team_report", "reconstructor_psnr_under_attack"]
 
 
 def _predict(model, barcodes, batch_size=4):
@@ -39,6 +44,80 @@ def _predict(model, barcodes, batch_size=4):
         return torch.cat(
             [model(barcodes[i : i + batch_size]) for i in range(0, len(barcodes), batch_size)]
         )
+
+
+def reconstructor_psnr_under_attack(
+    reconstructor,
+    barcodes: torch.Tensor,
+    cubes: torch.Tensor,
+    white_electrons,
+    epsilon: float = 3.0,
+    pgd_steps: int = 10,
+    step_fraction: float = 0.25,
+    seed: int = 0,
+    batch_size: int = 4,
+) -> dict:
+    """PSNR of a reconstructor, clean and under PGD on its own L1 in the shot-noise budget.
+
+    The attack (:func:`~hyplex.models.robustness.probabilistic_margin.pgd_attack`) maximises
+    the mean absolute error ``(1/L) sum_l |r_l(x') - c_l|`` to the true cube, each barcode
+    value within ``epsilon`` shot-noise standard deviations of the clean one
+    (:func:`~hyplex.models.robustness.probabilistic_margin.shot_noise_budget`).
+
+    Parameters
+    ----------
+    reconstructor : torch.nn.Module
+        ``(B, F, H, W) -> (B, L, H, W)``, in eval mode; not modified.
+    barcodes : torch.Tensor, (S, F, H, W)
+        Clean normalised barcodes (unitless), on the reconstructor's device.
+    cubes : torch.Tensor, (S, L, H, W)
+        True apparent reflectance (the PSNR's peak is 1).
+    white_electrons : array_like, (F,)
+        Electrons of a white reflector per filter (the budget's scale).
+    epsilon : float
+        Budget in shot-noise standard deviations (>= 0).
+    pgd_steps : int
+        Ascent steps (>= 1), each ``step_fraction`` of the budget, after a random start.
+    seed : int
+        The attack's random start.
+    batch_size : int
+        Scenes per forward pass.
+
+    Returns
+    -------
+    dict
+        ``psnr_clean`` and ``psnr_pgd_reconstructor`` (dB), ``epsilon``.
+    """
+    if (
+        barcodes.ndim != 4
+        or cubes.ndim != 4
+        or cubes.shape[0] != barcodes.shape[0]
+        or (cubes.shape[2:] != barcodes.shape[2:])
+    ):
+        raise ValueError(
+            f"barcodes (S, F, H, W) and cubes (S, L, H, W) must agree; got "
+            f"{tuple(barcodes.shape)} and {tuple(cubes.shape)}"
+        )
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    generator = torch.Generator(device=barcodes.device).manual_seed(int(seed))
+    budget = shot_noise_budget(barcodes, white_electrons, epsilon)
+    pieces = []
+    for start in range(0, len(barcodes), batch_size):
+        rows = slice(start, start + batch_size)
+
+        def loss(z, rows=rows):
+            return (reconstructor(z) - cubes[rows]).abs().mean()
+
+        pieces.append(
+            pgd_attack(loss, barcodes[rows], budget[rows], pgd_steps, step_fraction, generator)
+        )
+    attacked = torch.cat(pieces)
+    return {
+        "psnr_clean": psnr(_predict(reconstructor, barcodes, batch_size), cubes),
+        "psnr_pgd_reconstructor": psnr(_predict(reconstructor, attacked, batch_size), cubes),
+        "epsilon": float(epsilon),
+    }
 
 
 def red_team_report(
@@ -90,7 +169,10 @@ def red_team_report(
     dict
         ``miou_clean``; per attack ``a`` in ``pgd``, ``etf_<k>``: ``miou_<a>``,
         ``success_<a>`` (share of right pixels turned wrong); with a reconstructor also
-        ``psnr_clean`` and ``psnr_<a>`` (dB); ``epsilon``.
+        ``psnr_clean`` and ``psnr_<a>`` (dB, under the attacks aimed at the segmenter) and
+        ``psnr_pgd_reconstructor`` (dB, under PGD aimed at the reconstructor's own L1,
+        :func:`reconstructor_psnr_under_attack`, ``pgd_steps`` steps, its own random start
+        from ``seed + 1``); ``epsilon``.
     """
     if barcodes.ndim != 4 or labels.shape != (barcodes.shape[0], *barcodes.shape[2:]):
         raise ValueError(
@@ -135,4 +217,10 @@ def red_team_report(
         report[f"success_{name}"] = attack_success_rate(clean_prediction, prediction, labels)
         if reconstructor is not None and cubes is not None:
             report[f"psnr_{name}"] = psnr(_predict(reconstructor, adversarial, batch_size), cubes)
+    if reconstructor is not None and cubes is not None:
+        aimed = reconstructor_psnr_under_attack(
+            reconstructor, barcodes, cubes, white_electrons, epsilon, pgd_steps,
+            seed=int(seed) + 1, batch_size=batch_size,
+        )  # fmt: skip
+        report["psnr_pgd_reconstructor"] = aimed["psnr_pgd_reconstructor"]
     return report

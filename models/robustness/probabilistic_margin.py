@@ -55,10 +55,36 @@ cross-entropy from a uniform random start, each projected back into the budget. 
 one barcode pixel (a segmenter's output is a class posterior per pixel), so the weights are per
 pixel. A scene as the instance (its pixels' mean margin) would give 4 weights per batch and
 average each scene's vulnerable boundary pixels with its safe interior; the pixel is the unit
-on which the cross-entropy and the margin are defined. For the reconstructor (a regression net,
-no class posterior) the pixel weights are those of the jointly trained segmenter's margins at
-the same adversarial barcodes, applied to its per-pixel L1 loss: the pixels near a class
-boundary are the ones whose spectra must not move. This transfer is ours, not the paper's.
+on which the cross-entropy and the margin are defined.
+
+The reconstructor
+-----------------
+MAIL is stated for classifiers; hyplex's reconstructor regresses a cube ``(B, L, H, W)`` from
+the barcodes, so two pieces need a definition. Both are ours, not the paper's.
+
+* **Its own attack.** Madry's min-max for a regressor maximises the regressor's own loss: PGD
+  (the same :func:`pgd_attack`, budget and steps as the segmenter's) ascends the per-pixel L1
+  ``e(x') = (1/L) sum_l |r_l(x') - c_l|`` of the reconstructor, and the reconstructor trains on
+  those barcodes, while the segmenter keeps training on the barcodes aimed at its
+  cross-entropy. A joint attack (cross-entropy + lambda L1 on one perturbation) was not chosen:
+  the sign step of PGD follows whichever term dominates the gradient, so lambda would decide
+  which decoder is attacked, and ``hyplex redteam`` measures each decoder's own worst case.
+  The reconstructor's attack draws its random starts from its own generator, so the
+  segmenter's training is bit-identical with or without a reconstructor.
+* **Its probabilistic margin.** The paper's margin compares the true class's probability with
+  the most confusing other class's, so it is positive where the instance is safe, negative
+  where the attack has crossed the boundary, and bounded. A regressor has no class posterior;
+  the segmenter's margin at the same pixel exists only on labelled pixels (the reconstructor
+  needs no labels) and measures a different net's vulnerability. The reconstruction margin
+  (:func:`reconstruction_margin`) keeps the three properties on every pixel::
+
+      PM_rec(x') = (tau - e(x')) / (tau + e(x'))   in (-1, 1]
+
+  with ``tau`` the batch's median adversarial L1 (detached): pixels the attack pushes beyond
+  the typical error have negative margins and, through the same ``sigmoid(-gamma (PM - beta))``
+  and batch normalisation (:func:`mail_weights`), larger weights. It is a margin of the
+  adversarial instance, the analogue of the paper's ``PM_adv``. During the burn-in (and for
+  ``pgd_at``/``standard``) every pixel of the reconstructor's L1 weighs 1, labelled or not.
 
 The physical budget
 -------------------
@@ -97,6 +123,7 @@ __all__ = [
     "mail_weights",
     "pgd_attack",
     "probabilistic_margin",
+    "reconstruction_margin",
     "shot_noise_budget",
     "white_electrons_of",
 ]
@@ -272,6 +299,36 @@ def mail_weights(
     return raw * count / raw.sum().clamp_min(1e-12)
 
 
+def reconstruction_margin(error: torch.Tensor, tolerance=None) -> torch.Tensor:
+    """A regressor's probabilistic margin ``(tau - e) / (tau + e)``, in (-1, 1].
+
+    The reconstructor's stand-in for MAIL's ``PM_adv`` (see the module docstring): positive
+    where the pixel's error under attack is below the tolerance, negative above it.
+
+    Parameters
+    ----------
+    error : torch.Tensor, (B, H, W) or any shape
+        Per-pixel reconstruction error under attack, band-mean L1 (apparent-reflectance units,
+        >= 0).
+    tolerance : float or torch.Tensor, optional
+        ``tau`` in the same units (> 0); default: the median of ``error`` (detached).
+
+    Returns
+    -------
+    torch.Tensor, same shape as ``error``
+        The margin (detached); 0 where ``error == tau``, 1 at zero error, -> -1 as the error
+        grows.
+    """
+    error = error.detach()
+    if bool((error < 0).any()):
+        raise ValueError("error must be >= 0 (a band-mean absolute error)")
+    tau = error.median() if tolerance is None else torch.as_tensor(tolerance).to(error)
+    if not bool(torch.isfinite(tau)) or float(tau) < 0:
+        raise ValueError(f"tolerance must be a finite error >= 0; got {float(tau)}")
+    tau = tau.clamp_min(1e-12)
+    return (tau - error) / (tau + error)
+
+
 @dataclass(frozen=True)
 class MAILConfig:
     """Adversarial-training settings.
@@ -361,8 +418,11 @@ def adversarial_train_segmenter(
         ``w_f`` of the encoder (:func:`white_electrons_of`).
     config : MAILConfig
     reconstructor : torch.nn.Module, optional
-        ``(B, F, H, W) -> cube (B, L, H, W)``: trained on the same (adversarial) barcodes with
-        an L1 loss weighted per pixel by the same weights.
+        ``(B, F, H, W) -> cube (B, L, H, W)``, trained with a per-pixel band-mean L1 on every
+        pixel (labels are not needed): on clean barcodes (``standard``) or on PGD barcodes
+        aimed at its own L1 in the same budget (``pgd_at``, ``mail``); under ``mail``, after
+        the burn-in, weighted by :func:`mail_weights` of :func:`reconstruction_margin` (see
+        the module docstring). The segmenter's training is the same with or without it.
     cubes : torch.Tensor, (S, L, H, W), optional
         Targets of the reconstructor (apparent reflectance).
     seed : int
@@ -374,7 +434,8 @@ def adversarial_train_segmenter(
     -------
     dict
         ``loss`` (last total loss), ``mean_margin`` (last batch's mean adversarial margin),
-        ``lr`` (the last step's learning rate).
+        ``lr`` (the last step's learning rate); with a reconstructor also
+        ``reconstruction_l1`` (last batch's mean L1 on its training barcodes).
     """
     if barcodes.ndim != 4 or labels.shape != (barcodes.shape[0], *barcodes.shape[2:]):
         raise ValueError(
@@ -383,12 +444,20 @@ def adversarial_train_segmenter(
         )
     if (reconstructor is None) != (cubes is None):
         raise ValueError("give both reconstructor and cubes, or neither")
+    if cubes is not None and (cubes.ndim != 4 or cubes.shape[0] != barcodes.shape[0]
+                              or cubes.shape[2:] != barcodes.shape[2:]):  # fmt: skip
+        raise ValueError(
+            f"cubes must be (S={barcodes.shape[0]}, L, H={barcodes.shape[2]}, "
+            f"W={barcodes.shape[3]}); got {tuple(cubes.shape)}"
+        )
     device = next(segmenter.parameters()).device
     generator = torch.Generator(device=device).manual_seed(int(seed))
     order = np.random.default_rng(seed)
     parameters = list(segmenter.parameters())
     if reconstructor is not None:
         parameters += list(reconstructor.parameters())
+        # its own attack starts: the segmenter's generator is drawn exactly as without it
+        reconstructor_generator = torch.Generator(device=device).manual_seed(int(seed) + 1)
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     white = torch.as_tensor(white_electrons, dtype=torch.float32, device=device)
     burn_in_steps = int(config.burn_in * config.steps)
@@ -429,10 +498,26 @@ def adversarial_train_segmenter(
         count = valid.sum().clamp_min(1)
         loss = (weights * per_pixel).sum() / count
         if reconstructor is not None:
-            reconstructor.train()
             target = cubes[rows].to(device)
-            error = (reconstructor(inputs) - target).abs().mean(dim=1)
-            pixel_weights = weights if config.method == "mail" else torch.ones_like(error)
+            reconstructor_inputs = x
+            if config.method != "standard":
+                reconstructor.eval()  # as the segmenter's attack: inference-mode BatchNorm
+
+                def reconstructor_attack_loss(z, target=target):
+                    return (reconstructor(z) - target).abs().mean()
+
+                reconstructor_inputs = pgd_attack(
+                    reconstructor_attack_loss, x, budget, config.pgd_steps,
+                    config.step_fraction, reconstructor_generator,
+                )  # fmt: skip
+            reconstructor.train()
+            error = (reconstructor(reconstructor_inputs) - target).abs().mean(dim=1)
+            if config.method == "mail" and step >= burn_in_steps:
+                pixel_weights = mail_weights(
+                    reconstruction_margin(error), config.gamma, config.beta
+                )
+            else:  # every pixel counts: the L1 needs no labels
+                pixel_weights = torch.ones_like(error)
             loss = loss + (pixel_weights * error).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -442,6 +527,8 @@ def adversarial_train_segmenter(
             "mean_margin": float(margin[valid].mean()),
             "lr": optimizer.param_groups[0]["lr"],
         }
+        if reconstructor is not None:
+            last["reconstruction_l1"] = float(error.detach().mean())
     segmenter.eval()
     if reconstructor is not None:
         reconstructor.eval()

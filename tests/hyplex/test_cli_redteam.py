@@ -48,6 +48,10 @@ def test_redteam_reports_clean_and_attacked_figures(bundle_path, tmp_path):
         assert key in report, key
     assert report["miou_pgd"] <= report["miou_clean"] + 1e-9
     assert "success_etf_1" in result.output
+    # the reconstructor's own worst case, beside its PSNR under the segmenter-aimed PGD
+    assert "psnr_pgd_reconstructor" in result.output
+    assert report["psnr_pgd_reconstructor"] < report["psnr_clean"]
+    assert report["psnr_pgd_reconstructor"] <= report["psnr_pgd"] + 0.5
 
 
 def test_redteam_refuses_a_bundle_without_a_segmenter(bundle_path, tmp_path):

@@ -12,9 +12,9 @@ from hyplex.models.robustness import (
     adversarial_train_segmenter,
     mail_weights,
     pgd_attack,
-    probabilistic_margin,
     shot_noise_budget,
 )
+from hyplex.models.robustness.probabilistic_margin import probabilistic_margin
 
 torch.set_num_threads(1)
 
@@ -167,3 +167,17 @@ def test_training_applies_the_learning_rate_schedule():
         assert last["lr"] == pytest.approx(expected)
         weights[schedule] = net.weight.detach().clone()
     assert not torch.allclose(weights["constant"], weights["step"])
+
+
+def test_the_dotted_module_name_is_the_module_not_its_margin_function():
+    """``robustness/__init__.py`` used to re-export the function ``probabilistic_margin``,
+    which shadowed the submodule of the same name."""
+    import importlib
+    import types
+
+    import hyplex.models.robustness as robustness
+
+    module = importlib.import_module("hyplex.models.robustness.probabilistic_margin")
+    assert isinstance(robustness.probabilistic_margin, types.ModuleType)
+    assert robustness.probabilistic_margin is module
+    assert callable(module.probabilistic_margin)
