@@ -1,6 +1,8 @@
 """ACT: Sinkhorn against a hand-solved case, the deviation loss, and adaptation from the twin
 to a captured domain (fabricated filters, another illuminant, noise, uncalibrated white)."""
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -87,15 +89,32 @@ def _source(data):
 QUICK = dict(source_steps=200, adapt_steps=120, self_label_steps=80)
 
 
-def test_act_raises_the_target_auroc(openset_data, captured_target):
+def test_act_raises_the_target_auroc_beyond_restandardisation_alone(openset_data, captured_target):
+    """Full ACT against the same source detector with the target's input statistics moved
+    (stage 2's gain re-standardisation) but no contrastive / OT / anomaly-aware training and
+    no self-labelling (``adapt_steps=1, self_label_steps=0``). Re-standardisation alone
+    already gains ~+0.09 here, so "beats the source detector" does not test ACT; beating the
+    re-standardised detector does. Measured (target AUROC, ``ACTTraining`` seeds 0 / 1 / 2 on
+    this fixture; before -> re-standardised only -> full): 0.614 -> 0.701 -> 0.722,
+    0.589 -> 0.704 -> 0.731, 0.600 -> 0.667 -> 0.752 (other seeds: change ``seed`` below);
+    the margin asked, 0.01, is about half the smallest gain of the three. With stages 2-3
+    switched off (``alignment_weight``, ``contrastive_weight``, ``anomaly_aware_weight`` 0 and
+    ``self_label_steps`` 0 in ``QUICK``) this test fails: 0.614 -> 0.701 -> 0.701."""
     adapter = ACTAdapter(9, training=ACTTraining(seed=0, **QUICK))
     adapter.fit_source(*_source(openset_data))
+    restandardised = copy.deepcopy(adapter)  # the same stage-1 detector
+    restandardised.training_config = dataclasses.replace(
+        adapter.training_config, adapt_steps=1, self_label_steps=0
+    )
     unknown = captured_target.unknown
     before = ood_metrics(adapter.predict(captured_target.barcodes, adapted=False), unknown)
     history = adapter.adapt(captured_target.barcodes)
     after = ood_metrics(adapter.predict(captured_target.barcodes), unknown)
-    assert history["alignment"][-1] < 0.5 * history["alignment"][0]
+    restandardised.adapt(captured_target.barcodes)
+    only = ood_metrics(restandardised.predict(captured_target.barcodes), unknown)
+    assert after["auroc"] > only["auroc"] + 0.01, (before["auroc"], only["auroc"], after["auroc"])
     assert after["auroc"] > before["auroc"] + 0.05, (before["auroc"], after["auroc"])
+    assert history["alignment"][-1] < 0.5 * history["alignment"][0]
 
 
 def test_act_anomaly_aware_term_reads_source_pixels_with_source_statistics(openset_data):

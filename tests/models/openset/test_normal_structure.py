@@ -79,10 +79,34 @@ def test_the_relation_regulariser_orders_the_relations():
     assert means[1.0][1.0] > means[1.0][0.0] + 0.02, means
 
 
-def test_nsreg_detector_separates_planted_unknowns(openset_data, closed_set_segmenter):
-    detector = build_detector("NSReg", closed_set_segmenter, steps=300).fit(openset_data)
+def test_nsreg_detector_flags_planted_unknowns_and_learns_the_twin_scenes_relations(
+    openset_data, closed_set_segmenter
+):
+    """The product path (the head on :func:`head_features` of the twin's scenes, fitted by the
+    detector): its score separates the planted unknowns, and the relation module it trained
+    ranks connected normal superpixels of the twin's graph above structured negatives on a
+    relation draw it was not trained on. Only the second assertion tests NSReg: it fails
+    without the regulariser (``weight=0``: the relation module keeps its initialisation).
+
+    The score does *not* isolate the regulariser on this fixture: its AUROC with and without
+    it differ by less than the spread over fit seeds. Measured (150 steps, fit seeds 0 / 1 /
+    2): AUROC 0.853 / 0.856 / 0.828 with the regulariser, 0.853 / 0.851 / 0.819 with
+    ``weight=0``; mean predicted relation, connected normal minus structured negative, 0.021
+    / 0.033 / 0.018 with it and 0.003 / 0.005 / 0.001 without (300 steps: AUROC 0.826 /
+    0.783 / 0.784 with, 0.804 / 0.793 / 0.753 without, plain BCE 0.763 / 0.800 / 0.747).
+    """
+    detector = build_detector("NSReg", closed_set_segmenter, steps=150).fit(openset_data)
     scores = detector.predict(openset_data.test.barcodes)
     assert ood_metrics(scores, openset_data.test.unknown)["auroc"] > 0.7
+    head = detector.head
+    head.graph = superpixel_graph(*detector.training_scenes(openset_data), head.cell)
+    with torch.no_grad():
+        pairs, targets = head.sample_relations(torch.Generator().manual_seed(1))
+        r = head.represent(head.graph.features)
+        predicted = torch.sigmoid(head.relation_logit(r[pairs[:, 0]], r[pairs[:, 1]]))
+    head.graph = None
+    gap = float(predicted[targets == 1.0].mean() - predicted[targets == 0.0].mean())
+    assert gap > 0.01, gap
 
 
 def test_nsreg_needs_scenes_and_both_labels():
