@@ -9,6 +9,10 @@ event_learning     :class:`TemporalEventModule`: temporal token merging by densi
                    clustering plus contextual attention over the clip ("Temporal-contextual
                    Event Learning for Pedestrian Crossing Intent Prediction", ICONIP 2024;
                    ``hyplex segment --temporal tcl``)
+module_files       a fitted module inside a design bundle (``temporal-<kind>.json`` +
+                   safetensors, hash-checked, written atomically)
+twin_fitting       fitting either module for a bundle on labelled twin video
+                   (``hyplex temporal fit``)
 =================  ===================================================================
 
 Both take ``(logits (B, K, h, w), features (B, C, h, w), state)`` per frame and return
@@ -24,6 +28,7 @@ from hyplex.models.temporal.event_learning import (
 from hyplex.models.temporal.gated_smoother import (
     GatedLogitSmoother,
     fit_temporal,
+    fit_temporal_clips,
     label_flip_rate,
     mean_iou,
     smooth_sequence,
@@ -37,6 +42,7 @@ __all__ = [
     "build_temporal",
     "density_peak_merge",
     "fit_temporal",
+    "fit_temporal_clips",
     "label_flip_rate",
     "mean_iou",
     "smooth_sequence",
@@ -46,7 +52,7 @@ __all__ = [
 TEMPORAL_MODULES = ("none", "gated", "tcl")
 
 
-def build_temporal(name: str, n_classes: int, in_channels: int = 9):
+def build_temporal(name: str, n_classes: int, in_channels: int = 9, **options):
     """The temporal module named ``name`` for ``n_classes`` logits and ``in_channels`` features.
 
     Parameters
@@ -56,6 +62,10 @@ def build_temporal(name: str, n_classes: int, in_channels: int = 9):
         (:class:`TemporalEventModule`).
     n_classes, in_channels : int
         Channels of the segmenter's logits and of the frame features.
+    **options
+        Further constructor arguments of the module (e.g. ``window`` for TCL, ``hidden``
+        for either; a fitted module's stored options, :mod:`.module_files`). None for
+        ``"none"``.
 
     Returns
     -------
@@ -64,7 +74,9 @@ def build_temporal(name: str, n_classes: int, in_channels: int = 9):
     if name not in TEMPORAL_MODULES:
         raise ValueError(f"unknown temporal module {name!r}; expected one of {TEMPORAL_MODULES}")
     if name == "none":
+        if options:
+            raise ValueError(f"the 'none' temporal module takes no options, got {options}")
         return None
     if name == "gated":
-        return GatedLogitSmoother(n_classes)
-    return TemporalEventModule(n_classes, in_channels)
+        return GatedLogitSmoother(n_classes, **options)
+    return TemporalEventModule(n_classes, in_channels, **options)

@@ -50,6 +50,7 @@ __all__ = [
     "GatedLogitSmoother",
     "gate_refinement",
     "fit_temporal",
+    "fit_temporal_clips",
     "label_flip_rate",
     "mean_iou",
     "smooth_sequence",
@@ -189,6 +190,7 @@ def fit_temporal(
 
     Loss: cross-entropy of the smoothed output plus ``consistency_weight`` x the mean change
     of the output probabilities between consecutive frames where the truth does not change.
+    The one-clip case of :func:`fit_temporal_clips` (the same draws and updates).
 
     Parameters
     ----------
@@ -205,17 +207,61 @@ def fit_temporal(
     list of float
         Loss per step.
     """
-    if not (logits.shape[0] == features.shape[0] == labels.shape[0] >= 2):
-        raise ValueError(
-            "logits, features and labels need the same number of frames T >= 2, got "
-            f"{logits.shape[0]}, {features.shape[0]}, {labels.shape[0]}"
-        )
-    window = max(2, min(int(window), logits.shape[0]))
+    return fit_temporal_clips(
+        module, [(logits, features, labels)], steps, lr, window, consistency_weight, seed
+    )
+
+
+def fit_temporal_clips(
+    module,
+    clips,
+    steps: int = 60,
+    lr: float = 0.02,
+    window: int = 6,
+    consistency_weight: float = 1.0,
+    seed: int = 0,
+    progress=None,
+) -> list[float]:
+    """Train a temporal module on several labelled clips (see :func:`fit_temporal`).
+
+    Each step draws a clip (uniformly; no draw for a single clip), then a window of
+    ``window`` consecutive frames inside it, so no window spans two clips (a cut).
+
+    Parameters
+    ----------
+    module : GatedLogitSmoother or TemporalEventModule
+    clips : sequence of (logits (T, K, h, w), features (T, C, h, w), labels int (T, h, w))
+        Torch tensors on the module's device; ``T >= 2`` per clip (clips may differ in
+        ``T``, ``h`` and ``w``).
+    steps, lr, window, consistency_weight, seed
+        As :func:`fit_temporal` (``window`` is clipped to the shortest clip).
+    progress : callable or None
+        Called with no argument after each step (e.g. a tqdm bar's ``update``).
+
+    Returns
+    -------
+    list of float
+        Loss per step.
+    """
+    clips = list(clips)
+    if not clips:
+        raise ValueError("fit_temporal_clips needs at least one (logits, features, labels) clip")
+    for logits, features, labels in clips:
+        if not (logits.shape[0] == features.shape[0] == labels.shape[0] >= 2):
+            raise ValueError(
+                "logits, features and labels need the same number of frames T >= 2, got "
+                f"{logits.shape[0]}, {features.shape[0]}, {labels.shape[0]}"
+            )
+    window = max(2, min(int(window), min(clip[0].shape[0] for clip in clips)))
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(module.parameters(), lr=lr)
-    logits, features, labels = logits.detach(), features.detach(), labels.long()
+    clips = [(lg.detach(), ft.detach(), lb.long()) for lg, ft, lb in clips]
     history = []
     for _ in range(int(steps)):
+        index = 0
+        if len(clips) > 1:
+            index = int(torch.randint(0, len(clips), (1,), generator=generator))
+        logits, features, labels = clips[index]
         start = int(torch.randint(0, logits.shape[0] - window + 1, (1,), generator=generator))
         chunk = slice(start, start + window)
         out, _ = smooth_sequence(module, logits[chunk], features[chunk])
@@ -229,6 +275,8 @@ def fit_temporal(
         loss.backward()
         optimiser.step()
         history.append(float(loss.detach()))
+        if progress is not None:
+            progress()
     return history
 
 
