@@ -17,6 +17,7 @@ command                       job                                          modul
 ``openset fit``, ``coverage`` open-set heads in bundles, hull coverage     :mod:`.openset`
 ``forget``                    unlearning a class or scenes from a bundle    :mod:`.forget`
 ``redteam``                   attacks on a bundle's decoders (PGD, ETF)     :mod:`.redteam`
+``temporal fit``              a fitted temporal module (TCL) in a bundle    :mod:`.temporal`
 ``realfake fit``              a real-vs-fake (metamer) head in a bundle     :mod:`.realfake`
 ============================  ===========================================  ==================
 """
@@ -40,6 +41,7 @@ from hyplex.cli.realfake import register as register_realfake
 from hyplex.cli.redteam import register as register_redteam
 from hyplex.cli.refit import register as register_refit
 from hyplex.cli.simulate import simulate_app
+from hyplex.cli.temporal import register as register_temporal
 from hyplex.cli.video import register as register_video
 
 app = typer.Typer(
@@ -61,6 +63,7 @@ register_openset(app)
 register_forget(app)
 register_redteam(app)
 register_pretrain(app)
+register_temporal(app)
 register_realfake(app)
 
 

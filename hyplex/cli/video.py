@@ -181,7 +181,8 @@ def segment_command(
         typer.Option(
             help="Temporal module over the labels: none, gated (occlusion-aware logit "
             "smoothing) or tcl (temporal event learning: DPC-kNN event merging + contextual "
-            "attention over the last frames).",
+            "attention over the last frames). The bundle's fitted module runs when it has one "
+            "('hyplex temporal fit'), else an untrained one, with a warning.",
         ),
     ] = "none",
     cube: Annotated[bool, typer.Option(help="Store reconstructed cubes.")] = True,
@@ -372,6 +373,9 @@ def segment_command(
                 typer.echo(f"  frame {error['index']}: {error['error']}", err=True)
             if verbose and "roofline" in result:
                 typer.echo(result["roofline"]["table"])
+            note = result.get("temporal")  # a fitted temporal module, or a warning without one
+            if note:
+                typer.echo(f"  {note['message']}", err=not note["fitted"])
             for obj, candidates in list(result.get("material_beliefs", {}).items())[:10]:
                 shown = ", ".join(f"{name} {p:.2f}" for name, p in candidates)
                 typer.echo(f"  object {obj}: {shown}")

@@ -50,7 +50,9 @@ class SegmentJob:
         Temporal module over the labels (:func:`hyplex.models.temporal.build_temporal`):
         ``"none"``, ``"gated"`` (:class:`~hyplex.models.temporal.GatedLogitSmoother`) or
         ``"tcl"`` (:class:`~hyplex.models.temporal.TemporalEventModule`); True means
-        ``"gated"``, False ``"none"`` (older jobs).
+        ``"gated"``, False ``"none"`` (older jobs). The bundle's fitted module of that kind
+        (``temporal-<kind>.json``, ``hyplex temporal fit``) runs when it has one, else an
+        untrained one; the result's ``temporal`` note says which.
     cube : bool
         Store the reconstructed cubes.
     video : bool
@@ -183,7 +185,7 @@ def output_channels(module, in_channels: int, n_filters: int, shape=(8, 8)) -> i
 def segment_file(job: SegmentJob) -> dict:
     """Run one job (see the module doc); returns the run summary as a dict plus ``outputs``."""
     from hyplex.calibration.store import load_calibration
-    from hyplex.models.temporal import build_temporal
+    from hyplex.models.temporal.module_files import temporal_for_run
     from hyplex.pipeline.engine import Pipeline
     from hyplex.pipeline.inference import InferenceConfig, InferenceEngine
     from hyplex.pipeline.outputs import (
@@ -242,7 +244,16 @@ def segment_file(job: SegmentJob) -> dict:
                 in_channels = output_channels(models["reconstructor"], None, layout.n_filters)
             n_classes = output_channels(segmenter, in_channels, layout.n_filters)
         name = {True: "gated", False: "none"}.get(job.temporal, job.temporal)
-        temporal = build_temporal(name, n_classes, layout.n_filters) if n_classes >= 2 else None
+        # the bundle's fitted module (temporal-<name>.json) when it has one, else untrained
+        temporal, temporal_note = temporal_for_run(
+            name,
+            n_classes,
+            layout.n_filters,
+            job.bundle,
+            models.get("class_names"),
+            None if models.get("openset") is not None else segmenter,  # a head's fine-tuned copy
+            "--segmenter replaces the bundle's segmenter" if job.segmenter and job.bundle else None,
+        )
         openset = models.get("openset")
         engine = InferenceEngine(
             models["reconstructor"], segmenter, temporal, config, openset, fake_head
@@ -310,6 +321,8 @@ def segment_file(job: SegmentJob) -> dict:
         outputs = {key: partial_path(path) for key, path in outputs.items()}
     result = summary.to_dict()
     result["input"], result["outputs"] = job.input, {k: str(v) for k, v in outputs.items()}
+    if temporal_note is not None:  # fitted or untrained, and from where (hyplex temporal fit)
+        result["temporal"] = temporal_note
     if beliefs is not None:  # each object's candidate materials with probabilities
         result["material_beliefs"] = beliefs.top()
     if times is not None and times.stage_ms():
