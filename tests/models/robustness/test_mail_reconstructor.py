@@ -134,3 +134,32 @@ def test_adversarial_training_raises_the_reconstructor_psnr_under_its_own_attack
         assert report["psnr_pgd_reconstructor"] < report["psnr_clean"]
     assert psnr["pgd_at"] > psnr["standard"] + 1.0, psnr
     assert psnr["mail"] > psnr["standard"] + 1.0, psnr
+
+
+def test_a_mail_step_lowers_the_worst_reconstruction_errors_more_than_a_pgd_at_step():
+    """The defining piece of MAIL for the reconstructor: the same adversarial barcodes (here
+    a zero budget, so the clean ones), but the L1 reweighted by the reconstruction margin, so
+    one step from the same weights lowers the error of the worst pixels more than PGD-AT's
+    uniform step does (measured: 0.150 vs 0.104 band-mean L1; with the reconstructor's MAIL
+    weights switched to ones both drops are 0.104 and this test fails)."""
+    generator = torch.Generator().manual_seed(0)
+    barcodes = torch.rand(4, 3, 6, 6, generator=generator) * 0.5 + 0.1
+    cubes = torch.rand(4, 5, 6, 6, generator=generator) * 0.3 + barcodes[:, :1] ** 2
+    labels = torch.randint(0, 2, (4, 6, 6), generator=generator)
+    white = torch.full((3,), 800.0)
+    drops = {}
+    for method in ("pgd_at", "mail"):
+        torch.manual_seed(0)
+        segmenter = nn.Conv2d(3, 2, 1)
+        reconstructor = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 5, 1))
+        with torch.no_grad():
+            before = (reconstructor(barcodes) - cubes).abs().mean(1)
+        config = MAILConfig(method=method, epsilon=0.0, steps=1, batch_size=4, lr=0.05,
+                            burn_in=0.0, gamma=10.0)  # fmt: skip
+        adversarial_train_segmenter(segmenter, barcodes, labels, white, config,
+                                    reconstructor=reconstructor, cubes=cubes)  # fmt: skip
+        with torch.no_grad():
+            after = (reconstructor(barcodes) - cubes).abs().mean(1)
+        worst = before >= before.quantile(0.8)
+        drops[method] = (before - after)[worst].mean().item()
+    assert drops["mail"] > drops["pgd_at"] + 0.01, drops

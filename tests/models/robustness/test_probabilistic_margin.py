@@ -1,5 +1,6 @@
-"""MAIL: margins and weights against their formulas, PGD inside the shot-noise budget, and
-MAIL-AT beating standard training under attack on a small fixed-seed case."""
+"""MAIL: margins and weights against their formulas, PGD inside the shot-noise budget, and one
+MAIL step lifting the smallest margins more than a PGD-AT step. MAIL-AT beating standard
+training under attack on a small fixed-seed twin case is in ``test_mail_beats_standard.py``."""
 
 import math
 
@@ -93,7 +94,7 @@ def test_training_methods_are_validated():
         MAILConfig(burn_in=1.0)
 
 
-def test_the_reconstructor_trains_on_the_same_adversarial_barcodes():
+def test_the_reconstructor_trains_under_adversarial_training():
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (4, 4, 4), generator=generator)
     cubes = torch.rand(4, 5, 4, 4, generator=generator)
