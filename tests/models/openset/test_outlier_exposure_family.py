@@ -49,13 +49,19 @@ def plain_cross_entropy_auroc(openset_data, planted, _trained_segmenter):
     return auroc(build_detector("MSP", model), planted)
 
 
+# ATOL is not a row here: it sees no real outliers, and on these planted *real* auxiliary
+# materials its losses do not help. Measured (80 steps, fit seeds 0 / 1 / 2; plain
+# cross-entropy 0.672): ATOL 0.760 / 0.626 / 0.692, the same run with its auxiliary OOD and
+# alignment losses off (``outlier_weight=0, trade_off=0``) 0.750 / 0.694 / 0.715, so an ATOL
+# row here passed at seed 0 without ATOL's losses and failed at seed 1 with them. ATOL's
+# test is test_atol_flags_materials_from_its_auxiliary_ood_region (see its docstring for
+# what it does and does not isolate).
 @pytest.mark.parametrize(
     ("method", "options", "margin"),
     [
         ("OE", {}, 0.1),
         ("DOE", {}, 0.1),
         ("DAL", {}, 0.1),
-        ("ATOL", {}, 0.05),
         ("Watermarking", {}, 0.05),
     ],
 )
@@ -74,7 +80,17 @@ def test_atol_flags_materials_from_its_auxiliary_ood_region(
     openset_data, closed_set_segmenter, _trained_segmenter
 ):
     """ATOL sees no real outliers: its planted unknown is a material drawn from the twin
-    generator's OOD region (fresh samples), which plain cross-entropy does not flag."""
+    generator's OOD region (fresh samples), which plain cross-entropy does not flag.
+
+    What it does not isolate: ATOL's own losses. AUROC on these scenes (each fit seed's
+    generator draws its own materials), fit seeds 0 / 1 / 2, 80 steps: ATOL 0.754 / 0.677 /
+    0.731, plain cross-entropy 0.689 / 0.648 / 0.660 (the 0.05 margin holds at seeds 0 and 2),
+    and the same ATOL run with its auxiliary-OOD and alignment losses off (``outlier_weight=0,
+    trade_off=0``; the auxiliary head still learns the generated ID composites) 0.676 / 0.736 /
+    0.797: it fails this test at seed 0, the seed used, but passes at seeds 1 and 2. With 200
+    steps: ATOL 0.762 / 0.708 / 0.639, losses off 0.743 / 0.771 / 0.858. The seed-0 pass is
+    therefore not evidence that ATOL's losses help (reported to the lead, issue 15).
+    """
     detector = build_detector("ATOL", closed_set_segmenter, steps=STEPS)
     detector.fit(openset_data, seed=0)
     rng = np.random.default_rng(123)
