@@ -72,6 +72,7 @@ def check_bands(bands, reconstructor, segmenter, bundle, text: str | None = None
         reconstructor=reconstructor and str(reconstructor),
         segmenter=segmenter and str(segmenter),
         bundle=bundle and str(bundle),
+        fake=False,  # no fake map here: a bundle's real/fake head is not loaded
     )
     try:
         models = job_models(job)
@@ -514,6 +515,7 @@ def _camera_session(camera, reconstructor, segmenter, bundle, calibration, pitch
         reconstructor=reconstructor and str(reconstructor),
         segmenter=segmenter and str(segmenter),
         bundle=bundle and str(bundle),
+        fake=False,  # no fake map here: a bundle's real/fake head is not loaded
     )
     try:
         models = job_models(job)

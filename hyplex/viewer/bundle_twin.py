@@ -107,7 +107,7 @@ def bundle_on_twin(
     from hyplex.simulation.video import make_video
 
     path = Path(bundle)
-    models = job_models(SegmentJob(input="sim", out_dir=".", bundle=str(path)))
+    models = job_models(SegmentJob(input="sim", out_dir=".", bundle=str(path), fake=False))
     design = load_bundle(path)
     rows, cols = (int(v) for v in sensor_shape)
     twin, _ = design_twin(design, (rows, cols), float(pitch_px), rotation_deg=0.0)

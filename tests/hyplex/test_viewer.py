@@ -301,3 +301,18 @@ def test_view_command_serves_a_bundle_on_the_sim_camera(bundle_with_head, tmp_pa
     nothing = ["--bundle", str(tmp_path / "nothing"), "--seconds", "0"]
     missing = runner.invoke(app, [*args, *nothing], env={"COLUMNS": "400"})
     assert missing.exit_code == 2 and "no such bundle folder" in missing.output
+
+
+def test_the_viewer_ignores_a_real_fake_head_it_never_shows(bundle_with_head, tmp_path):
+    """The viewer shows no fake map, so a bundle's real/fake head, even a broken one, is not
+    loaded: the session starts where ``hyplex segment --fake`` would refuse the head."""
+    import shutil
+
+    from hyplex.models.pretraining.realfake_files import REALFAKE_JSON
+    from hyplex.viewer.server import simulated_session
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_with_head, copy)
+    (copy / REALFAKE_JSON).write_text("{not json")
+    session = simulated_session(sensor_shape=SHAPE, bundle=copy)
+    assert session.pipeline.engine.openset is not None
