@@ -9,6 +9,10 @@ masked_contrastive         structured space/band masking + NT-Xent pretraining o
 hierarchical_contrastive   attention over layers and band groups with a margin contrastive
                            loss, as the real-vs-fake head ("HierCon: Hierarchical
                            Contrastive Attention for Audio Deepfake Detection", WWW 2026)
+realfake_files             a trained HierCon head inside a design bundle (``realfake.json``
+                           + safetensors, hash-checked, written atomically)
+realfake_fitting           fitting that head for a bundle on twin real-vs-fake (metamer)
+                           pixels (``hyplex realfake fit``; ``hyplex segment --fake``)
 =========================  ==============================================================
 """
 
