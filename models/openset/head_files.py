@@ -18,15 +18,16 @@ unpickles: safetensors, and a JSON whose shapes are checked against the detector
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hyplex.optics.atomic_io import atomic_write
+from hyplex.models.bundle_records import (
+    read_hashed_tensors,
+    read_record,
+    write_hashed_record,
+)
 from hyplex.optics.untrusted import check_state_shapes
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
 HEAD_FORMAT = "hyplex-openset-head"
 HEAD_VERSION = 1
 HEAD_JSON = "openset.json"
-MAX_JSON_BYTES = 1_000_000
 
 
 class OpenSetHeadError(ValueError):
@@ -51,14 +51,6 @@ class OpenSetHeadError(ValueError):
 def has_openset_head(bundle_path) -> bool:
     """Whether the bundle directory holds an ``openset.json``."""
     return (Path(bundle_path) / HEAD_JSON).is_file()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_openset_head(bundle_path, detector, class_names, metrics: dict | None = None) -> Path:
@@ -75,8 +67,6 @@ def save_openset_head(bundle_path, detector, class_names, metrics: dict | None =
     -------
     Path of ``openset.json``.
     """
-    from safetensors.torch import save
-
     folder = Path(bundle_path)
     if not folder.is_dir():
         raise OpenSetHeadError(f"{folder}: no such bundle directory")
@@ -84,11 +74,6 @@ def save_openset_head(bundle_path, detector, class_names, metrics: dict | None =
         raise OpenSetHeadError(
             "the detector is not calibrated (call calibrate() on held-out ID data)"
         )
-    payload = save(detector.tensors(), metadata={"format": HEAD_FORMAT})
-    digest = hashlib.sha256(payload).hexdigest()
-    name = f"openset-{digest[:16]}.safetensors"
-    atomic_write(folder / name, lambda handle: handle.write(payload))
-    old = read_head_record(folder).get("tensors_file") if has_openset_head(folder) else None
     channels = getattr(detector.model, "in_channels", None)
     record = {
         "format": HEAD_FORMAT,
@@ -96,57 +81,36 @@ def save_openset_head(bundle_path, detector, class_names, metrics: dict | None =
         **detector.config(),
         "class_names": list(class_names),
         "n_filters": None if channels is None else int(channels),
-        "tensors_file": name,
-        "tensors_sha256": digest,
         "metrics": metrics or {},
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    text = json.dumps(record, indent=1)
-    path = atomic_write(folder / HEAD_JSON, lambda handle: handle.write(text.encode()))
-    if old and old != name and (folder / old).is_file():
-        (folder / old).unlink()
-    return path
+    tensors = detector.tensors()
+    return write_hashed_record(
+        folder / HEAD_JSON, "openset", tensors, record, metadata={"format": HEAD_FORMAT}
+    )
 
 
 def read_head_record(bundle_path) -> dict:
     """The validated ``openset.json`` of a bundle (:class:`OpenSetHeadError` if absent/bad)."""
     folder = Path(bundle_path)
-    path = folder / HEAD_JSON
-    if not path.is_file():
-        raise OpenSetHeadError(
-            f"{folder} has no open-set head, so it cannot give unknown maps; add one with "
-            f"'hyplex openset fit --bundle {folder} --method OE' (or design --openset METHOD)"
-        )
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise OpenSetHeadError(f"{path} is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OpenSetHeadError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(record, dict) or record.get("format") != HEAD_FORMAT:
-        raise OpenSetHeadError(f"{path}: not an open-set head (format {HEAD_FORMAT!r} expected)")
-    if record.get("format_version") != HEAD_VERSION:
-        raise OpenSetHeadError(
-            f"{path}: format_version {record.get('format_version')}, expected {HEAD_VERSION}"
-        )
     kinds = {
         "method": str,
         "options": dict,
-        "tensors_file": str,
-        "tensors_sha256": str,
         "class_names": list,
         "threshold": (int, float),
         "score_scale": (int, float),
     }
-    for key, kind in kinds.items():
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            raise OpenSetHeadError(f"{path}: {key} is missing or of the wrong type")
-    name = record["tensors_file"]
-    if Path(name).name != name or not name.endswith(".safetensors"):
-        raise OpenSetHeadError(
-            f"{path}: tensors_file must be a file name in the bundle, got {name!r}"
-        )
-    return record
+    return read_record(
+        folder / HEAD_JSON,
+        record_format=HEAD_FORMAT,
+        version=HEAD_VERSION,
+        fields=kinds,
+        error=OpenSetHeadError,
+        missing=(
+            f"{folder} has no open-set head, so it cannot give unknown maps; add one with "
+            f"'hyplex openset fit --bundle {folder} --method OE' (or design --openset METHOD)"
+        ),
+        what="an open-set head",
+    )
 
 
 def load_openset_head(bundle_path, segmenter: nn.Module, class_names=None, device="cpu"):
@@ -159,9 +123,6 @@ def load_openset_head(bundle_path, segmenter: nn.Module, class_names=None, devic
         No head, a corrupt or foreign head, tensors whose hash or shapes do not match, a head
         for other classes or another number of filters than the segmenter.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from hyplex.models.openset.scores import build_detector
 
     folder = Path(bundle_path)
@@ -181,15 +142,8 @@ def load_openset_head(bundle_path, segmenter: nn.Module, class_names=None, devic
             f"{folder}/{HEAD_JSON} was fitted for {record['n_filters']} filters, the segmenter "
             f"reads {channels}: mismatched channel counts"
         )
+    tensors = read_hashed_tensors(folder, record, HEAD_JSON, OpenSetHeadError, "head")
     tensors_path = folder / record["tensors_file"]
-    if not tensors_path.is_file():
-        raise OpenSetHeadError(f"{tensors_path} is missing (named by {HEAD_JSON})")
-    if _sha256(tensors_path) != record["tensors_sha256"]:
-        raise OpenSetHeadError(f"{tensors_path}: SHA-256 does not match {HEAD_JSON} (corrupt head)")
-    try:
-        tensors = load_file(tensors_path, device="cpu")
-    except (SafetensorError, OSError) as error:
-        raise OpenSetHeadError(f"{tensors_path} is corrupt: {error}") from None
     try:
         detector = build_detector(record["method"], segmenter, **record["options"])
         expected = detector.tensors()

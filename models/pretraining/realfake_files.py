@@ -28,16 +28,13 @@ output is an extrapolation, so the map is read where the segmenter's labels are 
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hyplex.models.bundle_records import read_hashed_tensors, read_record, write_hashed_record
 from hyplex.models.pretraining.hierarchical_contrastive import HierConHead
-from hyplex.optics.atomic_io import atomic_write
 from hyplex.optics.untrusted import check_state_shapes
 
 __all__ = [
@@ -55,7 +52,6 @@ __all__ = [
 REALFAKE_FORMAT = "hyplex-realfake-head"
 REALFAKE_VERSION = 1
 REALFAKE_JSON = "realfake.json"
-MAX_JSON_BYTES = 1_000_000
 THRESHOLD_CRITERIA = ("eer", "tpr95")
 _CONFIG_KEYS = ("in_channels", "band_groups", "layers", "layers_per_group", "width")
 # an untrusted record must not make the loader allocate an arbitrarily large network
@@ -146,11 +142,6 @@ def has_realfake_head(bundle_path) -> bool:
     return (Path(bundle_path) / REALFAKE_JSON).is_file()
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def save_realfake_head(bundle_path, head: RealFakeHead, metrics: dict | None = None) -> Path:
     """Write ``head`` as the bundle's real/fake head, replacing any old one (module doc).
 
@@ -166,19 +157,12 @@ def save_realfake_head(bundle_path, head: RealFakeHead, metrics: dict | None = N
     -------
     Path of ``realfake.json``.
     """
-    from safetensors.torch import save
-
     folder = Path(bundle_path)
     if not folder.is_dir():
         raise RealFakeHeadError(f"{folder}: no such bundle directory")
     if not isinstance(head, RealFakeHead):
         raise TypeError(f"head must be a RealFakeHead, got {type(head).__name__}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.hiercon.state_dict().items()}
-    payload = save(tensors, metadata={"format": REALFAKE_FORMAT})
-    digest = hashlib.sha256(payload).hexdigest()
-    name = f"realfake-{digest[:16]}.safetensors"
-    atomic_write(folder / name, lambda handle: handle.write(payload))
-    old = read_realfake_record(folder).get("tensors_file") if has_realfake_head(folder) else None
     record = {
         "format": REALFAKE_FORMAT,
         "format_version": REALFAKE_VERSION,
@@ -190,16 +174,11 @@ def save_realfake_head(bundle_path, head: RealFakeHead, metrics: dict | None = N
         "real_classes": head.real_classes,
         "fake_classes": head.fake_classes,
         "n_filters": head.in_channels,
-        "tensors_file": name,
-        "tensors_sha256": digest,
         "metrics": metrics or {},
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    text = json.dumps(record, indent=1)
-    path = atomic_write(folder / REALFAKE_JSON, lambda handle: handle.write(text.encode()))
-    if old and old != name and (folder / old).is_file():
-        (folder / old).unlink()
-    return path
+    return write_hashed_record(
+        folder / REALFAKE_JSON, "realfake", tensors, record, metadata={"format": REALFAKE_FORMAT}
+    )
 
 
 def read_realfake_record(bundle_path) -> dict:
@@ -213,25 +192,6 @@ def read_realfake_record(bundle_path) -> dict:
     """
     folder = Path(bundle_path)
     path = folder / REALFAKE_JSON
-    if not path.is_file():
-        raise RealFakeHeadError(
-            f"{folder} has no real/fake head, so it cannot give fake maps; add one with "
-            f"'hyplex realfake fit --bundle {folder}'"
-        )
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise RealFakeHeadError(f"{path} is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RealFakeHeadError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(record, dict) or record.get("format") != REALFAKE_FORMAT:
-        raise RealFakeHeadError(
-            f"{path}: not a real/fake head (format {REALFAKE_FORMAT!r} expected)"
-        )
-    if record.get("format_version") != REALFAKE_VERSION:
-        raise RealFakeHeadError(
-            f"{path}: format_version {record.get('format_version')}, expected {REALFAKE_VERSION}"
-        )
     kinds = {
         "config": dict,
         "barcode_scale": (int, float),
@@ -240,12 +200,19 @@ def read_realfake_record(bundle_path) -> dict:
         "real_classes": list,
         "fake_classes": list,
         "n_filters": int,
-        "tensors_file": str,
-        "tensors_sha256": str,
     }
-    for key, kind in kinds.items():
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            raise RealFakeHeadError(f"{path}: {key} is missing or of the wrong type")
+    record = read_record(
+        path,
+        record_format=REALFAKE_FORMAT,
+        version=REALFAKE_VERSION,
+        fields=kinds,
+        error=RealFakeHeadError,
+        missing=(
+            f"{folder} has no real/fake head, so it cannot give fake maps; add one with "
+            f"'hyplex realfake fit --bundle {folder}'"
+        ),
+        what="a real/fake head",
+    )
     config = record["config"]
     if set(config) != set(_CONFIG_KEYS) or not all(
         isinstance(config[k], int) and not isinstance(config[k], bool) for k in _CONFIG_KEYS
@@ -255,11 +222,6 @@ def read_realfake_record(bundle_path) -> dict:
         raise RealFakeHeadError(f"{path}: config {config} outside the limits {_CONFIG_LIMITS}")
     if config["in_channels"] != record["n_filters"]:
         raise RealFakeHeadError(f"{path}: config in_channels differs from n_filters")
-    name = record["tensors_file"]
-    if Path(name).name != name or not name.endswith(".safetensors"):
-        raise RealFakeHeadError(
-            f"{path}: tensors_file must be a file name in the bundle, got {name!r}"
-        )
     return record
 
 
@@ -280,9 +242,6 @@ def load_realfake_head(bundle_path, n_filters: int | None = None, device="cpu") 
         No head, a corrupt or foreign record, tensors that are missing or whose SHA-256 or
         shapes do not match the record, a head for another number of filters.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(bundle_path)
     record = read_realfake_record(folder)
     if n_filters is not None and int(n_filters) != record["n_filters"]:
@@ -290,17 +249,8 @@ def load_realfake_head(bundle_path, n_filters: int | None = None, device="cpu") 
             f"{folder}/{REALFAKE_JSON} was fitted for {record['n_filters']} filters, the input "
             f"has {int(n_filters)}: mismatched channel counts"
         )
+    tensors = read_hashed_tensors(folder, record, REALFAKE_JSON, RealFakeHeadError, "head")
     tensors_path = folder / record["tensors_file"]
-    if not tensors_path.is_file():
-        raise RealFakeHeadError(f"{tensors_path} is missing (named by {REALFAKE_JSON})")
-    if _file_sha256(tensors_path) != record["tensors_sha256"]:
-        raise RealFakeHeadError(
-            f"{tensors_path}: SHA-256 does not match {REALFAKE_JSON} (corrupt head)"
-        )
-    try:
-        tensors = load_file(tensors_path, device="cpu")
-    except (SafetensorError, OSError) as error:
-        raise RealFakeHeadError(f"{tensors_path} is corrupt: {error}") from None
     try:
         hiercon = HierConHead(**record["config"])
         check_state_shapes(hiercon.state_dict(), tensors, str(tensors_path))

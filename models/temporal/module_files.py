@@ -24,17 +24,15 @@ tensors' names and shapes against a meta-device build of the same module before 
 from __future__ import annotations
 
 import hashlib
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hyplex.models.bundle_records import read_hashed_tensors, read_record, write_hashed_record
 from hyplex.models.temporal import build_temporal
 from hyplex.models.temporal.event_learning import TemporalEventModule
 from hyplex.models.temporal.gated_smoother import GatedLogitSmoother
-from hyplex.optics.atomic_io import atomic_write
 from hyplex.optics.untrusted import check_config_limits, check_state_shapes
 
 __all__ = [
@@ -55,7 +53,6 @@ TEMPORAL_FORMAT = "hyplex-temporal-module"
 TEMPORAL_VERSION = 1
 #: The module kinds that carry fitted weights (``"none"`` has none).
 FITTED_KINDS = ("gated", "tcl")
-MAX_JSON_BYTES = 1_000_000
 #: Constructor arguments stored per kind (the rest are learned parameters or class counts).
 _OPTIONS = {
     "gated": {"hidden": int},
@@ -92,14 +89,6 @@ def temporal_record_path(bundle_path, kind: str) -> Path:
 def has_temporal_module(bundle_path, kind: str) -> bool:
     """Whether the bundle directory holds a fitted module of ``kind`` (``"gated"``/``"tcl"``)."""
     return kind in FITTED_KINDS and temporal_record_path(bundle_path, kind).is_file()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def segmenter_sha256(segmenter: nn.Module) -> str:
@@ -155,8 +144,6 @@ def save_temporal_module(
     -------
     Path of ``temporal-<kind>.json``.
     """
-    from safetensors.torch import save
-
     folder = Path(bundle_path)
     if not folder.is_dir():
         raise TemporalModuleError(f"{folder}: no such bundle directory")
@@ -167,12 +154,6 @@ def save_temporal_module(
         )
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in
                module.state_dict().items()}  # fmt: skip
-    payload = save(tensors, metadata={"format": TEMPORAL_FORMAT, "module": kind})
-    digest = hashlib.sha256(payload).hexdigest()
-    name = f"temporal-{kind}-{digest[:16]}.safetensors"
-    atomic_write(folder / name, lambda handle: handle.write(payload))
-    path = temporal_record_path(folder, kind)
-    old = read_temporal_record(folder, kind).get("tensors_file") if path.is_file() else None
     record = {
         "format": TEMPORAL_FORMAT,
         "format_version": TEMPORAL_VERSION,
@@ -181,17 +162,16 @@ def save_temporal_module(
         "class_names": [str(c) for c in class_names],
         "n_filters": int(n_filters),
         "segmenter_sha256": str(segmenter_hash),
-        "tensors_file": name,
-        "tensors_sha256": digest,
         "training": training or {},
         "metrics": metrics or {},
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    text = json.dumps(record, indent=1)
-    atomic_write(path, lambda handle: handle.write(text.encode()))
-    if old and old != name and (folder / old).is_file():
-        (folder / old).unlink()
-    return path
+    return write_hashed_record(
+        temporal_record_path(folder, kind),
+        f"temporal-{kind}",
+        tensors,
+        record,
+        metadata={"format": TEMPORAL_FORMAT, "module": kind},
+    )
 
 
 def read_temporal_record(bundle_path, kind: str) -> dict:
@@ -199,38 +179,25 @@ def read_temporal_record(bundle_path, kind: str) -> dict:
     absent, foreign or malformed)."""
     folder = Path(bundle_path)
     path = temporal_record_path(folder, kind)
-    if not path.is_file():
-        raise TemporalModuleError(
-            f"{folder} has no fitted {kind} temporal module; fit one with "
-            f"'hyplex temporal fit --bundle {folder} --module {kind}'"
-        )
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise TemporalModuleError(f"{path} is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise TemporalModuleError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(record, dict) or record.get("format") != TEMPORAL_FORMAT:
-        raise TemporalModuleError(
-            f"{path}: not a fitted temporal module (format {TEMPORAL_FORMAT!r} expected)"
-        )
-    if record.get("format_version") != TEMPORAL_VERSION:
-        raise TemporalModuleError(
-            f"{path}: format_version {record.get('format_version')}, expected {TEMPORAL_VERSION}"
-        )
     kinds = {
         "module": str,
         "options": dict,
         "class_names": list,
         "n_filters": int,
         "segmenter_sha256": str,
-        "tensors_file": str,
-        "tensors_sha256": str,
     }
-    for key, expected in kinds.items():
-        value = record.get(key)
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise TemporalModuleError(f"{path}: {key} is missing or of the wrong type")
+    record = read_record(
+        path,
+        record_format=TEMPORAL_FORMAT,
+        version=TEMPORAL_VERSION,
+        fields=kinds,
+        error=TemporalModuleError,
+        missing=(
+            f"{folder} has no fitted {kind} temporal module; fit one with "
+            f"'hyplex temporal fit --bundle {folder} --module {kind}'"
+        ),
+        what="a fitted temporal module",
+    )
     if record["module"] != kind:
         raise TemporalModuleError(f"{path}: holds a {record['module']!r} module, not {kind!r}")
     allowed = _OPTIONS[kind]
@@ -248,11 +215,6 @@ def read_temporal_record(bundle_path, kind: str) -> dict:
                 f"{path}: option {key}={value!r} is not one of the {kind} module's "
                 f"({', '.join(f'{k}: {v.__name__}' for k, v in allowed.items())})"
             )
-    name = record["tensors_file"]
-    if Path(name).name != name or not name.endswith(".safetensors"):
-        raise TemporalModuleError(
-            f"{path}: tensors_file must be a file name in the bundle, got {name!r}"
-        )
     return record
 
 
@@ -289,9 +251,6 @@ def load_temporal_module(
         No such module; a corrupt or foreign file; tensors whose hash, names or shapes do not
         match; classes, filter count or segmenter other than the ones given.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(bundle_path)
     record = read_temporal_record(folder, kind)
     where = temporal_record_path(folder, kind)
@@ -312,17 +271,8 @@ def load_temporal_module(
             f"bundle's decoders changed since, or another --segmenter); refit it with "
             f"'hyplex temporal fit --bundle {folder} --module {kind}'"
         )
+    tensors = read_hashed_tensors(folder, record, where.name, TemporalModuleError, "module")
     tensors_path = folder / record["tensors_file"]
-    if not tensors_path.is_file():
-        raise TemporalModuleError(f"{tensors_path} is missing (named by {where.name})")
-    if _sha256(tensors_path) != record["tensors_sha256"]:
-        raise TemporalModuleError(
-            f"{tensors_path}: SHA-256 does not match {where.name} (corrupt module)"
-        )
-    try:
-        tensors = load_file(tensors_path, device="cpu")
-    except (SafetensorError, OSError) as error:
-        raise TemporalModuleError(f"{tensors_path} is corrupt: {error}") from None
     try:
         options = dict(record["options"])
         check_config_limits(options, str(where))
