@@ -46,6 +46,31 @@ def _predict(model, barcodes, batch_size=4):
         )
 
 
+def _batched_pgd(loss_for, barcodes, budget, steps, step_fraction, generator, batch_size):
+    """:func:`pgd_attack` over the scenes ``batch_size`` at a time; ``loss_for(rows)`` is the
+    loss of the scenes ``rows`` (a slice) as a function of their barcodes. (S, F, H, W)."""
+    pieces = []
+    for start in range(0, len(barcodes), batch_size):
+        rows = slice(start, start + batch_size)
+        pieces.append(
+            pgd_attack(
+                loss_for(rows), barcodes[rows], budget[rows], steps, step_fraction, generator
+            )
+        )
+    return torch.cat(pieces)
+
+
+def _attack_reconstructor(
+    reconstructor, barcodes, cubes, budget, steps, step_fraction, generator, batch_size
+):
+    """PGD barcodes (S, F, H, W) that raise the reconstructor's mean L1 to ``cubes``."""
+
+    def loss_for(rows):
+        return lambda z: (reconstructor(z) - cubes[rows]).abs().mean()
+
+    return _batched_pgd(loss_for, barcodes, budget, steps, step_fraction, generator, batch_size)
+
+
 def reconstructor_psnr_under_attack(
     reconstructor,
     barcodes: torch.Tensor,
@@ -102,17 +127,9 @@ def reconstructor_psnr_under_attack(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     generator = torch.Generator(device=barcodes.device).manual_seed(int(seed))
     budget = shot_noise_budget(barcodes, white_electrons, epsilon)
-    pieces = []
-    for start in range(0, len(barcodes), batch_size):
-        rows = slice(start, start + batch_size)
-
-        def loss(z, rows=rows):
-            return (reconstructor(z) - cubes[rows]).abs().mean()
-
-        pieces.append(
-            pgd_attack(loss, barcodes[rows], budget[rows], pgd_steps, step_fraction, generator)
-        )
-    attacked = torch.cat(pieces)
+    attacked = _attack_reconstructor(
+        reconstructor, barcodes, cubes, budget, pgd_steps, step_fraction, generator, batch_size
+    )
     return {
         "psnr_clean": psnr(_predict(reconstructor, barcodes, batch_size), cubes),
         "psnr_pgd_reconstructor": psnr(_predict(reconstructor, attacked, batch_size), cubes),
@@ -196,15 +213,13 @@ def red_team_report(
     if reconstructor is not None and cubes is not None:
         report["psnr_clean"] = psnr(_predict(reconstructor, barcodes, batch_size), cubes)
     attacked = {}
-    pieces = []
-    for start in range(0, len(barcodes), batch_size):
-        rows = slice(start, start + batch_size)
 
-        def loss(z, rows=rows):
-            return F.cross_entropy(segmenter(z), labels[rows], ignore_index=IGNORE_INDEX)
+    def segmenter_loss_for(rows):
+        return lambda z: F.cross_entropy(segmenter(z), labels[rows], ignore_index=IGNORE_INDEX)
 
-        pieces.append(pgd_attack(loss, barcodes[rows], budget[rows], pgd_steps, 0.25, generator))
-    attacked["pgd"] = torch.cat(pieces)
+    attacked["pgd"] = _batched_pgd(
+        segmenter_loss_for, barcodes, budget, pgd_steps, 0.25, generator, batch_size
+    )
     source_x = barcodes if attacker_barcodes is None else attacker_barcodes
     source_y = labels if attacker_labels is None else attacker_labels
     for k in samples_per_class:
@@ -217,10 +232,10 @@ def red_team_report(
         report[f"success_{name}"] = attack_success_rate(clean_prediction, prediction, labels)
         if reconstructor is not None and cubes is not None:
             report[f"psnr_{name}"] = psnr(_predict(reconstructor, adversarial, batch_size), cubes)
-    if reconstructor is not None and cubes is not None:
-        aimed = reconstructor_psnr_under_attack(
-            reconstructor, barcodes, cubes, white_electrons, epsilon, pgd_steps,
-            seed=int(seed) + 1, batch_size=batch_size,
-        )  # fmt: skip
-        report["psnr_pgd_reconstructor"] = aimed["psnr_pgd_reconstructor"]
+    if reconstructor is not None and cubes is not None:  # its own attack, its own start
+        own = torch.Generator(device=barcodes.device).manual_seed(int(seed) + 1)
+        aimed = _attack_reconstructor(
+            reconstructor, barcodes, cubes, budget, pgd_steps, 0.25, own, batch_size
+        )
+        report["psnr_pgd_reconstructor"] = psnr(_predict(reconstructor, aimed, batch_size), cubes)
     return report
