@@ -135,19 +135,29 @@ def job_models(job: SegmentJob) -> dict:
     return models
 
 
+def _bundle_part_wanted(flag, bundle, has_part, need: str, how: str) -> bool:
+    """Whether a job loads an optional part of its bundle (an open-set or real/fake head):
+    ``flag`` False never, None when the bundle has it, True demands it (a ValueError saying
+    ``need``, that the bundle has none, and the command ``how`` that adds one)."""
+    if flag is False:
+        return False
+    if bundle and has_part(bundle):
+        return True
+    if flag:
+        where = f"bundle {bundle}" if bundle else "no --bundle"
+        raise ValueError(f"{need}; {where} has none (add one with '{how}')")
+    return False
+
+
 def _realfake_head(job: SegmentJob, models: dict):
     """The bundle's real/fake head when ``job.fake`` asks for it (``SegmentJob.fake``)."""
-    if job.fake is False:
-        return None
     from hyplex.models.pretraining.realfake_files import has_realfake_head, load_realfake_head
 
-    if not job.bundle or not has_realfake_head(job.bundle):
-        if job.fake:
-            where = f"bundle {job.bundle}" if job.bundle else "no --bundle"
-            raise ValueError(
-                f"fake maps need a bundle with a real/fake head; {where} has none (add one "
-                "with 'hyplex realfake fit --bundle B')"
-            )
+    wanted = _bundle_part_wanted(
+        job.fake, job.bundle, has_realfake_head, "fake maps need a bundle with a real/fake head",
+        "hyplex realfake fit --bundle B",
+    )  # fmt: skip
+    if not wanted:
         return None
     layout = models.get("layout")
     return load_realfake_head(job.bundle, None if layout is None else layout.n_filters)
@@ -155,17 +165,14 @@ def _realfake_head(job: SegmentJob, models: dict):
 
 def _openset_head(job: SegmentJob, models: dict):
     """The bundle's open-set detector when ``job.unknown`` asks for it (module doc)."""
-    if job.unknown is False:
-        return None
     from hyplex.models.openset.head_files import has_openset_head, load_openset_head
 
-    if not job.bundle or not has_openset_head(job.bundle):
-        if job.unknown:
-            where = f"bundle {job.bundle}" if job.bundle else "no --bundle"
-            raise ValueError(
-                f"unknown maps need a bundle with an open-set head; {where} has none (add one "
-                "with 'hyplex openset fit --bundle B --method OE')"
-            )
+    wanted = _bundle_part_wanted(
+        job.unknown, job.bundle, has_openset_head,
+        "unknown maps need a bundle with an open-set head",
+        "hyplex openset fit --bundle B --method OE",
+    )  # fmt: skip
+    if not wanted:
         return None
     if job.segmenter or models["segmenter"] is None:
         raise ValueError("the open-set head scores the bundle's own segmenter; drop --segmenter")
