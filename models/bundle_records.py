@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from hyplex.optics.atomic_io import atomic_write
+from hyplex.optics.atomic_io import atomic_directory, atomic_write
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "add_to_bundle",
     "file_sha256",
     "read_hashed_tensors",
     "read_record",
@@ -191,3 +193,33 @@ def read_hashed_tensors(
         return load_file(tensors_path, device="cpu")
     except (SafetensorError, OSError) as exc:
         raise error(f"{tensors_path} is corrupt: {exc}") from None
+
+
+def add_to_bundle(bundle_path, output, write: Callable[[Path], object]) -> Path:
+    """Add a part to a bundle in place, or to a new copy of it.
+
+    Parameters
+    ----------
+    bundle_path : str or Path
+        The bundle folder.
+    output : str, Path or None
+        None: ``write`` runs on the bundle itself (each part's own writes are atomic). A new
+        folder: the bundle is copied into a staging folder, ``write`` runs there, and the
+        staging folder is renamed to ``output``, so the copy and its new part appear together
+        or not at all (:func:`hyplex.optics.atomic_io.atomic_directory`). A part the copy
+        already holds is replaced by ``write`` (:func:`write_hashed_record` removes the old
+        tensors file).
+    write : callable(folder: Path)
+        Writes the part into ``folder``.
+
+    Returns
+    -------
+    Path of the bundle that holds the part.
+    """
+    if output is None:
+        write(Path(bundle_path))
+        return Path(bundle_path)
+    with atomic_directory(output) as staging:
+        shutil.copytree(bundle_path, staging, dirs_exist_ok=True)
+        write(Path(staging))
+    return Path(output)

@@ -19,7 +19,6 @@ are cut into barcodes with the bundle's mosaic layout.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -203,20 +202,15 @@ def fit_command(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    from hyplex.models.bundle_records import add_to_bundle
     from hyplex.models.openset.head_files import save_openset_head
 
-    if output is None:
-        save_openset_head(loaded.path, detector, loaded.class_names, metrics)
-    else:  # the copy and its head appear together (staging folder renamed into place)
-        from hyplex.optics.atomic_io import atomic_directory
-
-        with atomic_directory(output) as staging:
-            shutil.copytree(bundle, staging, dirs_exist_ok=True)
-            for stale in list(Path(staging).glob("openset*")):
-                stale.unlink()
-            save_openset_head(staging, detector, loaded.class_names, metrics)
-        loaded = _load_bundle(output)
-    typer.echo(json.dumps({"bundle": str(loaded.path), "method": method, **metrics}))
+    where = add_to_bundle(  # in place, or a copy that appears with its head
+        loaded.path,
+        output,
+        lambda folder: save_openset_head(folder, detector, loaded.class_names, metrics),
+    )
+    typer.echo(json.dumps({"bundle": str(where), "method": method, **metrics}))
 
 
 def coverage_command(

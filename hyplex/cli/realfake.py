@@ -20,7 +20,6 @@ own segmenter read as a fake detector (``segmenter_eer``).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -92,16 +91,9 @@ def fit_command(
         raise typer.Exit(130) from None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
-    if output is None:
-        save_realfake_head(loaded.path, head, metrics)
-        where = loaded.path
-    else:  # the copy and its head appear together (staging folder renamed into place)
-        from hyplex.optics.atomic_io import atomic_directory
+    from hyplex.models.bundle_records import add_to_bundle
 
-        with atomic_directory(output) as staging:
-            shutil.copytree(bundle, staging, dirs_exist_ok=True)
-            for stale in list(Path(staging).glob("realfake*")):
-                stale.unlink()
-            save_realfake_head(staging, head, metrics)
-        where = output
+    where = add_to_bundle(  # in place, or a copy that appears with its head
+        loaded.path, output, lambda folder: save_realfake_head(folder, head, metrics)
+    )
     typer.echo(json.dumps({"bundle": str(where), "method": "HierCon", **metrics}))

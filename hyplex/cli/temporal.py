@@ -15,7 +15,6 @@ is one JSON object: the bundle, the module, the training settings and the held-o
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -57,7 +56,7 @@ def fit_command(
 ) -> None:
     """Fit a temporal module on labelled twin video for a bundle and store it there."""
     from hyplex.models.bundle import BundleError, load_bundle
-    from hyplex.models.temporal.module_files import save_temporal_module
+    from hyplex.models.temporal.module_files import save_temporal_module, temporal_record_path
     from hyplex.models.temporal.twin_fitting import TemporalFitSettings, fit_bundle_temporal
 
     if module not in ("tcl", "gated"):
@@ -89,15 +88,14 @@ def fit_command(
         raise typer.BadParameter(str(error), param_hint="'--bundle'") from None
     n_filters = int(loaded.responses.shape[0])
     arguments = (fitted, loaded.class_names, n_filters, training["segmenter_sha256"])
-    if output is None:
-        path = save_temporal_module(loaded.path, *arguments, training, metrics)
-    else:  # the copy and its module appear together (staging folder renamed into place)
-        from hyplex.optics.atomic_io import atomic_directory
+    from hyplex.models.bundle_records import add_to_bundle
 
-        with atomic_directory(output) as staging:
-            shutil.copytree(bundle, staging, dirs_exist_ok=True)
-            save_temporal_module(staging, *arguments, training, metrics)
-        path = Path(output) / f"temporal-{module}.json"
+    where = add_to_bundle(  # in place, or a copy that appears with its module
+        loaded.path,
+        output,
+        lambda folder: save_temporal_module(folder, *arguments, training, metrics),
+    )
+    path = temporal_record_path(where, module)
     typer.echo(
         json.dumps(
             {

@@ -102,3 +102,27 @@ def test_tensors_must_exist_and_match_their_hash(tmp_path):
     }
     with pytest.raises(PartError, match="is corrupt"):
         read_hashed_tensors(tmp_path, forged, "part.json", PartError, "part")
+
+
+def test_add_to_bundle_in_place_or_to_a_copy_that_appears_whole(tmp_path):
+    from hyplex.models.bundle_records import add_to_bundle
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "decoders.txt").write_text("weights")
+    first = read(write(bundle, 1.0))["tensors_file"]
+    copy = tmp_path / "copy"
+    assert add_to_bundle(bundle, copy, lambda folder: write(folder, 2.0)) == copy
+    assert read(bundle / "part.json")["scale"] == 1.0  # the original is untouched
+    assert read(copy / "part.json")["scale"] == 2.0 and (copy / "decoders.txt").is_file()
+    assert not (copy / first).exists()  # the copied old part's tensors went with it
+
+    def fails(folder):
+        write(folder, 3.0)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        add_to_bundle(bundle, tmp_path / "never", fails)
+    assert not (tmp_path / "never").exists()
+    assert add_to_bundle(bundle, None, lambda folder: write(folder, 4.0)) == bundle
+    assert read(bundle / "part.json")["scale"] == 4.0
